@@ -1,0 +1,70 @@
+"""The dataset contract every data source implements, and the source registry.
+
+A batch is a dict of numpy arrays: ``inputs`` [B, T] int32, ``targets`` [B, T] int32,
+``mask`` [B, T] float32 (1 = count this target in the loss), plus optional extra
+model keyword arguments (e.g. ``conditions`` [B, 5]) that the trainer forwards to
+``model.apply``. ``train_batch(step)`` is a pure function of ``(seed, step)`` so a
+resumed run sees exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from spiraljax.config import DATA_MODULES, Config, ConfigError
+
+Batch = dict[str, np.ndarray]
+BATCH_KEYS = ("inputs", "targets", "mask")
+
+
+class DataError(ValueError):
+    """A one-line, user-facing data problem (missing/empty/undecodable corpus...)."""
+
+
+class Dataset(Protocol):
+    vocab_size: int
+    token_bytes: np.ndarray  # [V] bytes (characters) each token stands for, for BPC
+
+    def train_batch(self, step: int) -> Batch: ...
+
+    def val_batches(self) -> Iterator[Batch]: ...
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def decode(self, ids) -> str: ...
+
+
+BUILDERS: dict[str, Callable[[Config], Dataset]] = {}
+
+
+def register_source(source: str):
+    """Decorator for ``build(cfg: Config) -> Dataset`` under ``data.source``."""
+
+    def wrap(fn: Callable[[Config], Dataset]) -> Callable[[Config], Dataset]:
+        BUILDERS[source] = fn
+        return fn
+
+    return wrap
+
+
+def build_dataset(cfg: Config) -> Dataset:
+    source = cfg.data.source
+    if source not in BUILDERS and source in DATA_MODULES:
+        importlib.import_module(DATA_MODULES[source])
+    if source not in BUILDERS:
+        raise ConfigError(f"data.source: no dataset registered for {source!r}")
+    return BUILDERS[source](cfg)
+
+
+def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
+    """A numpy generator that depends only on (seed, step, stream)."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(step), int(stream)])
+
+
+def windows_at(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> Batch:
+    """Slice ``[start, start + T + 1)`` windows into an LM batch (inputs, shifted targets)."""
+    idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
+    chunk = np.asarray(tokens[idx], dtype=np.int32)
+    return {"inputs": chunk[:, :-1], "targets": chunk[:, 1:], "mask": np.ones((len(starts), seq_len), np.float32)}

@@ -1,0 +1,55 @@
+"""Dense causal Transformer baseline: pre-norm, RoPE, SwiGLU/GELU MLP, tied or untied embeddings."""
+from __future__ import annotations
+
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from pydantic import Field
+
+from spiraljax.config import ModelConfig, register_model_config
+from spiraljax.models.registry import register
+from spiraljax.nn.layers import Block
+
+
+@register_model_config("transformer")
+class TransformerConfig(ModelConfig):
+    family: Literal["transformer"] = "transformer"
+    mlp_ratio: float = Field(4.0, gt=0)
+    mlp_kind: Literal["swiglu", "gelu"] = "swiglu"
+    tie_embeddings: bool = True
+    window: int | None = Field(None, gt=0)
+
+
+class Transformer(nn.Module):
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, *, train: bool = False, step: int | jax.Array = 0):
+        cfg = self.cfg
+        dtype = jnp.dtype(cfg.dtype)
+        embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.02), name="embed")
+        x = embed(tokens).astype(dtype)
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+        hidden = int(cfg.mlp_ratio * cfg.d_model * (2 / 3 if cfg.mlp_kind == "swiglu" else 1))
+        attend = None
+        if cfg.window is not None:
+            from functools import partial
+
+            from spiraljax.ops.attention import causal_attention
+
+            attend = partial(causal_attention, window=cfg.window)
+        for i in range(cfg.n_layers):
+            x = Block(cfg.n_heads, hidden, cfg.mlp_kind, cfg.dropout, dtype, attend=attend, name=f"block_{i}")(x, train=train)
+        x = nn.LayerNorm(dtype=dtype, name="ln_f")(x)
+        if cfg.tie_embeddings:
+            logits = embed.attend(x.astype(jnp.float32))
+        else:
+            logits = nn.Dense(cfg.vocab_size, use_bias=False, name="head")(x)
+        return logits.astype(jnp.float32), {}
+
+
+@register("transformer")
+def build(cfg: TransformerConfig) -> nn.Module:
+    return Transformer(cfg)

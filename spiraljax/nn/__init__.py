@@ -1,0 +1,1 @@
+"""Flax Linen layers that hold parameters and call :mod:`spiraljax.ops`."""

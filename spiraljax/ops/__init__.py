@@ -1,0 +1,1 @@
+"""Pure jax.numpy math: no parameters, no Flax, no configs."""
