@@ -113,6 +113,7 @@ class TrainConfig(Section):
     b2: float = Field(0.95, ge=0.0, lt=1.0)
     clip_norm: float = Field(1.0, gt=0.0)
     grad_accum: int = Field(1, gt=0)
+    trainable: str = "all"  # "all", or a substring of the param paths to train (e.g. "lora")
     seed: int = 0
     eval_every: int = Field(200, gt=0)
     log_every: int = Field(10, gt=0)

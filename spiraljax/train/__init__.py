@@ -1,0 +1,1 @@
+"""Training: optimizer, jit steps, device mesh, Orbax checkpoints, lock file, the loop."""

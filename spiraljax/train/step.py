@@ -1,0 +1,118 @@
+"""Loss, jit-able train and eval steps over a plain-dict TrainState.
+
+State: ``{"params", "opt_state", "step", "rng", "skipped"}``. Batch: ``inputs``, ``targets``,
+``mask`` and extra model kwargs (see :mod:`spiraljax.data.base`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from spiraljax.data.base import BATCH_KEYS
+
+TrainState = dict[str, Any]
+
+
+def model_extras(batch: dict) -> dict:
+    """Batch entries that are model keyword arguments (everything but inputs/targets/mask)."""
+    return {k: v for k, v in batch.items() if k not in BATCH_KEYS}
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, sample_inputs: jax.Array, seed: int) -> TrainState:
+    root = jax.random.key(seed)
+    params = model.init(jax.random.fold_in(root, 0), sample_inputs)["params"]
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(jax.random.fold_in(root, 1)), "skipped": jnp.zeros((), jnp.int32)}
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Per-token negative log-likelihood in nats (fp32 logits)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+
+
+def _scalar_metrics(aux: dict) -> dict:
+    return {k: jnp.mean(jnp.asarray(v, jnp.float32), axis=tuple(range(max(jnp.ndim(v) - 1, 0))))
+            if jnp.ndim(v) > 1 else jnp.asarray(v, jnp.float32)
+            for k, v in aux.get("metrics", {}).items()}
+
+
+def loss_fn(params, model: nn.Module, batch: dict, step: jax.Array, rng: jax.Array, train: bool = True):
+    """Masked mean CE (× aux token_weights) + aux_loss. Returns (loss, (ce, metrics))."""
+    k_drop, k_noise, k_sample = jax.random.split(rng, 3)
+    logits, aux = model.apply({"params": params}, batch["inputs"], train=train, step=step,
+                              rngs={"dropout": k_drop, "noise": k_noise, "sample": k_sample},
+                              **model_extras(batch))
+    nll = token_nll(logits, batch["targets"])
+    mask = batch["mask"].astype(jnp.float32)
+    weights = mask * aux["token_weights"] if "token_weights" in aux else mask
+    ce = jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
+    loss = ce + aux.get("aux_loss", 0.0)
+    return loss, (ce, _scalar_metrics(aux))
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_accum: int = 1) -> Callable:
+    """Build ``train_step(state, batch) -> (state, metrics)``.
+
+    With ``grad_accum > 1`` every batch entry has a leading micro-step axis and gradients are
+    averaged over it with ``lax.scan``. A non-finite loss or gradient leaves params and optimizer
+    state untouched and increments ``state["skipped"]``.
+    """
+
+    def grads_of(params, batch, step, rng):
+        """Flat (loss, ce, metrics, grads) for one (micro-)batch."""
+        (l, (c, m)), g = jax.value_and_grad(loss_fn, has_aux=True)(params, model, batch, step, rng)
+        return l, c, m, g
+
+    def train_step(state: TrainState, batch: dict):
+        step = state["step"]
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
+        if grad_accum == 1:
+            loss, ce, metrics, grads = grads_of(state["params"], batch, step, rng)
+        else:
+            def micro(total, xs):
+                i, mb = xs
+                out = grads_of(state["params"], mb, step, jax.random.fold_in(rng, i))
+                return jax.tree.map(jnp.add, total, out), None
+
+            first = jax.tree.map(lambda x: x[0], batch)
+            shapes = jax.eval_shape(grads_of, state["params"], first, step, rng)
+            zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            total, _ = jax.lax.scan(micro, zero, (jnp.arange(grad_accum), batch))
+            loss, ce, metrics, grads = jax.tree.map(lambda x: x / grad_accum, total)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updates, new_opt = tx.update(grads, state["opt_state"], state["params"])
+        new_params = optax.apply_updates(state["params"], updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        new_state = {"params": keep(new_params, state["params"]), "opt_state": keep(new_opt, state["opt_state"]),
+                     "step": step + 1, "rng": state["rng"], "skipped": state["skipped"] + (~finite).astype(jnp.int32)}
+        out = {"loss": loss, "ce": ce, "grad_norm": grad_norm, "skipped": new_state["skipped"], **metrics}
+        return new_state, out
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, token_bytes: jax.Array) -> Callable:
+    """``eval_step(params, batch, step) -> {nll_sum, tokens, bytes}`` (plain, unweighted CE)."""
+    token_bytes = jnp.asarray(token_bytes, jnp.float32)
+
+    def eval_step(params, batch: dict, step):
+        logits, _ = model.apply({"params": params}, batch["inputs"], train=False, step=step, **model_extras(batch))
+        nll = token_nll(logits, batch["targets"])
+        mask = batch["mask"].astype(jnp.float32)
+        return {"nll_sum": jnp.sum(nll * mask), "tokens": jnp.sum(mask),
+                "bytes": jnp.sum(mask * token_bytes[batch["targets"]])}
+
+    return eval_step
+
+
+def lm_metrics(nll_sum: float, tokens: float, n_bytes: float) -> dict[str, float]:
+    """loss (nats/token), BPC = total nats / (ln 2 · bytes), PPL = exp(loss)."""
+    loss = nll_sum / max(tokens, 1e-9)
+    return {"loss": loss, "bpc": nll_sum / (math.log(2) * max(n_bytes, 1e-9)),
+            "ppl": math.exp(min(loss, 700.0))}

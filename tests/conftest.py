@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny configs so every compile is cheap."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TINY = [
+    "name=tiny", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.seq_len=16",
+    "train.batch_size=4", "train.steps=20", "train.lr=1e-2", "train.warmup_steps=2", "train.eval_every=10",
+    "train.log_every=5", "train.progress=false", "checkpoint.every=5", "eval.batches=2", "eval.batch_size=4",
+    "eval.sample_tokens=8",
+]
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    from spiraljax import config
+
+    return config.load(None, TINY + [f"data.cache_dir={tmp_path / 'cache'}"])
+
+
+def subprocess_env(devices: int | None = None) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env

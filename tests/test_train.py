@@ -1,0 +1,200 @@
+"""Training loop: learning, exact resume, NaN skipping, checkpoints, lock, signals."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY, subprocess_env
+from spiraljax import config
+from spiraljax.train.checkpoint import CheckpointError, Checkpointer, load_run
+from spiraljax.train.lock import LockError, RunLock
+from spiraljax.train.loop import RunError, train
+from spiraljax.train.metrics import read_metrics
+
+
+def cfg_for(tmp_path, *extra):
+    return config.load(None, TINY + [f"data.cache_dir={tmp_path / 'cache'}", *extra])
+
+
+def params_of(run, checkpoint="latest"):
+    return load_run(run, checkpoint)[1]["params"]
+
+
+def assert_same_params(a, b, atol=1e-6):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted 20-step run shared by the tests that compare against it."""
+    tmp = tmp_path_factory.mktemp("full")
+    result = train(cfg_for(tmp), tmp / "run")
+    return tmp / "run", result
+
+
+def test_training_lowers_loss(full_run):
+    run, result = full_run
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.5
+    assert result.step == 20 and not result.interrupted
+    for name in ("config.yaml", "metrics.jsonl", "plots/metrics.png", "samples/step_0000010.txt"):
+        assert (run / name).exists(), name
+    assert not (run / "LOCK").exists()
+
+
+def test_stop_and_resume_is_exact(full_run, tmp_path):
+    run = tmp_path / "run"
+    first = train(cfg_for(tmp_path), run, stop_at=10)
+    assert first.interrupted and first.step == 10
+    with pytest.raises(RunError, match="--resume"):
+        train(cfg_for(tmp_path), run)
+    second = train(cfg_for(tmp_path), run, resume=True)
+    assert second.step == 20
+    assert_same_params(params_of(run), params_of(full_run[0]))
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert steps == sorted(set(steps))  # no duplicated history after resume
+
+
+def test_grad_accumulation_runs(tmp_path):
+    result = train(cfg_for(tmp_path, "train.grad_accum=2", "train.steps=4", "eval.sample_tokens=0"), tmp_path / "r")
+    assert result.step == 4 and np.isfinite(result.val["loss"])
+
+
+def test_nan_batch_is_skipped_and_counted(tmp_path, monkeypatch):
+    from spiraljax.data import text
+
+    real = text.TokenStream.train_batch
+    calls = []
+
+    def poisoned(self, step):
+        b = real(self, step)
+        if step == 2:
+            b["mask"] = b["mask"] * np.nan
+        calls.append(step)
+        return b
+
+    monkeypatch.setattr(text.TokenStream, "train_batch", poisoned)
+    run = tmp_path / "run"
+    train(cfg_for(tmp_path, "train.steps=5", "train.log_every=1", "eval.sample_tokens=0"), run)
+    rows = {r["step"]: r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"}
+    assert rows[2]["skipped"] == 0 and rows[3]["skipped"] == 1 and rows[5]["skipped"] == 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params_of(run)))
+
+
+def test_corrupt_latest_checkpoint_falls_back(full_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(full_run[0], run)
+    latest = run / "checkpoints" / "latest"
+    newest = max(int(p.name) for p in latest.iterdir() if p.name.isdigit())
+    shutil.rmtree(run / "checkpoints" / "best")
+    for f in (latest / str(newest) / "params").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    cfg, variables, step = load_run(run, "latest", return_step=True)
+    assert step < newest
+    assert "unreadable" in capsys.readouterr().err
+    # resuming also falls back instead of crashing, and the corrupt step is then re-trained
+    result = train(config.load(run / "config.yaml"), run, resume=True)
+    assert result.step == 20
+
+
+def test_best_checkpoint_survives_rotation(full_run):
+    run = full_run[0]
+    best = [p.name for p in (run / "checkpoints" / "best").iterdir() if p.name.isdigit()]
+    assert len(best) == 1
+    assert len([p for p in (run / "checkpoints" / "latest").iterdir() if p.name.isdigit()]) == 3
+    with pytest.raises(CheckpointError, match="no checkpoint at step 999"):
+        load_run(run, 999)
+
+
+def test_lock_refuses_second_run_and_reclaims_stale(tmp_path):
+    (tmp_path / "LOCK").write_text("1")  # pid 1 is alive in any container
+    with pytest.raises(LockError, match="already in use by running process 1"):
+        RunLock(tmp_path).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "LOCK").write_text(str(dead.pid))
+    with RunLock(tmp_path):
+        assert (tmp_path / "LOCK").read_text() != str(dead.pid)
+    assert not (tmp_path / "LOCK").exists()
+
+
+def _start(tmp_path, run, *extra):
+    args = [sys.executable, str(ROOT / "train.py"), "--workdir", str(run), "--set",
+            *TINY, f"data.cache_dir={tmp_path / 'cache'}", *extra]
+    return subprocess.Popen(args, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(predicate, proc, timeout=240):
+    t0 = time.time()
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"train.py exited early:\n{proc.stdout.read()}")
+        if time.time() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_signal_then_resume_matches_uninterrupted(full_run, tmp_path, sig):
+    """SIGTERM saves and exits cleanly; SIGKILL after a periodic checkpoint loses nothing either."""
+    run = tmp_path / "run"
+    proc = _start(tmp_path, run, "train.steps=20")
+    ckpt = run / "checkpoints" / "latest" / "5" / "commit_success.txt"
+    if sig == signal.SIGKILL:
+        _wait_for(ckpt.exists, proc)
+    else:
+        _wait_for(lambda: any(r["kind"] == "train" for r in read_metrics(run / "metrics.jsonl")), proc)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0, out
+        assert "received SIGTERM" in out or "finished at step 20" in out
+        assert not (run / "LOCK").exists()
+    cfg, variables, step = load_run(run, "latest", return_step=True)
+    assert step >= 5
+    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--workdir", str(run), "--resume"],
+                             cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert_same_params(params_of(run), params_of(full_run[0]))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--set", "model.bogus=1"], cwd=tmp_path,
+                       env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "model.bogus: unknown key" in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tmp_path / "nope")], cwd=tmp_path,
+                       env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "run directory not found" in r.stderr
+
+
+def test_evaluate_cli_reports_bpc(full_run):
+    r = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(full_run[0]), "--json"], env=subprocess_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["lm"]["bpc"] > 0 and np.isfinite(data["lm"]["ppl"])
+
+
+def test_multi_device_data_parallel_matches_single_device(full_run, tmp_path):
+    """4 fake CPU devices, batch split over the data axis: same params as the 1-device run."""
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--workdir", str(run), "--set", *TINY,
+                        f"data.cache_dir={tmp_path / 'cache'}"], cwd=tmp_path, env=subprocess_env(devices=4),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    info = [x for x in read_metrics(run / "metrics.jsonl") if x["kind"] == "info"][0]
+    assert info["devices"] == 4
+    assert_same_params(params_of(run), params_of(full_run[0]), atol=1e-4)

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Train a spiraljax model.
+
+  python train.py                                   # the embedded default experiment
+  python train.py --config configs/X.yaml --workdir runs/X [--set key=value ...] [--resume]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (default: the embedded default experiment)")
+    p.add_argument("--workdir", help="run directory (default: runs/<name>, or a fresh runs/<name>_N)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. train.steps=100")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --workdir")
+    p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import absl.logging  # orbax logs routine notices as warnings
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    from spiraljax import config as config_lib
+    from spiraljax.errors import USER_ERRORS
+
+    try:
+        if args.distributed:
+            import jax
+
+            jax.distributed.initialize()
+        if args.resume and args.workdir and not args.config and (Path(args.workdir) / "config.yaml").is_file():
+            cfg = config_lib.load(Path(args.workdir) / "config.yaml", args.set)
+        elif args.config:
+            cfg = config_lib.load(args.config, args.set)
+        else:
+            from spiraljax.defaults import DEFAULT_EXPERIMENT
+
+            raw = config_lib.apply_overrides(DEFAULT_EXPERIMENT, args.set, "<default experiment>")
+            cfg = config_lib.from_dict(raw, "<default experiment>")
+        workdir = Path(args.workdir) if args.workdir else default_workdir(cfg.name, args.resume)
+        print(f"run directory: {workdir}")
+        from spiraljax.train.loop import train
+
+        result = train(cfg, workdir, resume=args.resume)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    val = result.val
+    summary = f"; val loss {val['loss']:.4f}, BPC {val['bpc']:.4f}" if val else ""
+    state = "interrupted" if result.interrupted else "finished"
+    print(f"{state} at step {result.step} in {result.seconds:.0f}s{summary}")
+    print(f"run directory: {result.run_dir}   (evaluate: python evaluate.py {result.run_dir})")
+    return 0
+
+
+def default_workdir(name: str, resume: bool) -> Path:
+    """runs/<name>; if it already holds a run (and we are not resuming), the first free runs/<name>_N."""
+    base = Path("runs") / name
+    if resume or not (base / "checkpoints").exists():
+        return base
+    n = 1
+    while (Path("runs") / f"{name}_{n}" / "checkpoints").exists():
+        n += 1
+    return Path("runs") / f"{name}_{n}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
