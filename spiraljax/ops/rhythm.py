@@ -1,0 +1,76 @@
+"""The breath clock: a pure function of an integer counter (a step or a token position).
+
+Phases inhale 4, hold 2, exhale 4, pause 2 (durations in counter units) with attention weights
+1.0, 0.5, 0.25, 0.0. ``phase(c) = searchsorted(cumsum(durations), c mod Σ durations, 'right')``.
+Nothing here reads the wall clock (the original did, which made it non-reproducible).
+
+Options of the one rhythm mechanism: phase weights (block gating), rhythmic attention (attention
+open only in chosen phases), breathing recurrence (update every k), contemplative dropout (rate per
+phase) and rhythmic loss weights.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+PHASES = ("inhale", "hold", "exhale", "pause")
+INHALE, HOLD, EXHALE, PAUSE = range(4)
+DEFAULT_DURATIONS = (4, 2, 4, 2)
+DEFAULT_WEIGHTS = (1.0, 0.5, 0.25, 0.0)
+
+
+def phase(counter: jax.Array | int, durations: Sequence[int] = DEFAULT_DURATIONS) -> jax.Array:
+    """Phase index (0 inhale, 1 hold, 2 exhale, 3 pause) of an integer counter."""
+    bounds = jnp.cumsum(jnp.asarray(durations, jnp.int32))
+    c = jnp.mod(jnp.asarray(counter, jnp.int32), bounds[-1])
+    return jnp.searchsorted(bounds, c, side="right").astype(jnp.int32)
+
+
+def phase_weight(counter: jax.Array | int, durations: Sequence[int] = DEFAULT_DURATIONS,
+                 weights: Sequence[float] = DEFAULT_WEIGHTS) -> jax.Array:
+    """Attention/block weight of the phase at ``counter``."""
+    return jnp.asarray(weights, jnp.float32)[phase(counter, durations)]
+
+
+def sequence_phases(length: int, offset: jax.Array | int = 0,
+                    durations: Sequence[int] = DEFAULT_DURATIONS) -> jax.Array:
+    """Phase of every position ``t`` of a sequence: ``phase(offset + t)``, shape ``[length]``."""
+    return phase(jnp.arange(length, dtype=jnp.int32) + jnp.asarray(offset, jnp.int32), durations)
+
+
+def attention_open(phases: jax.Array, open_phases: Sequence[int] = (INHALE, HOLD, EXHALE)) -> jax.Array:
+    """Rhythmic attention mask: True where attention is applied at this phase."""
+    return jnp.isin(phases, jnp.asarray(open_phases, jnp.int32))
+
+
+def recurrence_tick(counter: jax.Array | int, every: int) -> jax.Array:
+    """Breathing recurrence: True on the counters where a recurrent state updates (every k-th)."""
+    return jnp.mod(jnp.asarray(counter, jnp.int32), every) == 0
+
+
+def dropout_rate(phases: jax.Array, rates: Sequence[float] = (0.0, 0.0, 0.1, 0.0)) -> jax.Array:
+    """Contemplative dropout: the dropout rate follows the breath phase (e.g. higher in exhale)."""
+    return jnp.asarray(rates, jnp.float32)[phases]
+
+
+def phase_dropout(x: jax.Array, rates: jax.Array, key: jax.Array) -> jax.Array:
+    """Inverted dropout with a per-position rate ``rates`` (broadcast over the feature axis)."""
+    keep = 1.0 - rates[..., None]
+    mask = jax.random.uniform(key, x.shape) < keep
+    return jnp.where(mask, x / jnp.maximum(keep, 1e-6), 0.0).astype(x.dtype)
+
+
+def rhythmic_token_weights(targets: jax.Array, weights_per_position: jax.Array, silence_ids: jax.Array | None = None,
+                           active_boost: float = 1.0) -> jax.Array:
+    """Loss weight per target: the breath weight of its position (pause → 0), and targets that are
+    not silence up-weighted by ``active_boost`` (counters silence-majority collapse).
+
+    The trainer normalises by the weight sum: ``L = Σ w_t CE_t / Σ w_t``.
+    """
+    w = jnp.broadcast_to(weights_per_position, targets.shape).astype(jnp.float32)
+    if silence_ids is not None and active_boost != 1.0:
+        active = ~jnp.isin(targets, silence_ids)
+        w = w * jnp.where(active, active_boost, 1.0)
+    return w

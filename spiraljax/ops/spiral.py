@@ -1,0 +1,132 @@
+"""Causal spiral sparse attention.
+
+Query i may attend key j iff ``i - j ∈ offsets`` and ``j ≥ 0``; the default offset set is
+``{0} ∪ {2^k : 2^k < n}`` so each row has at most ⌊log2 i⌋ + 2 keys (density ≈ (log2 n + 1)/n).
+
+Two implementations with identical results:
+
+* ``dense``  — reference: full q·kᵀ with the boolean ``[n, n]`` mask, O(n²).
+* ``sparse`` — for each offset o, shift k and v by o along time (pad the front, slice),
+  score ``s_o = ⟨q_i, k_{i−o}⟩/√D``, softmax over the offset axis, weighted sum of shifted v.
+  O(n·|offsets|) compute and memory; no n×n array is built.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spiraljax.ops.attention import masked_attention
+
+PHI = (1 + 5 ** 0.5) / 2
+
+
+def powers_of_two(n: int) -> list[int]:
+    """``{0} ∪ {2^k : 2^k < n}``."""
+    return [0] + [2 ** k for k in range(max(int(math.log2(max(n - 1, 1))) + 1, 0)) if 2 ** k < n]
+
+
+def phi_offsets(n: int) -> list[int]:
+    """``{0} ∪ {round(φ^k) : k ≥ 0, round(φ^k) < n}`` — golden-ratio spaced hops."""
+    out, k = {0}, 0
+    while round(PHI ** k) < n:
+        out.add(round(PHI ** k))
+        k += 1
+    return sorted(out)
+
+
+def make_offsets(n: int, pattern: str = "pow2", n_back: Sequence[int] = (), every: int = 0, every_count: int = 0,
+                 bidirectional: bool = False) -> tuple[int, ...]:
+    """One offset set for every routing pattern of seed 001.
+
+    ``pattern``: "pow2" (spiral), "phi" (round(φ^k)), or "none" (only the diagonal); ``n_back``:
+    fixed extra offsets; ``every``/``every_count``: keys with ``j ≡ i (mod every)``, the nearest
+    ``every_count`` of them. ``bidirectional`` mirrors the set (encoder use only, never for LM loss).
+    """
+    base = {"pow2": powers_of_two, "phi": phi_offsets, "none": lambda _: [0]}
+    if pattern not in base:
+        raise ValueError(f"unknown spiral pattern {pattern!r} (pow2 | phi | none)")
+    offs = set(base[pattern](n)) | {int(o) for o in n_back if 0 <= int(o) < n}
+    if every > 0:
+        offs |= {every * m for m in range(1, every_count + 1) if every * m < n}
+    if bidirectional:
+        offs |= {-o for o in offs}
+    return tuple(sorted(offs))
+
+
+def spiral_mask(n: int, offsets: Iterable[int] | None = None) -> jax.Array:
+    """Bool ``[n, n]``: ``mask[i, j] = (i − j) ∈ offsets`` (and 0 ≤ j < n). Causal for offsets ≥ 0."""
+    offsets = powers_of_two(n) if offsets is None else list(offsets)
+    diff = np.arange(n)[:, None] - np.arange(n)[None, :]
+    return jnp.asarray(np.isin(diff, np.asarray(offsets)))
+
+
+def shift_time(x: jax.Array, offset: int) -> jax.Array:
+    """``y[:, i] = x[:, i − offset]`` with zeros where ``i − offset`` is out of range (axis 1 = time)."""
+    n = x.shape[1]
+    if offset == 0:
+        return x
+    if abs(offset) >= n:
+        return jnp.zeros_like(x)
+    pad = [(0, 0)] * x.ndim
+    if offset > 0:
+        pad[1] = (offset, 0)
+        return jnp.pad(x, pad)[:, :n]
+    pad[1] = (0, -offset)
+    return jnp.pad(x, pad)[:, -offset:]
+
+
+def _valid_keys(n: int, offsets: Sequence[int], key_mask: jax.Array | None, keep_diagonal: bool) -> jax.Array:
+    """Bool ``[B or 1, n, |offsets|]``: key ``i − o`` exists (and is allowed by ``key_mask``)."""
+    i = jnp.arange(n)
+    cols = []
+    for o in offsets:
+        ok = ((i - o) >= 0) & ((i - o) < n)
+        ok = ok[None, :]
+        if key_mask is not None and not (keep_diagonal and o == 0):
+            ok = ok & shift_time(key_mask, o)
+        cols.append(ok)
+    return jnp.stack(jnp.broadcast_arrays(*cols), axis=-1)
+
+
+def _sparse(q, k, v, offsets, key_mask, keep_diagonal):
+    scale = q.shape[-1] ** -0.5
+    k_sh = jnp.stack([shift_time(k, o) for o in offsets], axis=2)  # [B, T, O, H, D]
+    v_sh = jnp.stack([shift_time(v, o) for o in offsets], axis=2)
+    scores = jnp.einsum("bthd,btohd->btho", q, k_sh).astype(jnp.float32) * scale
+    valid = _valid_keys(q.shape[1], offsets, key_mask, keep_diagonal)[:, :, None, :]  # [B, T, 1, O]
+    scores = jnp.where(valid, scores, -jnp.inf)
+    row_max = jnp.max(scores, axis=-1, keepdims=True)
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+    w = jnp.where(valid, jnp.exp(scores - row_max), 0.0)
+    w = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-30)
+    return jnp.einsum("btho,btohd->bthd", w.astype(v.dtype), v_sh)
+
+
+def _dense(q, k, v, offsets, key_mask, keep_diagonal):
+    n = q.shape[1]
+    mask = spiral_mask(n, offsets)[None, None]  # [1, 1, T, S]
+    if key_mask is not None:
+        keys = key_mask[:, None, None, :]
+        if keep_diagonal:
+            keys = keys | jnp.eye(n, dtype=bool)[None, None]
+        mask = mask & keys
+    return masked_attention(q, k, v, mask)
+
+
+def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Sequence[int] | None = None,
+                     key_mask: jax.Array | None = None, impl: str = "sparse", keep_diagonal: bool = True) -> jax.Array:
+    """softmax(q·k/√D) over the spiral-allowed keys; shapes ``[B, T, H, D]``.
+
+    ``key_mask`` ``[B, T]`` (True = key usable, e.g. not silence) removes keys per sequence; the
+    diagonal stays unless ``keep_diagonal=False``. Rows with no usable key return zeros, never NaN.
+    """
+    offsets = tuple(powers_of_two(q.shape[1]) if offsets is None else offsets)
+    if impl == "sparse":
+        return _sparse(q, k, v, offsets, key_mask, keep_diagonal)
+    if impl == "dense":
+        return _dense(q, k, v, offsets, key_mask, keep_diagonal)
+    raise ValueError(f"unknown spiral attention impl {impl!r} (sparse | dense)")
