@@ -1,0 +1,186 @@
+"""Spiralformer: causal spiral sparse attention, breath clock, silence, Soma, TowerMemory, LoRA.
+
+``logits, aux = model.apply(variables, tokens, conditions=c, step=s)`` with aux keys
+``breath_weight [B, T]``, ``silence_gate [B, T]``, ``field_charge [B, 2]``, ``memory_queries [B]``,
+``hold_phases [B]``, ``hidden_var [B]``, ``memory`` (the TowerMemory state after the sequence),
+``token_weights`` (rhythmic loss) and ``metrics``. ``force_breath_weight`` / ``force_silence_gate``
+override those quantities for interventions.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from pydantic import Field, model_validator
+
+from spiraljax.config import ModelConfig, Section, register_model_config
+from spiraljax.data.glyphs import SILENCE_IDS
+from spiraljax.models.registry import register
+from spiraljax.nn.spiral import SpiralBlock
+from spiraljax.ops import rhythm
+from spiraljax.ops.soma import field_charge
+from spiraljax.ops.spiral import make_offsets
+from spiraljax.ops.tower import tower_init, tower_read, tower_write
+
+
+class SpiralSection(Section):
+    pattern: Literal["pow2", "phi", "none"] = "pow2"
+    n_back: list[int] = []
+    every: int = Field(0, ge=0)
+    every_count: int = Field(0, ge=0)
+    impl: Literal["sparse", "dense"] = "sparse"
+
+
+class BreathSection(Section):
+    enabled: bool = True
+    durations: list[int] = [4, 2, 4, 2]
+    weights: list[float] = [1.0, 0.5, 0.25, 0.0]
+    clock: Literal["position", "step"] = "position"  # phase of position t (+ the training step if "step")
+    attention_phases: list[int] = [0, 1, 2, 3]        # rhythmic attention: phases where attention is open
+    dropout: list[float] = [0.0, 0.0, 0.0, 0.0]       # contemplative dropout rate per phase
+    rhythmic_loss: bool = True
+
+    @model_validator(mode="after")
+    def _four(self) -> "BreathSection":
+        for name in ("durations", "weights", "dropout"):
+            if len(getattr(self, name)) != 4:
+                raise ValueError(f"breath.{name} needs 4 values (inhale, hold, exhale, pause)")
+        if min(self.durations) < 0 or sum(self.durations) <= 0:
+            raise ValueError("breath.durations must be ≥ 0 with a positive sum")
+        return self
+
+
+class SilenceSection(Section):
+    key_mask: bool = True                 # PAD keys masked per sequence (diagonal kept)
+    gate: Literal["scale", "off", "none"] = "scale"
+    threshold: float = Field(0.5, ge=0, le=1)
+
+
+class MemorySection(Section):
+    enabled: bool = True
+    capacity: int = Field(15, gt=0)
+    decay: float = Field(0.95, gt=0, le=1)
+    threshold: float = 0.3
+    query_prob: float = Field(0.35, ge=0, le=1)
+
+
+@register_model_config("spiralformer")
+class SpiralformerConfig(ModelConfig):
+    family: Literal["spiralformer"] = "spiralformer"
+    vocab_size: int = Field(65, gt=0)
+    seq_len: int = Field(32, gt=0)
+    mlp_ratio: float = Field(4.0, gt=0)
+    soma: bool = True
+    spiral: SpiralSection = SpiralSection()
+    breath: BreathSection = BreathSection()
+    silence: SilenceSection = SilenceSection()
+    memory: MemorySection = MemorySection()
+    lora_rank: int = Field(0, ge=0)
+    lora_alpha: float = Field(16.0, gt=0)
+
+
+def silence_fraction(tokens: jax.Array) -> jax.Array:
+    """Fraction of silence glyphs among positions ≤ t (causal prefix), ``[B, T]``."""
+    silent = jnp.isin(tokens, jnp.asarray(SILENCE_IDS)).astype(jnp.float32)
+    return jnp.cumsum(silent, axis=1) / jnp.arange(1, tokens.shape[1] + 1)
+
+
+class Spiralformer(nn.Module):
+    cfg: SpiralformerConfig
+
+    def _breath(self, t: int, step):
+        bc = self.cfg.breath
+        offset = step if bc.clock == "step" else 0
+        phases = rhythm.sequence_phases(t, offset, bc.durations)
+        if not bc.enabled:
+            return phases, jnp.ones((t,), jnp.float32), jnp.ones((t,), jnp.float32), jnp.zeros((t,), jnp.float32)
+        weights = jnp.asarray(bc.weights, jnp.float32)[phases]
+        attn_open = rhythm.attention_open(phases, bc.attention_phases).astype(jnp.float32)
+        return phases, weights, attn_open, rhythm.dropout_rate(phases, bc.dropout)
+
+    def _memory(self, h, tokens, phases, charge, step, memory, train):
+        """Per breath cycle: hold positions read the tower (seeded coin flip), then the cycle's pooled
+        hidden state is written — so a read only sees cycles that ended before it (causal)."""
+        mc, bc = self.cfg.memory, self.cfg.breath
+        b, t, d = h.shape
+        cycle = sum(bc.durations)
+        offset = step if bc.clock == "step" else 0
+        cyc = (jnp.arange(t) + jnp.mod(jnp.asarray(offset, jnp.int32), cycle)) // cycle  # cycle index per position
+        n_cyc = t // cycle + 2
+        onehot = jax.nn.one_hot(cyc, n_cyc)                                              # [T, C]
+        valid = (tokens != 0).astype(jnp.float32)
+        count = jnp.einsum("bt,tc->bc", valid, onehot)
+        pooled = jnp.einsum("btd,bt,tc->bcd", h, valid, onehot) / jnp.maximum(count, 1.0)[..., None]
+        hold = (phases == rhythm.HOLD).astype(jnp.float32)
+        has_hold = jnp.einsum("t,tc->c", hold, onehot) > 0                              # [C]
+        key = self.make_rng("sample") if (train and self.has_rng("sample")) else jax.random.fold_in(
+            jax.random.key(17), jnp.asarray(step, jnp.int32))
+        coin = jax.random.bernoulli(key, mc.query_prob, (n_cyc, b)) & has_hold[:, None]
+        state = memory if memory is not None else tower_init(b, mc.capacity, d)
+
+        def per_cycle(state, xs):
+            content, ask, nonempty = xs
+            state, got, found = tower_read(state, charge, mc.threshold, active=ask)
+            state = tower_write(state, content, charge, mc.decay, active=nonempty)
+            return state, (got, found)
+
+        xs = (jnp.swapaxes(pooled, 0, 1), coin, (count > 0).T)
+        state, (got, found) = jax.lax.scan(per_cycle, state, xs)
+        got, found = jnp.swapaxes(got, 0, 1), jnp.swapaxes(found, 0, 1)                   # [B, C, d], [B, C]
+        per_pos = jnp.einsum("bcd,tc->btd", got, onehot) * hold[None, :, None]
+        gate = nn.sigmoid(nn.Dense(1, name="memory_gate")(h))
+        queries = jnp.sum(coin.T, axis=1).astype(jnp.float32)
+        hold_phases = jnp.broadcast_to(jnp.sum(has_hold).astype(jnp.float32), (b,))
+        return h + gate * per_pos, state, queries, hold_phases, jnp.sum(found, axis=1).astype(jnp.float32)
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, *, train: bool = False, step: int | jax.Array = 0,
+                 conditions: jax.Array | None = None, memory: dict | None = None,
+                 force_breath_weight: float | jax.Array | None = None,
+                 force_silence_gate: float | jax.Array | None = None):
+        cfg = self.cfg
+        b, t = tokens.shape
+        if conditions is None:
+            conditions = jnp.full((b, 5), 0.5, jnp.float32).at[:, 0].set(0.1).at[:, 3].set(0.05).at[:, 4].set(0.9)
+        charge = field_charge(conditions)
+        x = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.02), name="embed")(tokens)
+        if cfg.soma:
+            x = x + nn.Dense(cfg.d_model, name="soma")(conditions)[:, None, :]
+        phases, breath_w, attn_open, drop_rates = self._breath(t, step)
+        breath_w = jnp.broadcast_to(breath_w, (b, t))
+        if force_breath_weight is not None:
+            breath_w = jnp.broadcast_to(jnp.asarray(force_breath_weight, jnp.float32), (b, t))
+        frac = silence_fraction(tokens)
+        gate = {"scale": jnp.where(frac > cfg.silence.threshold, 1.0 - frac, 1.0),
+                "off": jnp.where(frac > cfg.silence.threshold, 0.0, 1.0),
+                "none": jnp.ones_like(frac)}[cfg.silence.gate]
+        if force_silence_gate is not None:
+            gate = jnp.broadcast_to(jnp.asarray(force_silence_gate, jnp.float32), (b, t))
+        key_mask = tokens != 0 if cfg.silence.key_mask else None
+        sc = cfg.spiral
+        offsets = make_offsets(t, sc.pattern, sc.n_back, sc.every, sc.every_count)
+        hidden = int(cfg.mlp_ratio * cfg.d_model)
+        for i in range(cfg.n_layers):
+            x = SpiralBlock(cfg.n_heads, hidden, offsets, sc.impl, cfg.lora_rank, cfg.lora_alpha, name=f"block_{i}")(
+                x, key_mask, breath_w, gate * attn_open[None, :], drop_rates[None, :], train)
+        aux = {"breath_weight": breath_w, "silence_gate": gate, "field_charge": charge, "phase": phases}
+        if cfg.memory.enabled:
+            x, state, queries, holds, hits = self._memory(x, tokens, phases, charge, step, memory, train)
+            aux.update(memory=state, memory_queries=queries, hold_phases=holds, memory_hits=hits)
+        x = nn.LayerNorm(name="ln_f")(x)
+        aux["hidden_var"] = jnp.var(x, axis=(1, 2))
+        logits = nn.Dense(cfg.vocab_size, name="head")(x).astype(jnp.float32)
+        if cfg.breath.enabled and cfg.breath.rhythmic_loss:
+            aux["token_weights"] = breath_w
+        metrics = {"breath_weight": jnp.mean(breath_w), "silence_gate": jnp.mean(gate)}
+        if cfg.memory.enabled:
+            metrics["b2q"] = jnp.sum(aux["memory_queries"]) / jnp.maximum(jnp.sum(aux["hold_phases"]), 1.0)
+        aux["metrics"] = metrics
+        return logits, aux
+
+
+@register("spiralformer")
+def build(cfg: SpiralformerConfig) -> nn.Module:
+    return Spiralformer(cfg)
