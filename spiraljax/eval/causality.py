@@ -1,0 +1,128 @@
+"""Causality / intervention harness (SPEC §2.4), for any quantity a model exposes in ``aux`` and
+accepts back as ``force_<name>=``.
+
+1. Variance: std over sequences of the per-sequence mean of the quantity > 0.01.
+2. Intervention: force it to each value (default 0.1 … 0.9); mean |Δlogits| between settings > 0.1
+   and a paired t-test (over sequences) of the NLL at the lowest vs highest setting has p < 0.01.
+3. Correlation: Pearson r between the quantity at t and the next-token entropy at t: |r| > 0.05, p < 0.01.
+
+If the model also accepts ``cut_<name>=True`` the same tests run on that control, which must fail
+test 2 — proving the test can fail.
+
+``python evaluate.py RUN --suite causality [--opt quantity=R values=0.1,0.3,0.5,0.7,0.9 sequences=100]``
+"""
+from __future__ import annotations
+
+import inspect
+from itertools import combinations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from spiraljax.eval.contemplative import entropy
+from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
+from spiraljax.train.step import model_extras, token_nll
+
+THRESHOLDS = {"variance_std": 0.01, "delta_logits": 0.1, "t_test_p": 0.01, "abs_r": 0.05, "r_p": 0.01}
+
+
+def accepts(model, keyword: str) -> bool:
+    return keyword in inspect.signature(type(model).__call__).parameters
+
+
+def collect_batches(dataset, n_sequences: int) -> list[dict]:
+    batches, n = [], 0
+    while n < n_sequences:
+        for b in dataset.val_batches():
+            batches.append(b)
+            n += len(b["inputs"])
+            if n >= n_sequences:
+                break
+    return batches
+
+
+def run_tests(model, variables, batches: list[dict], quantity: str, values: list[float], step: int = 0,
+              **model_kwargs) -> dict:
+    """All three tests on ``batches``; returns numbers and pass/fail per test."""
+    force_kw = f"force_{quantity}"
+
+    @jax.jit
+    def forward(batch, force):
+        kw = {force_kw: force} if force is not None else {}
+        logits, aux = model.apply(variables, batch["inputs"], train=False, step=step, **model_extras(batch), **kw,
+                                  **model_kwargs)
+        nll = jnp.sum(token_nll(logits, batch["targets"]) * batch["mask"], axis=1) / jnp.maximum(
+            jnp.sum(batch["mask"], axis=1), 1.0)
+        return logits, jnp.broadcast_to(aux[quantity], batch["inputs"].shape), entropy(logits), nll
+
+    q_seq, q_all, ent_all = [], [], []
+    forced = {v: {"logits": [], "nll": []} for v in values}
+    for batch in batches:
+        _, q, ent, _ = forward(batch, None)
+        q_seq.append(np.asarray(jnp.mean(q, axis=1)))
+        q_all.append(np.asarray(q).ravel())
+        ent_all.append(np.asarray(ent).ravel())
+        for v in values:
+            logits, _, _, nll = forward(batch, jnp.float32(v))
+            forced[v]["logits"].append(np.asarray(logits))
+            forced[v]["nll"].append(np.asarray(nll))
+    q_seq = np.concatenate(q_seq)
+    q_all, ent_all = np.concatenate(q_all), np.concatenate(ent_all)
+    deltas = [float(np.mean(np.abs(np.concatenate(forced[a]["logits"]) - np.concatenate(forced[b]["logits"]))))
+              for a, b in combinations(values, 2)]
+    nll_lo, nll_hi = np.concatenate(forced[values[0]]["nll"]), np.concatenate(forced[values[-1]]["nll"])
+    t_p = float(stats.ttest_rel(nll_lo, nll_hi).pvalue) if np.any(nll_lo != nll_hi) else 1.0
+    if np.std(q_all) > 0 and np.std(ent_all) > 0:
+        r, r_p = stats.pearsonr(q_all, ent_all)
+    else:
+        r, r_p = 0.0, 1.0
+    out = {
+        "variance": {"std_of_sequence_means": float(np.std(q_seq)), "mean": float(np.mean(q_seq))},
+        "intervention": {"values": values, "mean_abs_delta_logits": float(np.mean(deltas)),
+                         "nll_by_value": {str(v): float(np.mean(np.concatenate(forced[v]["nll"]))) for v in values},
+                         "paired_t_p": t_p},
+        "correlation": {"pearson_r": float(r), "p": float(r_p), "positions": int(len(q_all))},
+    }
+    out["variance"]["passed"] = out["variance"]["std_of_sequence_means"] > THRESHOLDS["variance_std"]
+    out["intervention"]["passed"] = (out["intervention"]["mean_abs_delta_logits"] > THRESHOLDS["delta_logits"]
+                                     and t_p < THRESHOLDS["t_test_p"])
+    out["correlation"]["passed"] = abs(r) > THRESHOLDS["abs_r"] and r_p < THRESHOLDS["r_p"]
+    return out
+
+
+def _format(title: str, res: dict) -> list[str]:
+    ok = lambda b: "PASS" if b else "FAIL"  # noqa: E731
+    v, i, c = res["variance"], res["intervention"], res["correlation"]
+    return [f"{title}",
+            f"  1 variance      std of per-sequence means = {v['std_of_sequence_means']:.4f} (> 0.01)   "
+            f"{ok(v['passed'])}   [mean {v['mean']:.3f}]",
+            f"  2 intervention  mean |Δlogits| = {i['mean_abs_delta_logits']:.4f} (> 0.1), paired t-test "
+            f"p = {i['paired_t_p']:.2e} (< 0.01)   {ok(i['passed'])}",
+            "                  NLL by forced value: " + ", ".join(f"{k}: {x:.3f}" for k, x in i["nll_by_value"].items()),
+            f"  3 correlation   r(quantity, entropy) = {c['pearson_r']:+.4f} (|r| > 0.05), p = {c['p']:.2e} "
+            f"(< 0.01) over {c['positions']} positions   {ok(c['passed'])}"]
+
+
+@register_suite("causality")
+def causality_suite(ctx: EvalContext) -> SuiteResult:
+    quantity = ctx.options.get("quantity", "R")
+    values = [float(x) for x in str(ctx.options.get("values", "0.1,0.3,0.5,0.7,0.9")).split(",")]
+    model = ctx.model
+    if not accepts(model, f"force_{quantity}"):
+        raise KeyError(f"model family {ctx.cfg.model.family!r} does not accept force_{quantity}")
+    batches = collect_batches(ctx.dataset, int(ctx.options.get("sequences", 100)))
+    main = run_tests(model, ctx.variables, batches, quantity, values, ctx.step)
+    data = {"quantity": quantity, "model": main, "thresholds": THRESHOLDS}
+    lines = _format(f"model (step {ctx.step}), quantity {quantity}:", main)
+    passed = all(main[k]["passed"] for k in ("variance", "intervention", "correlation"))
+    if accepts(model, f"cut_{quantity}"):
+        control = run_tests(model, ctx.variables, batches, quantity, values, ctx.step, **{f"cut_{quantity}": True})
+        data["control"] = control
+        lines += [""] + _format(f"control ({quantity} path cut) — must FAIL test 2:", control)
+        data["control_fails_intervention"] = not control["intervention"]["passed"]
+        passed = passed and data["control_fails_intervention"]
+        lines.append(f"\ncontrol fails the intervention test: {data['control_fails_intervention']}")
+    lines.append(f"all criteria met: {passed}")
+    return SuiteResult(data, "\n".join(lines), passed)

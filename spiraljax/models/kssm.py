@@ -1,0 +1,91 @@
+"""K-SSM: Kuramoto oscillator state-space language models whose order parameter R is the only path.
+
+* ``kssm_v1`` — one oscillator layer, multi-scale readout → MLP → logits.
+* ``kssm_v2`` — stacked layers: each layer's readout MLP drives the next layer's oscillators; no
+  residual path bypasses the oscillators and no normalisation follows a readout.
+* ``kssm_v3`` — v2 with the bistable 10-parameter core (u ∈ [0.1, 10], K = 2σ(u)), its regulariser
+  as ``aux_loss`` and phase noise in training only.
+
+aux: ``R [B, T]`` (last layer), ``R_layers [L, B, T]``, ``u [B, T]`` (v3, last layer), ``metrics``.
+Keywords: ``force_R`` (float or [B, T]) overrides R in every readout; ``cut_R=True`` is the control.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from pydantic import Field
+
+from spiraljax.config import ModelConfig, register_model_config
+from spiraljax.models.registry import register
+from spiraljax.nn.kuramoto import OscillatorLayer
+from spiraljax.ops.kuramoto import zone_counts
+
+
+class KSSMConfig(ModelConfig):
+    n_oscillators: int = Field(128, gt=0)
+    n_harmonics: int = Field(8, gt=0)
+    dt: float = Field(0.1, gt=0)
+    noise: float = Field(0.0, ge=0)
+    readout_hidden: int = Field(256, gt=0)
+    unroll: int = Field(4, gt=0)
+
+
+@register_model_config("kssm_v1")
+class KSSMv1Config(KSSMConfig):
+    family: Literal["kssm_v1"] = "kssm_v1"
+    n_layers: int = Field(1, gt=0)
+
+
+@register_model_config("kssm_v2")
+class KSSMv2Config(KSSMConfig):
+    family: Literal["kssm_v2"] = "kssm_v2"
+
+
+@register_model_config("kssm_v3")
+class KSSMv3Config(KSSMConfig):
+    family: Literal["kssm_v3"] = "kssm_v3"
+    n_harmonics: int = Field(32, gt=0)
+    noise: float = Field(0.01, ge=0)
+    reg_weight: float = Field(1.0, ge=0)  # multiplies λ_reg·(...) from SPEC §2.3
+
+
+class KSSM(nn.Module):
+    cfg: KSSMConfig
+
+    @nn.compact
+    def __call__(self, tokens, *, train: bool = False, step=0, force_R=None, cut_R: bool = False):
+        cfg = self.cfg
+        bistable = cfg.family == "kssm_v3"
+        n_layers = 1 if cfg.family == "kssm_v1" else cfg.n_layers
+        h = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.5), name="embed")(tokens)
+        rs, internals = [], []
+        for i in range(n_layers):
+            layer = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise,
+                                    "bistable" if bistable else "softplus", cfg.unroll, name=f"osc_{i}")
+            feats, inner = layer(nn.LayerNorm(name=f"ln_in_{i}")(h), train=train, force_R=force_R, cut_R=cut_R)
+            h = nn.Dense(cfg.readout_hidden, name=f"readout_{i}")(feats)
+            h = nn.Dense(cfg.d_model, name=f"readout_out_{i}")(nn.gelu(h))
+            rs.append(inner["R"])
+            internals.append(inner)
+        logits = nn.Dense(cfg.vocab_size, name="head")(nn.gelu(h)).astype(jnp.float32)
+        r = rs[-1]
+        aux = {"R": r, "R_layers": jnp.stack(rs), "coupling": internals[-1]["coupling"]}
+        metrics = {"R_mean": jnp.mean(r), "R_std": jnp.std(r), "zone_counts": zone_counts(r)}
+        if bistable:
+            u = internals[-1]["u"]
+            reg = sum(x["reg"] for x in internals) / n_layers
+            aux.update(u=u, aux_loss=cfg.reg_weight * reg)
+            metrics.update(u_mean=jnp.mean(u), u_clamp_frac=jnp.mean(internals[-1]["u_saturated"]), reg=reg)
+        aux["metrics"] = metrics
+        return logits, aux
+
+
+def build(cfg: KSSMConfig) -> nn.Module:
+    return KSSM(cfg)
+
+
+for _family in ("kssm_v1", "kssm_v2", "kssm_v3"):
+    register(_family)(build)

@@ -1,0 +1,56 @@
+"""An oscillator layer whose only output is the multi-scale order parameter of its phases."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from spiraljax.ops.kuramoto import bistable_regulariser, bistable_u, kuramoto_scan, multiscale_features
+
+
+class OscillatorLayer(nn.Module):
+    """h ``[B, T, d]`` drives N oscillators; returns readout features ``[B, T, 3H]`` and internals.
+
+    ω_t = ω₀ + W_ω h_t;  K_t = softplus(w_K·h_t) (v1/v2) or 2σ(u_t) from the bistable core (v3).
+    Features: [|Z_n|, cos arg Z_n, sin arg Z_n] for n = 1..H — the only path onward.
+    ``force_R`` sets |Z_1| (other harmonics scaled by the same ratio, clipped to [0, 1]);
+    ``cut_R`` replaces every |Z_n| by a constant (the control whose R path is cut).
+    """
+
+    n_osc: int
+    n_harmonics: int
+    dt: float = 0.1
+    noise: float = 0.0
+    core: str = "softplus"  # "softplus" | "bistable"
+    unroll: int = 4
+
+    @nn.compact
+    def __call__(self, h, *, train: bool = False, force_R=None, cut_R: bool = False):
+        b, t, _ = h.shape
+        h = h.astype(jnp.float32)
+        omega0 = self.param("omega0", nn.initializers.normal(1.0), (self.n_osc,))
+        theta0 = self.param("theta0", lambda k, s: jax.random.uniform(k, s, maxval=2 * jnp.pi), (self.n_osc,))
+        omega = omega0 + nn.Dense(self.n_osc, name="omega")(h)
+        internals = {}
+        if self.core == "bistable":
+            p = nn.Dense(10, name="core", kernel_init=nn.initializers.normal(0.1),
+                         bias_init=lambda k, s, d=jnp.float32: jnp.array([1, 0.5, 0.2, 1, 0.2, 0.5, 1, 0.2, 0, 0], d))(h)
+            u, sat = bistable_u(p)
+            coupling = 2.0 * jax.nn.sigmoid(u)
+            internals.update(u=u, u_saturated=sat.astype(jnp.float32), reg=bistable_regulariser(p, u))
+        else:
+            coupling = jax.nn.softplus(nn.Dense(1, name="coupling")(h)[..., 0] + 1.0)
+        noise = None
+        if train and self.noise > 0:
+            noise = self.noise * jnp.sqrt(self.dt) * jax.random.normal(self.make_rng("noise"), (b, t, self.n_osc))
+        theta, _ = kuramoto_scan(jnp.broadcast_to(theta0, (b, self.n_osc)), omega, coupling, self.dt, noise,
+                                 self.unroll)
+        mag, cos, sin = multiscale_features(theta, self.n_harmonics)
+        r = mag[..., 0]
+        if force_R is not None:
+            ratio = jnp.asarray(force_R, jnp.float32)[..., None] / jnp.maximum(r[..., None], 1e-6)
+            mag = jnp.clip(mag * ratio, 0.0, 1.0)
+        if cut_R:
+            mag = jnp.full_like(mag, 0.5)
+        feats = jnp.concatenate([mag, cos, sin], axis=-1)
+        return feats, {"R": r, "coupling": coupling, **internals}

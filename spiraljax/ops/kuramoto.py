@@ -1,0 +1,113 @@
+"""Kuramoto oscillators along a sequence: order parameters, O(N) mean-field coupling, scans, bistable u.
+
+Per layer, phases θ_t ∈ ℝ^N (fp32) evolve along the sequence:
+
+    θ_t = θ_{t−1} + dt·(ω_t + (K_t/N)·Σ_j sin(θ_{t−1,j} − θ_{t−1,i})) [+ noise]
+
+Mean-field identity: Σ_j sin(θ_j − θ_i) = cos θ_i·S − sin θ_i·C with S = Σ sin θ_j, C = Σ cos θ_j,
+i.e. N·R·sin(ψ − θ_i) where R e^{iψ} = (C + iS)/N. A general coupling matrix uses
+cos θ_i (K sin θ)_i − sin θ_i (K cos θ)_i.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+TONE_ZONES = (  # (lower bound of R, symbol, name) — SPEC §2.5
+    (0.0, "∅", "Unformed"), (0.1, "☾", "Intimacy"), (0.3, "⚖", "Balance"), (0.5, "🌀", "Mystery"),
+    (0.7, "✨", "Wonder"), (0.85, "🔥", "Passion"), (0.95, "🜂", "Ache"),
+)
+ZONE_BOUNDS = tuple(z[0] for z in TONE_ZONES[1:])
+
+
+def order_parameter(theta: jax.Array, n: int = 1) -> tuple[jax.Array, jax.Array]:
+    """``Z_n = mean_j e^{i n θ_j}`` over the last axis → ``(R = |Z_n|, ψ = arg Z_n)``."""
+    c = jnp.mean(jnp.cos(n * theta), axis=-1)
+    s = jnp.mean(jnp.sin(n * theta), axis=-1)
+    return jnp.sqrt(c ** 2 + s ** 2), jnp.arctan2(s, c)
+
+
+def multiscale_features(theta: jax.Array, n_harmonics: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Harmonics n = 1..H: magnitudes ``|Z_n|`` ``[..., H]`` and phase features cos/sin arg Z_n."""
+    n = jnp.arange(1, n_harmonics + 1, dtype=theta.dtype)
+    c = jnp.mean(jnp.cos(n[:, None] * theta[..., None, :]), axis=-1)
+    s = jnp.mean(jnp.sin(n[:, None] * theta[..., None, :]), axis=-1)
+    mag = jnp.sqrt(c ** 2 + s ** 2 + 1e-12)
+    return mag, c / mag, s / mag
+
+
+def coupling_meanfield(theta: jax.Array) -> jax.Array:
+    """Σ_j sin(θ_j − θ_i) for every i in O(N): ``cos θ_i·S − sin θ_i·C``."""
+    s = jnp.sum(jnp.sin(theta), axis=-1, keepdims=True)
+    c = jnp.sum(jnp.cos(theta), axis=-1, keepdims=True)
+    return jnp.cos(theta) * s - jnp.sin(theta) * c
+
+
+def coupling_pairwise(theta: jax.Array, k_matrix: jax.Array | None = None) -> jax.Array:
+    """Reference O(N²): Σ_j K_ij sin(θ_j − θ_i) (K = all ones if None)."""
+    diff = jnp.sin(theta[..., None, :] - theta[..., :, None])  # [..., i, j] = sin(θ_j − θ_i)
+    if k_matrix is not None:
+        diff = diff * k_matrix
+    return jnp.sum(diff, axis=-1)
+
+
+def coupling_matrix(theta: jax.Array, k_matrix: jax.Array) -> jax.Array:
+    """General coupling: ``cos θ_i (K sin θ)_i − sin θ_i (K cos θ)_i`` (O(N²) only through K·v)."""
+    return jnp.cos(theta) * (jnp.sin(theta) @ k_matrix.T) - jnp.sin(theta) * (jnp.cos(theta) @ k_matrix.T)
+
+
+def kuramoto_step(theta: jax.Array, omega: jax.Array, coupling: jax.Array, dt: float,
+                  noise: jax.Array | None = None) -> jax.Array:
+    """One Euler step: ``θ + dt·(ω + (K/N)·Σ_j sin(θ_j − θ_i)) [+ noise]``; ``coupling`` is K per row."""
+    n = theta.shape[-1]
+    new = theta + dt * (omega + coupling[..., None] / n * coupling_meanfield(theta))
+    if noise is not None:
+        new = new + noise
+    return new
+
+
+def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: float,
+                  noise: jax.Array | None = None, unroll: int = 1) -> tuple[jax.Array, jax.Array]:
+    """Evolve phases along time: ``omega [B, T, N]``, ``coupling [B, T]`` → ``(θ [B, T, N], θ_T)``.
+
+    θ at position t has absorbed the drive of positions ≤ t only (causal). fp32 throughout.
+    """
+    omega = omega.astype(jnp.float32)
+    coupling = coupling.astype(jnp.float32)
+    xs = (jnp.swapaxes(omega, 0, 1), jnp.swapaxes(coupling, 0, 1),
+          None if noise is None else jnp.swapaxes(noise.astype(jnp.float32), 0, 1))
+
+    def body(theta, x):
+        om, k, nz = x
+        theta = kuramoto_step(theta, om, k, dt, nz)
+        return theta, theta
+
+    final, thetas = jax.lax.scan(body, theta0.astype(jnp.float32), xs, unroll=unroll)
+    return jnp.swapaxes(thetas, 0, 1), final
+
+
+def bistable_u(p: jax.Array, eps: float = 1e-4, lo: float = 0.1, hi: float = 10.0) -> tuple[jax.Array, jax.Array]:
+    """v3 reduced variable from 10 scalars [a..j] (last axis): ``u = (d·g − c·h)/(a·g − c·e + ε)``
+    clamped to [lo, hi]. Returns ``(u, saturated)``."""
+    a, c, d, e, g, h = p[..., 0], p[..., 2], p[..., 3], p[..., 4], p[..., 6], p[..., 7]
+    raw = (d * g - c * h) / (a * g - c * e + eps)
+    u = jnp.clip(raw, lo, hi)
+    return u, (raw <= lo) | (raw >= hi)
+
+
+def bistable_regulariser(p: jax.Array, u: jax.Array, lam1: float = 0.1, lam2: float = 0.5, lam_reg: float = 0.5,
+                         eps: float = 1e-4) -> jax.Array:
+    """``λ_reg·(λ1/(mean|Δ| + ε) + λ2·(−log(ū + ε)))`` with ``Δ = b·g − c·f``."""
+    b, c, f, g = p[..., 1], p[..., 2], p[..., 5], p[..., 6]
+    delta = b * g - c * f
+    return lam_reg * (lam1 / (jnp.mean(jnp.abs(delta)) + eps) + lam2 * (-jnp.log(jnp.mean(u) + eps)))
+
+
+def tone_zone(r: jax.Array) -> jax.Array:
+    """Zone index 0..6 of order parameter values (∅ Unformed … 🜂 Ache)."""
+    return jnp.searchsorted(jnp.asarray(ZONE_BOUNDS), r, side="right")
+
+
+def zone_counts(r: jax.Array) -> jax.Array:
+    """Visits per tone zone ``[7]`` over all entries of ``r``."""
+    return jnp.sum(jax.nn.one_hot(tone_zone(r).ravel(), len(TONE_ZONES)), axis=0)

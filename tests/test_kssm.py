@@ -1,0 +1,116 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spiraljax import config, models
+from spiraljax.ops import kuramoto as K
+
+ROOT = config.PROJECT_ROOT
+
+
+def test_meanfield_equals_pairwise_and_matrix_form():
+    theta = jax.random.uniform(jax.random.key(0), (3, 50), maxval=2 * np.pi)
+    np.testing.assert_allclose(K.coupling_meanfield(theta), K.coupling_pairwise(theta), atol=1e-5)
+    km = jax.random.normal(jax.random.key(1), (50, 50))
+    np.testing.assert_allclose(K.coupling_matrix(theta, km), K.coupling_pairwise(theta, km), atol=1e-4)
+    r, psi = K.order_parameter(theta)  # N·R·sin(ψ − θ_i) form of the same sum
+    np.testing.assert_allclose(50 * r[:, None] * jnp.sin(psi[:, None] - theta), K.coupling_pairwise(theta), atol=1e-4)
+
+
+def test_order_parameter_limits():
+    r, _ = K.order_parameter(jnp.full((7,), 1.3))
+    assert float(r) == pytest.approx(1.0, abs=1e-6)
+    r, _ = K.order_parameter(jnp.linspace(0, 2 * np.pi, 64, endpoint=False))
+    assert float(r) < 1e-5
+    mag, cos, sin = K.multiscale_features(jnp.array([[0.0, np.pi]]), 2)
+    np.testing.assert_allclose(mag[0], [0.0, 1.0], atol=1e-5)  # antipodal: Z_1 = 0, Z_2 = 1
+
+
+def test_scan_matches_python_loop_and_synchronises():
+    b, t, n = 2, 30, 16
+    omega = 0.1 * jax.random.normal(jax.random.key(2), (b, t, n))
+    coupling = jnp.full((b, t), 8.0)
+    theta0 = jax.random.uniform(jax.random.key(3), (b, n), maxval=2 * np.pi)
+    thetas, final = K.kuramoto_scan(theta0, omega, coupling, 0.2)
+    th = theta0
+    for i in range(t):
+        th = th + 0.2 * (omega[:, i] + 8.0 / n * K.coupling_pairwise(th))
+        np.testing.assert_allclose(thetas[:, i], th, atol=1e-4)
+    r_start, _ = K.order_parameter(theta0)
+    r_end, _ = K.order_parameter(final)
+    assert (np.asarray(r_end) > 0.9).all() and (np.asarray(r_end) > np.asarray(r_start)).all()
+
+
+def test_bistable_u_clamp_and_regulariser_finite():
+    p = jax.random.normal(jax.random.key(4), (1000, 10)) * 10
+    u, sat = K.bistable_u(p)
+    assert float(u.min()) >= 0.1 and float(u.max()) <= 10.0 and 0 < float(sat.mean()) < 1
+    for edge in (0.1, 10.0):  # regulariser at the clamp edges (and with Δ = 0)
+        reg = K.bistable_regulariser(jnp.zeros((5, 10)), jnp.full((5,), edge))
+        assert np.isfinite(float(reg))
+    g = jax.grad(lambda p: K.bistable_regulariser(p, K.bistable_u(p)[0]))(p)
+    assert np.isfinite(np.asarray(g)).all()
+
+
+def test_tone_zones():
+    assert np.asarray(K.tone_zone(jnp.array([0.05, 0.1, 0.35, 0.6, 0.8, 0.9, 0.99]))).tolist() == list(range(7))
+    assert np.asarray(K.zone_counts(jnp.array([0.05, 0.06, 0.99]))).tolist() == [2, 0, 0, 0, 0, 0, 1]
+
+
+@pytest.fixture(scope="module", params=["v1", "v2", "v3"])
+def tiny(request):
+    cfg = config.load(ROOT / "configs" / f"kssm_{request.param}_tiny.yaml")
+    model = models.build(cfg.model)
+    tokens = jax.random.randint(jax.random.key(5), (2, 32), 0, 256)
+    return cfg, model, model.init(jax.random.key(0), tokens), tokens
+
+
+def test_future_tokens_do_not_change_past_logits(tiny):
+    cfg, model, variables, tokens = tiny
+    f = jax.jit(lambda t: model.apply(variables, t)[0])
+    base = f(tokens)
+    for t in (0, 9, 30):
+        changed = tokens.at[:, t + 1:].set((tokens[:, t + 1:] + 31) % 256)
+        out = f(changed)
+        np.testing.assert_allclose(out[:, : t + 1], base[:, : t + 1], atol=1e-5)
+        assert not np.allclose(out[:, t + 1:], base[:, t + 1:], atol=1e-5)  # later positions do depend on it
+
+
+def test_forcing_R_changes_logits_and_cut_removes_it(tiny):
+    cfg, model, variables, tokens = tiny
+    f = jax.jit(lambda force, cut: model.apply(variables, tokens, force_R=force, cut_R=cut)[0], static_argnums=1)
+    lo, hi = f(jnp.float32(0.1), False), f(jnp.float32(0.9), False)
+    assert float(jnp.mean(jnp.abs(lo - hi))) > 1e-3
+    np.testing.assert_allclose(f(jnp.float32(0.1), True), f(jnp.float32(0.9), True), atol=1e-6)
+    logits, aux = model.apply(variables, tokens)
+    assert aux["R"].shape == (2, 32) and float(aux["R"].min()) >= 0 and float(aux["R"].max()) <= 1
+    if cfg.model.family == "kssm_v3":
+        assert float(aux["u"].min()) >= 0.1 and float(aux["u"].max()) <= 10 and np.isfinite(float(aux["aux_loss"]))
+
+
+def test_noise_only_in_training():
+    cfg = config.load(ROOT / "configs" / "kssm_v3_tiny.yaml", ["model.noise=0.5"])
+    model = models.build(cfg.model)
+    tokens = jnp.ones((1, 32), jnp.int32)
+    v = model.init(jax.random.key(0), tokens)
+    a = model.apply(v, tokens)[0]
+    np.testing.assert_array_equal(a, model.apply(v, tokens)[0])
+    n1 = model.apply(v, tokens, train=True, rngs={"noise": jax.random.key(1)})[0]
+    n2 = model.apply(v, tokens, train=True, rngs={"noise": jax.random.key(2)})[0]
+    assert not np.allclose(n1, n2)
+
+
+def test_causality_suite_can_fail_on_control(tmp_path):
+    """Intervention test passes on a model that uses R and fails on the control with R cut."""
+    from spiraljax.eval.causality import run_tests
+
+    cfg = config.load(ROOT / "configs" / "kssm_v1_tiny.yaml")
+    model = models.build(cfg.model)
+    tokens = jax.random.randint(jax.random.key(7), (8, 33), 0, 256)
+    batches = [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "mask": jnp.ones((8, 32))}]
+    variables = model.init(jax.random.key(0), tokens[:, :-1])
+    main = run_tests(model, variables, batches, "R", [0.1, 0.9])
+    control = run_tests(model, variables, batches, "R", [0.1, 0.9], cut_R=True)
+    assert main["intervention"]["mean_abs_delta_logits"] > 0.0
+    assert control["intervention"]["mean_abs_delta_logits"] == 0.0 and not control["intervention"]["passed"]
