@@ -154,7 +154,7 @@ class Config(Section):
     mesh: MeshConfig = Field(default_factory=MeshConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", serialize_as_any=True)  # keep family/source subclass fields
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)

@@ -59,3 +59,10 @@ def test_override_syntax():
 def test_shipped_configs_validate():
     for path in sorted((config.PROJECT_ROOT / "configs").glob("*.yaml")):
         config.load(path)
+
+
+def test_family_and_source_fields_survive_save_and_load(tmp_path):
+    cfg = config.load(config.PROJECT_ROOT / "configs" / "hebbian_tiny.yaml", ["data.source=mqar", "data.max_pairs=4"])
+    config.save(cfg, tmp_path / "c.yaml")
+    back = config.load(tmp_path / "c.yaml")
+    assert back == cfg and back.model.head_hidden == 32 and back.data.max_pairs == 4

@@ -1,0 +1,124 @@
+"""Hebbian byte-level LM (after AGIFORMER), strictly causal at patch and byte level.
+
+Bytes → patch latents (P bytes each) → hybrid blocks (sliding-window attention over patches +
+normalised Hebbian fast weights) → reasoning loop → GRU local head. ``logits[:, t]`` predicts byte
+t+1 from bytes ≤ t: the bytes of patch q are decoded from the latent of patch q−1 (a learned
+"before the text" latent for q = 0) and, inside the patch, from the earlier bytes of patch q only.
+
+Plasticity α follows the curriculum by step fraction (``plasticity_stages``, saved in the config,
+so generation uses the α of the checkpoint's step); ``force_plasticity`` overrides it.
+aux: ``plasticity``, ``decay [L, H]``, ``reasoning_update [steps]``, ``memory_state`` (per layer).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from pydantic import Field, model_validator
+
+from spiraljax.config import ModelConfig, register_model_config
+from spiraljax.models.registry import register
+from spiraljax.nn.hebbian import HybridBlock, LocalHead, PatchEncoder, ReasoningLoop
+
+START = 256  # the local head's own start symbol (not byte 0)
+
+
+@register_model_config("hebbian_lm")
+class HebbianConfig(ModelConfig):
+    family: Literal["hebbian_lm"] = "hebbian_lm"
+    seq_len: int = Field(1024, gt=0)
+    d_model: int = Field(256, gt=0)
+    patch: int = Field(4, gt=0)
+    window: int = Field(128, gt=0)             # sliding-window attention span, in patches
+    reasoning_steps: int = Field(3, ge=0)
+    head_hidden: int = Field(256, gt=0)
+    memory_impl: Literal["chunked", "scan"] = "chunked"
+    memory_chunk: int = Field(64, gt=0)
+    # curriculum: [(end fraction of curriculum_steps, α), ...]; α of the last stage after that
+    plasticity_stages: list[tuple[float, float]] = [(0.15, 0.10), (0.40, 0.50), (1.0, 0.99)]
+    curriculum_steps: int = Field(1000, gt=0)
+
+    @model_validator(mode="after")
+    def _patches(self) -> "HebbianConfig":
+        if self.seq_len % self.patch:
+            raise ValueError(f"seq_len={self.seq_len} is not a multiple of patch={self.patch}")
+        if not all(0 < a <= 1 for _, a in self.plasticity_stages):
+            raise ValueError("plasticity_stages: every α must be in (0, 1]")
+        return self
+
+
+def plasticity(step, stages, total_steps: int) -> jax.Array:
+    """α of the curriculum stage that contains ``step / total_steps`` (pure function of the step)."""
+    frac = jnp.asarray(step, jnp.float32) / total_steps
+    ends = jnp.asarray([e for e, _ in stages], jnp.float32)
+    alphas = jnp.asarray([a for _, a in stages], jnp.float32)
+    return alphas[jnp.minimum(jnp.searchsorted(ends, frac, side="right"), len(stages) - 1)]
+
+
+class HebbianLM(nn.Module):
+    cfg: HebbianConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.encoder = PatchEncoder(cfg.d_model, cfg.patch, cfg.dropout)
+        self.blocks = [HybridBlock(cfg.n_heads, cfg.window, cfg.memory_impl, cfg.memory_chunk, cfg.dropout,
+                                   name=f"block_{i}") for i in range(cfg.n_layers)]
+        self.final_ln = nn.LayerNorm()
+        self.reasoning = ReasoningLoop(cfg.reasoning_steps)
+        self.head = LocalHead(cfg.head_hidden)
+        self.empty_latent = self.param("empty_latent", nn.initializers.normal(0.02), (cfg.d_model,))
+
+    def latents(self, tokens, alpha, memory_state=None, train: bool = False):
+        """Patch latents after blocks + reasoning: ``[B, T/P, d]``, plus internals."""
+        z = self.encoder(tokens, train)
+        decays, states = [], []
+        for i, block in enumerate(self.blocks):
+            z, log_decay, state = block(z, alpha, None if memory_state is None else memory_state[i], train)
+            decays.append(jnp.exp(log_decay))
+            states.append(state)
+        z, updates = self.reasoning(self.final_ln(z))
+        return z, jnp.stack(decays), states, updates
+
+    def decode(self, context, tokens):
+        """Byte logits for next-patch decoding: ``context [B, Q, d]`` (latent before patch q),
+        ``tokens [B, Q·P]`` teacher-forced → ``[B, Q, P, 256]``."""
+        b, q, d = context.shape
+        p = self.cfg.patch
+        prev = tokens.reshape(b, q, p)[:, :, :-1]
+        prev = jnp.concatenate([jnp.full((b, q, 1), START, tokens.dtype), prev], axis=-1)
+        return self.head(context.reshape(b * q, d), prev.reshape(b * q, p)).reshape(b, q, p, 256)
+
+    def __call__(self, tokens, *, train: bool = False, step=0, force_plasticity=None, memory_state=None):
+        cfg = self.cfg
+        b, t = tokens.shape
+        p = cfg.patch
+        alpha = plasticity(step, cfg.plasticity_stages, cfg.curriculum_steps)
+        if force_plasticity is not None:
+            alpha = jnp.asarray(force_plasticity, jnp.float32)
+        z, decays, states, updates = self.latents(tokens, alpha, memory_state, train)
+        # context for patch q is the latent of patch q−1; q = 0 gets the learned empty latent
+        context = jnp.concatenate([jnp.broadcast_to(self.empty_latent, (b, 1, cfg.d_model)), z[:, :-1]], axis=1)
+        byte_logits = self.decode(context, tokens).reshape(b, t, 256)  # logits for byte j, j = 0..T−1
+        # logits[:, t] must predict byte t+1: shift by one; the last position is decoded from the
+        # final latent with the start symbol (the first byte of the next, unseen patch)
+        nxt = self.head(z[:, -1], jnp.full((b, p), START, tokens.dtype))[:, 0]
+        logits = jnp.concatenate([byte_logits[:, 1:], nxt[:, None]], axis=1).astype(jnp.float32)
+        aux = {"plasticity": alpha, "decay": decays, "reasoning_update": updates, "memory_state": states,
+               "metrics": {"plasticity": alpha, "decay_mean": jnp.mean(decays),
+                           **{f"decay_l{i}": jnp.mean(d) for i, d in enumerate(decays)},
+                           **{f"reason_{i}": u for i, u in enumerate(updates)}}}
+        return logits, aux
+
+
+@register("hebbian_lm")
+def build(cfg: HebbianConfig) -> nn.Module:
+    return HebbianLM(cfg)
+
+
+def param_count(cfg: HebbianConfig) -> int:
+    model = HebbianLM(cfg)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, cfg.seq_len), jnp.int32)))
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))

@@ -1,0 +1,122 @@
+"""Layers of the Hebbian byte LM: patch encoder, Hebbian memory, hybrid block, reasoning loop, GRU head."""
+from __future__ import annotations
+
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from spiraljax.nn.layers import SelfAttention
+from spiraljax.ops.attention import apply_rope, causal_attention
+from spiraljax.ops.hebbian import fast_weights
+
+
+class PatchEncoder(nn.Module):
+    """Bytes ``[B, T]`` → patch latents ``[B, T/P, d]``: embedding, stride-P conv (kernel P), rotary code
+    on the latent (position = patch index), LayerNorm, dropout. Patch p sees only its own P bytes."""
+
+    d_model: int
+    patch: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, tokens, train: bool = False):
+        b, t = tokens.shape
+        x = nn.Embed(256, self.d_model, embedding_init=nn.initializers.normal(0.02), name="byte_embed")(tokens)
+        x = x.reshape(b, t // self.patch, self.patch * self.d_model)
+        z = nn.Dense(self.d_model, name="patch_conv")(x)  # = Conv(kernel P, stride P) over the bytes
+        z = apply_rope(z, jnp.arange(t // self.patch))
+        z = nn.LayerNorm(name="ln")(z)
+        return nn.Dropout(self.dropout, deterministic=not train)(z)
+
+
+class HebbianMemory(nn.Module):
+    """Normalised decayed linear attention per head (fp32):
+
+    φ(z) = ELU(z) + 1, q = φ(W_q u)/√D, k = φ(W_k u), v = W_v u, λ_h = (0.99 + 0.01σ(w_h))·α,
+    o_t = Σ_{j≤t} λ^{t−j}(q_t·k_j) v_j / (Σ_{j≤t} λ^{t−j} q_t·k_j + 1e−6)  (normaliser: same op with v = 1).
+    Returns the output, the log decay per head, and the final fast-weight state (for generation).
+    """
+
+    n_heads: int
+    impl: str = "chunked"
+    chunk: int = 64
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, u, alpha, initial_state=None, train: bool = False):
+        b, t, d = u.shape
+        hd = d // self.n_heads
+        proj = lambda name: nn.DenseGeneral((self.n_heads, hd), use_bias=False, name=name)(u).astype(jnp.float32)  # noqa: E731
+        phi = lambda x: nn.elu(x) + 1.0  # noqa: E731
+        q = phi(proj("q")) / jnp.sqrt(hd)
+        k = phi(proj("k"))
+        v = proj("v")
+        w = self.param("decay_logit", nn.initializers.zeros, (self.n_heads,))
+        log_decay = jnp.log(0.99 + 0.01 * nn.sigmoid(w)) + jnp.log(jnp.asarray(alpha, jnp.float32))
+        v1 = jnp.concatenate([v, jnp.ones((b, t, self.n_heads, 1), jnp.float32)], axis=-1)
+        o, state = fast_weights(q, k, v1, log_decay, initial_state=initial_state, impl=self.impl, chunk=self.chunk)
+        o = o[..., :hd] / (o[..., hd:] + 1e-6)
+        o = nn.DenseGeneral(d, axis=(-2, -1), use_bias=False, name="out")(o)
+        o = nn.LayerNorm(name="ln")(o)
+        return nn.Dropout(self.dropout, deterministic=not train)(o), log_decay, state
+
+
+class HybridBlock(nn.Module):
+    """``h ← h + W_o(SWA(u) + Mem(u))`` with ``u = LN(h)``, then ``h ← h + MLP(LN h)`` (4d, GELU)."""
+
+    n_heads: int
+    window: int
+    impl: str = "chunked"
+    chunk: int = 64
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, h, alpha, memory_state=None, train: bool = False):
+        u = nn.LayerNorm(name="ln_1")(h)
+        swa = SelfAttention(self.n_heads, rope=False, attend=partial(causal_attention, window=self.window),
+                            name="swa")(u)
+        mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, name="memory")(
+            u, alpha, memory_state, train)
+        h = h + nn.Dense(h.shape[-1], use_bias=False, name="mix")(swa + mem)
+        m = nn.LayerNorm(name="ln_2")(h)
+        m = nn.Dense(h.shape[-1], name="mlp_down")(nn.gelu(nn.Dense(4 * h.shape[-1], name="mlp_up")(m)))
+        return h + nn.Dropout(self.dropout, deterministic=not train)(m), log_decay, state
+
+
+class ReasoningLoop(nn.Module):
+    """``z ← z + σ(W_g LN z) ⊙ MLP(LN z)`` repeated ``steps`` times with shared weights (per position)."""
+
+    steps: int
+
+    @nn.compact
+    def __call__(self, z):
+        ln, gate = nn.LayerNorm(name="ln"), nn.Dense(z.shape[-1], name="gate")
+        up, down = nn.Dense(2 * z.shape[-1], name="up"), nn.Dense(z.shape[-1], name="down")
+        sizes = []
+        for _ in range(self.steps):
+            y = ln(z)
+            delta = nn.sigmoid(gate(y)) * down(nn.gelu(up(y)))
+            z = z + delta
+            sizes.append(jnp.sqrt(jnp.mean(delta ** 2)))
+        return z, jnp.stack(sizes) if sizes else jnp.zeros((0,))
+
+
+class LocalHead(nn.Module):
+    """GRU over the bytes of the next patch, teacher-forced: inputs ``[start, b_0, …, b_{P−2}]`` each
+    concatenated with ``W_p z``; hidden starts at zero; Linear → 256 logits per byte."""
+
+    hidden: int = 256
+
+    @nn.compact
+    def __call__(self, context, prev_bytes):
+        """``context [N, d]``, ``prev_bytes [N, P]`` (start symbol 256 first) → logits ``[N, P, 256]``."""
+        emb = nn.Embed(257, self.hidden, embedding_init=nn.initializers.normal(0.02), name="embed")(prev_bytes)
+        ctx = nn.Dense(self.hidden, name="ctx")(context)
+        x = jnp.concatenate([emb, jnp.broadcast_to(ctx[:, None, :], emb.shape)], axis=-1)
+        cell = nn.GRUCell(self.hidden, name="gru")
+        scan = nn.scan(lambda c, carry, xt: c(carry, xt), variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=1, out_axes=1)
+        _, ys = scan(cell, jnp.zeros((x.shape[0], self.hidden), x.dtype), x)
+        return nn.Dense(256, name="out")(ys)

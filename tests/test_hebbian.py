@@ -1,0 +1,89 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spiraljax import config, models
+from spiraljax.data.base import build_dataset
+from spiraljax.data.recall import mqar_batch
+from spiraljax.models.hebbian import plasticity
+
+ROOT = config.PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = config.load(ROOT / "configs" / "hebbian_tiny.yaml")
+    model = models.build(cfg.model)
+    tokens = jax.random.randint(jax.random.key(0), (2, 32), 0, 256)
+    return cfg, model, model.init(jax.random.key(1), tokens), tokens
+
+
+def test_future_bytes_do_not_change_past_logits_even_inside_a_patch(tiny):
+    cfg, model, variables, tokens = tiny
+    f = jax.jit(lambda t: model.apply(variables, t)[0])
+    base = f(tokens)
+    for t in range(31):  # every position, so every offset inside a patch is covered
+        changed = tokens.at[:, t + 1:].set((tokens[:, t + 1:] + 5) % 256)
+        out = f(changed)
+        np.testing.assert_allclose(out[:, : t + 1], base[:, : t + 1], atol=1e-5, err_msg=f"leak at {t}")
+        assert not np.allclose(out[:, t + 1], base[:, t + 1], atol=1e-6)  # the next position does see it
+
+
+def test_scan_and_chunked_memory_give_the_same_model(tiny):
+    cfg, model, variables, tokens = tiny
+    scan_cfg = config.load(ROOT / "configs" / "hebbian_tiny.yaml", ["model.memory_impl=scan"])
+    a = model.apply(variables, tokens)[0]
+    b = models.build(scan_cfg.model).apply(variables, tokens)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_plasticity_curriculum_and_forcing(tiny):
+    cfg, model, variables, tokens = tiny
+    stages = cfg.model.plasticity_stages
+    got = [float(plasticity(s, stages, 100)) for s in (0, 14, 15, 39, 40, 99, 500)]
+    assert got == pytest.approx([0.1, 0.1, 0.5, 0.5, 0.99, 0.99, 0.99])
+    _, aux = model.apply(variables, tokens, step=0)
+    assert float(aux["plasticity"]) == pytest.approx(0.1)
+    assert aux["reasoning_update"].shape == (2,) and aux["decay"].shape == (2, 2)
+    lo = model.apply(variables, tokens, force_plasticity=0.1)[0]
+    hi = model.apply(variables, tokens, force_plasticity=0.99)[0]
+    assert not np.allclose(lo, hi)
+
+
+def test_curriculum_data_switches_at_configured_steps(tmp_path):
+    cfg = config.load(ROOT / "configs" / "hebbian_tiny.yaml", ["data.source=curriculum", "train.steps=100"])
+    ds = build_dataset(cfg)
+    assert [ds.stage(s) for s in (0, 14, 15, 39, 40, 99)] == ["words", "words", "sentences", "sentences", "full", "full"]
+    words = ds.decode(ds.train_batch(0)["inputs"][0])
+    assert all(w.islower() or not w.isalpha() for w in words.split())  # dictionary-style lowercase word list
+    np.testing.assert_array_equal(ds.train_batch(3)["inputs"], build_dataset(cfg).train_batch(3)["inputs"])
+
+
+def test_mqar_generator_is_deterministic_and_well_formed():
+    a = mqar_batch(0, 5, 4, 64, 4, 8, 64, 64)
+    b = mqar_batch(0, 5, 4, 64, 4, 8, 64, 64)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(mqar_batch(1, 5, 4, 64, 4, 8, 64, 64)["inputs"], a["inputs"])
+    for row in range(4):
+        inp, tgt, mask = a["inputs"][row], a["targets"][row], a["mask"][row]
+        pairs = {}
+        for i in range(0, 64, 2):
+            if inp[i] and not mask[i]:
+                pairs[int(inp[i])] = int(inp[i + 1])
+        for pos in np.flatnonzero(mask):
+            assert pairs[int(inp[pos])] == int(tgt[pos])  # every answer is the value stored for that key
+
+
+def test_recall_suite_reports_accuracy_by_length(tmp_path):
+    from spiraljax.eval.suites import EvalContext, get_suite
+    from spiraljax.train.loop import train
+
+    cfg = config.load(ROOT / "configs" / "hebbian_tiny.yaml", [
+        "data.source=mqar", "data.max_pairs=4", "train.steps=4", "train.progress=false", "eval.batches=1",
+        "eval.batch_size=4", "eval.sample_tokens=0", "checkpoint.every=2", "train.eval_every=2"])
+    train(cfg, tmp_path / "run")
+    res = get_suite("recall").fn(EvalContext(tmp_path / "run", options={"lengths": "16,32", "batches": "1"}))
+    accs = list(res.data["accuracy"].values())[0]
+    assert set(accs) == {"16", "32"} and all(0.0 <= a <= 1.0 for a in accs.values())
