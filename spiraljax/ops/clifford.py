@@ -1,0 +1,87 @@
+"""Cl(3,1) as real 4×4 matrices: basis blades, grades, reverse, Grace operator, token embeddings.
+
+Generators (mutually anticommuting; three square to +1, one to −1), built from 2×2 blocks
+σx = [[0,1],[1,0]], σz = [[1,0],[0,−1]], ε = [[0,1],[−1,0]]:
+    e1 = σx⊗I,  e2 = σz⊗I,  e3 = ε⊗ε,  e4 = ε⊗σx  (e4² = −1).
+The 16 blades e_S (ordered products over subsets S, grade |S|) form a trace-orthogonal basis of
+M4(ℝ): coefficient of blade b in M is tr(bᵀ M)/4. φ = (1+√5)/2 is the only constant.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PHI = (1 + 5 ** 0.5) / 2
+GRACE_SCALES = (1.0, PHI ** -1, PHI ** -2, PHI ** -3, PHI ** -1)  # grades 0..4
+
+_sx = np.array([[0.0, 1.0], [1.0, 0.0]])
+_sz = np.array([[1.0, 0.0], [0.0, -1.0]])
+_ep = np.array([[0.0, 1.0], [-1.0, 0.0]])
+_I2 = np.eye(2)
+GENERATORS = np.stack([np.kron(_sx, _I2), np.kron(_sz, _I2), np.kron(_ep, _ep), np.kron(_ep, _sx)])
+METRIC = np.array([1.0, 1.0, 1.0, -1.0])  # signature (3, 1)
+
+
+def _blades() -> tuple[np.ndarray, np.ndarray]:
+    mats, grades = [], []
+    for g in range(5):
+        for subset in combinations(range(4), g):
+            m = np.eye(4)
+            for i in subset:
+                m = m @ GENERATORS[i]
+            mats.append(m)
+            grades.append(g)
+    return np.stack(mats), np.array(grades)
+
+
+BLADES_NP, GRADES_NP = _blades()
+BLADES = jnp.asarray(BLADES_NP, jnp.float32)   # [16, 4, 4]
+GRADES = jnp.asarray(GRADES_NP)                # [16]
+
+
+def coefficients(m: jax.Array) -> jax.Array:
+    """Blade coefficients ``[..., 16]`` of multivectors ``[..., 4, 4]``: c_b = tr(bᵀ M)/4."""
+    return jnp.einsum("kij,...ij->...k", BLADES, m) / 4.0
+
+
+def from_coefficients(c: jax.Array) -> jax.Array:
+    return jnp.einsum("...k,kij->...ij", c, BLADES)
+
+
+def grade_project(m: jax.Array, grade: int) -> jax.Array:
+    """⟨M⟩_g: keep only the blades of grade g."""
+    return from_coefficients(coefficients(m) * (GRADES == grade))
+
+
+def reverse(m: jax.Array) -> jax.Array:
+    """Reverse: grade g picks up the sign (−1)^{g(g−1)/2}."""
+    sign = jnp.asarray([(-1.0) ** (g * (g - 1) // 2) for g in GRADES_NP], jnp.float32)
+    return from_coefficients(coefficients(m) * sign)
+
+
+def inverse(m: jax.Array) -> jax.Array:
+    return jnp.linalg.inv(m)
+
+
+def grace(m: jax.Array, scales=GRACE_SCALES) -> jax.Array:
+    """Grace operator: scale grade g by [1, φ⁻¹, φ⁻², φ⁻³, φ⁻¹][g]."""
+    return from_coefficients(coefficients(m) * jnp.asarray(scales, jnp.float32)[GRADES])
+
+
+def token_embeddings(vocab: int, seed: int = 0) -> jax.Array:
+    """``[V, 4, 4]`` fixed, seeded orthogonal matrices (condition number 1, so contexts stay invertible)."""
+    a = jax.random.normal(jax.random.key(seed), (vocab, 4, 4))
+    q, r = jnp.linalg.qr(a)
+    return q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+
+
+def context_product(emb: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Ordered product ``E(t_1) E(t_2) … E(t_n)`` for ``tokens [..., n]`` → ``[..., 4, 4]`` (order matters)."""
+    mats = emb[tokens]
+    out = mats[..., 0, :, :]
+    for i in range(1, tokens.shape[-1]):
+        out = out @ mats[..., i, :, :]
+    return out
