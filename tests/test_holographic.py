@@ -107,3 +107,15 @@ def test_generate_is_seeded_and_batched():
     out2 = H.generate(state, ctx, 5, jax.random.key(0), cfg.capacity, temperature=0.02)
     assert out1.shape == (2, 8) and np.array_equal(out1, out2)
     assert out1[:, 3].tolist() == [7, 8]
+
+
+def test_holographic_suite_reports_every_target():
+    from spiraljax.eval.suites import EvalContext, get_suite
+
+    ctx = EvalContext(None, options={"config": str(config.PROJECT_ROOT / "configs" / "holographic.yaml"),
+                                     "items": "200", "train_positions": "5000", "test_positions": "500"})
+    res = get_suite("holographic").fn(ctx)
+    assert set(res.data["targets_met"]) == {"generalisation > 50% (general mode)", "post-dream ≥ 95% of pre-dream"}
+    s = res.data["shakespeare"]
+    assert 0 < s["ngram_count_backoff"] < 1 and 0 <= s["holographic_general"] <= 1
+    assert "NOT MET" in res.text or "MET" in res.text
