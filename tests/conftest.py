@@ -35,3 +35,16 @@ def subprocess_env(devices: int | None = None) -> dict[str, str]:
     if devices:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
+
+
+def assert_future_independent(logits_fn, tokens, positions, vocab: int, shift: int = 7, atol: float = 1e-5) -> None:
+    """Changing tokens after t leaves logits ≤ t unchanged — and does change the logits after t
+    (so the check can fail)."""
+    import numpy as np
+
+    base = logits_fn(tokens)
+    for t in positions:
+        changed = tokens.at[:, t + 1:].set((tokens[:, t + 1:] + shift) % vocab)
+        out = logits_fn(changed)
+        np.testing.assert_allclose(out[:, : t + 1], base[:, : t + 1], atol=atol, err_msg=f"future leaks into {t}")
+        assert not np.allclose(out[:, t + 1:], base[:, t + 1:], atol=atol), f"position {t + 1} ignores its input"

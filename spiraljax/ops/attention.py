@@ -36,18 +36,22 @@ def causal_mask(n: int, window: int | None = None) -> jax.Array:
     return allowed
 
 
+def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax over the last axis restricted to ``mask``; a row with no allowed entry is all zeros."""
+    scores = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
+    row_max = jnp.max(scores, axis=-1, keepdims=True)
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+    w = jnp.where(mask, jnp.exp(scores - row_max), 0.0)
+    return w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-30)
+
+
 def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
     """softmax(q·kᵀ/√D + mask) v with a boolean mask broadcastable to ``[B, H, T, S]``.
 
     Rows with no allowed key return zeros (never NaN).
     """
-    scale = q.shape[-1] ** -0.5
-    scores = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) * scale
-    scores = jnp.where(mask, scores, -jnp.inf)
-    row_max = jnp.max(scores, axis=-1, keepdims=True)
-    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
-    w = jnp.where(mask, jnp.exp(scores - row_max), 0.0)
-    w = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-30)
+    scores = jnp.einsum("bthd,bshd->bhts", q, k) * q.shape[-1] ** -0.5
+    w = masked_softmax(scores, mask)
     return jnp.einsum("bhts,bshd->bthd", w.astype(v.dtype), v)
 
 

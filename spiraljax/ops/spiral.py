@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spiraljax.ops.attention import masked_attention
+from spiraljax.ops.attention import masked_attention, masked_softmax
 
 PHI = (1 + 5 ** 0.5) / 2
 
@@ -96,13 +96,9 @@ def _sparse(q, k, v, offsets, key_mask, keep_diagonal):
     scale = q.shape[-1] ** -0.5
     k_sh = jnp.stack([shift_time(k, o) for o in offsets], axis=2)  # [B, T, O, H, D]
     v_sh = jnp.stack([shift_time(v, o) for o in offsets], axis=2)
-    scores = jnp.einsum("bthd,btohd->btho", q, k_sh).astype(jnp.float32) * scale
+    scores = jnp.einsum("bthd,btohd->btho", q, k_sh) * scale
     valid = _valid_keys(q.shape[1], offsets, key_mask, keep_diagonal)[:, :, None, :]  # [B, T, 1, O]
-    scores = jnp.where(valid, scores, -jnp.inf)
-    row_max = jnp.max(scores, axis=-1, keepdims=True)
-    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
-    w = jnp.where(valid, jnp.exp(scores - row_max), 0.0)
-    w = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-30)
+    w = masked_softmax(scores, valid)
     return jnp.einsum("btho,btohd->bthd", w.astype(v.dtype), v_sh)
 
 
