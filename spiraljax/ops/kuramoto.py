@@ -67,10 +67,15 @@ def kuramoto_step(theta: jax.Array, omega: jax.Array, coupling: jax.Array, dt: f
 
 
 def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: float,
-                  noise: jax.Array | None = None, unroll: int = 1) -> tuple[jax.Array, jax.Array]:
-    """Evolve phases along time: ``omega [B, T, N]``, ``coupling [B, T]`` → ``(θ [B, T, N], θ_T)``.
+                  noise: jax.Array | None = None, unroll: int = 1,
+                  remat_chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """Evolve phases along time: ``omega [B, T, ..., N]``, ``coupling [B, T, ...]`` → ``(θ [B, T, ..., N],
+    θ_T)``; extra axes (e.g. independent oscillator banks) are batched, coupling acts within the last.
 
     θ at position t has absorbed the drive of positions ≤ t only (causal). fp32 throughout.
+    ``remat_chunk=C`` scans over chunks of C positions under ``jax.checkpoint``, so the backward
+    pass stores one phase vector per chunk instead of every step's intermediates (long sequences);
+    the result is identical.
     """
     omega = omega.astype(jnp.float32)
     coupling = coupling.astype(jnp.float32)
@@ -82,8 +87,22 @@ def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: 
         theta = kuramoto_step(theta, om, k, dt, nz)
         return theta, theta
 
-    final, thetas = jax.lax.scan(body, theta0.astype(jnp.float32), xs, unroll=unroll)
-    return jnp.swapaxes(thetas, 0, 1), final
+    theta0 = theta0.astype(jnp.float32)
+    t = omega.shape[1]
+    if remat_chunk is None or remat_chunk >= t:
+        final, thetas = jax.lax.scan(body, theta0, xs, unroll=unroll)
+        return jnp.swapaxes(thetas, 0, 1), final
+    pad = -t % remat_chunk  # padded steps come after every real one, so they never affect it
+    xs = jax.tree.map(lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)), xs)
+    xs = jax.tree.map(lambda x: x.reshape(-1, remat_chunk, *x.shape[1:]), xs)
+
+    @jax.checkpoint
+    def chunk_body(theta, xc):
+        return jax.lax.scan(body, theta, xc, unroll=unroll)
+
+    _, thetas = jax.lax.scan(chunk_body, theta0, xs)
+    thetas = thetas.reshape(-1, *thetas.shape[2:])[:t]
+    return jnp.swapaxes(thetas, 0, 1), thetas[-1]
 
 
 def bistable_u(p: jax.Array, eps: float = 1e-4, lo: float = 0.1, hi: float = 10.0) -> tuple[jax.Array, jax.Array]:
