@@ -16,7 +16,7 @@ from typing import Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from spiraljax.config import ModelConfig, register_model_config
 from spiraljax.models.registry import register
@@ -31,6 +31,14 @@ class KSSMConfig(ModelConfig):
     noise: float = Field(0.0, ge=0)
     readout_hidden: int = Field(256, gt=0)
     unroll: int = Field(4, gt=0)
+    n_groups: int = Field(1, gt=0)  # independent oscillator banks, each with its own order parameters
+    remat_chunk: int | None = Field(None, gt=0)  # jax.checkpoint every C steps of the scan (long T)
+
+    @model_validator(mode="after")
+    def _banks(self) -> "KSSMConfig":
+        if self.n_oscillators % self.n_groups:
+            raise ValueError(f"n_oscillators={self.n_oscillators} is not divisible by n_groups={self.n_groups}")
+        return self
 
 
 @register_model_config("kssm_v1")
@@ -64,7 +72,8 @@ class KSSM(nn.Module):
         rs, internals = [], []
         for i in range(n_layers):
             layer = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise,
-                                    "bistable" if bistable else "softplus", cfg.unroll, name=f"osc_{i}")
+                                    "bistable" if bistable else "softplus", cfg.unroll, cfg.remat_chunk,
+                                    cfg.n_groups, name=f"osc_{i}")
             feats, inner = layer(nn.LayerNorm(name=f"ln_in_{i}")(h), train=train, force_R=force_R, cut_R=cut_R)
             h = nn.Dense(cfg.readout_hidden, name=f"readout_{i}")(feats)
             h = nn.Dense(cfg.d_model, name=f"readout_out_{i}")(nn.gelu(h))

@@ -9,12 +9,14 @@ from spiraljax.ops.kuramoto import bistable_regulariser, bistable_u, kuramoto_sc
 
 
 class OscillatorLayer(nn.Module):
-    """h ``[B, T, d]`` drives N oscillators; returns readout features ``[B, T, 3H]`` and internals.
+    """h ``[B, T, d]`` drives N oscillators in G independent banks of N/G (mean-field coupling within
+    a bank); returns readout features ``[B, T, 3·G·H]`` and internals.
 
-    ω_t = ω₀ + W_ω h_t;  K_t = softplus(w_K·h_t) (v1/v2) or 2σ(u_t) from the bistable core (v3).
-    Features: [|Z_n|, cos arg Z_n, sin arg Z_n] for n = 1..H — the only path onward.
-    ``force_R`` sets |Z_1| (other harmonics scaled by the same ratio, clipped to [0, 1]);
-    ``cut_R`` replaces every |Z_n| by a constant (the control whose R path is cut).
+    ω_t = ω₀ + W_ω h_t;  K_t = softplus(W_K h_t) per bank (v1/v2) or 2σ(u_t) from the bistable core (v3).
+    Features: [|Z_n|, cos arg Z_n, sin arg Z_n] of every bank for n = 1..H — the only path onward.
+    ``R`` is the mean over banks of |Z_1|. ``force_R`` sets every bank's |Z_1| (its other harmonics
+    scaled by the same ratio, clipped to [0, 1]); ``cut_R`` replaces every |Z_n| by a constant (the
+    control whose R path is cut). G = 1 is a single population.
     """
 
     n_osc: int
@@ -23,34 +25,37 @@ class OscillatorLayer(nn.Module):
     noise: float = 0.0
     core: str = "softplus"  # "softplus" | "bistable"
     unroll: int = 4
+    remat_chunk: int | None = None
+    n_groups: int = 1
 
     @nn.compact
     def __call__(self, h, *, train: bool = False, force_R=None, cut_R: bool = False):
         b, t, _ = h.shape
+        g, m = self.n_groups, self.n_osc // self.n_groups
         h = h.astype(jnp.float32)
         omega0 = self.param("omega0", nn.initializers.normal(1.0), (self.n_osc,))
         theta0 = self.param("theta0", lambda k, s: jax.random.uniform(k, s, maxval=2 * jnp.pi), (self.n_osc,))
-        omega = omega0 + nn.Dense(self.n_osc, name="omega")(h)
+        omega = (omega0 + nn.Dense(self.n_osc, name="omega")(h)).reshape(b, t, g, m)
         internals = {}
         if self.core == "bistable":
             p = nn.Dense(10, name="core", kernel_init=nn.initializers.normal(0.1),
                          bias_init=lambda k, s, d=jnp.float32: jnp.array([1, 0.5, 0.2, 1, 0.2, 0.5, 1, 0.2, 0, 0], d))(h)
             u, sat = bistable_u(p)
-            coupling = 2.0 * jax.nn.sigmoid(u)
+            coupling = jnp.broadcast_to(2.0 * jax.nn.sigmoid(u)[..., None], (b, t, g))
             internals.update(u=u, u_saturated=sat.astype(jnp.float32), reg=bistable_regulariser(p, u))
         else:
-            coupling = jax.nn.softplus(nn.Dense(1, name="coupling")(h)[..., 0] + 1.0)
+            coupling = jax.nn.softplus(nn.Dense(g, name="coupling")(h) + 1.0)
         noise = None
         if train and self.noise > 0:
-            noise = self.noise * jnp.sqrt(self.dt) * jax.random.normal(self.make_rng("noise"), (b, t, self.n_osc))
-        theta, _ = kuramoto_scan(jnp.broadcast_to(theta0, (b, self.n_osc)), omega, coupling, self.dt, noise,
-                                 self.unroll)
-        mag, cos, sin = multiscale_features(theta, self.n_harmonics)
-        r = mag[..., 0]
+            noise = self.noise * jnp.sqrt(self.dt) * jax.random.normal(self.make_rng("noise"), (b, t, g, m))
+        theta, _ = kuramoto_scan(jnp.broadcast_to(theta0.reshape(g, m), (b, g, m)), omega, coupling, self.dt, noise,
+                                 self.unroll, self.remat_chunk)
+        mag, cos, sin = multiscale_features(theta, self.n_harmonics)  # [B, T, G, H] each
+        r_bank = mag[..., 0]
         if force_R is not None:
-            ratio = jnp.asarray(force_R, jnp.float32)[..., None] / jnp.maximum(r[..., None], 1e-6)
+            ratio = jnp.asarray(force_R, jnp.float32)[..., None, None] / jnp.maximum(r_bank[..., None], 1e-6)
             mag = jnp.clip(mag * ratio, 0.0, 1.0)
         if cut_R:
             mag = jnp.full_like(mag, 0.5)
-        feats = jnp.concatenate([mag, cos, sin], axis=-1)
-        return feats, {"R": r, "coupling": coupling, **internals}
+        feats = jnp.concatenate([mag, cos, sin], axis=-1).reshape(b, t, -1)
+        return feats, {"R": jnp.mean(r_bank, axis=-1), "coupling": jnp.mean(coupling, axis=-1), **internals}
