@@ -1,8 +1,10 @@
 """Sampling: temperature / top-k / top-p, and a fixed-window generator that jit-compiles one step.
 
 The window generator re-runs the model on the last ``seq_len`` tokens for every new token,
-which works for every family (no cache needed); families with a recurrent state can offer
-their own continuing generator.
+which works for every family (no cache needed). A model that offers a stream state
+(``init_cache`` / ``advance`` / ``patch_logits``, the Hebbian byte LM) is sampled by
+``generate_streaming`` instead: the prompt is read once, then each new patch updates the carried
+fast weights and attention window — the prefix is never recomputed.
 """
 from __future__ import annotations
 
@@ -40,7 +42,10 @@ def sample_token(key: jax.Array, logits: jax.Array, temperature: float = 1.0, to
 def generate(model: nn.Module, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array, seq_len: int,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, step: int = 0,
              **extras: Any) -> np.ndarray:
-    """Continue ``prompt`` ([B, P] ids, P ≥ 1) by ``n_new`` tokens with a sliding window of ``seq_len``."""
+    """Continue ``prompt`` ([B, P] ids, P ≥ 1) by ``n_new`` tokens with a sliding window of ``seq_len``
+    (or by ``generate_streaming`` when the model carries a stream state)."""
+    if hasattr(model, "advance"):
+        return generate_streaming(model, variables, prompt, n_new, key, temperature, top_k, top_p, step)
     prompt = np.atleast_2d(np.asarray(prompt, np.int32))
     b, p = prompt.shape
     total = np.zeros((b, p + n_new), np.int32)
@@ -69,6 +74,50 @@ def _next_token_fn(model: nn.Module, temperature: float, top_k: int, top_p: floa
             return sample_token(key, last, temperature, top_k, top_p)
 
         _STEP_FNS[cache_key] = (model, next_token)  # keep the model alive so its id stays unique
+    return _STEP_FNS[cache_key][1]
+
+
+def generate_streaming(model: nn.Module, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array,
+                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, step: int = 0) -> np.ndarray:
+    """Patch-streaming sampler: whole prompt patches are read once with ``advance``; bytes of the
+    current patch are sampled one by one from ``patch_logits`` (the local head), and a completed
+    patch is fed to ``advance``, which carries the fast-weight state and attention window on."""
+    prompt = np.atleast_2d(np.asarray(prompt, np.int32))
+    b, n = prompt.shape
+    p = model.cfg.patch
+    full = (n // p) * p
+    cache = model.apply(variables, b, method="init_cache")
+    advance, sample = _stream_fns(model, temperature, top_k, top_p)
+    if full:
+        context, cache = advance(variables, jnp.asarray(prompt[:, :full]), cache, step)
+    else:
+        context = model.apply(variables, b, method="start_latent")
+    total = np.zeros((b, n + n_new), np.int32)
+    total[:, :n] = prompt
+    patch = np.zeros((b, p), np.int32)
+    patch[:, : n - full] = prompt[:, full:]
+    for i in range(n, n + n_new):
+        j = i % p
+        patch[:, j] = np.asarray(sample(variables, context, jnp.asarray(patch), j, jax.random.fold_in(key, i)))
+        total[:, i] = patch[:, j]
+        if j == p - 1 and i + 1 < n + n_new:
+            context, cache = advance(variables, jnp.asarray(patch), cache, step)
+    return total
+
+
+def _stream_fns(model: nn.Module, temperature: float, top_k: int, top_p: float):
+    """jit-compiled ``advance`` and one-byte ``sample`` per (model, sampling settings)."""
+    cache_key = ("stream", id(model), temperature, top_k, top_p)
+    if cache_key not in _STEP_FNS:
+        advance = jax.jit(lambda v, toks, c, step: model.apply(v, toks, c, step, method="advance"))
+
+        @jax.jit
+        def sample(variables, context, patch, j, key):
+            logits = model.apply(variables, context, patch, method="patch_logits")
+            return sample_token(key, jax.lax.dynamic_index_in_dim(logits, j, axis=1, keepdims=False),
+                                temperature, top_k, top_p)
+
+        _STEP_FNS[cache_key] = (model, (advance, sample))
     return _STEP_FNS[cache_key][1]
 
 

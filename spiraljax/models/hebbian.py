@@ -113,6 +113,50 @@ class HebbianLM(nn.Module):
         return logits, aux
 
 
+    # --- streaming generation: carry fast weights and the attention window, never re-read the prefix ---
+
+    def init_cache(self, batch: int) -> dict:
+        """Empty stream state: per-layer block inputs of the last ``window − 1`` patches (+ which slots
+        are filled), per-layer fast-weight states ``[B, H, D, D+1]`` and the next patch index."""
+        cfg = self.cfg
+        hd = cfg.d_model // cfg.n_heads
+        slots = cfg.window - 1
+        return {"history": jnp.zeros((cfg.n_layers, batch, slots, cfg.d_model), jnp.float32),
+                "valid": jnp.zeros((batch, slots), bool),
+                "memory": jnp.zeros((cfg.n_layers, batch, cfg.n_heads, hd, hd + 1), jnp.float32),
+                "pos": jnp.zeros((), jnp.int32)}
+
+    def advance(self, tokens, cache: dict, step=0, force_plasticity=None):
+        """Feed whole patches ``tokens [B, n·P]`` after the cached stream → ``(latent of the last
+        patch [B, d], new cache)``. Equal to the full pass over the whole stream (tested)."""
+        alpha = plasticity(step, self.cfg.plasticity_stages, self.cfg.curriculum_steps)
+        if force_plasticity is not None:
+            alpha = jnp.asarray(force_plasticity, jnp.float32)
+        z = self.encoder(tokens, offset=cache["pos"])
+        slots = cache["history"].shape[2]
+        histories, states = [], []
+        for i, block in enumerate(self.blocks):
+            full = jnp.concatenate([cache["history"][i], z], axis=1)
+            z, _, state = block(z, alpha, cache["memory"][i], history=cache["history"][i],
+                                history_valid=cache["valid"])
+            histories.append(full[:, full.shape[1] - slots:])
+            states.append(state)
+        z, _ = self.reasoning(self.final_ln(z))
+        valid = jnp.concatenate([cache["valid"], jnp.ones(z.shape[:2], bool)], axis=1)
+        new = {"history": jnp.stack(histories), "valid": valid[:, valid.shape[1] - slots:],
+               "memory": jnp.stack(states), "pos": cache["pos"] + z.shape[1]}
+        return z[:, -1], new
+
+    def start_latent(self, batch: int) -> jax.Array:
+        """The context used before any patch has been read ``[B, d]``."""
+        return jnp.broadcast_to(self.empty_latent, (batch, self.cfg.d_model))
+
+    def patch_logits(self, context, patch_bytes):
+        """Logits ``[B, P, 256]`` for the bytes of one patch from the previous patch's latent; byte j
+        sees only bytes < j of ``patch_bytes [B, P]`` (later entries are ignored)."""
+        return self.decode(context[:, None], patch_bytes)[:, 0]
+
+
 @register("hebbian_lm")
 def build(cfg: HebbianConfig) -> nn.Module:
     return HebbianLM(cfg)

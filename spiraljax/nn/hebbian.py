@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from spiraljax.nn.layers import SelfAttention
-from spiraljax.ops.attention import apply_rope, causal_attention
+from spiraljax.ops.attention import apply_rope, causal_attention, causal_mask, masked_attention
 from spiraljax.ops.hebbian import fast_weights
 
 
@@ -21,12 +21,13 @@ class PatchEncoder(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, tokens, train: bool = False):
+    def __call__(self, tokens, train: bool = False, offset=0):
+        """``offset``: patch index of the first patch (generation continues at the cached position)."""
         b, t = tokens.shape
         x = nn.Embed(256, self.d_model, embedding_init=nn.initializers.normal(0.02), name="byte_embed")(tokens)
         x = x.reshape(b, t // self.patch, self.patch * self.d_model)
         z = nn.Dense(self.d_model, name="patch_conv")(x)  # = Conv(kernel P, stride P) over the bytes
-        z = apply_rope(z, jnp.arange(t // self.patch))
+        z = apply_rope(z, offset + jnp.arange(t // self.patch))
         z = nn.LayerNorm(name="ln")(z)
         return nn.Dropout(self.dropout, deterministic=not train)(z)
 
@@ -64,7 +65,12 @@ class HebbianMemory(nn.Module):
 
 
 class HybridBlock(nn.Module):
-    """``h ← h + W_o(SWA(u) + Mem(u))`` with ``u = LN(h)``, then ``h ← h + MLP(LN h)`` (4d, GELU)."""
+    """``h ← h + W_o(SWA(u) + Mem(u))`` with ``u = LN(h)``, then ``h ← h + MLP(LN h)`` (4d, GELU).
+
+    For streaming, ``history [B, S, d]`` holds the block inputs of the S previous patches
+    (``history_valid [B, S]`` marks the filled slots): attention then runs over history + h, so a
+    new patch sees the same window it would see in one full pass.
+    """
 
     n_heads: int
     window: int
@@ -73,10 +79,21 @@ class HybridBlock(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, h, alpha, memory_state=None, train: bool = False):
-        u = nn.LayerNorm(name="ln_1")(h)
-        swa = SelfAttention(self.n_heads, rope=False, attend=partial(causal_attention, window=self.window),
-                            name="swa")(u)
+    def __call__(self, h, alpha, memory_state=None, train: bool = False, history=None, history_valid=None):
+        t = h.shape[1]
+        ln_1 = nn.LayerNorm(name="ln_1")
+        if history is None:
+            u = ln_1(h)
+            swa = SelfAttention(self.n_heads, rope=False, attend=partial(causal_attention, window=self.window),
+                                name="swa")(u)
+        else:
+            full = jnp.concatenate([history.astype(h.dtype), h], axis=1)
+            valid = jnp.concatenate([history_valid, jnp.ones((h.shape[0], t), bool)], axis=1)
+            mask = causal_mask(full.shape[1], self.window)[None, None] & valid[:, None, None, :]
+            u_full = ln_1(full)
+            swa = SelfAttention(self.n_heads, rope=False, attend=partial(masked_attention, mask=mask),
+                                name="swa")(u_full)[:, -t:]
+            u = u_full[:, -t:]
         mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, name="memory")(
             u, alpha, memory_state, train)
         h = h + nn.Dense(h.shape[-1], use_bias=False, name="mix")(swa + mem)
