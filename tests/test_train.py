@@ -129,9 +129,16 @@ def test_lock_refuses_second_run_and_reclaims_stale(tmp_path):
     assert not (tmp_path / "LOCK").exists()
 
 
+def tiny_yaml(tmp_path) -> str:
+    """The in-process tests' tiny config as a file, so CLI runs train exactly the same model."""
+    path = tmp_path / "tiny.yaml"
+    config.save(cfg_for(tmp_path), path)
+    return str(path)
+
+
 def _start(tmp_path, run, *extra):
-    args = [sys.executable, str(ROOT / "train.py"), "--workdir", str(run), "--set",
-            *TINY, f"data.cache_dir={tmp_path / 'cache'}", *extra]
+    args = [sys.executable, str(ROOT / "train.py"), "--config", tiny_yaml(tmp_path), "--workdir", str(run),
+            "--set", *extra]
     return subprocess.Popen(args, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -191,8 +198,8 @@ def test_evaluate_cli_reports_bpc(full_run):
 def test_multi_device_data_parallel_matches_single_device(full_run, tmp_path):
     """4 fake CPU devices, batch split over the data axis: same params as the 1-device run."""
     run = tmp_path / "run"
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--workdir", str(run), "--set", *TINY,
-                        f"data.cache_dir={tmp_path / 'cache'}"], cwd=tmp_path, env=subprocess_env(devices=4),
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", tiny_yaml(tmp_path), "--workdir", str(run)],
+                       cwd=tmp_path, env=subprocess_env(devices=4),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     info = [x for x in read_metrics(run / "metrics.jsonl") if x["kind"] == "info"][0]
