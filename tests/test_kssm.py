@@ -68,6 +68,22 @@ def test_oscillator_banks_evolve_independently():
         np.testing.assert_allclose(banked[:, :, i], alone, atol=1e-6)
 
 
+def test_force_R_sets_the_global_order_parameter_of_banked_oscillators():
+    from spiraljax.nn.kuramoto import OscillatorLayer
+
+    g, h = 4, 3
+    layer = OscillatorLayer(16, h, n_groups=g)
+    x = jax.random.normal(jax.random.key(11), (2, 10, 8))
+    params = layer.init(jax.random.key(12), x)
+    feats, inner = layer.apply(params, x)
+    theta_r = lambda f: (lambda z: jnp.abs(jnp.mean(z[..., 0] * (z[..., h] + 1j * z[..., 2 * h]), -1)))(  # noqa: E731
+        f.reshape(2, 10, g, 3 * h))
+    np.testing.assert_allclose(theta_r(feats), inner["R"], atol=1e-5)   # R = |mean_g Z_1,g| of the features
+    target = 0.5 * float(inner["R"].min())                             # below R: no clipping
+    forced, _ = layer.apply(params, x, force_R=target)
+    np.testing.assert_allclose(theta_r(forced), target, atol=1e-5)
+
+
 def test_bistable_u_clamp_and_regulariser_finite():
     p = jax.random.normal(jax.random.key(4), (1000, 10)) * 10
     u, sat = K.bistable_u(p)

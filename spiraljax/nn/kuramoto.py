@@ -14,9 +14,10 @@ class OscillatorLayer(nn.Module):
 
     ω_t = ω₀ + W_ω h_t;  K_t = softplus(W_K h_t) per bank (v1/v2) or 2σ(u_t) from the bistable core (v3).
     Features: [|Z_n|, cos arg Z_n, sin arg Z_n] of every bank for n = 1..H — the only path onward.
-    ``R`` is the mean over banks of |Z_1|. ``force_R`` sets every bank's |Z_1| (its other harmonics
-    scaled by the same ratio, clipped to [0, 1]); ``cut_R`` replaces every |Z_n| by a constant (the
-    control whose R path is cut). G = 1 is a single population.
+    ``R`` is the order parameter of all N oscillators, |mean_j e^{iθ_j}| = |mean_g Z_1,g|. ``force_R``
+    scales every bank's |Z_n| by R_forced / R (clipped to [0, 1]), which sets R to the forced value;
+    ``cut_R`` replaces every |Z_n| by a constant (the control whose R path is cut). G = 1 is a
+    single population.
     """
 
     n_osc: int
@@ -51,11 +52,12 @@ class OscillatorLayer(nn.Module):
         theta, _ = kuramoto_scan(jnp.broadcast_to(theta0.reshape(g, m), (b, g, m)), omega, coupling, self.dt, noise,
                                  self.unroll, self.remat_chunk)
         mag, cos, sin = multiscale_features(theta, self.n_harmonics)  # [B, T, G, H] each
-        r_bank = mag[..., 0]
+        # R of all N oscillators: |mean_j e^{iθ_j}| = |mean over banks of Z_1| (a function of the features)
+        r = jnp.sqrt(jnp.mean(mag[..., 0] * cos[..., 0], -1) ** 2 + jnp.mean(mag[..., 0] * sin[..., 0], -1) ** 2)
         if force_R is not None:
-            ratio = jnp.asarray(force_R, jnp.float32)[..., None, None] / jnp.maximum(r_bank[..., None], 1e-6)
-            mag = jnp.clip(mag * ratio, 0.0, 1.0)
+            ratio = jnp.asarray(force_R, jnp.float32) / jnp.maximum(r, 1e-6)
+            mag = jnp.clip(mag * ratio[..., None, None], 0.0, 1.0)
         if cut_R:
             mag = jnp.full_like(mag, 0.5)
         feats = jnp.concatenate([mag, cos, sin], axis=-1).reshape(b, t, -1)
-        return feats, {"R": jnp.mean(r_bank, axis=-1), "coupling": jnp.mean(coupling, axis=-1), **internals}
+        return feats, {"R": r, "coupling": jnp.mean(coupling, axis=-1), **internals}
