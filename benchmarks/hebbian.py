@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Hebbian fast weights: recurrent scan (reference) vs chunked form, forward and forward+backward.
 
-  python benchmarks/hebbian.py [--lengths 1024 4096 16384] [--chunk 64] [--json]
+  python benchmarks/hebbian.py [--lengths 1024 4096 16384] [--chunk 32] [--json]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--chunk", type=int, default=64)
+    p.add_argument("--chunk", type=int, default=32)  # fastest here (16: 48 ms, 32: 46 ms, 64: 52 ms fwd+bwd at T 4096)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

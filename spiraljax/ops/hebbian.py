@@ -56,10 +56,14 @@ def fast_weights_chunked(q, k, v, log_decay, initial_state=None, chunk: int = 64
     qs, ks, vs, gs = split(q), split(k), split(v), split(g)
     s0 = jnp.zeros((b, h, d, e), jnp.float32) if initial_state is None else initial_state.astype(jnp.float32)
     causal = jnp.tril(jnp.ones((c, c), bool))
+    shared = None
+    if jnp.ndim(log_decay) <= 1 and not pad:  # a per-head constant: one decay table serves every chunk
+        per_head = jnp.broadcast_to(jnp.asarray(log_decay, jnp.float32), (h,))
+        shared = (jnp.arange(1, c + 1, dtype=jnp.float32)[:, None] * per_head)[None]  # L_i, [1, C, H]
 
     def step(s, x):
         qc, kc, vc, gc = x                                   # [B, C, H, ·]
-        cum = jnp.cumsum(gc, axis=1)                         # L_i, [B, C, H]
+        cum = jnp.cumsum(gc, axis=1) if shared is None else shared  # L_i, [B or 1, C, H]
         diff = cum[:, :, None, :] - cum[:, None, :, :]       # L_i − L_j, [B, C, C, H]
         decay = jnp.exp(jnp.where(causal[None, :, :, None], diff, -jnp.inf))
         scores = jnp.einsum("bihd,bjhd->bijh", qc, kc) * decay
@@ -67,7 +71,7 @@ def fast_weights_chunked(q, k, v, log_decay, initial_state=None, chunk: int = 64
         inter = jnp.einsum("bihd,bhde->bihe", qc * jnp.exp(cum)[..., None], s)
         last = cum[:, -1:, :]                                # L_{C−1}
         w = jnp.exp(last - cum)                              # e^{L_{C−1} − L_j} ≤ 1
-        s = jnp.exp(last[:, 0])[..., None, None] * s + jnp.einsum("bjhd,bjh,bjhe->bhde", kc, w, vc)
+        s = jnp.exp(last[:, 0])[..., None, None] * s + jnp.einsum("bjhd,bjhe->bhde", kc * w[..., None], vc)
         return s, intra + inter
 
     final, out = jax.lax.scan(step, s0, (qs, ks, vs, gs))
