@@ -150,3 +150,13 @@ def test_causality_suite_can_fail_on_control(tmp_path):
     control = run_tests(model, variables, batches, "R", [0.1, 0.9], cut_R=True)
     assert main["intervention"]["mean_abs_delta_logits"] > 0.0
     assert control["intervention"]["mean_abs_delta_logits"] == 0.0 and not control["intervention"]["passed"]
+
+
+def test_correlation_of_a_constant_quantity_is_zero_not_nan():
+    from spiraljax.eval.causality import pearson
+
+    rng = np.random.default_rng(0)
+    assert pearson(np.full(100, 0.99, np.float32), rng.normal(size=100)) == (0.0, 1.0)
+    x = rng.normal(size=500)
+    r, p = pearson(x, 2 * x + 0.1 * rng.normal(size=500))
+    assert r > 0.99 and p < 1e-10

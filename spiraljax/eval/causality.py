@@ -32,6 +32,14 @@ def accepts(model, keyword: str) -> bool:
     return keyword in inspect.signature(type(model).__call__).parameters
 
 
+def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Pearson r and its p-value; a constant series (e.g. a fixed plasticity α) is uncorrelated: (0, 1)."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0, 1.0
+    r, p = stats.pearsonr(x, y)
+    return (float(r), float(p)) if np.isfinite(r) else (0.0, 1.0)
+
+
 def collect_batches(dataset, n_sequences: int) -> list[dict]:
     batches, n = [], 0
     while n < n_sequences:
@@ -74,10 +82,7 @@ def run_tests(model, variables, batches: list[dict], quantity: str, values: list
               for a, b in combinations(values, 2)]
     nll_lo, nll_hi = np.concatenate(forced[values[0]]["nll"]), np.concatenate(forced[values[-1]]["nll"])
     t_p = float(stats.ttest_rel(nll_lo, nll_hi).pvalue) if np.any(nll_lo != nll_hi) else 1.0
-    if np.std(q_all) > 0 and np.std(ent_all) > 0:
-        r, r_p = stats.pearsonr(q_all, ent_all)
-    else:
-        r, r_p = 0.0, 1.0
+    r, r_p = pearson(q_all, ent_all)
     out = {
         "variance": {"std_of_sequence_means": float(np.std(q_seq)), "mean": float(np.mean(q_seq))},
         "intervention": {"values": values, "mean_abs_delta_logits": float(np.mean(deltas)),
