@@ -91,16 +91,20 @@ class HebbianLM(nn.Module):
         prev = jnp.concatenate([jnp.full((b, q, 1), START, tokens.dtype), prev], axis=-1)
         return self.head(context.reshape(b * q, d), prev.reshape(b * q, p)).reshape(b, q, p, 256)
 
+    def alpha(self, step, force_plasticity=None) -> jax.Array:
+        """Plasticity α: the curriculum's value at ``step``, or ``force_plasticity`` if given."""
+        if force_plasticity is not None:
+            return jnp.asarray(force_plasticity, jnp.float32)
+        return plasticity(step, self.cfg.plasticity_stages, self.cfg.curriculum_steps)
+
     def __call__(self, tokens, *, train: bool = False, step=0, force_plasticity=None, memory_state=None):
         cfg = self.cfg
         b, t = tokens.shape
         p = cfg.patch
-        alpha = plasticity(step, cfg.plasticity_stages, cfg.curriculum_steps)
-        if force_plasticity is not None:
-            alpha = jnp.asarray(force_plasticity, jnp.float32)
+        alpha = self.alpha(step, force_plasticity)
         z, decays, states, updates = self.latents(tokens, alpha, memory_state, train)
         # context for patch q is the latent of patch q−1; q = 0 gets the learned empty latent
-        context = jnp.concatenate([jnp.broadcast_to(self.empty_latent, (b, 1, cfg.d_model)), z[:, :-1]], axis=1)
+        context = jnp.concatenate([self.start_latent(b)[:, None], z[:, :-1]], axis=1)
         byte_logits = self.decode(context, tokens).reshape(b, t, 256)  # logits for byte j, j = 0..T−1
         # logits[:, t] must predict byte t+1: shift by one; the last position is decoded from the
         # final latent with the start symbol (the first byte of the next, unseen patch)
@@ -111,7 +115,6 @@ class HebbianLM(nn.Module):
                            **{f"decay_l{i}": jnp.mean(d) for i, d in enumerate(decays)},
                            **{f"reason_{i}": u for i, u in enumerate(updates)}}}
         return logits, aux
-
 
     # --- streaming generation: carry fast weights and the attention window, never re-read the prefix ---
 
@@ -129,9 +132,7 @@ class HebbianLM(nn.Module):
     def advance(self, tokens, cache: dict, step=0, force_plasticity=None):
         """Feed whole patches ``tokens [B, n·P]`` after the cached stream → ``(latent of the last
         patch [B, d], new cache)``. Equal to the full pass over the whole stream (tested)."""
-        alpha = plasticity(step, self.cfg.plasticity_stages, self.cfg.curriculum_steps)
-        if force_plasticity is not None:
-            alpha = jnp.asarray(force_plasticity, jnp.float32)
+        alpha = self.alpha(step, force_plasticity)
         z = self.encoder(tokens, offset=cache["pos"])
         slots = cache["history"].shape[2]
         histories, states = [], []

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from spiraljax.nn.layers import SelfAttention
-from spiraljax.ops.attention import apply_rope, causal_attention, causal_mask, masked_attention
+from spiraljax.ops.attention import apply_rope, causal_mask, masked_attention
 from spiraljax.ops.hebbian import fast_weights
 
 
@@ -80,20 +80,16 @@ class HybridBlock(nn.Module):
 
     @nn.compact
     def __call__(self, h, alpha, memory_state=None, train: bool = False, history=None, history_valid=None):
-        t = h.shape[1]
-        ln_1 = nn.LayerNorm(name="ln_1")
-        if history is None:
-            u = ln_1(h)
-            swa = SelfAttention(self.n_heads, rope=False, attend=partial(causal_attention, window=self.window),
-                                name="swa")(u)
-        else:
-            full = jnp.concatenate([history.astype(h.dtype), h], axis=1)
-            valid = jnp.concatenate([history_valid, jnp.ones((h.shape[0], t), bool)], axis=1)
-            mask = causal_mask(full.shape[1], self.window)[None, None] & valid[:, None, None, :]
-            u_full = ln_1(full)
-            swa = SelfAttention(self.n_heads, rope=False, attend=partial(masked_attention, mask=mask),
-                                name="swa")(u_full)[:, -t:]
-            u = u_full[:, -t:]
+        b, t, d = h.shape
+        if history is None:  # a full pass is a stream with nothing before it
+            history, history_valid = jnp.zeros((b, 0, d), h.dtype), jnp.zeros((b, 0), bool)
+        full = jnp.concatenate([history.astype(h.dtype), h], axis=1)
+        valid = jnp.concatenate([history_valid, jnp.ones((b, t), bool)], axis=1)
+        mask = causal_mask(full.shape[1], self.window)[None, None] & valid[:, None, None, :]
+        u_full = nn.LayerNorm(name="ln_1")(full)
+        swa = SelfAttention(self.n_heads, rope=False, attend=partial(masked_attention, mask=mask),
+                            name="swa")(u_full)[:, -t:]
+        u = u_full[:, -t:]
         mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, name="memory")(
             u, alpha, memory_state, train)
         h = h + nn.Dense(h.shape[-1], use_bias=False, name="mix")(swa + mem)
