@@ -34,6 +34,22 @@ def test_scan_and_chunked_memory_give_the_same_model(tiny):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_fused_gru_head_equals_flax_grucell():
+    """The head's precomputed input gates (table + one projection per patch) equal nn.GRUCell on the
+    same parameters, outputs and gradients."""
+    from spiraljax.nn.hebbian import LocalHead
+    head = LocalHead(16)
+    ctx = jax.random.normal(jax.random.key(0), (5, 8))
+    prev = jax.random.randint(jax.random.key(1), (5, 4), 0, 257)
+    params = head.init(jax.random.key(2), ctx, prev)
+    assert jax.tree.structure(params) == jax.tree.structure(head.init(jax.random.key(2), ctx, prev, reference=True))
+    loss = lambda p, ref: jnp.sum(jnp.sin(head.apply(p, ctx, prev, reference=ref)))  # noqa: E731
+    np.testing.assert_allclose(head.apply(params, ctx, prev), head.apply(params, ctx, prev, reference=True),
+                               atol=1e-5)
+    for a, b in zip(jax.tree.leaves(jax.grad(loss)(params, False)), jax.tree.leaves(jax.grad(loss)(params, True))):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_streaming_state_reproduces_the_full_pass(tiny):
     """Patch by patch through ``advance`` (carried fast weights + attention window, 8 patches >
     window 4) gives the same byte logits as one full pass — in one call and split in two."""

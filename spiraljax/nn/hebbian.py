@@ -116,20 +116,73 @@ class ReasoningLoop(nn.Module):
         return z, jnp.stack(sizes) if sizes else jnp.zeros((0,))
 
 
+class _Affine(nn.Module):
+    """Declares a ``kernel`` (and ``bias``) exactly as a Flax Dense layer of that name would and
+    returns them, so a GRU's gates can be applied as concatenated matrices with unchanged parameters."""
+
+    shape: tuple[int, int]
+    kernel_init: nn.initializers.Initializer
+    use_bias: bool
+
+    @nn.compact
+    def __call__(self):
+        kernel = self.param("kernel", self.kernel_init, self.shape)
+        bias = self.param("bias", nn.initializers.zeros, self.shape[1:]) if self.use_bias else None
+        return kernel, bias
+
+
+class _GRUWeights(nn.Module):
+    """The parameters of ``nn.GRUCell(hidden)`` for inputs of size ``n_in``, as concatenated matrices:
+    ``W_i [n_in, 3H]`` (gates r, z, n), ``b_i [3H]``, ``W_h [H, 3H]``, ``b_hn [H]``."""
+
+    n_in: int
+    hidden: int
+
+    @nn.compact
+    def __call__(self):
+        h = self.hidden
+        lecun, orth = nn.initializers.lecun_normal(), nn.initializers.orthogonal()
+        wi, bi = zip(*(_Affine((self.n_in, h), lecun, True, name=f"i{g}")() for g in "rzn"))
+        hr, hz = (_Affine((h, h), orth, False, name=f"h{g}")()[0] for g in "rz")
+        hn, b_hn = _Affine((h, h), orth, True, name="hn")()
+        return jnp.concatenate(wi, -1), jnp.concatenate(bi, -1), jnp.concatenate([hr, hz, hn], -1), b_hn
+
+
 class LocalHead(nn.Module):
-    """GRU over the bytes of the next patch, teacher-forced: inputs ``[start, b_0, …, b_{P−2}]`` each
-    concatenated with ``W_p z``; hidden starts at zero; Linear → 256 logits per byte."""
+    """GRU over the bytes of the next patch, teacher-forced: inputs ``x_j = [E(b_{j−1}); W_p z]`` with
+    ``b_{−1}`` = start; hidden starts at zero; Linear → 256 logits per byte.
+
+    GRU (as ``nn.GRUCell``): r = σ(W_ir x + W_hr h + b_r), g = σ(W_iz x + W_hz h + b_z),
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h ← (1 − g) ⊙ n + g ⊙ h.
+    Fast path: the input side is linear, so ``W_i x_j = (E W_i^emb)[b_{j−1}] + W_i^ctx W_p z`` — one
+    257-row table and one projection per patch instead of a matmul per byte; only ``W_h h`` stays in
+    the loop. ``reference=True`` runs ``nn.GRUCell`` on the same parameters (tested equal).
+    """
 
     hidden: int = 256
 
     @nn.compact
-    def __call__(self, context, prev_bytes):
+    def __call__(self, context, prev_bytes, reference: bool = False):
         """``context [N, d]``, ``prev_bytes [N, P]`` (start symbol 256 first) → logits ``[N, P, 256]``."""
-        emb = nn.Embed(257, self.hidden, embedding_init=nn.initializers.normal(0.02), name="embed")(prev_bytes)
+        embed = nn.Embed(257, self.hidden, embedding_init=nn.initializers.normal(0.02), name="embed")
         ctx = nn.Dense(self.hidden, name="ctx")(context)
-        x = jnp.concatenate([emb, jnp.broadcast_to(ctx[:, None, :], emb.shape)], axis=-1)
-        cell = nn.GRUCell(self.hidden, name="gru")
-        scan = nn.scan(lambda c, carry, xt: c(carry, xt), variable_broadcast="params", split_rngs={"params": False},
-                       in_axes=1, out_axes=1)
-        _, ys = scan(cell, jnp.zeros((x.shape[0], self.hidden), x.dtype), x)
-        return nn.Dense(256, name="out")(ys)
+        out = nn.Dense(256, name="out")
+        h = jnp.zeros((context.shape[0], self.hidden), ctx.dtype)
+        if reference:
+            emb = embed(prev_bytes)
+            x = jnp.concatenate([emb, jnp.broadcast_to(ctx[:, None, :], emb.shape)], axis=-1)
+            scan = nn.scan(lambda c, carry, xt: c(carry, xt), variable_broadcast="params",
+                           split_rngs={"params": False}, in_axes=1, out_axes=1)
+            _, ys = scan(nn.GRUCell(self.hidden, name="gru"), h, x)
+            return out(ys)
+        w_i, b_i, w_h, b_hn = _GRUWeights(2 * self.hidden, self.hidden, name="gru")()
+        table = embed(jnp.arange(257)) @ w_i[: self.hidden]                    # [257, 3H]
+        x_gates = table[prev_bytes] + (ctx @ w_i[self.hidden:] + b_i)[:, None]   # [N, P, 3H]
+        ys = []
+        for j in range(prev_bytes.shape[1]):  # P is small and static: a plain unrolled loop
+            xr, xz, xn = jnp.split(x_gates[:, j], 3, axis=-1)
+            hr, hz, hn = jnp.split(h @ w_h, 3, axis=-1)
+            r, g = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
+            h = (1.0 - g) * jnp.tanh(xn + r * (hn + b_hn)) + g * h
+            ys.append(h)
+        return out(jnp.stack(ys, axis=1))
