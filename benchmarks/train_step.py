@@ -35,7 +35,7 @@ def measure(cfg: config.Config, repeats: int) -> dict:
     tx = make_optimizer(cfg.train)
     batch = build_dataset(cfg).train_batch(0)
     state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
-    step = jax.jit(make_train_step(model, tx))
+    step = jax.jit(make_train_step(model, tx), donate_argnums=0)  # as the training loop runs it
     holder = {"state": state}
 
     def run():
