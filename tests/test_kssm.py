@@ -68,6 +68,24 @@ def test_oscillator_banks_evolve_independently():
         np.testing.assert_allclose(banked[:, :, i], alone, atol=1e-6)
 
 
+def test_global_mix_couples_banks_as_pairwise_reference():
+    """A share γ of the coupling acts on all oscillators: equals the O(N²) pairwise sums, and γ = 1
+    makes the banks one population."""
+    b, t, g, m = 2, 6, 3, 4
+    omega = 0.5 * jax.random.normal(jax.random.key(11), (b, t, g, m))
+    coupling = jax.random.uniform(jax.random.key(12), (b, t, g), maxval=3.0)
+    theta = jax.random.uniform(jax.random.key(13), (b, g, m), maxval=2 * np.pi)
+    within = K.coupling_pairwise(theta) / m
+    across = K.coupling_pairwise(theta.reshape(b, g * m)).reshape(b, g, m) / (g * m)
+    ref = theta + 0.2 * (omega[:, 0] + coupling[:, 0, :, None] * (0.7 * within + 0.3 * across))
+    np.testing.assert_allclose(K.kuramoto_step(theta, omega[:, 0], coupling[:, 0], 0.2, global_mix=0.3), ref,
+                               atol=1e-5)
+    shared = jnp.broadcast_to(coupling[..., :1], coupling.shape)  # one K for the whole population
+    banked, _ = K.kuramoto_scan(theta, omega, shared, 0.2, global_mix=1.0)
+    single, _ = K.kuramoto_scan(theta.reshape(b, g * m), omega.reshape(b, t, g * m), shared[..., 0], 0.2)
+    np.testing.assert_allclose(banked.reshape(b, t, g * m), single, atol=1e-5)
+
+
 def test_force_R_sets_the_global_order_parameter_of_banked_oscillators():
     from spiraljax.nn.kuramoto import OscillatorLayer
 
@@ -93,6 +111,19 @@ def test_bistable_u_clamp_and_regulariser_finite():
         assert np.isfinite(float(reg))
     g = jax.grad(lambda p: K.bistable_regulariser(p, K.bistable_u(p)[0]))(p)
     assert np.isfinite(np.asarray(g)).all()
+
+
+def test_inward_clamp_gradient_only_points_back_inside():
+    x = jnp.array([0.05, 0.05, 0.5, 20.0, 20.0])
+    np.testing.assert_allclose(K.inward_clamp(x, 0.1, 10.0), [0.1, 0.1, 0.5, 10.0, 10.0])
+    cot = jnp.array([-1.0, 1.0, 1.0, 1.0, -1.0])  # descent step is −cot
+    _, vjp = jax.vjp(lambda x: K.inward_clamp(x, 0.1, 10.0), x)
+    # below: only a step upwards passes; inside: everything; above: only a step downwards
+    np.testing.assert_allclose(vjp(cot)[0], [-1.0, 0.0, 1.0, 1.0, 0.0])
+    # so the regulariser's −log ū can lift a u pinned at the lower clamp (plain clip: zero gradient)
+    p = jnp.tile(jnp.array([1, 0, 0, 0.05, 0, 0, 1, 0, 0, 0.0]), (4, 1))  # raw u = 0.05 < 0.1
+    grad = jax.grad(lambda p: K.bistable_regulariser(p, K.bistable_u(p)[0]))(p)
+    assert float(jnp.sum(jnp.abs(grad[:, 3]))) > 0
 
 
 def test_tone_zones():

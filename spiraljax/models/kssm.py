@@ -33,6 +33,7 @@ class KSSMConfig(ModelConfig):
     unroll: int = Field(4, gt=0)
     n_groups: int = Field(1, gt=0)  # independent oscillator banks, each with its own order parameters
     remat_chunk: int | None = Field(None, gt=0)  # jax.checkpoint every C steps of the scan (long T)
+    global_mix: float = Field(0.0, ge=0, le=1)  # share of each bank's coupling acting on all N oscillators
 
     @model_validator(mode="after")
     def _banks(self) -> "KSSMConfig":
@@ -58,6 +59,7 @@ class KSSMv3Config(KSSMConfig):
     n_harmonics: int = Field(32, gt=0)
     noise: float = Field(0.01, ge=0)
     reg_weight: float = Field(1.0, ge=0)  # multiplies λ_reg·(...) from SPEC §2.3
+    coupling_scale: float = Field(2.0, gt=0)  # K = coupling_scale·σ(u); SPEC default 2
 
 
 class KSSM(nn.Module):
@@ -73,7 +75,8 @@ class KSSM(nn.Module):
         for i in range(n_layers):
             layer = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise,
                                     "bistable" if bistable else "softplus", cfg.unroll, cfg.remat_chunk,
-                                    cfg.n_groups, name=f"osc_{i}")
+                                    cfg.n_groups, cfg.global_mix, getattr(cfg, "coupling_scale", 2.0),
+                                    name=f"osc_{i}")
             feats, inner = layer(nn.LayerNorm(name=f"ln_in_{i}")(h), train=train, force_R=force_R, cut_R=cut_R)
             h = nn.Dense(cfg.readout_hidden, name=f"readout_{i}")(feats)
             h = nn.Dense(cfg.d_model, name=f"readout_out_{i}")(nn.gelu(h))

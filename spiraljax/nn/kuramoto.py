@@ -9,10 +9,11 @@ from spiraljax.ops.kuramoto import bistable_regulariser, bistable_u, kuramoto_sc
 
 
 class OscillatorLayer(nn.Module):
-    """h ``[B, T, d]`` drives N oscillators in G independent banks of N/G (mean-field coupling within
-    a bank); returns readout features ``[B, T, 3·G·H]`` and internals.
+    """h ``[B, T, d]`` drives N oscillators in G banks of N/G (mean-field coupling within a bank, and a
+    share ``global_mix`` of it across all N); returns readout features ``[B, T, 3·G·H]`` and internals.
 
-    ω_t = ω₀ + W_ω h_t;  K_t = softplus(W_K h_t) per bank (v1/v2) or 2σ(u_t) from the bistable core (v3).
+    ω_t = ω₀ + W_ω h_t;  K_t = softplus(W_K h_t) per bank (v1/v2) or k·σ(u_t) from the bistable core
+    (v3, k = ``coupling_scale``).
     Features: [|Z_n|, cos arg Z_n, sin arg Z_n] of every bank for n = 1..H — the only path onward.
     ``R`` is the order parameter of all N oscillators, |mean_j e^{iθ_j}| = |mean_g Z_1,g|. ``force_R``
     scales every bank's |Z_n| by R_forced / R (clipped to [0, 1]), which sets R to the forced value;
@@ -28,6 +29,8 @@ class OscillatorLayer(nn.Module):
     unroll: int = 4
     remat_chunk: int | None = None
     n_groups: int = 1
+    global_mix: float = 0.0
+    coupling_scale: float = 2.0
 
     @nn.compact
     def __call__(self, h, *, train: bool = False, force_R=None, cut_R: bool = False):
@@ -42,7 +45,7 @@ class OscillatorLayer(nn.Module):
             p = nn.Dense(10, name="core", kernel_init=nn.initializers.normal(0.1),
                          bias_init=lambda k, s, d=jnp.float32: jnp.array([1, 0.5, 0.2, 1, 0.2, 0.5, 1, 0.2, 0, 0], d))(h)
             u, sat = bistable_u(p)
-            coupling = jnp.broadcast_to(2.0 * jax.nn.sigmoid(u)[..., None], (b, t, g))
+            coupling = jnp.broadcast_to(self.coupling_scale * jax.nn.sigmoid(u)[..., None], (b, t, g))
             internals.update(u=u, u_saturated=sat.astype(jnp.float32), reg=bistable_regulariser(p, u))
         else:
             coupling = jax.nn.softplus(nn.Dense(g, name="coupling")(h) + 1.0)
@@ -50,7 +53,7 @@ class OscillatorLayer(nn.Module):
         if train and self.noise > 0:
             noise = self.noise * jnp.sqrt(self.dt) * jax.random.normal(self.make_rng("noise"), (b, t, g, m))
         theta, _ = kuramoto_scan(jnp.broadcast_to(theta0.reshape(g, m), (b, g, m)), omega, coupling, self.dt, noise,
-                                 self.unroll, self.remat_chunk)
+                                 self.unroll, self.remat_chunk, self.global_mix)
         mag, cos, sin = multiscale_features(theta, self.n_harmonics)  # [B, T, G, H] each
         # R of all N oscillators: |mean_j e^{iθ_j}| = |mean over banks of Z_1| (a function of the features)
         r = jnp.sqrt(jnp.mean(mag[..., 0] * cos[..., 0], -1) ** 2 + jnp.mean(mag[..., 0] * sin[..., 0], -1) ** 2)

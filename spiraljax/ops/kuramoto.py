@@ -57,10 +57,20 @@ def coupling_matrix(theta: jax.Array, k_matrix: jax.Array) -> jax.Array:
 
 
 def kuramoto_step(theta: jax.Array, omega: jax.Array, coupling: jax.Array, dt: float,
-                  noise: jax.Array | None = None) -> jax.Array:
-    """One Euler step: ``θ + dt·(ω + (K/N)·Σ_j sin(θ_j − θ_i)) [+ noise]``; ``coupling`` is K per row."""
+                  noise: jax.Array | None = None, global_mix: float = 0.0) -> jax.Array:
+    """One Euler step: ``θ + dt·(ω + (K/N)·Σ_j sin(θ_j − θ_i)) [+ noise]``; ``coupling`` is K per row.
+
+    ``global_mix = γ`` for banked phases ``[..., G, M]``: a fraction γ of each bank's coupling acts on
+    all G·M oscillators, ``(1−γ)·(K_g/M)·Σ_{j∈g} + γ·(K_g/(G·M))·Σ_{all j}`` (γ = 1: one population).
+    """
     n = theta.shape[-1]
-    new = theta + dt * (omega + coupling[..., None] / n * coupling_meanfield(theta))
+    drive = coupling[..., None] / n * coupling_meanfield(theta)
+    if global_mix:
+        s = jnp.sum(jnp.sin(theta), axis=(-2, -1), keepdims=True)
+        c = jnp.sum(jnp.cos(theta), axis=(-2, -1), keepdims=True)
+        pooled = (jnp.cos(theta) * s - jnp.sin(theta) * c) / (n * theta.shape[-2])
+        drive = (1.0 - global_mix) * drive + global_mix * coupling[..., None] * pooled
+    new = theta + dt * (omega + drive)
     if noise is not None:
         new = new + noise
     return new
@@ -68,9 +78,10 @@ def kuramoto_step(theta: jax.Array, omega: jax.Array, coupling: jax.Array, dt: f
 
 def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: float,
                   noise: jax.Array | None = None, unroll: int = 1,
-                  remat_chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
+                  remat_chunk: int | None = None, global_mix: float = 0.0) -> tuple[jax.Array, jax.Array]:
     """Evolve phases along time: ``omega [B, T, ..., N]``, ``coupling [B, T, ...]`` → ``(θ [B, T, ..., N],
-    θ_T)``; extra axes (e.g. independent oscillator banks) are batched, coupling acts within the last.
+    θ_T)``; extra axes (e.g. oscillator banks) are batched, coupling acts within the last (plus the
+    ``global_mix`` share across the last two, see :func:`kuramoto_step`).
 
     θ at position t has absorbed the drive of positions ≤ t only (causal). fp32 throughout.
     ``remat_chunk=C`` scans over chunks of C positions under ``jax.checkpoint``, so the backward
@@ -84,7 +95,7 @@ def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: 
 
     def body(theta, x):
         om, k, nz = x
-        theta = kuramoto_step(theta, om, k, dt, nz)
+        theta = kuramoto_step(theta, om, k, dt, nz, global_mix)
         return theta, theta
 
     theta0 = theta0.astype(jnp.float32)
@@ -105,12 +116,34 @@ def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: 
     return jnp.swapaxes(thetas, 0, 1), thetas[-1]
 
 
+@jax.custom_vjp
+def inward_clamp(x: jax.Array, lo: float, hi: float) -> jax.Array:
+    """``clip(x, lo, hi)`` whose gradient, outside the interval, passes only the part that moves x
+    back inside (a plain clip passes none, so a value stuck at the edge can never leave it)."""
+    return jnp.clip(x, lo, hi)
+
+
+def _inward_clamp_fwd(x, lo, hi):
+    return jnp.clip(x, lo, hi), (x, lo, hi)
+
+
+def _inward_clamp_bwd(res, g):
+    x, lo, hi = res
+    # descent moves x by −g: below lo only g < 0 moves it up, above hi only g > 0 moves it down
+    keep = ((x >= lo) & (x <= hi)) | ((x < lo) & (g < 0)) | ((x > hi) & (g > 0))
+    return jnp.where(keep, g, 0.0), None, None
+
+
+inward_clamp.defvjp(_inward_clamp_fwd, _inward_clamp_bwd)
+
+
 def bistable_u(p: jax.Array, eps: float = 1e-4, lo: float = 0.1, hi: float = 10.0) -> tuple[jax.Array, jax.Array]:
     """v3 reduced variable from 10 scalars [a..j] (last axis): ``u = (d·g − c·h)/(a·g − c·e + ε)``
-    clamped to [lo, hi]. Returns ``(u, saturated)``."""
+    clamped to [lo, hi] with :func:`inward_clamp`, so the regulariser's −log ū can lift a u that
+    sits at the 0.1 clamp (the original's u stayed pinned there). Returns ``(u, saturated)``."""
     a, c, d, e, g, h = p[..., 0], p[..., 2], p[..., 3], p[..., 4], p[..., 6], p[..., 7]
     raw = (d * g - c * h) / (a * g - c * e + eps)
-    u = jnp.clip(raw, lo, hi)
+    u = inward_clamp(raw, lo, hi)
     return u, (raw <= lo) | (raw >= hi)
 
 
