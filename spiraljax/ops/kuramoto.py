@@ -36,10 +36,11 @@ def multiscale_features(theta: jax.Array, n_harmonics: int) -> tuple[jax.Array, 
     return mag, c / mag, s / mag
 
 
-def coupling_meanfield(theta: jax.Array) -> jax.Array:
-    """Σ_j sin(θ_j − θ_i) for every i in O(N): ``cos θ_i·S − sin θ_i·C``."""
-    s = jnp.sum(jnp.sin(theta), axis=-1, keepdims=True)
-    c = jnp.sum(jnp.cos(theta), axis=-1, keepdims=True)
+def coupling_meanfield(theta: jax.Array, axis: int | tuple[int, ...] = -1) -> jax.Array:
+    """Σ_j sin(θ_j − θ_i) for every i in O(N): ``cos θ_i·S − sin θ_i·C``, j running over ``axis``
+    (``(-2, -1)``: over every oscillator of all banks)."""
+    s = jnp.sum(jnp.sin(theta), axis=axis, keepdims=True)
+    c = jnp.sum(jnp.cos(theta), axis=axis, keepdims=True)
     return jnp.cos(theta) * s - jnp.sin(theta) * c
 
 
@@ -66,10 +67,8 @@ def kuramoto_step(theta: jax.Array, omega: jax.Array, coupling: jax.Array, dt: f
     n = theta.shape[-1]
     drive = coupling[..., None] / n * coupling_meanfield(theta)
     if global_mix:
-        s = jnp.sum(jnp.sin(theta), axis=(-2, -1), keepdims=True)
-        c = jnp.sum(jnp.cos(theta), axis=(-2, -1), keepdims=True)
-        pooled = (jnp.cos(theta) * s - jnp.sin(theta) * c) / (n * theta.shape[-2])
-        drive = (1.0 - global_mix) * drive + global_mix * coupling[..., None] * pooled
+        pooled = coupling[..., None] / (n * theta.shape[-2]) * coupling_meanfield(theta, axis=(-2, -1))
+        drive = (1.0 - global_mix) * drive + global_mix * pooled
     new = theta + dt * (omega + drive)
     if noise is not None:
         new = new + noise
