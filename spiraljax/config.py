@@ -86,6 +86,7 @@ DATA_MODULES: dict[str, str] = {
     "text": "spiraljax.data.text",
     "mycelial": "spiraljax.data.mycelial",
     "mqar": "spiraljax.data.recall",
+    "induction": "spiraljax.data.induction",
     "curriculum": "spiraljax.data.curriculum",
 }
 DATA_CONFIGS: dict[str, type[DataConfig]] = {}
