@@ -42,7 +42,7 @@ def _scalar_metrics(aux: dict) -> dict:
 
 
 def loss_fn(params, model: nn.Module, batch: dict, step: jax.Array, rng: jax.Array, train: bool = True):
-    """Masked mean CE (× aux token_weights) + aux_loss. Returns (loss, (ce, metrics))."""
+    """Masked mean CE (× aux token_weights × target_weights[targets]) + aux_loss. Returns (loss, (ce, metrics))."""
     k_drop, k_noise, k_sample = jax.random.split(rng, 3)
     logits, aux = model.apply({"params": params}, batch["inputs"], train=train, step=step,
                               rngs={"dropout": k_drop, "noise": k_noise, "sample": k_sample},
@@ -50,6 +50,8 @@ def loss_fn(params, model: nn.Module, batch: dict, step: jax.Array, rng: jax.Arr
     nll = token_nll(logits, batch["targets"])
     mask = batch["mask"].astype(jnp.float32)
     weights = mask * aux["token_weights"] if "token_weights" in aux else mask
+    if "target_weights" in aux:  # [V] loss multiplier per target id (Spiralformer rhythmic loss, SPEC §1.7)
+        weights = weights * aux["target_weights"][batch["targets"]]
     ce = jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
     loss = ce + aux.get("aux_loss", 0.0)
     return loss, (ce, _scalar_metrics(aux))
