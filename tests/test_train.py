@@ -117,13 +117,14 @@ def test_best_checkpoint_survives_rotation(full_run):
         load_run(run, 999)
 
 
-def test_lock_refuses_second_run_and_reclaims_stale(tmp_path):
-    (tmp_path / "LOCK").write_text("1")  # pid 1 is alive in any container
-    with pytest.raises(LockError, match="already in use by running process 1"):
-        RunLock(tmp_path).acquire()
+def test_lock_refuses_second_run_and_leftover_lock_is_free(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(LockError, match="already in use by running process"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / "LOCK").exists()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / "LOCK").write_text(str(dead.pid))
+    (tmp_path / "LOCK").write_text(str(dead.pid))  # left by a crashed run: the kernel holds no lock on it
     with RunLock(tmp_path):
         assert (tmp_path / "LOCK").read_text() != str(dead.pid)
     assert not (tmp_path / "LOCK").exists()
