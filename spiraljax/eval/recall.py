@@ -1,10 +1,18 @@
-"""MQAR recall accuracy vs sequence length, for the run's model and (optionally) a baseline run.
+"""MQAR recall accuracy vs sequence length and vs number of pairs, for the run's model and baselines.
 
-``python evaluate.py RUN --suite recall [--opt baseline=runs/Y lengths=64,128,256 batches=4]``
-Accuracy = argmax prediction equals the value at every query-answer position.
+``python evaluate.py RUN --suite recall [--opt baseline=runs/Y[,runs/Z] lengths=64,128,256 batches=4
+pairs=4,8,16 pairs_length=128 plasticity=0.1,0.99]``
+
+Accuracy = the argmax prediction equals the stored value at every query-answer position. Besides it
+the suite reports, on the same batches, the accuracy on *first* queries only (the key was not asked
+before in the query section, so the answer can only come from the key–value pairs) and the
+reference "guess among the values present": a model that knows which values the pairs hold but not
+which key they belong to scores ``mean over queries of 1 / #distinct values in the pairs``.
+``plasticity=a,b`` also evaluates every model that accepts ``force_plasticity`` at those forced α.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import jax
@@ -15,17 +23,71 @@ from spiraljax.data.recall import MQARDataConfig, mqar_batch
 from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
 
 
-def recall_accuracy(model, variables, data_cfg: MQARDataConfig, length: int, n_batches: int = 4,
-                    batch: int = 16, seed: int = 12345, step: int = 0) -> float:
-    apply = jax.jit(lambda t: model.apply(variables, t, train=False, step=step)[0])
-    hits = total = 0.0
+def first_query_mask(inputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``mask`` restricted to queries whose key has not been queried earlier in the sequence."""
+    first = np.zeros_like(mask)
+    for row in range(inputs.shape[0]):
+        seen: set[int] = set()
+        for pos in np.flatnonzero(mask[row]):
+            key = int(inputs[row, pos])
+            if key not in seen:
+                first[row, pos] = 1.0
+                seen.add(key)
+    return first
+
+
+def guess_present_accuracy(inputs: np.ndarray, mask: np.ndarray) -> float:
+    """Expected accuracy of guessing uniformly among the distinct values stored in the pairs."""
+    num = den = 0.0
+    for row in range(inputs.shape[0]):
+        queries = np.flatnonzero(mask[row])
+        if len(queries) == 0:
+            continue
+        values = set(int(v) for v in inputs[row, 1: queries[0]: 2])
+        num += len(queries) / max(len(values), 1)
+        den += len(queries)
+    return num / max(den, 1.0)
+
+
+def recall_stats(model, variables, data_cfg: MQARDataConfig, length: int, n_batches: int = 4, batch: int = 16,
+                 seed: int = 12345, step: int = 0, pairs: int | None = None,
+                 force_plasticity: float | None = None) -> dict[str, float]:
+    """``{"accuracy", "first_accuracy", "guess_present"}`` over ``n_batches`` MQAR batches of ``length``
+    (``pairs`` fixes the number of key–value pairs; default: the data config's range)."""
+    kwargs = {} if force_plasticity is None else {"force_plasticity": force_plasticity}
+    apply = jax.jit(lambda t: model.apply(variables, t, train=False, step=step, **kwargs)[0])
+    lo, hi = (pairs, pairs) if pairs is not None else (data_cfg.min_pairs, data_cfg.max_pairs)
+    hits = total = first_hits = first_total = guess = 0.0
     for i in range(n_batches):
-        b = mqar_batch(seed, i, batch, length, data_cfg.min_pairs, data_cfg.max_pairs, data_cfg.n_keys,
-                       data_cfg.n_values)
+        b = mqar_batch(seed, i, batch, length, lo, hi, data_cfg.n_keys, data_cfg.n_values)
         pred = np.asarray(jnp.argmax(apply(jnp.asarray(b["inputs"])), axis=-1))
-        hits += float(np.sum((pred == b["targets"]) * b["mask"]))
+        right = pred == b["targets"]
+        first = first_query_mask(b["inputs"], b["mask"])
+        hits += float(np.sum(right * b["mask"]))
         total += float(np.sum(b["mask"]))
-    return hits / max(total, 1.0)
+        first_hits += float(np.sum(right * first))
+        first_total += float(np.sum(first))
+        guess += guess_present_accuracy(b["inputs"], b["mask"]) * float(np.sum(b["mask"]))
+    return {"accuracy": hits / max(total, 1.0), "first_accuracy": first_hits / max(first_total, 1.0),
+            "guess_present": guess / max(total, 1.0)}
+
+
+def recall_accuracy(model, variables, data_cfg: MQARDataConfig, length: int, n_batches: int = 4,
+                    batch: int = 16, seed: int = 12345, step: int = 0, pairs: int | None = None) -> float:
+    """Fraction of query answers predicted exactly (see :func:`recall_stats`)."""
+    return recall_stats(model, variables, data_cfg, length, n_batches, batch, seed, step, pairs)["accuracy"]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in str(text).split(",") if x.strip()]
+
+
+def _table(title: str, columns: list, rows: dict[str, dict[str, float]], head: str) -> list[str]:
+    width = max([len(n) for n in rows] + [len("model")])
+    lines = [title, f"{'model':<{width}}  " + "  ".join(f"{head}={c:>5}" for c in columns)]
+    for name, accs in rows.items():
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{accs[str(c)]:>{len(head) + 6}.3f}" for c in columns))
+    return lines
 
 
 @register_suite("recall")
@@ -33,18 +95,46 @@ def recall_suite(ctx: EvalContext) -> SuiteResult:
     cfg = ctx.cfg
     data_cfg = cfg.data if cfg.data.source == "mqar" else MQARDataConfig()
     seq = cfg.model.seq_len
-    lengths = [int(x) for x in str(ctx.options.get("lengths", f"{seq // 2},{seq},{seq * 2}")).split(",")]
+    lengths = _ints(ctx.options.get("lengths", f"{seq // 2},{seq},{seq * 2}"))
+    pair_counts = _ints(ctx.options.get("pairs", ""))
+    pairs_length = int(ctx.options.get("pairs_length", seq))
+    forced = [float(x) for x in str(ctx.options.get("plasticity", "")).split(",") if x.strip()]
     n_batches = int(ctx.options.get("batches", 4))
     runs = {f"{cfg.model.family} ({ctx.run_dir.name})": ctx}
-    if "baseline" in ctx.options:
-        base = EvalContext(Path(ctx.options["baseline"]), ctx.checkpoint, ctx.seed)
-        runs[f"{base.cfg.model.family} ({base.run_dir.name})"] = base
-    table = {name: {str(n): recall_accuracy(c.model, c.variables, data_cfg, n, n_batches, step=c.step)
-                    for n in lengths} for name, c in runs.items()}
-    width = max(len(n) for n in table)
-    lines = [f"{'model':<{width}}  " + "  ".join(f"T={n:>5}" for n in lengths)]
-    for name, accs in table.items():
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{accs[str(n)]:>7.3f}" for n in lengths))
+    for path in str(ctx.options.get("baseline", "")).split(","):
+        if path.strip():
+            base = EvalContext(Path(path.strip()), ctx.checkpoint, ctx.seed)
+            runs[f"{base.cfg.model.family} ({base.run_dir.name})"] = base
+    settings: dict[str, tuple] = {}
+    for name, c in runs.items():
+        settings[name] = (c, None)
+        if forced and "force_plasticity" in inspect.signature(type(c.model).__call__).parameters:
+            for a in forced:
+                settings[f"{name} α={a:g}"] = (c, a)
+
+    def stats(c, alpha, length, pairs=None):
+        return recall_stats(c.model, c.variables, data_cfg, length, n_batches, step=c.step, pairs=pairs,
+                            force_plasticity=alpha)
+
+    by_length = {name: {str(n): stats(c, a, n) for n in lengths} for name, (c, a) in settings.items()}
+    table = {name: {k: v["accuracy"] for k, v in r.items()} for name, r in by_length.items()}
+    first = {name: {k: v["first_accuracy"] for k, v in r.items()} for name, r in by_length.items()}
+    guess = {str(n): next(iter(by_length.values()))[str(n)]["guess_present"] for n in lengths}
+    lines = _table("accuracy on all queries", lengths, table, "T")
+    lines += _table("accuracy on first queries (answer only in the pairs)", lengths, first, "T")
+    lines.append("guess among present values: " + "  ".join(f"T={n}: {guess[str(n)]:.3f}" for n in lengths))
+    data = {"accuracy": table, "first_accuracy": first, "guess_present": guess, "lengths": lengths}
+    if pair_counts:
+        by_pairs = {name: {str(p): stats(c, a, pairs_length, p) for p in pair_counts}
+                    for name, (c, a) in settings.items()}
+        data["by_pairs"] = {name: {k: v["accuracy"] for k, v in r.items()} for name, r in by_pairs.items()}
+        data["pairs_guess_present"] = {str(p): next(iter(by_pairs.values()))[str(p)]["guess_present"]
+                                       for p in pair_counts}
+        data["pairs"], data["pairs_length"] = pair_counts, pairs_length
+        lines += _table(f"accuracy vs number of pairs at T={pairs_length} "
+                        f"(capped at {max(1, (pairs_length - 2) // 4)})", pair_counts, data["by_pairs"], "n")
+        lines.append("guess among present values: " + "  ".join(
+            f"n={p}: {data['pairs_guess_present'][str(p)]:.3f}" for p in pair_counts))
     lines.append(f"(MQAR: {data_cfg.min_pairs}-{data_cfg.max_pairs} key-value pairs, then queries to the end; "
-                 f"trained at T={seq})")
-    return SuiteResult({"accuracy": table, "lengths": lengths}, "\n".join(lines))
+                 f"trained at T={seq}; chance 1/{data_cfg.n_values})")
+    return SuiteResult(data, "\n".join(lines))
