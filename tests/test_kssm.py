@@ -1,3 +1,4 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,12 +95,59 @@ def test_force_R_sets_the_global_order_parameter_of_banked_oscillators():
     x = jax.random.normal(jax.random.key(11), (2, 10, 8))
     params = layer.init(jax.random.key(12), x)
     feats, inner = layer.apply(params, x)
-    theta_r = lambda f: (lambda z: jnp.abs(jnp.mean(z[..., 0] * (z[..., h] + 1j * z[..., 2 * h]), -1)))(  # noqa: E731
-        f.reshape(2, 10, g, 3 * h))
-    np.testing.assert_allclose(theta_r(feats), inner["R"], atol=1e-5)   # R = |mean_g Z_1,g| of the features
-    target = 0.5 * float(inner["R"].min())                             # below R: no clipping
-    forced, _ = layer.apply(params, x, force_R=target)
-    np.testing.assert_allclose(theta_r(forced), target, atol=1e-5)
+    np.testing.assert_allclose(readout_R(feats, g, h), inner["R"], atol=1e-5)  # R = |mean_g Z_1,g| of the features
+    np.testing.assert_allclose(inner["R_readout"], inner["R"], atol=1e-5)
+    for target in (0.5 * float(inner["R"].min()), 0.9):  # below R (scaling) and far above every bank's |Z_1|
+        forced, inner_f = layer.apply(params, x, force_R=target)
+        np.testing.assert_allclose(readout_R(forced, g, h), target, atol=1e-4)
+        np.testing.assert_allclose(inner_f["R_readout"], target, atol=1e-4)
+    with pytest.raises(ValueError, match="force_R must lie in"):
+        layer.apply(params, x, force_R=1.5)
+
+
+def readout_R(feats: jax.Array, g: int, h: int) -> jax.Array:
+    """R recomputed from readout features ``[..., G·3H]`` laid out as [|Z_n|, cos, sin] per bank."""
+    z = feats.reshape(*feats.shape[:-1], g, 3 * h)
+    return jnp.abs(jnp.mean(z[..., 0] * (z[..., h] + 1j * z[..., 2 * h]), -1))
+
+
+def mixture_features(theta: jax.Array, weight: float, extra: jax.Array, n_harmonics: int):
+    """Reference: Z_n of a weighted population — the bank's M oscillators share weight 1 − w, the
+    ``extra`` oscillators share w — computed directly from phases."""
+    n = jnp.arange(1, n_harmonics + 1)[:, None]
+    z = (1 - weight) * jnp.mean(jnp.exp(1j * n * theta[..., None, :]), -1)
+    z = z + weight * jnp.mean(jnp.exp(1j * n * extra[..., None, :]), -1)
+    return jnp.abs(z), jnp.real(z) / jnp.abs(z), jnp.imag(z) / jnp.abs(z)
+
+
+def test_forcing_R_is_a_phase_mixture_and_reaches_every_value():
+    """Forcing R up mixes each bank with oscillators locked at the global phase Ψ, forcing it down
+    with a uniformly spread population: equal to Z_n computed from such weighted phase sets, every
+    |Z_n| ≤ 1, Ψ kept, and the global R is the forced value from 0 to 1. Scaling the magnitudes
+    (the old intervention, clipped at 1) cannot get past mean_g |Z_1,g| when the banks disagree."""
+    b, g, m, h = 3, 6, 12, 4
+    theta = jax.random.uniform(jax.random.key(20), (b, g, m), maxval=2 * np.pi)
+    theta = theta + jnp.linspace(0, 2 * np.pi, g, endpoint=False)[:, None]  # banks point different ways
+    mag, cos, sin = K.multiscale_features(theta, h)
+    r = K.global_order_parameter(mag, cos, sin)
+    psi = jnp.angle(jnp.mean(jnp.exp(1j * theta), (-2, -1)))
+    for target in (0.0, 0.05, 0.3, 0.6, 0.9, 1.0):
+        fm, fc, fs = K.force_global_order_parameter(mag, cos, sin, target)
+        np.testing.assert_allclose(K.global_order_parameter(fm, fc, fs), target, atol=1e-5)
+        assert float(fm.max()) <= 1 + 1e-6
+        for i in range(b):
+            up = target > float(r[i])
+            lam = (target - r[i]) / (1 - r[i]) if up else 1 - target / r[i]
+            extra = (jnp.full((1,), psi[i]) if up else jnp.linspace(0, 2 * np.pi, 16, endpoint=False))
+            ref = mixture_features(theta[i], lam, extra, h)
+            np.testing.assert_allclose(fm[i], ref[0], atol=1e-5)
+            if target > 0:
+                np.testing.assert_allclose(fm[i] * fc[i], ref[0] * ref[1], atol=1e-5)
+                np.testing.assert_allclose(fm[i] * fs[i], ref[0] * ref[2], atol=1e-5)
+    fm, fc, fs = K.force_global_order_parameter(mag, cos, sin, 0.9)
+    np.testing.assert_allclose(jnp.angle(jnp.mean(fm[..., 0] * (fc[..., 0] + 1j * fs[..., 0]), -1)), psi, atol=1e-4)
+    old = jnp.clip(mag * (0.9 / r)[:, None, None], 0, 1)  # the old intervention falls short
+    assert float(jnp.max(K.global_order_parameter(old, cos, sin))) < 0.85
 
 
 def test_bistable_u_clamp_and_regulariser_finite():
@@ -168,19 +216,126 @@ def test_noise_only_in_training():
     assert not np.allclose(n1, n2)
 
 
-def test_causality_suite_can_fail_on_control(tmp_path):
-    """Intervention test passes on a model that uses R and fails on the control with R cut."""
+TEXT = np.frombuffer((ROOT / "data" / "tinyshakespeare.txt").read_bytes()[:20000], np.uint8).astype(np.int32)
+
+
+@pytest.fixture(scope="module", params=["v1", "v2", "v3"])
+def trained(request):
+    """A tiny K-SSM of each version trained 40 Adam steps on TinyShakespeare bytes (one compile)."""
+    import optax
+
+    from spiraljax.train.step import token_nll
+
+    cfg = config.load(ROOT / "configs" / f"kssm_{request.param}_tiny.yaml")
+    model = models.build(cfg.model)
+    starts = np.random.default_rng(0).integers(0, len(TEXT) - 33, (40, 8))
+    windows = jnp.asarray(np.stack([np.stack([TEXT[s:s + 33] for s in row]) for row in starts]))
+    variables = model.init(jax.random.key(0), windows[0, :, :-1])
+    tx = optax.adam(1e-2)
+
+    def loss(params, seq, key):
+        logits, aux = model.apply({"params": params}, seq[:, :-1], train=True, rngs={"noise": key})
+        return jnp.mean(token_nll(logits, seq[:, 1:])) + aux.get("aux_loss", 0.0)
+
+    @jax.jit
+    def train(params):
+        def step(carry, xs):
+            params, opt = carry
+            grads = jax.grad(loss)(params, *xs)
+            updates, opt = tx.update(grads, opt, params)
+            return (optax.apply_updates(params, updates), opt), None
+
+        keys = jax.random.split(jax.random.key(1), len(windows))
+        return jax.lax.scan(step, (params, tx.init(params)), (windows, keys))[0][0]
+
+    params = train(variables["params"])
+    return cfg, model, {"params": params}, windows[-1]
+
+
+def readout_inputs(model, variables, tokens, **kw) -> list[jax.Array]:
+    """The arrays every ``readout_i`` Dense receives, captured at its call."""
+    seen = []
+
+    def grab(next_fun, args, kwargs, context):
+        name = context.module.name or ""
+        if context.method_name == "__call__" and name.startswith("readout_") and not name.startswith("readout_out"):
+            seen.append(args[0])
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(grab):
+        model.apply(variables, tokens, **kw)
+    return seen
+
+
+def test_forced_R_is_what_every_readout_sees_on_a_trained_model(trained):
+    """The R recomputed from the features each readout receives equals the forced value (within
+    0.02) at 0.1 … 0.9, on a trained model of every version (banked for v2/v3)."""
+    cfg, model, variables, tokens = trained
+    g, h = cfg.model.n_groups, cfg.model.n_harmonics
+    seen = jax.jit(lambda v: readout_inputs(model, variables, tokens[:, :-1], force_R=v))
+    for value in np.arange(1, 10) / 10:
+        for layer, feats in enumerate(seen(jnp.float32(value))):
+            achieved = readout_R(feats, g, h)
+            assert float(jnp.max(jnp.abs(achieved - value))) < 0.02, (cfg.model.family, layer, value)
+    natural = readout_inputs(model, variables, tokens[:, :-1])[-1]
+    np.testing.assert_allclose(readout_R(natural, g, h), model.apply(variables, tokens[:, :-1])[1]["R"], atol=1e-5)
+
+
+def test_causality_suite_reports_achieved_R_and_control_fails(trained):
+    """On the trained models the suite's achieved R matches every forced value, the intervention
+    moves the output, and the control with the R path cut fails test 2 (the test can fail)."""
     from spiraljax.eval.causality import run_tests
 
-    cfg = config.load(ROOT / "configs" / "kssm_v1_tiny.yaml")
-    model = models.build(cfg.model)
-    tokens = jax.random.randint(jax.random.key(7), (8, 33), 0, 256)
+    cfg, model, variables, tokens = trained
+    if cfg.model.family != "kssm_v3":
+        pytest.skip("one version is enough for the suite plumbing")
     batches = [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "mask": jnp.ones((8, 32))}]
-    variables = model.init(jax.random.key(0), tokens[:, :-1])
-    main = run_tests(model, variables, batches, "R", [0.1, 0.9])
-    control = run_tests(model, variables, batches, "R", [0.1, 0.9], cut_R=True)
-    assert main["intervention"]["mean_abs_delta_logits"] > 0.0
+    main = run_tests(model, variables, batches, "R", [0.1, 0.5, 0.9])
+    control = run_tests(model, variables, batches, "R", [0.1, 0.5, 0.9], cut_R=True)
+    assert main["intervention"]["max_abs_achieved_error"] < 0.02
+    assert [round(x, 2) for x in main["intervention"]["achieved_by_value"].values()] == [0.1, 0.5, 0.9]
+    assert main["intervention"]["mean_abs_delta_logits"] > 0.1 and main["share"]["share"] <= 1
     assert control["intervention"]["mean_abs_delta_logits"] == 0.0 and not control["intervention"]["passed"]
+    assert control["share"]["share"] == 0.0
+
+
+def test_share_of_dependence_is_the_variance_that_disappears():
+    """Outputs u(x) + w(x) with independent parts: holding the quantity that carries u removes
+    var u / (var u + var w) of the dependence; masked positions do not count."""
+    from spiraljax.eval.causality import share_of_dependence, token_dependence
+
+    rng = np.random.default_rng(0)
+    s, t, v = 4000, 3, 5
+    u, w = rng.normal(size=(s, t, v)) * 2.0, rng.normal(size=(s, t, v))
+    mask = np.ones((s, t))
+    assert share_of_dependence(u + w, w, mask) == pytest.approx(0.8, abs=0.02)
+    assert share_of_dependence(u + w, u + w, mask) == 0.0
+    assert share_of_dependence(u + w, np.zeros_like(u), mask) == 1.0
+    half = mask.copy()
+    half[::2, 1] = 0  # masked positions do not count
+    d = token_dependence(np.where(half[..., None] > 0, u, 1e6), half)
+    assert d == pytest.approx(token_dependence(u, mask), rel=0.05)
+
+
+def test_bank_size_must_exceed_harmonics_or_be_declared():
+    """SPEC §2.2: with banks of ≤ H oscillators the power sums determine every phase; such a config is
+    refused unless it says so (``full_phase_readout``)."""
+    with pytest.raises(config.ConfigError, match="full phase state"):
+        config.load(ROOT / "configs" / "kssm_v1_tiny.yaml", ["model.n_groups=4"])  # banks of 4, 4 harmonics
+    cfg = config.load(ROOT / "configs" / "kssm_v1_tiny.yaml", ["model.n_groups=4", "model.full_phase_readout=true"])
+    assert cfg.model.bank_size == 4 and not cfg.model.population_readout
+    for name in ("v1_tiny", "v2_tiny", "v3_tiny", "v1_shakespeare", "v3_shakespeare"):
+        m = config.load(ROOT / "configs" / f"kssm_{name}.yaml").model
+        assert m.population_readout or m.full_phase_readout, name
+
+
+def test_causality_option_errors_are_one_line():
+    from spiraljax.eval.causality import parse_values
+
+    assert parse_values("0.1,0.9") == parse_values([0.1, 0.9]) == [0.1, 0.9]
+    for bad in ("0.1,x", "0.5"):
+        with pytest.raises(KeyError, match="--opt values"):
+            parse_values(bad)
 
 
 def test_correlation_of_a_constant_quantity_is_zero_not_nan():

@@ -6,8 +6,17 @@
 * ``kssm_v3`` — v2 with the bistable 10-parameter core (u ∈ [0.1, 10], K = 2σ(u)), its regulariser
   as ``aux_loss`` and phase noise in training only.
 
-aux: ``R [B, T]`` (last layer), ``R_layers [L, B, T]``, ``u [B, T]`` (v3, last layer), ``metrics``.
-Keywords: ``force_R`` (float or [B, T]) overrides R in every readout; ``cut_R=True`` is the control.
+The oscillators reach the logits only through the multi-scale order parameters of G banks
+(``n_groups``), [|Z_n|, cos arg Z_n, sin arg Z_n] for n = 1..H. The global R is one function of them,
+not the only one: ``R_share`` in the causality suite measures how much of the output's token
+dependence goes through R. A bank must have more oscillators than harmonics (N/G > H), else its
+power sums determine every phase and the readout sees the full phase state; such a config must
+say so with ``full_phase_readout: true`` (SPEC §2.2).
+
+aux: ``R [B, T]`` (last layer), ``R_layers [L, B, T]``, ``R_readout [B, T]`` (R recomputed from the
+last readout's features: equals a forced R), ``u [B, T]`` (v3, last layer), ``metrics``.
+Keywords: ``force_R`` (float or [B, T] in [0, 1]) sets the R every readout sees; ``cut_R=True`` is the
+control.
 """
 from __future__ import annotations
 
@@ -34,11 +43,28 @@ class KSSMConfig(ModelConfig):
     n_groups: int = Field(1, gt=0)  # independent oscillator banks, each with its own order parameters
     remat_chunk: int | None = Field(None, gt=0)  # jax.checkpoint every C steps of the scan (long T)
     global_mix: float = Field(0.0, ge=0, le=1)  # share of each bank's coupling acting on all N oscillators
+    full_phase_readout: bool = False  # declare a config whose banks have ≤ n_harmonics oscillators
+
+    @property
+    def bank_size(self) -> int:
+        return self.n_oscillators // self.n_groups
+
+    @property
+    def population_readout(self) -> bool:
+        """Banks larger than the number of harmonics: the H power sums of a bank cannot determine
+        its phases, so the readout sees population-level summaries, not the phase state."""
+        return self.bank_size > self.n_harmonics
 
     @model_validator(mode="after")
     def _banks(self) -> "KSSMConfig":
         if self.n_oscillators % self.n_groups:
             raise ValueError(f"n_oscillators={self.n_oscillators} is not divisible by n_groups={self.n_groups}")
+        if not self.population_readout and not self.full_phase_readout:
+            raise ValueError(
+                f"banks of {self.bank_size} oscillators (n_oscillators={self.n_oscillators} / n_groups="
+                f"{self.n_groups}) with n_harmonics={self.n_harmonics}: the power sums determine every phase, so "
+                f"the readout sees the full phase state, not a population summary; use banks larger than "
+                f"n_harmonics or set full_phase_readout=true to say so")
         return self
 
 
@@ -71,7 +97,7 @@ class KSSM(nn.Module):
         bistable = cfg.family == "kssm_v3"
         n_layers = 1 if cfg.family == "kssm_v1" else cfg.n_layers
         h = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.5), name="embed")(tokens)
-        rs, internals = [], []
+        rs, seen, internals = [], [], []
         for i in range(n_layers):
             layer = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise,
                                     "bistable" if bistable else "softplus", cfg.unroll, cfg.remat_chunk,
@@ -81,10 +107,12 @@ class KSSM(nn.Module):
             h = nn.Dense(cfg.readout_hidden, name=f"readout_{i}")(feats)
             h = nn.Dense(cfg.d_model, name=f"readout_out_{i}")(nn.gelu(h))
             rs.append(inner["R"])
+            seen.append(inner["R_readout"])
             internals.append(inner)
         logits = nn.Dense(cfg.vocab_size, name="head")(nn.gelu(h)).astype(jnp.float32)
         r = rs[-1]
-        aux = {"R": r, "R_layers": jnp.stack(rs), "coupling": internals[-1]["coupling"]}
+        aux = {"R": r, "R_layers": jnp.stack(rs), "R_readout": seen[-1], "R_readout_layers": jnp.stack(seen),
+               "coupling": internals[-1]["coupling"]}
         metrics = {"R_mean": jnp.mean(r), "R_std": jnp.std(r), "zone_counts": zone_counts(r)}
         if bistable:
             u = internals[-1]["u"]

@@ -5,7 +5,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spiraljax.ops.kuramoto import bistable_regulariser, bistable_u, kuramoto_scan, multiscale_features
+from spiraljax.ops.kuramoto import (bistable_regulariser, bistable_u, force_global_order_parameter,
+                                    global_order_parameter, kuramoto_scan, multiscale_features)
 
 
 class OscillatorLayer(nn.Module):
@@ -15,10 +16,13 @@ class OscillatorLayer(nn.Module):
     ω_t = ω₀ + W_ω h_t;  K_t = softplus(W_K h_t) per bank (v1/v2) or k·σ(u_t) from the bistable core
     (v3, k = ``coupling_scale``).
     Features: [|Z_n|, cos arg Z_n, sin arg Z_n] of every bank for n = 1..H — the only path onward.
-    ``R`` is the order parameter of all N oscillators, |mean_j e^{iθ_j}| = |mean_g Z_1,g|. ``force_R``
-    scales every bank's |Z_n| by R_forced / R (clipped to [0, 1]), which sets R to the forced value;
-    ``cut_R`` replaces every |Z_n| by a constant (the control whose R path is cut). G = 1 is a
-    single population.
+    With N/G > H these are population-level summaries; with N/G ≤ H the H power sums of a bank
+    determine every phase in it (Newton's identities) and the readout sees the full phase state.
+    ``R`` is the order parameter of all N oscillators, |mean_j e^{iθ_j}| = |mean_g Z_1,g|.
+    ``force_R`` turns every bank into a phase mixture whose global R is exactly the forced value
+    (:func:`force_global_order_parameter`); ``R_readout`` is R recomputed from the features the
+    readout receives (= the forced value when forcing). ``cut_R`` replaces every |Z_n| by a constant
+    and ignores ``force_R`` (the control whose R path is cut). G = 1 is a single population.
     """
 
     n_osc: int
@@ -55,12 +59,21 @@ class OscillatorLayer(nn.Module):
         theta, _ = kuramoto_scan(jnp.broadcast_to(theta0.reshape(g, m), (b, g, m)), omega, coupling, self.dt, noise,
                                  self.unroll, self.remat_chunk, self.global_mix)
         mag, cos, sin = multiscale_features(theta, self.n_harmonics)  # [B, T, G, H] each
-        # R of all N oscillators: |mean_j e^{iθ_j}| = |mean over banks of Z_1| (a function of the features)
-        r = jnp.sqrt(jnp.mean(mag[..., 0] * cos[..., 0], -1) ** 2 + jnp.mean(mag[..., 0] * sin[..., 0], -1) ** 2)
-        if force_R is not None:
-            ratio = jnp.asarray(force_R, jnp.float32) / jnp.maximum(r, 1e-6)
-            mag = jnp.clip(mag * ratio[..., None, None], 0.0, 1.0)
+        r = global_order_parameter(mag, cos, sin)  # R of all N oscillators, a function of the features
         if cut_R:
             mag = jnp.full_like(mag, 0.5)
+        elif force_R is not None:
+            check_forced_R(force_R)
+            mag, cos, sin = force_global_order_parameter(mag, cos, sin, force_R)
         feats = jnp.concatenate([mag, cos, sin], axis=-1).reshape(b, t, -1)
-        return feats, {"R": r, "coupling": jnp.mean(coupling, axis=-1), **internals}
+        return feats, {"R": r, "R_readout": global_order_parameter(mag, cos, sin),
+                       "coupling": jnp.mean(coupling, axis=-1), **internals}
+
+
+def check_forced_R(value) -> None:
+    """A concrete forced R outside [0, 1] is an error (no order parameter has it); traced values pass."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    v = jnp.asarray(value)
+    if bool(jnp.any((v < 0) | (v > 1))):
+        raise ValueError(f"force_R must lie in [0, 1], got {value}")

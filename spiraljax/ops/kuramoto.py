@@ -27,13 +27,56 @@ def order_parameter(theta: jax.Array, n: int = 1) -> tuple[jax.Array, jax.Array]
     return jnp.sqrt(c ** 2 + s ** 2), jnp.arctan2(s, c)
 
 
+def polar(c: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``Z = c + i s`` → ``(|Z|, cos arg Z, sin arg Z)`` (|Z| floored at 1e-6 so Z = 0 gives finite features)."""
+    mag = jnp.sqrt(c ** 2 + s ** 2 + 1e-12)
+    return mag, c / mag, s / mag
+
+
 def multiscale_features(theta: jax.Array, n_harmonics: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Harmonics n = 1..H: magnitudes ``|Z_n|`` ``[..., H]`` and phase features cos/sin arg Z_n."""
     n = jnp.arange(1, n_harmonics + 1, dtype=theta.dtype)
     c = jnp.mean(jnp.cos(n[:, None] * theta[..., None, :]), axis=-1)
     s = jnp.mean(jnp.sin(n[:, None] * theta[..., None, :]), axis=-1)
-    mag = jnp.sqrt(c ** 2 + s ** 2 + 1e-12)
-    return mag, c / mag, s / mag
+    return polar(c, s)
+
+
+def global_order_parameter(mag: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """R of all oscillators from bank features ``[..., G, H]`` (equal banks):
+    ``R = |mean_g Z_1,g| = |mean_g |Z_1,g| e^{i arg Z_1,g}|`` → ``[...]``. This is the R the readout sees."""
+    c = jnp.mean(mag[..., 0] * cos[..., 0], axis=-1)
+    s = jnp.mean(mag[..., 0] * sin[..., 0], axis=-1)
+    return jnp.sqrt(c ** 2 + s ** 2)
+
+
+def force_global_order_parameter(mag: jax.Array, cos: jax.Array, sin: jax.Array,
+                                 r_target: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Bank features ``[..., G, H]`` whose global R (:func:`global_order_parameter`) is exactly ``r_target``
+    (``[...]`` or scalar, in [0, 1]).
+
+    Every bank's phase distribution p_g becomes the mixture ``(1−λ)·p_g + λ·q``, so every harmonic
+    becomes ``Z'_{g,n} = (1−λ)·Z_{g,n} + λ·Z_n(q)``:
+
+    * lowering (r ≤ R): q is uniform (Z_n(q) = 0), λ = 1 − r/R — every |Z_n| scaled by r/R;
+    * raising (r > R): q is locked at the global phase Ψ = arg mean_g Z_1,g (Z_n(q) = e^{inΨ}),
+      λ = (r − R)/(1 − R) — this also pulls the banks' phases towards Ψ, without which R > mean_g|Z_1,g|
+      is out of reach (scaling magnitudes alone, clipped at 1, left R near 0.15 on 32 banks).
+
+    The global Z_1 becomes ``((1−λ)R + λ·[r > R])·e^{iΨ} = r·e^{iΨ}``. A mixture of phase distributions
+    keeps every |Z'_n| ≤ 1, so nothing is clipped, and Ψ is kept.
+    """
+    zc, zs = mag * cos, mag * sin
+    c1, s1 = jnp.mean(zc[..., 0], axis=-1), jnp.mean(zs[..., 0], axis=-1)
+    r = jnp.sqrt(c1 ** 2 + s1 ** 2)
+    psi = jnp.arctan2(s1, c1)
+    r_target = jnp.broadcast_to(jnp.asarray(r_target, jnp.float32), r.shape)
+    raise_ = r_target > r
+    lam = jnp.where(raise_, (r_target - r) / jnp.maximum(1.0 - r, 1e-6), 1.0 - r_target / jnp.maximum(r, 1e-6))
+    lam = jnp.clip(lam, 0.0, 1.0)[..., None, None]
+    n = jnp.arange(1, mag.shape[-1] + 1, dtype=jnp.float32)
+    on = raise_[..., None, None].astype(jnp.float32)  # target Z_n(q): e^{inΨ} when raising, 0 when lowering
+    qc, qs = on * jnp.cos(n * psi[..., None, None]), on * jnp.sin(n * psi[..., None, None])
+    return polar((1.0 - lam) * zc + lam * qc, (1.0 - lam) * zs + lam * qs)
 
 
 def coupling_meanfield(theta: jax.Array, axis: int | tuple[int, ...] = -1) -> jax.Array:
