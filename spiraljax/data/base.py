@@ -26,6 +26,7 @@ class DataError(ValueError):
 class Dataset(Protocol):
     vocab_size: int
     token_bytes: np.ndarray  # [V] bytes (characters) each token stands for, for BPC
+    unit: str  # what nats / (ln 2 · token_bytes) measures: "BPC" for text, "bits/glyph" for glyphs (optional)
 
     def train_batch(self, step: int) -> Batch: ...
 
@@ -47,6 +48,11 @@ def register_source(source: str):
         return fn
 
     return wrap
+
+
+def metric_unit(dataset) -> str:
+    """The name of the validation 'bpc' number for this dataset (a dataset may set ``unit``)."""
+    return getattr(dataset, "unit", "BPC")
 
 
 def build_dataset(cfg: Config) -> Dataset:

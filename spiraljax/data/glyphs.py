@@ -10,13 +10,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from spiraljax.data.base import DataError
+
 PAD = "<PAD>"
 PAD_ID = 0
 CATEGORIES = ("NETWORK", "ENERGY", "HEALTH", "SILENCE")
 
 
-class GlyphError(ValueError):
-    """Unknown glyph symbol or id (one-line message)."""
+class GlyphError(DataError):
+    """Unknown glyph symbol or id (a DataError: the CLIs print it as one line)."""
 
 
 @dataclass(frozen=True)

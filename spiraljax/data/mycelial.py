@@ -141,6 +141,7 @@ class MycelialDataset:
 
     vocab_size = glyphs.VOCAB_SIZE
     token_bytes = np.ones(glyphs.VOCAB_SIZE, np.float32)  # "characters" are glyphs
+    unit = "bits/glyph"  # so the 'bpc' number is bits per glyph, not per character
 
     def __init__(self, records: list[dict], seq_len: int, batch_size: int, seed: int, val_fraction: float,
                  eval_batch_size: int, eval_batches: int):
@@ -174,7 +175,12 @@ class MycelialDataset:
             yield self._batch(idx)
 
     def encode(self, text: str) -> np.ndarray:
-        return glyphs.encode(text.split())
+        """A prompt of space-separated glyph symbols → ids (one-line GlyphError naming an unknown one)."""
+        try:
+            return glyphs.encode(text.split())
+        except glyphs.GlyphError as err:
+            raise glyphs.GlyphError(f"glyph prompt {text!r}: {err}; a prompt is glyph symbols separated by spaces, "
+                                    f"e.g. '… 🌱regen' (all {glyphs.VOCAB_SIZE - 1}: spiraljax.data.glyphs)") from None
 
     def decode(self, ids) -> str:
         return " ".join(glyphs.decode(ids, strip_pad=True))

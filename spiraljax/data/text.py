@@ -56,6 +56,8 @@ def cached_tokens(path: str | Path, tokenizer, cache_dir: str | Path) -> np.memm
 class TokenStream:
     """A tokenised corpus split into train/val streams, batched deterministically by step."""
 
+    unit = "BPC"  # bits per byte of UTF-8 text (token_bytes counts each token's bytes)
+
     def __init__(self, tokens: np.ndarray, tokenizer, seq_len: int, batch_size: int, seed: int,
                  val_fraction: float, eval_batch_size: int, eval_batches: int, name: str):
         n_val = int(len(tokens) * val_fraction)

@@ -178,7 +178,9 @@ def parse_values(text: str | list[float]) -> list[float]:
     return values
 
 
-@register_suite("causality")
+@register_suite("causality", options={"quantity": str, "values": list[float], "sequences": int},
+                fits=lambda ctx: accepts(ctx.model, f"force_{ctx.options.get('quantity', 'R')}"),
+                requires="a model that accepts force_<quantity> (--opt quantity=, default R)")
 def causality_suite(ctx: EvalContext) -> SuiteResult:
     quantity = ctx.options.get("quantity", "R")
     values = parse_values(ctx.options.get("values", "0.1,0.3,0.5,0.7,0.9"))

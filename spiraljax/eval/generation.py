@@ -121,9 +121,12 @@ def _stream_fns(model: nn.Module, temperature: float, top_k: int, top_p: float):
     return _STEP_FNS[cache_key][1]
 
 
-def sample_text(ctx_model, variables, dataset, cfg, key: jax.Array, step: int = 0, n_tokens: int | None = None) -> str:
-    """One sample from ``cfg.eval.sample_prompt``, decoded with the dataset's tokenizer."""
-    prompt = dataset.encode(cfg.eval.sample_prompt) if cfg.eval.sample_prompt else np.zeros(1, np.int32)
+def sample_text(ctx_model, variables, dataset, cfg, key: jax.Array, step: int = 0, n_tokens: int | None = None,
+                prompt_text: str | None = None) -> str:
+    """One sample from ``prompt_text`` (default ``cfg.eval.sample_prompt``), decoded with the dataset's
+    tokenizer. A prompt the tokenizer cannot encode (an unknown glyph) raises a one-line DataError."""
+    text = cfg.eval.sample_prompt if prompt_text is None else prompt_text
+    prompt = dataset.encode(text) if text else np.zeros(1, np.int32)
     if len(prompt) == 0:
         prompt = np.zeros(1, np.int32)
     prompt = prompt[-(cfg.model.seq_len - 1):]
@@ -132,10 +135,16 @@ def sample_text(ctx_model, variables, dataset, cfg, key: jax.Array, step: int = 
     return dataset.decode(ids[0])
 
 
-@register_suite("generate")
+@register_suite("generate", options={"tokens": int, "samples": int, "prompt": str})
 def generate_suite(ctx: EvalContext) -> SuiteResult:
+    """``--opt prompt=TEXT`` (default ``eval.sample_prompt``; glyph models: space-separated glyphs),
+    ``tokens=N`` new tokens, ``samples=N``."""
     n = int(ctx.options.get("tokens", ctx.cfg.eval.sample_tokens))
-    samples = [sample_text(ctx.model, ctx.variables, ctx.dataset, ctx.cfg, jax.random.key(ctx.seed + i), ctx.step, n)
+    prompt = ctx.options.get("prompt")
+    if prompt is not None:
+        ctx.dataset.encode(prompt)  # an unknown glyph fails here in one line, before any compile
+    samples = [sample_text(ctx.model, ctx.variables, ctx.dataset, ctx.cfg, jax.random.key(ctx.seed + i), ctx.step, n,
+                           prompt)
                for i in range(int(ctx.options.get("samples", 2)))]
     text = "\n".join(f"--- sample {i} ---\n{s}" for i, s in enumerate(samples))
     return SuiteResult({"samples": samples}, text)

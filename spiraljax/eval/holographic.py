@@ -74,7 +74,9 @@ def shakespeare_ngrams(ctx: EvalContext, cfg: H.HolographicConfig, n_train: int,
     return out
 
 
-@register_suite("holographic", needs_run=False, families=("holographic",))
+@register_suite("holographic", needs_run=False, families=("holographic",),
+                options={"items": int, "temperature": float, "train_positions": int, "test_positions": int,
+                         "config": str})
 def holographic_suite(ctx: EvalContext) -> SuiteResult:
     rng = np.random.default_rng(ctx.seed)
     cfg = _cfg(ctx, "general")

@@ -18,6 +18,11 @@ def series(rows: list[dict], kind: str, key: str) -> tuple[list[int], list[float
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def eval_unit(rows: list[dict]) -> str:
+    """What the eval rows' 'bpc' measures ("BPC" or "bits/glyph"; runs from before the unit field: BPC)."""
+    return next((r["unit"] for r in reversed(rows) if r.get("kind") == "eval" and r.get("unit")), "BPC")
+
+
 def plot_run(run_dir: str | Path) -> Path:
     import matplotlib
 
@@ -35,9 +40,10 @@ def plot_run(run_dir: str | Path) -> Path:
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 2.8 * nrow), squeeze=False)
     for ax, key in zip(axes.flat, panels):
         if key == "val":
+            unit = eval_unit(rows)
             for k in ("loss", "bpc"):
                 x, y = series(rows, "eval", k)
-                ax.plot(x, y, marker="o", label=f"val {k}")
+                ax.plot(x, y, marker="o", label=f"val {unit if k == 'bpc' else 'loss (nats/token)'}")
             ax.legend(fontsize=7)
         else:
             x, y = series(rows, "train", key)
@@ -64,8 +70,9 @@ def summary(run_dir: str | Path) -> str:
     last = train[-1]
     lines = [f"{run_dir}: step {last['step']}  loss {last.get('loss', float('nan')):.4f}  "
              f"skipped {last.get('skipped', 0)}"]
+    unit = eval_unit(rows)
     for r in evals[-5:]:
-        lines.append(f"  eval step {r['step']:>6}: val loss {r['loss']:.4f}  BPC {r['bpc']:.4f}  PPL {r['ppl']:.2f}")
+        lines.append(f"  eval step {r['step']:>6}: val loss {r['loss']:.4f}  {unit} {r['bpc']:.4f}  PPL {r['ppl']:.2f}")
     return "\n".join(lines)
 
 

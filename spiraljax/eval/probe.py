@@ -46,7 +46,8 @@ def scenario_metrics(ids: np.ndarray, aux: dict) -> dict:
             "mood_variance": var, "mood": next(m for v, m in MOODS if var < v)}
 
 
-@register_suite("probe", families=("spiralformer",))
+@register_suite("probe", families=("spiralformer",), sources=("mycelial",),
+                options={"tokens": int, "samples": int, "threshold": float, "temperature": float})
 def probe_suite(ctx: EvalContext) -> SuiteResult:
     opts = ctx.options
     n_tokens, samples = int(opts.get("tokens", 24)), int(opts.get("samples", 4))

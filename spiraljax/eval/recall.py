@@ -90,7 +90,9 @@ def _table(title: str, columns: list, rows: dict[str, dict[str, float]], head: s
     return lines
 
 
-@register_suite("recall")
+@register_suite("recall", sources=("mqar",),
+                options={"lengths": list[int], "pairs": list[int], "pairs_length": int, "plasticity": list[float],
+                         "batches": int, "baseline": list[str]})
 def recall_suite(ctx: EvalContext) -> SuiteResult:
     cfg = ctx.cfg
     data_cfg = cfg.data if cfg.data.source == "mqar" else MQARDataConfig()
