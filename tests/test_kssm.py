@@ -317,11 +317,44 @@ def test_share_of_dependence_is_the_variance_that_disappears():
     assert d == pytest.approx(token_dependence(u, mask), rel=0.05)
 
 
-def test_bank_size_must_exceed_harmonics_or_be_declared():
-    """SPEC §2.2: with banks of ≤ H oscillators the power sums determine every phase; such a config is
+def phases_from_power_sums(z: np.ndarray, m: int) -> np.ndarray:
+    """Reference: the m unit-circle points whose power sums are ``m·z[n−1]`` (z = Z_1..Z_H, H ≥ ⌈m/2⌉).
+    Newton's identities give e_1..e_H; roots on the unit circle make the polynomial self-inversive,
+    e_{m−k} = e_m·conj(e_k), which fixes e_m and the remaining coefficients."""
+    p = m * np.asarray(z)
+    e = [1.0 + 0j]
+    for k in range(1, len(p) + 1):
+        e.append(sum((-1) ** (i - 1) * e[k - i] * p[i - 1] for i in range(1, k + 1)) / k)
+    half = (m + 1) // 2
+    e_m = e[half] / np.conj(e[m - half])
+    coeffs = [e[k] if k < len(e) and k <= half else e_m * np.conj(e[m - k]) for k in range(m + 1)]
+    return np.roots([(-1) ** k * c for k, c in enumerate(coeffs)])
+
+
+def test_readout_sees_every_phase_unless_banks_exceed_twice_the_harmonics():
+    """Why the bottleneck rule is M > 2H: a bank of M ≤ 2H phases is recovered exactly from its H
+    harmonics (so the readout sees the phase state), while for M > 2H the harmonics' Jacobian has
+    rank 2H < M: some phase changes are invisible to the readout."""
+    rng = np.random.default_rng(3)
+    for m, h in ((4, 2), (4, 8), (16, 8), (7, 4)):
+        theta = rng.uniform(0, 2 * np.pi, m)
+        mag, cos, sin = K.multiscale_features(jnp.asarray(theta, jnp.float32), h)
+        z = np.asarray(mag * (cos + 1j * sin), np.complex128)
+        found = phases_from_power_sums(z, m)
+        assert max(np.min(np.abs(found - np.exp(1j * t))) for t in theta) < 1e-3, (m, h)
+    for m, h in ((16, 8), (17, 8), (32, 8)):  # ∂Z_n/∂θ_j = i·n·e^{inθ_j}/M, as a real (2H × M) matrix, fp64
+        theta = rng.uniform(0, 2 * np.pi, m)
+        jac = 1j * np.arange(1, h + 1)[:, None] * np.exp(1j * np.arange(1, h + 1)[:, None] * theta) / m
+        rank = np.linalg.matrix_rank(np.concatenate([jac.real, jac.imag]))
+        assert rank == min(m, 2 * h), (m, h, rank)
+
+
+def test_bank_size_must_exceed_twice_the_harmonics_or_be_declared():
+    """SPEC §2.2: with banks of ≤ 2H oscillators the power sums determine every phase; such a config is
     refused unless it says so (``full_phase_readout``)."""
-    with pytest.raises(config.ConfigError, match="full phase state"):
-        config.load(ROOT / "configs" / "kssm_v1_tiny.yaml", ["model.n_groups=4"])  # banks of 4, 4 harmonics
+    for groups in (4, 2):  # banks of 4 and of 8 with 4 harmonics (8 > 4 = H would not be enough)
+        with pytest.raises(config.ConfigError, match="full phase state"):
+            config.load(ROOT / "configs" / "kssm_v1_tiny.yaml", [f"model.n_groups={groups}"])
     cfg = config.load(ROOT / "configs" / "kssm_v1_tiny.yaml", ["model.n_groups=4", "model.full_phase_readout=true"])
     assert cfg.model.bank_size == 4 and not cfg.model.population_readout
     for name in ("v1_tiny", "v2_tiny", "v3_tiny", "v1_shakespeare", "v3_shakespeare"):

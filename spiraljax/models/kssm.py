@@ -8,10 +8,11 @@
 
 The oscillators reach the logits only through the multi-scale order parameters of G banks
 (``n_groups``), [|Z_n|, cos arg Z_n, sin arg Z_n] for n = 1..H. The global R is one function of them,
-not the only one: ``R_share`` in the causality suite measures how much of the output's token
-dependence goes through R. A bank must have more oscillators than harmonics (N/G > H), else its
-power sums determine every phase and the readout sees the full phase state; such a config must
-say so with ``full_phase_readout: true`` (SPEC §2.2).
+not the only one: the causality suite's R share measures how much of the output's token dependence
+goes through R. A bank of M = N/G oscillators must have M > 2H: its H complex power sums are 2H real
+numbers, and for phases on the unit circle they determine all M phases whenever M ≤ 2H (the
+polynomial with those roots is self-inversive, so e_1..e_⌈M/2⌉ fix it) — the readout would see the
+full phase state. Such a config must say so with ``full_phase_readout: true`` (SPEC §2.2).
 
 aux: ``R [B, T]`` (last layer), ``R_layers [L, B, T]``, ``R_readout [B, T]`` (R recomputed from the
 last readout's features: equals a forced R), ``u [B, T]`` (v3, last layer), ``metrics``.
@@ -43,7 +44,7 @@ class KSSMConfig(ModelConfig):
     n_groups: int = Field(1, gt=0)  # independent oscillator banks, each with its own order parameters
     remat_chunk: int | None = Field(None, gt=0)  # jax.checkpoint every C steps of the scan (long T)
     global_mix: float = Field(0.0, ge=0, le=1)  # share of each bank's coupling acting on all N oscillators
-    full_phase_readout: bool = False  # declare a config whose banks have ≤ n_harmonics oscillators
+    full_phase_readout: bool = False  # declare a config whose banks have ≤ 2·n_harmonics oscillators
 
     @property
     def bank_size(self) -> int:
@@ -51,9 +52,10 @@ class KSSMConfig(ModelConfig):
 
     @property
     def population_readout(self) -> bool:
-        """Banks larger than the number of harmonics: the H power sums of a bank cannot determine
-        its phases, so the readout sees population-level summaries, not the phase state."""
-        return self.bank_size > self.n_harmonics
+        """Banks of more than 2H oscillators: the H complex power sums (2H real numbers) of a bank
+        cannot determine its M phases, so the readout sees population-level summaries, not the phase
+        state (M ≤ 2H: they determine every phase, see the module docstring)."""
+        return self.bank_size > 2 * self.n_harmonics
 
     @model_validator(mode="after")
     def _banks(self) -> "KSSMConfig":
@@ -63,8 +65,8 @@ class KSSMConfig(ModelConfig):
             raise ValueError(
                 f"banks of {self.bank_size} oscillators (n_oscillators={self.n_oscillators} / n_groups="
                 f"{self.n_groups}) with n_harmonics={self.n_harmonics}: the power sums determine every phase, so "
-                f"the readout sees the full phase state, not a population summary; use banks larger than "
-                f"n_harmonics or set full_phase_readout=true to say so")
+                f"the readout sees the full phase state, not a population summary; use banks of more than "
+                f"2·n_harmonics oscillators or set full_phase_readout=true to say so")
         return self
 
 

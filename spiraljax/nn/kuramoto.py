@@ -16,8 +16,9 @@ class OscillatorLayer(nn.Module):
     ω_t = ω₀ + W_ω h_t;  K_t = softplus(W_K h_t) per bank (v1/v2) or k·σ(u_t) from the bistable core
     (v3, k = ``coupling_scale``).
     Features: [|Z_n|, cos arg Z_n, sin arg Z_n] of every bank for n = 1..H — the only path onward.
-    With N/G > H these are population-level summaries; with N/G ≤ H the H power sums of a bank
-    determine every phase in it (Newton's identities) and the readout sees the full phase state.
+    With N/G > 2H these are population-level summaries; with N/G ≤ 2H the H power sums of a bank
+    determine every phase in it (Newton's identities plus |e^{iθ}| = 1) and the readout sees the full
+    phase state.
     ``R`` is the order parameter of all N oscillators, |mean_j e^{iθ_j}| = |mean_g Z_1,g|.
     ``force_R`` turns every bank into a phase mixture whose global R is exactly the forced value
     (:func:`force_global_order_parameter`); ``R_readout`` is R recomputed from the features the
