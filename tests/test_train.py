@@ -70,6 +70,32 @@ def test_grad_accumulation_runs(tmp_path):
     assert result.step == 4 and np.isfinite(result.val["loss"])
 
 
+def test_grad_accumulation_equals_one_large_batch(tmp_path):
+    """Two steps with grad_accum=2 on the trainer's micro-batches (``batch_for_step``) give the loss
+    and parameters of two plain steps on the same rows as one batch twice as large — also when the
+    micro-batches count different numbers of targets, where a plain mean of the micro-batch losses
+    would over-weight the sparser one."""
+    from spiraljax.data.base import build_dataset
+    from spiraljax.models import build
+    from spiraljax.train.loop import batch_for_step
+    from spiraljax.train.optim import make_optimizer
+    from spiraljax.train.step import init_state, make_train_step
+
+    cfg = cfg_for(tmp_path, "train.grad_accum=2")
+    dataset, model, tx = build_dataset(cfg), build(cfg.model), make_optimizer(cfg.train)
+    accum, plain = jax.jit(make_train_step(model, tx, 2)), jax.jit(make_train_step(model, tx, 1))
+    state_a = state_p = init_state(model, tx, dataset.train_batch(0)["inputs"][:1], cfg.train.seed)
+    for step in range(2):
+        micro = batch_for_step(dataset, step, 2)           # [2, B, T]: micro-batch i on axis 0
+        micro["mask"][1, :, ::3] = 0.0                      # the second micro-batch counts fewer targets
+        large = {k: v.reshape(-1, *v.shape[2:]) for k, v in micro.items()}   # [2B, T]
+        state_a, out_a = accum(state_a, micro)
+        state_p, out_p = plain(state_p, large)
+        np.testing.assert_allclose(out_a["loss"], out_p["loss"], rtol=1e-5)
+        np.testing.assert_allclose(out_a["grad_norm"], out_p["grad_norm"], rtol=1e-4)
+    assert_same_params(state_a["params"], state_p["params"], atol=1e-5)
+
+
 def test_nan_batch_is_skipped_and_counted(tmp_path, monkeypatch):
     from spiraljax.data import text
 

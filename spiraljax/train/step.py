@@ -43,6 +43,13 @@ def _scalar_metrics(aux: dict) -> dict:
 
 def loss_fn(params, model: nn.Module, batch: dict, step: jax.Array, rng: jax.Array, train: bool = True):
     """Masked mean CE (× aux token_weights × target_weights[targets]) + aux_loss. Returns (loss, (ce, metrics))."""
+    loss, (ce, metrics, _) = loss_and_weight(params, model, batch, step, rng, train)
+    return loss, (ce, metrics)
+
+
+def loss_and_weight(params, model: nn.Module, batch: dict, step: jax.Array, rng: jax.Array, train: bool = True):
+    """:func:`loss_fn` plus W = Σ mask · token_weights · target_weights[targets] (no gradient), the
+    weight of this batch's CE: ce = Σ nll · w / W. Returns (loss, (ce, metrics, W))."""
     k_drop, k_noise, k_sample = jax.random.split(rng, 3)
     logits, aux = model.apply({"params": params}, batch["inputs"], train=train, step=step,
                               rngs={"dropout": k_drop, "noise": k_noise, "sample": k_sample},
@@ -54,38 +61,45 @@ def loss_fn(params, model: nn.Module, batch: dict, step: jax.Array, rng: jax.Arr
         weights = weights * aux["target_weights"][batch["targets"]]
     ce = jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
     loss = ce + aux.get("aux_loss", 0.0)
-    return loss, (ce, _scalar_metrics(aux))
+    return loss, (ce, _scalar_metrics(aux), jax.lax.stop_gradient(jnp.sum(weights)))
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_accum: int = 1) -> Callable:
     """Build ``train_step(state, batch) -> (state, metrics)``.
 
-    With ``grad_accum > 1`` every batch entry has a leading micro-step axis and gradients are
-    averaged over it with ``lax.scan``. A non-finite loss or gradient leaves params and optimizer
-    state untouched and increments ``state["skipped"]``.
+    With ``grad_accum > 1`` every batch entry has a leading micro-step axis (micro-batch i) and
+    ``lax.scan`` combines them as one batch holding them all would: loss, CE and gradient are
+    Σ_i W_i · x_i / Σ_i W_i with W_i the micro-batch's loss weight (its counted targets, × token and
+    target weights), since CE_all = Σ_i Σ nll·w / Σ_i W_i = Σ_i (W_i / W) · CE_i. Exact when the
+    weights do not depend on the parameters (masks, breath and target weights); an ``aux_loss`` is
+    weighted the same way (equal to the large batch when the W_i are equal, e.g. unmasked text).
+    Logged model metrics are the plain mean over micro-batches. A non-finite loss or gradient leaves
+    params and optimizer state untouched and increments ``state["skipped"]``.
     """
 
     def grads_of(params, batch, step, rng):
-        """Flat (loss, ce, metrics, grads) for one (micro-)batch."""
-        (l, (c, m)), g = jax.value_and_grad(loss_fn, has_aux=True)(params, model, batch, step, rng)
-        return l, c, m, g
+        """Flat (loss, ce, metrics, grads, W) for one (micro-)batch."""
+        (l, (c, m, w)), g = jax.value_and_grad(loss_and_weight, has_aux=True)(params, model, batch, step, rng)
+        return l, c, m, g, w
 
     def train_step(state: TrainState, batch: dict):
         step = state["step"]
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
         if grad_accum == 1:
-            loss, ce, metrics, grads = grads_of(state["params"], batch, step, rng)
+            loss, ce, metrics, grads, _ = grads_of(state["params"], batch, step, rng)
         else:
             def micro(total, xs):
                 i, mb = xs
-                out = grads_of(state["params"], mb, step, jax.random.fold_in(rng, i))
-                return jax.tree.map(jnp.add, total, out), None
+                l, c, m, g, w = grads_of(state["params"], mb, step, jax.random.fold_in(rng, i))
+                weighted = jax.tree.map(lambda x: (w * x).astype(x.dtype), (l, c, g))
+                return jax.tree.map(jnp.add, total, (weighted, m, w)), None
 
             first = jax.tree.map(lambda x: x[0], batch)
-            shapes = jax.eval_shape(grads_of, state["params"], first, step, rng)
-            zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            total, _ = jax.lax.scan(micro, zero, (jnp.arange(grad_accum), batch))
-            loss, ce, metrics, grads = jax.tree.map(lambda x: x / grad_accum, total)
+            l, c, m, g, w = jax.eval_shape(grads_of, state["params"], first, step, rng)
+            zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), ((l, c, g), m, w))
+            (weighted, metric_sum, weight), _ = jax.lax.scan(micro, zero, (jnp.arange(grad_accum), batch))
+            loss, ce, grads = jax.tree.map(lambda x: x / jnp.maximum(weight, 1e-9), weighted)
+            metrics = jax.tree.map(lambda x: x / grad_accum, metric_sum)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, new_opt = tx.update(grads, state["opt_state"], state["params"])
