@@ -16,7 +16,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="YAML config (default: the embedded default experiment)")
     p.add_argument("--workdir", help="run directory (default: runs/<name>, or a fresh runs/<name>_N)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. train.steps=100")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --workdir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --workdir from its newest readable checkpoint (refused when the "
+                        "directory holds no run, or when the model/data config would change)")
     p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
     return p.parse_args(argv)
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     val = result.val
-    summary = f"; val loss {val['loss']:.4f}, BPC {val['bpc']:.4f}" if val else ""
+    summary = f"; val loss {val['loss']:.4f}, {result.unit} {val['bpc']:.4f}" if val else ""
     state = "interrupted" if result.interrupted else "finished"
     print(f"{state} at step {result.step} in {result.seconds:.0f}s{summary}")
     print(f"run directory: {result.run_dir}   (evaluate: python evaluate.py {result.run_dir})")

@@ -2,6 +2,11 @@
 
 Resumable exactly: the batch of step s is a pure function of (seed, s), the step's RNG is
 ``fold_in(rng, s)``, and params/optimizer state/step/rng are restored from Orbax.
+
+Nothing is written before it is known to be valid: the config, data, sample prompt and the model's
+parameter shapes are checked before the run directory is created, and a resume is checked against
+the saved config and the checkpoint's parameter tree (metadata only) before anything in the run
+changes. Only the keys in :data:`RESUMABLE_KEYS` may change on resume; the changes are recorded.
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import jax
 import numpy as np
@@ -18,7 +23,7 @@ from tqdm.auto import tqdm
 
 from spiraljax import config as config_lib
 from spiraljax.config import Config
-from spiraljax.data.base import build_dataset
+from spiraljax.data.base import DataError, build_dataset, metric_unit
 from spiraljax.eval.generation import sample_text
 from spiraljax.eval.lm import evaluate_lm
 from spiraljax.models import build
@@ -41,6 +46,51 @@ class RunResult:
     interrupted: bool
     val: dict[str, float] | None
     seconds: float
+    unit: str = "BPC"  # what val["bpc"] measures: "BPC" (bits per byte of text) or "bits/glyph"
+
+
+# Config keys that may change when a run resumes (recorded in metrics.jsonl and config.yaml): the
+# run's length, learning-rate schedule and optimizer hyperparameters (the optimizer state keeps its
+# layout), logging/eval/checkpoint cadence, evaluation settings and the device mesh. Any other
+# change (model.*, data.*, train.seed, batch_size, grad_accum, trainable) is refused.
+RESUMABLE_KEYS = ("name", "train.steps", "train.lr", "train.min_lr_ratio", "train.warmup_steps",
+                  "train.weight_decay", "train.clip_norm", "train.b1", "train.b2", "train.eval_every",
+                  "train.log_every", "train.progress", "train.tensorboard", "checkpoint.", "eval.", "mesh.")
+
+
+def resumable(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
+
+
+def flat_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.d_model": 128, ...}`` of a nested config dict (lists stay whole values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flat_config(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose value differs between two config dicts: ``{key: (old, new)}``."""
+    a, b = flat_config(old), flat_config(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _describe(changes: dict[str, tuple[Any, Any]], keys: Iterable[str], limit: int = 6) -> str:
+    keys = list(keys)
+    shown = [f"{k} {changes[k][0]!r} → {changes[k][1]!r}" for k in keys[:limit]]
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(shown) + more
+
+
+def holds_run(run: Path) -> bool:
+    """A directory written by :func:`train`: a config.yaml or at least one saved checkpoint."""
+    ckpts = run / "checkpoints"
+    return (run / "config.yaml").is_file() or (
+        ckpts.is_dir() and any(p.name.isdigit() for kind in ("latest", "best") if (ckpts / kind).is_dir()
+                               for p in (ckpts / kind).iterdir()))
 
 
 class _StopFlag:
@@ -85,42 +135,110 @@ def _postfix(out: dict[str, Any], tok_s: float) -> dict[str, str]:
     return shown
 
 
+@dataclass
+class _Prepared:
+    """Everything built from the config before any file is written."""
+    dataset: Any
+    model: Any
+    mesh: Any
+    tx: Any
+    sample_inputs: np.ndarray
+    abstract_state: dict
+
+
+def _prepare(cfg: Config) -> _Prepared:
+    """Build data, model, mesh and optimizer and trace the initial state's shapes: a bad config, a
+    missing corpus or an unencodable sample prompt fails here, before the run directory exists."""
+    tc = cfg.train
+    dataset = build_dataset(cfg)
+    if cfg.eval.sample_tokens and cfg.eval.sample_prompt:
+        try:
+            dataset.encode(cfg.eval.sample_prompt)
+        except DataError as err:
+            raise DataError(f"eval.sample_prompt: {err}") from None
+    model = build(cfg.model)
+    mesh = make_mesh(cfg.mesh, tc.batch_size)
+    tx = make_optimizer(tc)
+    sample_inputs = np.asarray(dataset.train_batch(0)["inputs"][:1])
+    abstract = jax.eval_shape(lambda x: init_state(model, tx, x, tc.seed), sample_inputs)
+    return _Prepared(dataset, model, mesh, tx, sample_inputs, abstract)
+
+
 def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int | None = None) -> RunResult:
-    """Train ``cfg`` in ``workdir``. ``stop_at`` ends early (with a checkpoint) as an interruption would."""
+    """Train ``cfg`` in ``workdir``. ``stop_at`` ends early (with a checkpoint) as an interruption would.
+
+    ``resume=True`` needs a directory that holds a run; it continues from its newest readable
+    checkpoint after checking that ``cfg`` fits it (see :data:`RESUMABLE_KEYS`)."""
     run = Path(workdir)
+    if resume and not run.is_dir():
+        raise RunError(f"{run}: nothing to resume (no such directory; check --workdir)")
+    if resume and not holds_run(run):
+        raise RunError(f"{run}: nothing to resume (no config.yaml or checkpoint in it; check --workdir)")
+    prepared = _prepare(cfg)
     with RunLock(run):
         ckpt = Checkpointer(run, cfg.checkpoint.keep, cfg.checkpoint.async_save)
         try:
-            return _train(cfg, run, ckpt, resume, stop_at)
+            return _train(cfg, run, ckpt, resume, stop_at, prepared)
         finally:
             ckpt.close()
 
 
-def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: int | None) -> RunResult:
+def _saved_config(path: Path) -> dict:
+    """The run's config.yaml with today's defaults filled in (keys added since it was written are
+    not changes); as raw YAML if it no longer validates."""
+    try:
+        return config_lib.load(path).to_dict()
+    except config_lib.ConfigError:
+        return config_lib.read_yaml(path)
+
+
+def _check_resume(cfg: Config, run: Path, ckpt: Checkpointer, abstract_state: dict) -> dict[str, tuple[Any, Any]]:
+    """Refuse (one line, nothing written) a resume whose config changes anything but
+    :data:`RESUMABLE_KEYS` or whose parameter/optimizer tree differs from the checkpoint's.
+    Returns the allowed changes."""
+    saved = run / "config.yaml"
+    changes = config_changes(_saved_config(saved), cfg.to_dict()) if saved.is_file() else {}
+    refused = [k for k in changes if not resumable(k)]
+    mismatch = ckpt.incompatibility(abstract_state) if ckpt.has_checkpoints() else None
+    if mismatch:
+        what = _describe(changes, refused or changes) if changes else "no config key (was the model code changed?)"
+        raise RunError(f"{run}: cannot resume: the checkpoint does not fit the new config ({mismatch}); changed: "
+                       f"{what}. Nothing was changed: resume without these overrides or train into a new --workdir")
+    if refused:
+        raise RunError(f"{run}: cannot resume with {_describe(changes, refused)}: on resume only the length, "
+                       "learning-rate schedule, optimizer hyperparameters, cadences, eval settings and mesh may "
+                       "change. Nothing was changed: train into a new --workdir instead")
+    return changes
+
+
+def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: int | None,
+           prepared: _Prepared) -> RunResult:
     t_start = time.time()
     if ckpt.has_checkpoints() and not resume:
         raise RunError(f"{run} already holds checkpoints; pass --resume to continue it or choose another --workdir")
-    config_lib.save(cfg, run / "config.yaml")
-    (run / "samples").mkdir(exist_ok=True)
+    changes = _check_resume(cfg, run, ckpt, prepared.abstract_state) if resume else {}
     tc = cfg.train
-    dataset = build_dataset(cfg)
-    model = build(cfg.model)
-    mesh = make_mesh(cfg.mesh, tc.batch_size)
-    tx = make_optimizer(tc)
+    dataset, model, mesh, tx = prepared.dataset, prepared.model, prepared.mesh, prepared.tx
     schedule = lr_schedule(tc)
-    sample_inputs = np.asarray(dataset.train_batch(0)["inputs"][:1])
-    state = jax.jit(lambda x: init_state(model, tx, x, tc.seed), out_shardings=replicated(mesh))(sample_inputs)
-    start = 0
+    unit = metric_unit(dataset)
+    state = jax.jit(lambda x: init_state(model, tx, x, tc.seed),
+                    out_shardings=replicated(mesh))(prepared.sample_inputs)
+    start, restored = 0, False
     if resume and ckpt.has_checkpoints():
         state = ckpt.restore(state)
-        start = int(state["step"])
+        start, restored = int(state["step"]), True
         print(f"resumed {run} at step {start}")
     elif resume:
         print(f"note: {run} has no checkpoint yet; starting from scratch")
-    writer = MetricsWriter(run, resume_step=start if resume else None, tensorboard=tc.tensorboard)
+    config_lib.save(cfg, run / "config.yaml")
+    (run / "samples").mkdir(exist_ok=True)
+    writer = MetricsWriter(run, resume_step=start if restored else None, tensorboard=tc.tensorboard)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     if start == 0:
         writer.write(0, "info", {"params": n_params, "devices": jax.device_count(), "family": cfg.model.family})
+    if restored:
+        writer.write(start, "info", {"resumed_at": start,
+                                     "changed": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}})
     train_step = jax.jit(make_train_step(model, tx, tc.grad_accum), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, dataset.token_bytes))
     best = ckpt.best_val_loss()
@@ -132,7 +250,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     def run_eval(step: int) -> dict[str, float]:
         nonlocal best
         m = evaluate_lm(model, state["params"], dataset, step, eval_step)
-        writer.write(step, "eval", m)
+        writer.write(step, "eval", {**m, "unit": unit})
         if m["loss"] < best:
             best = m["loss"]
             ckpt.save_best(state, m["loss"])
@@ -165,7 +283,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 bar.set_postfix(_postfix(out, tok_s), refresh=False)
             if step % tc.eval_every == 0 or step == tc.steps:
                 val = run_eval(step)
-                bar.write(f"step {step}: val loss {val['loss']:.4f}  BPC {val['bpc']:.4f}  PPL {val['ppl']:.2f}")
+                bar.write(f"step {step}: val loss {val['loss']:.4f}  {unit} {val['bpc']:.4f}  PPL {val['ppl']:.2f}")
             if step % cfg.checkpoint.every == 0 or step == end:
                 ckpt.save(state)
             if stop.signum is not None:
@@ -184,4 +302,4 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
             plot_run(run)
         except Exception as err:
             print(f"warning: plotting failed: {type(err).__name__}: {err}", file=sys.stderr)
-    return RunResult(run, step, interrupted or step < tc.steps, val, time.time() - t_start)
+    return RunResult(run, step, interrupted or step < tc.steps, val, time.time() - t_start, unit)
