@@ -220,6 +220,29 @@ def test_load_run_in_a_notebook_prints_one_line_per_problem(saved_run, tmp_path)
     assert r.stderr.count("\n") == 1 and f"checkpoint {run}/checkpoints/latest/10 is unreadable" in r.stderr, r.stderr
 
 
+def test_only_orbax_leftovers_are_silenced():
+    """The unraisable-exception filter drops what a failed Orbax restore leaves behind and nothing else."""
+    from types import SimpleNamespace
+
+    from spiraljax.train.checkpoint import _is_orbax_leftover
+
+    def coroutine_from(filename):
+        scope: dict = {}
+        exec(compile("async def read():\n    pass\n", filename, "exec"), scope)
+        return scope["read"]()
+
+    orbax_coro = coroutine_from("/x/site-packages/orbax/checkpoint/serialization.py")
+    user_coro = coroutine_from("/x/mine.py")
+    try:
+        assert _is_orbax_leftover(SimpleNamespace(exc_value=RuntimeError("Event loop is closed"), object=None))
+        assert _is_orbax_leftover(SimpleNamespace(exc_value=Exception("read error"), object=orbax_coro))
+        assert not _is_orbax_leftover(SimpleNamespace(exc_value=Exception("read error"), object=user_coro))
+        assert not _is_orbax_leftover(SimpleNamespace(exc_value=RuntimeError("other"), object=None))
+    finally:
+        orbax_coro.close()
+        user_coro.close()
+
+
 def test_resume_of_a_missing_or_empty_workdir_is_refused(tmp_path):
     r = cli(ROOT / "train.py", "--workdir", tmp_path / "typo", "--resume", cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nothing to resume" in r.stderr, r.stderr

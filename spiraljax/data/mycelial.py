@@ -179,8 +179,9 @@ class MycelialDataset:
         try:
             return glyphs.encode(text.split())
         except glyphs.GlyphError as err:
-            raise glyphs.GlyphError(f"glyph prompt {text!r}: {err}; a prompt is glyph symbols separated by spaces, "
-                                    f"e.g. '… 🌱regen' (all {glyphs.VOCAB_SIZE - 1}: spiraljax.data.glyphs)") from None
+            raise glyphs.GlyphError(f"glyph prompt {text!r}: {err}; a prompt is glyph symbols separated by "
+                                    f"spaces, e.g. '… 🌱regen' (all {glyphs.VOCAB_SIZE - 1}: spiraljax.data.glyphs)"
+                                    ) from None
 
     def decode(self, ids) -> str:
         return " ".join(glyphs.decode(ids, strip_pad=True))

@@ -48,10 +48,20 @@ def _drop_orbax_notices(record: logging.LogRecord) -> bool:
     return not _is_orbax_notice(record)
 
 
+def _is_orbax_leftover(unraisable) -> bool:
+    """An unraisable exception left behind by a failed Orbax restore: tensorstore callbacks hitting
+    the closed event loop, or Orbax read coroutines garbage-collected with their read error."""
+    exc, obj = unraisable.exc_value, unraisable.object
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    code = getattr(obj, "cr_code", None)
+    return code is not None and "orbax" in code.co_filename.replace("\\", "/").split("/")
+
+
 def quiet_orbax() -> None:
-    """Silence Orbax's below-ERROR absl records and the 'Event loop is closed' tracebacks that
-    tensorstore callbacks raise (as unraisable exceptions) after a failed restore. Everything else
-    is passed on unchanged. Idempotent."""
+    """Silence Orbax's below-ERROR absl records and the unraisable tracebacks a failed restore
+    leaves behind (:func:`_is_orbax_leftover`), so each problem is reported once, by us. Everything
+    else is passed on unchanged. Idempotent."""
     global _QUIET_INSTALLED
     if _QUIET_INSTALLED:
         return
@@ -60,10 +70,8 @@ def quiet_orbax() -> None:
     previous = sys.unraisablehook
 
     def hook(unraisable) -> None:
-        exc = unraisable.exc_value
-        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-            return
-        previous(unraisable)
+        if not _is_orbax_leftover(unraisable):
+            previous(unraisable)
 
     sys.unraisablehook = hook
 
