@@ -5,6 +5,10 @@ Generators (mutually anticommuting; three square to +1, one to −1), built from
     e1 = σx⊗I,  e2 = σz⊗I,  e3 = ε⊗ε,  e4 = ε⊗σx  (e4² = −1).
 The 16 blades e_S (ordered products over subsets S, grade |S|) form a trace-orthogonal basis of
 M4(ℝ): coefficient of blade b in M is tr(bᵀ M)/4. φ = (1+√5)/2 is the only constant.
+
+In this representation the transpose is a Clifford operation: e1, e2, e3 are symmetric and e4 is
+skew, so Mᵀ = M† (reversion followed by e4 → −e4). Hence the Frobenius product is the positive-definite
+Clifford inner product ⟨A, B⟩ = ⟨A† B⟩₀ = tr(Aᵀ B)/4 = Σ_b a_b b_b over blade coefficients.
 """
 from __future__ import annotations
 
@@ -69,6 +73,24 @@ def inverse(m: jax.Array) -> jax.Array:
 def grace(m: jax.Array, scales=GRACE_SCALES) -> jax.Array:
     """Grace operator: scale grade g by [1, φ⁻¹, φ⁻², φ⁻³, φ⁻¹][g]."""
     return from_coefficients(coefficients(m) * jnp.asarray(scales, jnp.float32)[GRADES])
+
+
+def inner(a: jax.Array, b: jax.Array) -> jax.Array:
+    """⟨A† B⟩₀ = tr(Aᵀ B)/4 (the scalar part of A†B) over the last two axes, broadcasting the rest."""
+    return jnp.sum(a * b, axis=(-1, -2)) / 4.0
+
+
+def position_cosines(emb: jax.Array, queries: jax.Array, stored: jax.Array) -> jax.Array:
+    """``[Q, S, n]``: cos of the angle between the position-i multivectors of every query and stored
+    context, ⟨E(q_i)† E(s_i)⟩₀ / (|E(q_i)| |E(s_i)|) — one ``[Q, 16] @ [16, S]`` matmul per position.
+
+    Unlike the ordered product (for orthogonal embeddings ⟨A X B, A Y B⟩ = ⟨X, Y⟩, so products that share
+    all but one token are no closer than unrelated ones), position-wise angles grow with every shared token.
+    """
+    q = emb[queries].reshape(*queries.shape, 16)
+    s = emb[stored].reshape(*stored.shape, 16)
+    # embeddings are orthogonal, so |E|²_F = tr(EᵀE) = 4 and the cosine is the Frobenius product / 4
+    return jnp.stack([q[:, i] @ s[:, i].T for i in range(queries.shape[-1])], axis=-1) / 4.0
 
 
 def token_embeddings(vocab: int, seed: int = 0) -> jax.Array:

@@ -8,6 +8,11 @@ causal attention over n positions needs only running sums — O(n):
     S1 = Σ_{j≤i} v_j,  Sc = Σ_{j≤i} cos θ_j v_j,  Ss = Σ_{j≤i} sin θ_j v_j  (N: same with v = 1).
 
 The master output is Σ_k a_k out_k with a_k ∝ φ^−(k mod 4).
+
+``toroidal_attention`` is a standalone sequence op (benchmarked in ``benchmarks/holographic.py``): the
+holographic memory has no sequence to attend over (a context is a few tokens). What the memory shares
+with it is the phase kernel ``phase_kernel`` = (1 + cos Δ)/2, applied there to the angle Δ between
+position-wise multivectors of a query and a stored context (``models/holographic.py``).
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ def satellite_phases(n: int, n_satellites: int = N_SATELLITES, base: float = 0.1
         theta0 = theta0 + offsets
     freq = PHI ** jnp.mod(k, 4) * base
     return theta0[:, None] + freq[:, None] * jnp.arange(n, dtype=jnp.float32)[None, :]
+
+
+def phase_kernel(cos_delta: jax.Array, power: float = 1.0) -> jax.Array:
+    """((1 + cos Δ)/2)^power = cos^(2·power)(Δ/2): 1 at Δ = 0, 0 at Δ = π; ``power`` > 1 sharpens it."""
+    return ((1.0 + cos_delta) / 2.0) ** power
 
 
 def master_weights(n_satellites: int = N_SATELLITES) -> jax.Array:
@@ -50,7 +60,7 @@ def toroidal_attention(v: jax.Array, theta: jax.Array, causal: bool = True) -> j
 
 def toroidal_attention_reference(v: jax.Array, theta: jax.Array, causal: bool = True) -> jax.Array:
     """O(n²) reference: build every weight (1 + cos(θ_i − θ_j))/2 explicitly."""
-    w = (1 + jnp.cos(theta[:, :, None] - theta[:, None, :])) / 2  # [K, n, n]
+    w = phase_kernel(jnp.cos(theta[:, :, None] - theta[:, None, :]))  # [K, n, n]
     if causal:
         w = w * jnp.tril(jnp.ones(w.shape[1:]))
     out = jnp.einsum("kij,jd->kid", w, v) / jnp.maximum(jnp.sum(w, -1), 1e-9 / 2)[..., None]
