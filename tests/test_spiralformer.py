@@ -108,10 +108,10 @@ def test_tower_memory_retrieval_and_eviction():
     t = tower_init(1, 3, 2)
     for i, charge in enumerate([(0.1, 0.1), (0.9, 0.9), (0.5, 0.5)]):
         t = tower_write(t, jnp.array([[float(i + 1), 0.0]]), jnp.array([charge]), decay=0.5)
-    t, content, found = tower_read(t, jnp.array([[0.85, 0.95]]), threshold=0.3)
-    assert bool(found[0]) and float(content[0, 0]) == 2.0          # most resonant painting
-    t2, _, none = tower_read(t, jnp.array([[0.85, 0.95]]), threshold=1.01)
-    assert not bool(none[0])
+    t, content, found, slot = tower_read(t, jnp.array([[0.85, 0.95]]), threshold=0.3)  # charge only
+    assert bool(found[0]) and float(content[0, 0]) == 2.0 and int(slot[0]) == 1   # most resonant painting
+    t2, _, none, no_slot = tower_read(t, jnp.array([[0.85, 0.95]]), threshold=1.01)
+    assert not bool(none[0]) and int(no_slot[0]) == -1
     # full: the weakest (not the oldest) is evicted — painting 2 was re-strengthened by the read
     before = np.asarray(t["strength"][0]).copy()
     t = tower_write(t, jnp.array([[9.0, 0.0]]), jnp.array([[0.0, 0.0]]), decay=0.5)

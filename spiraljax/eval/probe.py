@@ -1,6 +1,10 @@
-"""The contemplative probe: 8 scenarios → silence ratio, proportionality, holism, B2Q, mood.
+"""The contemplative probe: 8 scenarios → silence ratio, proportionality, holism, B2Q, mood; then a
+TowerMemory ablation on the validation set (the model as trained vs ``cut_memory=True``).
 
-``python evaluate.py RUN --suite probe [--json] [--opt tokens=24 samples=4 threshold=0.7]``
+``python evaluate.py RUN --suite probe [--json] [--opt tokens=24 samples=4 threshold=0.7 memory_sequences=400]``
+
+B2Q (memory queries / hold phases) is 1 by construction at evaluation: every hold phase queries
+when ``train=False`` (training queries with probability ``memory.query_prob``).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from spiraljax.data import glyphs
 from spiraljax.eval.contemplative import ContemplativeSettings, contemplative_generate
 from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
 from spiraljax.ops.soma import RESONANCES, field_charge, resonance_label
+from spiraljax.train.step import model_extras, token_nll
 
 # [latency, voltage, temperature, error_rate, bandwidth]
 SCENARIOS: dict[str, list[float]] = {
@@ -46,6 +51,70 @@ def scenario_metrics(ids: np.ndarray, aux: dict) -> dict:
             "mood_variance": var, "mood": next(m for v, m in MOODS if var < v)}
 
 
+def validation_batches(dataset, n_sequences: int) -> list[dict]:
+    """The first validation batches holding at least ``n_sequences`` sequences (fewer if the split is smaller)."""
+    batches, n = [], 0
+    for batch in dataset.val_batches():
+        if n >= n_sequences:
+            break
+        batches.append(batch)
+        n += len(batch["inputs"])
+    return batches
+
+
+def memory_ablation(model, variables, batches, step: int = 0) -> dict:
+    """Does TowerMemory change the predictions? Over ``batches``: NLL (nats/glyph over the loss mask)
+    with the reads added vs cut (``cut_memory=True``: the same reads, nothing added), the same on the
+    positions a read reaches (hold positions whose cycle found a painting), |Δlogits| there, and
+    which paintings the reads return (distinct slots per sequence; share of reads returning slot 0,
+    the only slot the old charge-only read ever returned)."""
+    @jax.jit
+    def forward(batch):
+        kw = dict(train=False, step=step, **model_extras(batch))
+        logits, aux = model.apply(variables, batch["inputs"], **kw)
+        cut, _ = model.apply(variables, batch["inputs"], cut_memory=True, **kw)
+        mask = batch["mask"].astype(jnp.float32)
+        return {"nll": token_nll(logits, batch["targets"]) * mask, "nll_cut": token_nll(cut, batch["targets"]) * mask,
+                "mask": mask, "dlogit": jnp.mean(jnp.abs(logits - cut), axis=-1),
+                "dlogit_max": jnp.max(jnp.abs(logits - cut), axis=-1), "slot": aux["memory_slot"],
+                "read": aux["memory_read"], "gate": aux["memory_gate"]}
+
+    rows = [jax.device_get(forward({k: jnp.asarray(v) for k, v in b.items()})) for b in batches]
+    cat = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    on = cat["read"] & (cat["mask"] > 0)                                 # targets whose position got a painting
+    per_seq = (cat["nll"].sum(1) - cat["nll_cut"].sum(1)) / np.maximum(cat["mask"].sum(1), 1.0)
+    slots = cat["slot"]
+    hits = slots >= 0
+    distinct = np.array([len(set(row[row >= 0].tolist())) for row in slots])
+    tokens = max(float(cat["mask"].sum()), 1.0)
+    return {"sequences": int(len(slots)), "nll": float(cat["nll"].sum() / tokens),
+            "nll_cut": float(cat["nll_cut"].sum() / tokens),
+            "delta_nll_se": float(per_seq.std(ddof=1) / np.sqrt(len(per_seq))) if len(per_seq) > 1 else 0.0,
+            "reached_share": float(on.sum() / tokens),
+            "nll_reached": float(cat["nll"][on].sum() / max(on.sum(), 1)),
+            "nll_cut_reached": float(cat["nll_cut"][on].sum() / max(on.sum(), 1)),
+            "mean_abs_dlogit_reached": float(cat["dlogit"][on].mean()) if on.any() else 0.0,
+            "mean_max_abs_dlogit_reached": float(cat["dlogit_max"][on].mean()) if on.any() else 0.0,
+            "gate_reached": float(cat["gate"][on].mean()) if on.any() else 0.0,
+            "reads_per_sequence": float(hits.sum(1).mean()),
+            "distinct_slots_per_sequence": float(distinct.mean()),
+            "slot0_share_of_reads": float((slots[hits] == 0).mean()) if hits.any() else 0.0,
+            "slot_histogram": np.bincount(slots[hits], minlength=1).tolist()}
+
+
+def memory_text(m: dict) -> str:
+    return "\n".join([
+        f"TowerMemory ablation over {m['sequences']} validation sequences (reads added vs cut_memory=True):",
+        f"  NLL nats/glyph: {m['nll']:.4f} with memory, {m['nll_cut']:.4f} cut "
+        f"(Δ {m['nll'] - m['nll_cut']:+.4f}; standard error over sequences {m['delta_nll_se']:.4f})",
+        f"  positions a read reaches: {100 * m['reached_share']:.1f} % of targets; NLL there "
+        f"{m['nll_reached']:.4f} vs {m['nll_cut_reached']:.4f} cut; mean |Δlogit| {m['mean_abs_dlogit_reached']:.4f} "
+        f"(max over vocab {m['mean_max_abs_dlogit_reached']:.4f}); gate {m['gate_reached']:.3f}",
+        f"  reads per sequence {m['reads_per_sequence']:.2f}, distinct paintings read per sequence "
+        f"{m['distinct_slots_per_sequence']:.2f}, share of reads returning slot 0 {m['slot0_share_of_reads']:.2f}, "
+        f"slot histogram {m['slot_histogram']}"])
+
+
 @register_suite("probe", families=("spiralformer",), sources=("mycelial",),
                 options={"tokens": int, "samples": int, "threshold": float, "temperature": float})
 def probe_suite(ctx: EvalContext) -> SuiteResult:
@@ -73,4 +142,9 @@ def probe_suite(ctx: EvalContext) -> SuiteResult:
                      f"{r['proportionality']:<9}{r['holism']:>7.2f}{r['b2q']:>6.2f}  {r['mood']}")
     lines.append("")
     lines += [f"{name:<20}{r['example']}" for name, r in rows.items()]
-    return SuiteResult({"scenarios": rows, "step": ctx.step}, "\n".join(lines))
+    data = {"scenarios": rows, "step": ctx.step}
+    if ctx.cfg.model.memory.enabled:
+        data["memory"] = memory_ablation(ctx.model, ctx.variables, validation_batches(
+            ctx.dataset, int(opts.get("memory_sequences", 400))), ctx.step)
+        lines += ["", memory_text(data["memory"])]
+    return SuiteResult(data, "\n".join(lines))

@@ -1,10 +1,15 @@
 """Spiralformer: causal spiral sparse attention, breath clock, silence, Soma, TowerMemory, LoRA.
 
 ``logits, aux = model.apply(variables, tokens, conditions=c, step=s)`` with aux keys
-``breath_weight [B, T]``, ``silence_gate [B, T]``, ``field_charge [B, 2]``, ``memory_queries [B]``,
-``hold_phases [B]``, ``hidden_var [B]``, ``memory`` (the TowerMemory state after the sequence),
-``token_weights`` (rhythmic loss) and ``metrics``. ``force_breath_weight`` / ``force_silence_gate``
-override those quantities for interventions.
+``breath_weight [B, T]``, ``silence_gate [B, T]``, ``field_charge [B, 2]``, ``hidden_var [B]``,
+the TowerMemory entries ``memory`` (its state after the sequence), ``memory_queries [B]``,
+``hold_phases [B]``, ``memory_hits [B]``, ``memory_slot [B, C]`` (slot read per breath cycle, −1 =
+none), ``memory_read [B, T]`` (positions that received a painting) and ``memory_gate [B, T]``; the
+rhythmic-loss factors ``token_weights [B, T]`` (breath weight per position) and ``target_weights [V]``
+(active boost per target id; the trainer multiplies ``token_weights · target_weights[targets]`` into
+the loss mask); and ``metrics``.
+``force_breath_weight`` / ``force_silence_gate`` / ``force_memory_gate`` override those quantities
+for interventions; ``cut_memory=True`` reads the tower but adds nothing (ablation).
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ class BreathSection(Section):
     attention_phases: list[int] = [0, 1, 2, 3]        # rhythmic attention: phases where attention is open
     dropout: list[float] = [0.0, 0.0, 0.0, 0.0]       # contemplative dropout rate per phase
     rhythmic_loss: bool = True
+    active_boost: float = Field(1.0, gt=0)            # rhythmic loss: weight × this on non-silence targets (1 = off)
 
     @model_validator(mode="after")
     def _four(self) -> "BreathSection":
@@ -63,7 +69,8 @@ class MemorySection(Section):
     capacity: int = Field(15, gt=0)
     decay: float = Field(0.95, gt=0, le=1)
     threshold: float = 0.3
-    query_prob: float = Field(0.35, ge=0, le=1)
+    query_prob: float = Field(0.35, ge=0, le=1)  # training only: chance a hold phase queries (eval: every hold)
+    write_every: int = Field(1, ge=1)            # breathing recurrence: write a painting every k-th breath cycle
 
 
 @register_model_config("spiralformer")
@@ -100,9 +107,22 @@ class Spiralformer(nn.Module):
         attn_open = rhythm.attention_open(phases, bc.attention_phases).astype(jnp.float32)
         return phases, weights, attn_open, rhythm.dropout_rate(phases, bc.dropout)
 
-    def _memory(self, h, tokens, phases, charge, step, memory, train):
-        """Per breath cycle: hold positions read the tower (seeded coin flip), then the cycle's pooled
-        hidden state is written — so a read only sees cycles that ended before it (causal)."""
+    def _memory(self, h, tokens, phases, charge, step, memory, train, force_gate, cut):
+        """TowerMemory over the breath cycles c of the sequence (one ``lax.scan`` step per cycle):
+
+        * query ``q_c = W_q · mean{h_t : t ∈ c, phase inhale, token ≠ PAD}`` (before c's hold phase);
+        * read at c's hold phase: the painting m from an earlier cycle with the highest
+          ``sim_m = ½ (1 − (|Δep| + |Δtu|)/2 + cos(q_c, key_m))`` if ``sim_m > threshold``
+          (:func:`spiraljax.ops.tower.tower_read`; hard argmax, straight-through softmax gradient);
+        * write after the read, on cycles with ``recurrence_tick(c, write_every)``:
+          ``content_c = mean{h_t : t ∈ c, token ≠ PAD}``, ``key_c = W_k · content_c``;
+        * output ``h_t + σ(w_g · h_t + b_g) · content_read(c)`` at the hold positions t of c.
+
+        Causal: q_c uses positions before the hold phase, and every painting c can read was written
+        by an earlier cycle. Which hold phases query: every one when ``train=False`` (deterministic,
+        independent of the batch); in training a Bernoulli(query_prob) coin per sequence and cycle
+        keyed by the ``sample`` RNG the trainer derives from its step key (a resumed run draws the same).
+        """
         mc, bc = self.cfg.memory, self.cfg.breath
         b, t, d = h.shape
         cycle = sum(bc.durations)
@@ -111,35 +131,56 @@ class Spiralformer(nn.Module):
         n_cyc = t // cycle + 2
         onehot = jax.nn.one_hot(cyc, n_cyc)                                              # [T, C]
         valid = (tokens != 0).astype(jnp.float32)
-        count = jnp.einsum("bt,tc->bc", valid, onehot)
-        pooled = jnp.einsum("btd,bt,tc->bcd", h, valid, onehot) / jnp.maximum(count, 1.0)[..., None]
+
+        def pool(weights):  # mean of h over the weighted positions of each cycle, [B, C, d] (0 if none)
+            count = jnp.einsum("bt,tc->bc", weights, onehot)
+            return jnp.einsum("btd,bt,tc->bcd", h, weights, onehot) / jnp.maximum(count, 1.0)[..., None], count
+
+        content, count = pool(valid)
+        before_hold, _ = pool(valid * (phases == rhythm.INHALE).astype(jnp.float32)[None, :])
+        query = nn.Dense(d, use_bias=False, name="memory_query")(before_hold)
+        key = nn.Dense(d, use_bias=False, name="memory_key")(content)
         hold = (phases == rhythm.HOLD).astype(jnp.float32)
         has_hold = jnp.einsum("t,tc->c", hold, onehot) > 0                              # [C]
-        key = self.make_rng("sample") if (train and self.has_rng("sample")) else jax.random.fold_in(
-            jax.random.key(17), jnp.asarray(step, jnp.int32))
-        coin = jax.random.bernoulli(key, mc.query_prob, (n_cyc, b)) & has_hold[:, None]
+        if train and mc.query_prob < 1.0:
+            coin = jax.random.bernoulli(self.make_rng("sample"), mc.query_prob, (n_cyc, b))
+        else:
+            coin = jnp.ones((n_cyc, b), bool)
+        ask = coin & has_hold[:, None]                                                  # [C, B]
+        write = (count > 0).T & rhythm.recurrence_tick(jnp.arange(n_cyc), mc.write_every)[:, None]
+        if memory is not None and set(memory) != set(tower_init(1, 1, 1)):
+            raise ValueError(f"memory: expected a TowerMemory state (aux['memory']) with keys "
+                             f"{sorted(tower_init(1, 1, 1))}, got {sorted(memory)}")
         state = memory if memory is not None else tower_init(b, mc.capacity, d)
 
         def per_cycle(state, xs):
-            content, ask, nonempty = xs
-            state, got, found = tower_read(state, charge, mc.threshold, active=ask)
-            state = tower_write(state, content, charge, mc.decay, active=nonempty)
-            return state, (got, found)
+            content_c, key_c, query_c, ask_c, write_c = xs
+            state, got, found, slot = tower_read(state, charge, mc.threshold, query=query_c, active=ask_c)
+            state = tower_write(state, content_c, charge, mc.decay, active=write_c, key=key_c)
+            return state, (got, found, slot)
 
-        xs = (jnp.swapaxes(pooled, 0, 1), coin, (count > 0).T)
-        state, (got, found) = jax.lax.scan(per_cycle, state, xs)
-        got, found = jnp.swapaxes(got, 0, 1), jnp.swapaxes(found, 0, 1)                   # [B, C, d], [B, C]
+        cycles_first = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        xs = (cycles_first(content), cycles_first(key), cycles_first(query), ask, write)
+        state, (got, found, slot) = jax.lax.scan(per_cycle, state, xs)
+        got, found, slot = cycles_first(got), found.T, slot.T                            # [B, C, d], [B, C]
         per_pos = jnp.einsum("bcd,tc->btd", got, onehot) * hold[None, :, None]
-        gate = nn.sigmoid(nn.Dense(1, name="memory_gate")(h))
-        queries = jnp.sum(coin.T, axis=1).astype(jnp.float32)
-        hold_phases = jnp.broadcast_to(jnp.sum(has_hold).astype(jnp.float32), (b,))
-        return h + gate * per_pos, state, queries, hold_phases, jnp.sum(found, axis=1).astype(jnp.float32)
+        read_at = jnp.einsum("bc,tc->bt", found.astype(jnp.float32), onehot) * hold[None, :] > 0  # [B, T]
+        gate = nn.sigmoid(nn.Dense(1, name="memory_gate")(h))[..., 0]                    # [B, T]
+        if force_gate is not None:
+            gate = jnp.broadcast_to(jnp.asarray(force_gate, jnp.float32), (b, t))
+        out = h if cut else h + gate[..., None] * per_pos
+        aux = {"memory": state, "memory_queries": jnp.sum(ask.T, axis=1).astype(jnp.float32),
+               "hold_phases": jnp.broadcast_to(jnp.sum(has_hold).astype(jnp.float32), (b,)),
+               "memory_hits": jnp.sum(found, axis=1).astype(jnp.float32), "memory_slot": slot,
+               "memory_read": read_at, "memory_gate": gate}
+        return out, aux
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, train: bool = False, step: int | jax.Array = 0,
                  conditions: jax.Array | None = None, memory: dict | None = None,
                  force_breath_weight: float | jax.Array | None = None,
-                 force_silence_gate: float | jax.Array | None = None):
+                 force_silence_gate: float | jax.Array | None = None,
+                 force_memory_gate: float | jax.Array | None = None, cut_memory: bool = False):
         cfg = self.cfg
         b, t = tokens.shape
         if conditions is None:
@@ -167,13 +208,16 @@ class Spiralformer(nn.Module):
                 x, key_mask, breath_w, gate * attn_open[None, :], drop_rates[None, :], train)
         aux = {"breath_weight": breath_w, "silence_gate": gate, "field_charge": charge, "phase": phases}
         if cfg.memory.enabled:
-            x, state, queries, holds, hits = self._memory(x, tokens, phases, charge, step, memory, train)
-            aux.update(memory=state, memory_queries=queries, hold_phases=holds, memory_hits=hits)
+            x, memory_aux = self._memory(x, tokens, phases, charge, step, memory, train, force_memory_gate,
+                                         cut_memory)
+            aux.update(memory_aux)
         x = nn.LayerNorm(name="ln_f")(x)
         aux["hidden_var"] = jnp.var(x, axis=(1, 2))
         logits = nn.Dense(cfg.vocab_size, name="head")(x).astype(jnp.float32)
-        if cfg.breath.enabled and cfg.breath.rhythmic_loss:
+        if cfg.breath.enabled and cfg.breath.rhythmic_loss:  # SPEC §1.7, = rhythm.rhythmic_token_weights(targets, …)
             aux["token_weights"] = breath_w
+            if cfg.breath.active_boost != 1.0:
+                aux["target_weights"] = rhythm.target_weight_table(cfg.vocab_size, SILENCE_IDS, cfg.breath.active_boost)
         metrics = {"breath_weight": jnp.mean(breath_w), "silence_gate": jnp.mean(gate)}
         if cfg.memory.enabled:
             metrics["b2q"] = jnp.sum(aux["memory_queries"]) / jnp.maximum(jnp.sum(aux["hold_phases"]), 1.0)

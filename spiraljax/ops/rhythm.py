@@ -46,7 +46,11 @@ def attention_open(phases: jax.Array, open_phases: Sequence[int] = (INHALE, HOLD
 
 
 def recurrence_tick(counter: jax.Array | int, every: int) -> jax.Array:
-    """Breathing recurrence: True on the counters where a recurrent state updates (every k-th)."""
+    """Breathing recurrence: True on the counters where a recurrent state updates (every k-th).
+
+    The Spiralformer uses it for TowerMemory writes: cycle ``c`` is written iff
+    ``recurrence_tick(c, memory.write_every)``.
+    """
     return jnp.mod(jnp.asarray(counter, jnp.int32), every) == 0
 
 
@@ -62,12 +66,21 @@ def phase_dropout(x: jax.Array, rates: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.where(mask, x / jnp.maximum(keep, 1e-6), 0.0).astype(x.dtype)
 
 
+def target_weight_table(vocab_size: int, silence_ids: jax.Array, active_boost: float = 1.0) -> jax.Array:
+    """Loss multiplier per target id, ``[V]``: 1 for silence ids, ``active_boost`` for every other id."""
+    silent = jnp.zeros((vocab_size,), bool).at[jnp.asarray(silence_ids, jnp.int32)].set(True)
+    return jnp.where(silent, 1.0, jnp.float32(active_boost))
+
+
 def rhythmic_token_weights(targets: jax.Array, weights_per_position: jax.Array, silence_ids: jax.Array | None = None,
                            active_boost: float = 1.0) -> jax.Array:
-    """Loss weight per target: the breath weight of its position (pause → 0), and targets that are
-    not silence up-weighted by ``active_boost`` (counters silence-majority collapse).
+    """Loss weight per target (SPEC §1.7): the breath weight of its position (pause → 0), and targets
+    that are not silence up-weighted by ``active_boost`` (counters silence-majority collapse):
+    ``w_t = breath_w_t · (active_boost if targets_t ∉ silence else 1)``.
 
-    The trainer normalises by the weight sum: ``L = Σ w_t CE_t / Σ w_t``.
+    The trainer normalises by the weight sum: ``L = Σ w_t CE_t / Σ w_t``. A model that sees only the
+    inputs hands the trainer the two factors (``aux["token_weights"]`` = breath weights and
+    ``aux["target_weights"]`` = :func:`target_weight_table`); the trainer's product equals this.
     """
     w = jnp.broadcast_to(weights_per_position, targets.shape).astype(jnp.float32)
     if silence_ids is not None and active_boost != 1.0:
