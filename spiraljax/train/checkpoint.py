@@ -198,7 +198,10 @@ class Checkpointer:
             dst = self.root / "corrupt" / kind / f"{step}.{n}"
             n += 1
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(src), str(dst))
+        try:
+            shutil.move(str(src), str(dst))
+        except FileNotFoundError:  # another process of a multi-host run moved it first
+            pass
         mngr.reload()
         print(f"warning: checkpoint {src} is unreadable ({_problem(err)}); moved it to {dst}", file=sys.stderr)
         return dst
