@@ -253,6 +253,22 @@ def test_resume_of_a_missing_or_empty_workdir_is_refused(tmp_path):
     assert list((tmp_path / "empty").iterdir()) == []
 
 
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_scratch_with_any_config(tmp_path):
+    """Nothing trained yet, nothing to protect: such a resume may change the model (and a directory
+    with only checkpoints/, e.g. killed while compiling, still counts as a run)."""
+    from spiraljax.train.checkpoint import Checkpointer
+    from spiraljax.train.loop import _check_resume, holds_run
+
+    run = tmp_path / "run"
+    ckpt = Checkpointer(run)
+    try:
+        assert holds_run(run)
+        config.save(tiny_cfg(tmp_path), run / "config.yaml")
+        assert _check_resume(tiny_cfg(tmp_path, "model.d_model=64"), run, ckpt, {}) == {}
+    finally:
+        ckpt.close()
+
+
 def test_a_failed_data_check_leaves_no_run_directory(tmp_path):
     with pytest.raises(DataError, match="corpus file not found"):
         train(tiny_cfg(tmp_path, f"data.path={tmp_path / 'missing.txt'}"), tmp_path / "run")

@@ -86,11 +86,8 @@ def _describe(changes: dict[str, tuple[Any, Any]], keys: Iterable[str], limit: i
 
 
 def holds_run(run: Path) -> bool:
-    """A directory written by :func:`train`: a config.yaml or at least one saved checkpoint."""
-    ckpts = run / "checkpoints"
-    return (run / "config.yaml").is_file() or (
-        ckpts.is_dir() and any(p.name.isdigit() for kind in ("latest", "best") if (ckpts / kind).is_dir()
-                               for p in (ckpts / kind).iterdir()))
+    """A directory :func:`train` has started in: it has a config.yaml or a checkpoints/ folder."""
+    return (run / "config.yaml").is_file() or (run / "checkpoints").is_dir()
 
 
 class _StopFlag:
@@ -173,7 +170,7 @@ def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int |
     if resume and not run.is_dir():
         raise RunError(f"{run}: nothing to resume (no such directory; check --workdir)")
     if resume and not holds_run(run):
-        raise RunError(f"{run}: nothing to resume (no config.yaml or checkpoint in it; check --workdir)")
+        raise RunError(f"{run}: nothing to resume (no config.yaml or checkpoints/ in it; check --workdir)")
     prepared = _prepare(cfg)
     with RunLock(run):
         ckpt = Checkpointer(run, cfg.checkpoint.keep, cfg.checkpoint.async_save)
@@ -197,9 +194,11 @@ def _check_resume(cfg: Config, run: Path, ckpt: Checkpointer, abstract_state: di
     :data:`RESUMABLE_KEYS` or whose parameter/optimizer tree differs from the checkpoint's.
     Returns the allowed changes."""
     saved = run / "config.yaml"
+    if not ckpt.has_checkpoints():  # nothing trained yet: the resume starts from scratch with cfg
+        return {}
     changes = config_changes(_saved_config(saved), cfg.to_dict()) if saved.is_file() else {}
     refused = [k for k in changes if not resumable(k)]
-    mismatch = ckpt.incompatibility(abstract_state) if ckpt.has_checkpoints() else None
+    mismatch = ckpt.incompatibility(abstract_state)
     if mismatch:
         what = _describe(changes, refused or changes) if changes else "no config key (was the model code changed?)"
         raise RunError(f"{run}: cannot resume: the checkpoint does not fit the new config ({mismatch}); changed: "
