@@ -127,6 +127,21 @@ def test_exact_recall_and_paradox_lanes(substitution):
         assert {int(tgt[i]), int(other[i])} <= got
 
 
+def test_similarity_read_in_chunks_equals_one_block(substitution, monkeypatch):
+    contexts, _, queries, *_, states = substitution
+    state, q = states["general"], jnp.asarray(queries[:10])
+    whole = H.similarity_read(state, q, 4096)
+    monkeypatch.setattr(H, "QUERY_CHUNK", 4)                  # 10 queries → 3 chunks, the last one padded
+    chunked = H.similarity_read(state, q, 4096)
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(chunked[1], whole[1])
+    # which contexts the memory holds: every stored one, none of the changed ones
+    stored = {tuple(c) for c in contexts.tolist()}
+    assert bool(H._registered(state, jnp.asarray(contexts), 4096).all())
+    np.testing.assert_array_equal(H._registered(state, jnp.asarray(queries), 4096),
+                                  [tuple(c) in stored for c in queries.tolist()])
+
+
 def test_similarity_table_equals_matmul_reference(substitution):
     contexts, _, queries, *_, states = substitution
     state, q = states["general"], jnp.asarray(queries[:7])

@@ -10,8 +10,10 @@ Stores (arrays, no Python dict):
   ``lanes`` phase lanes: a target that contradicts what a slot already holds goes to the next free lane
   (paradox resolution), so both stay retrievable (``retrieve_all``). ``learn`` on a batch assigns lanes
   exactly as learning the items one at a time would (``learn_reference``).
-* the **registry** of bindings (context, lane, number of writes) — the stored contexts, not their targets.
-  It is what the similarity read attends over and what a dream replays.
+* the **registry** of bindings (context, lane, number of writes) — the stored contexts, not their targets —
+  with an open-addressed index (``INDEX_PROBES`` cells, 4× the rows) to find a binding. It is what the
+  similarity read attends over and what a dream replays. Bindings beyond ``episodes`` rows are not
+  registered (the suite reports a full registry).
 
 Modes: ``exact`` reads only the context's own slot. ``general`` (the generalising memory) reads the own
 slot when the registry holds the context and otherwise attends over stored contexts by geometric
@@ -86,6 +88,8 @@ class HolographicConfig(ModelConfig):
 State = dict[str, jax.Array]
 _MULT = jnp.uint32(2654435761)
 NEIGHBOURS = 8                            # stored bindings the similarity read attends to
+INDEX_PROBES = 4                          # open-addressing probes of the registry index (4× the registry)
+QUERY_CHUNK = 1024                        # queries per similarity block in similarity_read
 KERNEL_TABLE_MAX = 4096                   # vocab sizes up to this read the similarity kernel from a V×V table
 
 
@@ -168,25 +172,46 @@ def _assign_lanes(held: jax.Array, slot: jax.Array, targets: jax.Array) -> tuple
     return lane, new_rep & fits
 
 
+def _lookup(state: State, contexts: jax.Array, lane: jax.Array) -> jax.Array:
+    """Registry row of each (context, lane) binding, −1 when absent: the index is open-addressed, a
+    binding sits in one of ``INDEX_PROBES`` consecutive cells from its hash, verified by equality."""
+    size = state["ep_index"].shape[0]
+    h = _hash(jnp.concatenate([contexts, lane[:, None]], -1), 11, size)
+    found = jnp.full(contexts.shape[:-1], -1, jnp.int32)
+    for p in range(INDEX_PROBES):
+        cand = state["ep_index"][(h + p) % size]
+        safe = jnp.maximum(cand, 0)
+        hit = (cand >= 0) & (state["ep_ctx"][safe] == contexts).all(-1) & (state["ep_lane"][safe] == lane)
+        found = jnp.where((found < 0) & hit, cand, found)
+    return found
+
+
 def _register(state: State, contexts: jax.Array, lane: jax.Array) -> State:
-    """Count one write of each (context, lane) binding in the registry, adding the new ones."""
-    rows, index_size = state["ep_ctx"].shape[0], state["ep_index"].shape[0]
+    """Count one write of each (context, lane) binding in the registry, adding the new ones (a new row
+    takes the first free index cell among its probes; several new rows aiming at one cell: lowest row
+    wins, the others try the next cell)."""
+    rows, size = state["ep_ctx"].shape[0], state["ep_index"].shape[0]
     idx = jnp.arange(contexts.shape[0])
-    key = jnp.concatenate([contexts, lane[:, None]], -1)
-    h = _hash(key, 11, index_size)
-    cand = state["ep_index"][h]
-    safe = jnp.maximum(cand, 0)
-    match = (cand >= 0) & (state["ep_ctx"][safe] == contexts).all(-1) & (state["ep_lane"][safe] == lane)
+    found = _lookup(state, contexts, lane)
     first = _first_occurrence([contexts[:, i] for i in range(contexts.shape[1])] + [lane])
-    new_rep = (first == idx) & ~match
+    new_rep = (first == idx) & (found < 0)
     new_row = state["ep_count"] + jnp.cumsum(new_rep) - new_rep
-    row = jnp.where(match, cand, new_row[first])
+    row = jnp.where(found >= 0, found, new_row[first])
     write_at = jnp.where(new_rep, new_row, rows)                       # out of range → dropped
+    index = state["ep_index"]
+    h = _hash(jnp.concatenate([contexts, lane[:, None]], -1), 11, size)
+    placed = ~(new_rep & (new_row < rows))
+    for p in range(INDEX_PROBES):
+        cell = (h + p) % size
+        want = ~placed & (index[cell] < 0)
+        claim = jnp.full((size,), rows, jnp.int32).at[jnp.where(want, cell, size)].min(new_row, mode="drop")
+        won = want & (claim[cell] == new_row)
+        index = index.at[jnp.where(won, cell, size)].set(new_row, mode="drop")
+        placed = placed | won
     return {**state,
             "ep_ctx": state["ep_ctx"].at[write_at].set(contexts, mode="drop"),
             "ep_lane": state["ep_lane"].at[write_at].set(lane, mode="drop"),
-            "ep_index": state["ep_index"].at[jnp.where(new_rep & (new_row < rows), h, index_size)].set(
-                new_row, mode="drop"),
+            "ep_index": index,
             "ep_weight": state["ep_weight"].at[row].add(1.0, mode="drop"),
             "ep_count": jnp.minimum(state["ep_count"] + new_rep.sum(), rows)}
 
@@ -300,7 +325,14 @@ def similarity_read(state: State, contexts: jax.Array, capacity: int, neighbours
                     power: float = SIMILARITY_POWER) -> tuple[jax.Array, jax.Array]:
     """Attention over stored bindings: ``(scores [B, V], known [B])`` where scores = Σ_k a_k·read_k over
     the ``neighbours`` most similar registered bindings, a = softmax(φ⁴·sim), read_k = ⟨C_k⁻¹ M[slot_k,
-    lane_k], E(v)⟩; ``known``: the registry holds this very context."""
+    lane_k], E(v)⟩; ``known``: the registry holds this very context. Queries go through in chunks of
+    ``QUERY_CHUNK`` (a ``[chunk, registry]`` similarity block at a time), so memory stays bounded."""
+    b = contexts.shape[0]
+    if b > QUERY_CHUNK:
+        pad = (-b) % QUERY_CHUNK
+        chunks = jnp.pad(contexts, ((0, pad), (0, 0))).reshape(-1, QUERY_CHUNK, contexts.shape[1])
+        scores, known = jax.lax.map(lambda c: similarity_read(state, c, capacity, neighbours, power), chunks)
+        return scores.reshape(-1, scores.shape[-1])[:b], known.reshape(-1)[:b]
     emb = state["embed"]
     sim, rows = jax.lax.top_k(similarity(state, contexts, power), min(neighbours, state["ep_ctx"].shape[0]))
     ctx = jnp.maximum(state["ep_ctx"][rows], 0)                          # [B, K, n]
@@ -320,12 +352,22 @@ def _best_scores(state: State, contexts: jax.Array, capacity: int) -> jax.Array:
     scores = _lane_scores(state, contexts, capacity)                   # [S, B, L, V]
     best = scores[0].max(axis=1)
     if state["generalise"].shape[0]:
-        near, known = similarity_read(state, contexts, capacity)
-        best = jnp.where(known[:, None], best, near)
+        known = _registered(state, contexts, capacity)
+        best = jax.lax.cond(known.all(), lambda: best,                  # all stored: skip the search
+                            lambda: jnp.where(known[:, None], best, similarity_read(state, contexts, capacity)[0]))
     elif scores.shape[0] > 1:
         backoff = scores[1].max(axis=1) + scores[2].max(axis=1)
         best = jnp.where(_known(state, contexts, capacity)[:, None], best, backoff)
     return best
+
+
+def _registered(state: State, contexts: jax.Array, capacity: int) -> jax.Array:
+    """True where the registry holds a binding of this very context (in any lane) or the exact slot was
+    last written by it."""
+    hit = _known(state, contexts, capacity)
+    for lane in range(state["lane_target"].shape[-1]):
+        hit = hit | (_lookup(state, contexts, jnp.full(contexts.shape[:-1], lane, jnp.int32)) >= 0)
+    return hit
 
 
 def _known(state: State, contexts: jax.Array, capacity: int) -> jax.Array:
