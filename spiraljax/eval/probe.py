@@ -116,7 +116,8 @@ def memory_text(m: dict) -> str:
 
 
 @register_suite("probe", families=("spiralformer",), sources=("mycelial",),
-                options={"tokens": int, "samples": int, "threshold": float, "temperature": float})
+                options={"tokens": int, "samples": int, "threshold": float, "temperature": float,
+                         "memory_sequences": int})
 def probe_suite(ctx: EvalContext) -> SuiteResult:
     opts = ctx.options
     n_tokens, samples = int(opts.get("tokens", 24)), int(opts.get("samples", 4))
