@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     from spiraljax.errors import USER_ERRORS
+    from spiraljax.runinfo import describe, read_run_info
     from spiraljax.eval.suites import SUITE_MODULES, EvalContext, SuiteError, check_options, get_suite
 
     try:
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             res = suite.fn(ctx)
             results[suite.name] = {**res.data, **({"passed": res.passed} if res.passed is not None else {})}
             texts.append(f"== {suite.name} ==\n{res.text}")
+        if ctx.run_dir is not None:
+            info = read_run_info(ctx.run_dir)
+            results["provenance"] = info
+            texts.insert(0, describe(info))
         if skipped:
             results["skipped"] = skipped
             texts.append("skipped (do not fit this run): " + "; ".join(skipped))

@@ -62,11 +62,11 @@ def run_info(argv: list[str] | None = None) -> dict[str, Any]:
             "command": list(sys.argv if argv is None else argv)}
 
 
-def write_run_info(run_dir: str | Path, argv: list[str] | None = None) -> dict[str, Any]:
+def write_run_info(run_dir: str | Path, resumed: bool = False, argv: list[str] | None = None) -> dict[str, Any]:
     """Write ``run.json``; a resumed run appends its own entry to ``resumes`` instead of overwriting."""
     path = Path(run_dir) / "run.json"
     info = run_info(argv)
-    previous = read_run_info(run_dir)
+    previous = read_run_info(run_dir) if resumed else None
     if previous:
         previous.setdefault("resumes", []).append(info)
         info = previous

@@ -96,6 +96,9 @@ def test_two_runs_of_one_config_are_bit_identical(tmp_path):
                                     "checkpoint.every=6", "train.eval_every=6"])
     for name in ("a", "b"):
         train(cfg, tmp_path / name)
+    info = json.loads((tmp_path / "a" / "run.json").read_text())  # provenance of every run
+    assert info["versions"]["jax"] == jax.__version__ and info["device"]["platform"] == jax.default_backend()
+    assert {"commit", "dirty"} <= set(info["git"]) and info["command"]
     pa, pb = (load_run(tmp_path / n, "latest")[1]["params"] for n in ("a", "b"))
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
         assert np.array_equal(np.asarray(x), np.asarray(y))

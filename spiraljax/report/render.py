@@ -112,12 +112,15 @@ def header(report: dict) -> list[str]:
     v = info["versions"]
     g = info["git"]
     commit = (g.get("commit") or "no git")[:10] + (" (dirty tree)" if g.get("dirty") else "")
+    runs = [r for part in ("lm", "recall") for seeds in report.get(part, {}).values() for r in seeds.values()]
+    made = sorted({(r.get("commit") or "unknown")[:10] + (" (dirty)" if r.get("dirty") else "") for r in runs})
     return [f"Command: `{report['command']}` — budget `{b['name']}` ({b['description']}); "
             f"{b['steps']} steps per language model; seeds {', '.join(map(str, report['seeds']))}; "
             "mean ± sample sd over seeds.",
             f"Made with commit {commit}, Python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
             f"optax {v['optax']}, orbax-checkpoint {v['orbax-checkpoint']}, numpy {v['numpy']} on "
-            f"{info['device']['platform']} × {info['device']['device_count']} ({info['device']['machine']})."]
+            f"{info['device']['platform']} × {info['device']['device_count']} ({info['device']['machine']}); "
+            f"the runs were trained at commit {', '.join(made) or '—'} (each run's `run.json`)."]
 
 
 def markdown(report: dict, figures: dict[str, str]) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 
 from spiraljax import config as config_lib
 from spiraljax.config import Config, ConfigError
+from spiraljax.runinfo import describe, read_run_info
 from spiraljax.train.metrics import read_metrics
 
 STATUS = "report_status.json"
@@ -127,7 +128,9 @@ def run_numbers(run: Path, status: dict[str, Any]) -> dict[str, Any]:
     info = next((r for r in rows if r.get("kind") == "info" and "params" in r), {})
     bpc, loss = curve(rows, "bpc"), curve(rows, "loss")
     r_curve = [(int(r["step"]), float(r["R_mean"])) for r in rows if r.get("kind") == "train" and "R_mean" in r]
-    return {**({"R_curve": r_curve} if r_curve else {}),"run_dir": str(run), "params": info.get("params"), "bpc_curve": bpc, "loss_curve": loss,
+    info = read_run_info(run) or {}
+    return {**({"R_curve": r_curve} if r_curve else {}), "provenance": describe(info),
+            "commit": (info.get("git") or {}).get("commit"), "dirty": (info.get("git") or {}).get("dirty"),"run_dir": str(run), "params": info.get("params"), "bpc_curve": bpc, "loss_curve": loss,
             "final_bpc": bpc[-1][1] if bpc else None, "final_loss": loss[-1][1] if loss else None,
             "tokens_per_s": train_throughput(rows), "wall_s": status.get("seconds"),
             "diagnostics": diagnostics(rows)}

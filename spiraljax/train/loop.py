@@ -1,6 +1,7 @@
 """The training loop: data → jit step on a device mesh → metrics, eval, samples, checkpoints.
 
-Resumable exactly: the batch of step s is a pure function of (seed, s), the step's RNG is
+Every run directory gets ``run.json`` (commit, versions, platform, command line; see
+:mod:`spiraljax.runinfo`). Resumable exactly: the batch of step s is a pure function of (seed, s), the step's RNG is
 ``fold_in(rng, s)``, and params/optimizer state/step/rng are restored from Orbax.
 
 Nothing is written before it is known to be valid: the config, data, sample prompt and the model's
@@ -27,6 +28,7 @@ from spiraljax.data.base import DataError, build_dataset, metric_unit
 from spiraljax.eval.generation import sample_text
 from spiraljax.eval.lm import evaluate_lm
 from spiraljax.models import build
+from spiraljax.runinfo import write_run_info
 from spiraljax.train.checkpoint import Checkpointer
 from spiraljax.train.lock import RunLock
 from spiraljax.train.metrics import MetricsWriter
@@ -230,6 +232,8 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     elif resume:
         print(f"note: {run} has no checkpoint yet; starting from scratch")
     config_lib.save(cfg, run / "config.yaml")
+    if jax.process_index() == 0:
+        write_run_info(run, resumed=restored)
     (run / "samples").mkdir(exist_ok=True)
     writer = MetricsWriter(run, resume_step=start if restored else None, tensorboard=tc.tensorboard)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
