@@ -18,7 +18,7 @@ SMALL = ["model.d_model=32", "model.n_heads=2", "model.n_layers=1", "model.seq_l
 def build(*overrides):
     cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + list(overrides))
     model = models.build(cfg.model)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 32), jnp.int32))
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32), jnp.int32))
     return cfg, model, variables
 
 
@@ -26,7 +26,7 @@ def build(*overrides):
 def femto():
     cfg, model, variables = build()
     fn = jax.jit(lambda tokens, cond, **kw: model.apply(variables, tokens, conditions=cond, **kw),
-                 static_argnames=("cut_memory",))
+                 static_argnames=("cut_memory", "charge_only_memory"))
     return cfg, model, variables, fn
 
 
@@ -162,30 +162,30 @@ def test_cut_memory_changes_only_hold_positions_that_read(femto):
     for b in range(2):
         changed = np.abs(np.asarray(cut[b] - logits[b])).max(axis=-1) > 1e-4
         np.testing.assert_array_equal(changed, hold & read_cycles[b, cycle_of])
+    by_charge = fn(tokens, cond, charge_only_memory=True)[1]["memory_slot"]   # the old read: ties → slot 0
+    assert set(np.unique(by_charge).tolist()) == {-1, 0}
 
 
 def test_training_coins_follow_the_sample_key(femto):
     _, model, variables, _ = femto
     tokens = active_glyphs(jax.random.key(6), 64)
-
-    def queries(seed):
-        rngs = {"sample": jax.random.key(seed), "dropout": jax.random.key(0)}
-        return np.asarray(model.apply(variables, tokens, train=True, rngs=rngs)[1]["memory_queries"])
-
-    a, b = queries(1), queries(2)
-    np.testing.assert_array_equal(a, queries(1))                     # same key → same coins (exact resume)
+    queries = jax.jit(lambda key: model.apply(variables, tokens, train=True, rngs={
+        "sample": key, "dropout": jax.random.key(0)})[1]["memory_queries"])
+    a, b = np.asarray(queries(jax.random.key(1))), np.asarray(queries(jax.random.key(2)))
+    np.testing.assert_array_equal(a, queries(jax.random.key(1)))      # same key → same coins (exact resume)
     assert not np.array_equal(a, b)
     assert 0.2 < a.sum() / (3 * 64) < 0.5                            # ≈ query_prob 0.35 of the 3 hold phases
 
 
-def test_breathing_recurrence_writes_every_kth_cycle():
+def test_breathing_recurrence_writes_every_kth_cycle(femto):
     tokens = active_glyphs(jax.random.key(7), 1)                      # 32 positions: cycles 0, 1, 2 have content
-    for every, written in ((1, 3), (2, 2), (3, 1)):
-        _, model, variables = build(f"model.memory.write_every={every}")
-        aux = model.apply(variables, tokens)[1]
-        assert int(aux["memory"]["valid"].sum()) == written, every
-        if every >= 2:
-            assert int(aux["memory_slot"][0, 1]) == 0 and int(aux["memory_hits"][0]) == 2  # cycles 1, 2 read cycle 0
+    every_cycle = femto[3](tokens, jnp.full((1, 5), 0.5))[1]
+    assert int(every_cycle["memory"]["valid"].sum()) == 3
+    assert every_cycle["memory_slot"][0, :2].tolist() == [-1, 0]     # cycle 0 finds nothing, cycle 1 cycle 0
+    _, model, variables = build("model.memory.write_every=2")
+    aux = jax.jit(model.apply)(variables, tokens)[1]
+    assert int(aux["memory"]["valid"].sum()) == 2                     # cycles 0 and 2 written, not 1
+    assert aux["memory_slot"][0, :3].tolist() == [-1, 0, 0]           # cycle 2 can only read cycle 0
 
 
 def test_loss_weights_are_rhythmic_token_weights_of_the_targets():
@@ -195,13 +195,17 @@ def test_loss_weights_are_rhythmic_token_weights_of_the_targets():
     seq = seq.at[:, 10:20].set(glyphs.SILENCE_ID)                     # silence and active targets
     batch = {"inputs": seq[:, :-1], "targets": seq[:, 1:], "mask": jnp.ones((2, 32)).at[1, 25:].set(0.0),
              "conditions": jnp.full((2, 5), 0.5)}
-    _, (ce, _) = loss_fn(variables["params"], model, batch, jnp.int32(0), jax.random.key(0), train=False)
-    logits, aux = model.apply(variables, batch["inputs"], conditions=batch["conditions"])
-    nll = token_nll(logits, batch["targets"])
-    w = batch["mask"] * rhythm.rhythmic_token_weights(batch["targets"], aux["breath_weight"],
-                                                      jnp.asarray(glyphs.SILENCE_IDS), boost)
+
+    @jax.jit
+    def trainer_and_model(batch):
+        _, (ce, _) = loss_fn(variables["params"], model, batch, jnp.int32(0), jax.random.key(0), train=False)
+        logits, aux = model.apply(variables, batch["inputs"], conditions=batch["conditions"])
+        return ce, token_nll(logits, batch["targets"]), aux["breath_weight"]
+
+    ce, nll, breath = trainer_and_model(batch)
+    w = batch["mask"] * rhythm.rhythmic_token_weights(batch["targets"], breath, jnp.asarray(glyphs.SILENCE_IDS), boost)
     np.testing.assert_allclose(ce, jnp.sum(w * nll) / jnp.sum(w), rtol=1e-6)
-    plain = batch["mask"] * aux["breath_weight"]
+    plain = batch["mask"] * breath
     assert abs(float(ce) - float(jnp.sum(plain * nll) / jnp.sum(plain))) > 1e-4   # the boost is applied
 
 

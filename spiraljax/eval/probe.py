@@ -67,14 +67,17 @@ def memory_ablation(model, variables, batches, step: int = 0) -> dict:
     with the reads added vs cut (``cut_memory=True``: the same reads, nothing added), the same on the
     positions a read reaches (hold positions whose cycle found a painting), |Δlogits| there, and
     which paintings the reads return (distinct slots per sequence; share of reads returning slot 0,
-    the only slot the old charge-only read ever returned)."""
+    the only slot the old charge-only read ever returned). ``nll_charge``: the same model reading by
+    charge alone (``charge_only_memory=True``, the old read) — what content addressing adds."""
     @jax.jit
     def forward(batch):
         kw = dict(train=False, step=step, **model_extras(batch))
         logits, aux = model.apply(variables, batch["inputs"], **kw)
         cut, _ = model.apply(variables, batch["inputs"], cut_memory=True, **kw)
+        by_charge, _ = model.apply(variables, batch["inputs"], charge_only_memory=True, **kw)
         mask = batch["mask"].astype(jnp.float32)
         return {"nll": token_nll(logits, batch["targets"]) * mask, "nll_cut": token_nll(cut, batch["targets"]) * mask,
+                "nll_charge": token_nll(by_charge, batch["targets"]) * mask,
                 "mask": mask, "dlogit": jnp.mean(jnp.abs(logits - cut), axis=-1),
                 "dlogit_max": jnp.max(jnp.abs(logits - cut), axis=-1), "slot": aux["memory_slot"],
                 "read": aux["memory_read"], "gate": aux["memory_gate"]}
@@ -88,11 +91,12 @@ def memory_ablation(model, variables, batches, step: int = 0) -> dict:
     distinct = np.array([len(set(row[row >= 0].tolist())) for row in slots])
     tokens = max(float(cat["mask"].sum()), 1.0)
     return {"sequences": int(len(slots)), "nll": float(cat["nll"].sum() / tokens),
-            "nll_cut": float(cat["nll_cut"].sum() / tokens),
+            "nll_cut": float(cat["nll_cut"].sum() / tokens), "nll_charge_only": float(cat["nll_charge"].sum() / tokens),
             "delta_nll_se": float(per_seq.std(ddof=1) / np.sqrt(len(per_seq))) if len(per_seq) > 1 else 0.0,
             "reached_share": float(on.sum() / tokens),
             "nll_reached": float(cat["nll"][on].sum() / max(on.sum(), 1)),
             "nll_cut_reached": float(cat["nll_cut"][on].sum() / max(on.sum(), 1)),
+            "nll_charge_only_reached": float(cat["nll_charge"][on].sum() / max(on.sum(), 1)),
             "mean_abs_dlogit_reached": float(cat["dlogit"][on].mean()) if on.any() else 0.0,
             "mean_max_abs_dlogit_reached": float(cat["dlogit_max"][on].mean()) if on.any() else 0.0,
             "gate_reached": float(cat["gate"][on].mean()) if on.any() else 0.0,
@@ -106,9 +110,10 @@ def memory_text(m: dict) -> str:
     return "\n".join([
         f"TowerMemory ablation over {m['sequences']} validation sequences (reads added vs cut_memory=True):",
         f"  NLL nats/glyph: {m['nll']:.4f} with memory, {m['nll_cut']:.4f} cut "
-        f"(Δ {m['nll'] - m['nll_cut']:+.4f}; standard error over sequences {m['delta_nll_se']:.4f})",
+        f"(Δ {m['nll'] - m['nll_cut']:+.4f}; standard error over sequences {m['delta_nll_se']:.4f}); "
+        f"{m['nll_charge_only']:.4f} reading by charge only (the old read)",
         f"  positions a read reaches: {100 * m['reached_share']:.1f} % of targets; NLL there "
-        f"{m['nll_reached']:.4f} vs {m['nll_cut_reached']:.4f} cut; mean |Δlogit| {m['mean_abs_dlogit_reached']:.4f} "
+        f"{m['nll_reached']:.4f} vs {m['nll_cut_reached']:.4f} cut, {m['nll_charge_only_reached']:.4f} by charge; mean |Δlogit| {m['mean_abs_dlogit_reached']:.4f} "
         f"(max over vocab {m['mean_max_abs_dlogit_reached']:.4f}); gate {m['gate_reached']:.3f}",
         f"  reads per sequence {m['reads_per_sequence']:.2f}, distinct paintings read per sequence "
         f"{m['distinct_slots_per_sequence']:.2f}, share of reads returning slot 0 {m['slot0_share_of_reads']:.2f}, "

@@ -9,7 +9,8 @@ rhythmic-loss factors ``token_weights [B, T]`` (breath weight per position) and 
 (active boost per target id; the trainer multiplies ``token_weights · target_weights[targets]`` into
 the loss mask); and ``metrics``.
 ``force_breath_weight`` / ``force_silence_gate`` / ``force_memory_gate`` override those quantities
-for interventions; ``cut_memory=True`` reads the tower but adds nothing (ablation).
+for interventions; ``cut_memory=True`` reads the tower but adds nothing (ablation);
+``charge_only_memory=True`` reads by charge resonance alone (the old read: ties → slot 0).
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ class Spiralformer(nn.Module):
         attn_open = rhythm.attention_open(phases, bc.attention_phases).astype(jnp.float32)
         return phases, weights, attn_open, rhythm.dropout_rate(phases, bc.dropout)
 
-    def _memory(self, h, tokens, phases, charge, step, memory, train, force_gate, cut):
+    def _memory(self, h, tokens, phases, charge, step, memory, train, force_gate, cut, charge_only):
         """TowerMemory over the breath cycles c of the sequence (one ``lax.scan`` step per cycle):
 
         * query ``q_c = W_q · mean{h_t : t ∈ c, phase inhale, token ≠ PAD}`` (before c's hold phase);
@@ -155,7 +156,8 @@ class Spiralformer(nn.Module):
 
         def per_cycle(state, xs):
             content_c, key_c, query_c, ask_c, write_c = xs
-            state, got, found, slot = tower_read(state, charge, mc.threshold, query=query_c, active=ask_c)
+            state, got, found, slot = tower_read(state, charge, mc.threshold, query=None if charge_only else query_c,
+                                                 active=ask_c)
             state = tower_write(state, content_c, charge, mc.decay, active=write_c, key=key_c)
             return state, (got, found, slot)
 
@@ -180,7 +182,8 @@ class Spiralformer(nn.Module):
                  conditions: jax.Array | None = None, memory: dict | None = None,
                  force_breath_weight: float | jax.Array | None = None,
                  force_silence_gate: float | jax.Array | None = None,
-                 force_memory_gate: float | jax.Array | None = None, cut_memory: bool = False):
+                 force_memory_gate: float | jax.Array | None = None, cut_memory: bool = False,
+                 charge_only_memory: bool = False):
         cfg = self.cfg
         b, t = tokens.shape
         if conditions is None:
@@ -209,7 +212,7 @@ class Spiralformer(nn.Module):
         aux = {"breath_weight": breath_w, "silence_gate": gate, "field_charge": charge, "phase": phases}
         if cfg.memory.enabled:
             x, memory_aux = self._memory(x, tokens, phases, charge, step, memory, train, force_memory_gate,
-                                         cut_memory)
+                                         cut_memory, charge_only_memory)
             aux.update(memory_aux)
         x = nn.LayerNorm(name="ln_f")(x)
         aux["hidden_var"] = jnp.var(x, axis=(1, 2))
