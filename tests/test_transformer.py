@@ -8,13 +8,28 @@ from spiraljax import config, models
 from spiraljax.ops.attention import causal_attention, masked_attention
 
 
-def test_future_tokens_do_not_change_past_logits():
-    cfg = config.load(None, ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=24"])
+@pytest.mark.parametrize("smear", [False, True])
+def test_future_tokens_do_not_change_past_logits(smear):
+    cfg = config.load(None, ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=24",
+                             f"model.smear_keys={smear}"])
     model = models.build(cfg.model)
     tokens = jax.random.randint(jax.random.key(1), (2, 24), 0, 256)
     variables = model.init(jax.random.key(0), tokens)
     apply = jax.jit(lambda t: model.apply(variables, t)[0])
     assert_future_independent(apply, tokens, (0, 7, 22), 256, shift=17, atol=1e-6)
+
+
+def test_smeared_keys_mix_each_key_with_the_previous_one():
+    from spiraljax.nn.layers import smear_keys
+
+    k = jax.random.normal(jax.random.key(0), (2, 5, 3, 4))
+    mix = jnp.array([1.0, 0.0, 0.25])
+    out = np.asarray(smear_keys(k, mix))
+    k = np.asarray(k)
+    np.testing.assert_allclose(out[:, :, 0], k[:, :, 0], atol=1e-6)                 # m = 1: unchanged
+    np.testing.assert_allclose(out[:, 1:, 1], k[:, :-1, 1], atol=1e-6)               # m = 0: previous key
+    np.testing.assert_allclose(out[:, 0, 1], 0.0, atol=1e-6)                         # nothing before t = 0
+    np.testing.assert_allclose(out[:, 1:, 2], 0.25 * k[:, 1:, 2] + 0.75 * k[:, :-1, 2], atol=1e-6)
 
 
 def test_attention_rows_without_keys_are_zero_not_nan():

@@ -20,6 +20,7 @@ class TransformerConfig(ModelConfig):
     mlp_kind: Literal["swiglu", "gelu"] = "swiglu"
     tie_embeddings: bool = True
     window: int | None = Field(None, gt=0)
+    smear_keys: bool = False  # per-head smeared keys (see spiraljax.nn.layers.smear_keys)
 
 
 class Transformer(nn.Module):
@@ -41,7 +42,8 @@ class Transformer(nn.Module):
 
             attend = partial(causal_attention, window=cfg.window)
         for i in range(cfg.n_layers):
-            x = Block(cfg.n_heads, hidden, cfg.mlp_kind, cfg.dropout, dtype, attend=attend, name=f"block_{i}")(x, train=train)
+            x = Block(cfg.n_heads, hidden, cfg.mlp_kind, cfg.dropout, dtype, attend=attend, smear=cfg.smear_keys,
+                      name=f"block_{i}")(x, train=train)
         x = nn.LayerNorm(dtype=dtype, name="ln_f")(x)
         if cfg.tie_embeddings:
             logits = embed.attend(x.astype(jnp.float32))

@@ -1,4 +1,4 @@
-"""Shared Flax building blocks: attention with RoPE, MLP, pre-norm Transformer block."""
+"""Shared Flax building blocks: attention with RoPE (and optional smeared keys), MLP, pre-norm Transformer block."""
 from __future__ import annotations
 
 from typing import Callable
@@ -12,13 +12,30 @@ from spiraljax.ops.attention import apply_rope, causal_attention
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
+def smear_keys(k: jax.Array, mix: jax.Array) -> jax.Array:
+    """Smeared keys (Olsson et al., 2022): ``k̃_j = m_h k_j + (1 − m_h) k_{j−1}`` with ``k_{−1} = 0``.
+
+    ``k`` is ``[B, T, H, D]``, ``mix`` ``[H]`` in (0, 1). Causal: k̃_j depends on positions ≤ j only.
+    A query then matches position j on the content of j − 1, so a single head can do what an
+    induction circuit otherwise needs a previous-token head in an earlier layer for.
+    """
+    prev = jnp.pad(k, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
+    m = mix.astype(k.dtype)[:, None]
+    return m * k + (1.0 - m) * prev
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with RoPE; ``attend(q, k, v)`` picks the pattern (dense causal by default)."""
+    """Multi-head self-attention with RoPE; ``attend(q, k, v)`` picks the pattern (dense causal by default).
+
+    ``smear``: keys (after RoPE) are smeared with the previous position's key by a learned per-head
+    ``m_h = σ(w_h)``, ``w_h`` initialised to 0 (see :func:`smear_keys`).
+    """
 
     n_heads: int
     dtype: jnp.dtype = jnp.float32
     rope: bool = True
     attend: AttentionFn | None = None
+    smear: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -29,6 +46,8 @@ class SelfAttention(nn.Module):
         if self.rope:
             pos = jnp.arange(t)
             q, k = apply_rope(q, pos), apply_rope(k, pos)
+        if self.smear:
+            k = smear_keys(k, nn.sigmoid(self.param("smear", nn.initializers.zeros, (self.n_heads,))))
         out = (self.attend or causal_attention)(q, k, v)
         return nn.DenseGeneral(d, axis=(-2, -1), use_bias=False, dtype=self.dtype, name="out")(out)
 
@@ -60,11 +79,13 @@ class Block(nn.Module):
     dropout: float = 0.0
     dtype: jnp.dtype = jnp.float32
     attend: AttentionFn | None = None
+    smear: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         drop = nn.Dropout(self.dropout, deterministic=not train)
-        h = SelfAttention(self.n_heads, self.dtype, attend=self.attend, name="attn")(nn.LayerNorm(dtype=self.dtype)(x))
+        h = SelfAttention(self.n_heads, self.dtype, attend=self.attend, smear=self.smear, name="attn")(
+            nn.LayerNorm(dtype=self.dtype)(x))
         x = x + drop(h)
         h = MLP(self.mlp_hidden, self.mlp_kind, self.dtype, name="mlp")(nn.LayerNorm(dtype=self.dtype)(x))
         return x + drop(h)
