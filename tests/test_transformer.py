@@ -53,18 +53,20 @@ def test_sliding_window_matches_explicit_mask():
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
-def expected_parameter_count(v: int, d: int, n_layers: int, mlp_kind: str, tie: bool) -> int:
-    """Embedding V·d; per block: 2 LayerNorms (2·2d), qkv 3d², out d², MLP (SwiGLU gate/up/down 3·d·h with
-    h = ⌊4d·2/3⌋, GELU up/down 2·d·4d); final LayerNorm 2d; untied head d·V."""
+def expected_parameter_count(v: int, d: int, n_layers: int, n_heads: int, mlp_kind: str, tie: bool,
+                             smear: bool = True) -> int:
+    """Embedding V·d; per block: 2 LayerNorms (2·2d), qkv 3d², out d², one smear logit per head, MLP
+    (SwiGLU gate/up/down 3·d·h with h = ⌊4d·2/3⌋, GELU up/down 2·d·4d); final LayerNorm 2d; untied head d·V."""
     mlp = 3 * d * int(4 * d * 2 / 3) if mlp_kind == "swiglu" else 2 * d * 4 * d
-    block = 2 * 2 * d + 3 * d * d + d * d + mlp
+    block = 2 * 2 * d + 3 * d * d + d * d + (n_heads if smear else 0) + mlp
     return v * d + n_layers * block + 2 * d + (0 if tie else d * v)
 
 
-@pytest.mark.parametrize("tie,mlp_kind", [(True, "swiglu"), (False, "swiglu"), (True, "gelu")])
-def test_parameter_count_and_shapes(tie, mlp_kind):
+@pytest.mark.parametrize("tie,mlp_kind,smear", [(True, "swiglu", True), (False, "swiglu", True),
+                                                (True, "gelu", True), (True, "swiglu", False)])
+def test_parameter_count_and_shapes(tie, mlp_kind, smear):
     cfg = config.load(None, ["model.d_model=64", "model.n_layers=2", f"model.tie_embeddings={tie}",
-                             f"model.mlp_kind={mlp_kind}"])
+                             f"model.mlp_kind={mlp_kind}", f"model.smear_keys={smear}"])
     model = models.build(cfg.model)
     tokens = jnp.zeros((2, cfg.model.seq_len), jnp.int32)
     variables = model.init(jax.random.key(0), tokens)
@@ -72,4 +74,4 @@ def test_parameter_count_and_shapes(tie, mlp_kind):
     assert logits.shape == (2, cfg.model.seq_len, 256) and logits.dtype == jnp.float32 and aux == {}
     n = sum(x.size for x in jax.tree.leaves(variables))
     assert ("head" in variables["params"]) == (not tie)
-    assert n == expected_parameter_count(256, 64, 2, mlp_kind, tie)
+    assert n == expected_parameter_count(256, 64, 2, cfg.model.n_heads, mlp_kind, tie, smear)

@@ -23,6 +23,17 @@ from spiraljax.data.recall import MQARDataConfig, mqar_batch
 from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
 
 
+def masked_accuracy(apply_fn, batches) -> float:
+    """Fraction of masked targets where ``argmax apply_fn(inputs)`` equals the target (any task with a
+    loss mask: MQAR answers, induction copies)."""
+    hits = total = 0.0
+    for b in batches:
+        pred = np.asarray(jnp.argmax(apply_fn(jnp.asarray(b["inputs"])), axis=-1))
+        hits += float(np.sum((pred == b["targets"]) * b["mask"]))
+        total += float(np.sum(b["mask"]))
+    return hits / max(total, 1.0)
+
+
 def first_query_mask(inputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``mask`` restricted to queries whose key has not been queried earlier in the sequence."""
     first = np.zeros_like(mask)
