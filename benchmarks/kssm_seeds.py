@@ -3,12 +3,12 @@
 mean ± sd and the pass rate.
 
   python benchmarks/kssm_seeds.py --config configs/kssm_v3_shakespeare.yaml --seeds 0 1 2 3 4 \
-      [--set model.global_mix=0.5 ...] [--tag NAME] [--root runs/seeds] [--eval-only] [--json]
+      [--set model.global_mix=0.5 ...] [--tag NAME] [--root runs/seeds] [--eval-only | --table-only] [--json]
 
 Run directories are ``ROOT/TAG_sSEED`` (TAG defaults to the config's name); a run whose final
 checkpoint exists is not trained again, so the script resumes an interrupted sweep and
 ``--eval-only`` re-evaluates finished runs with the current suite. Every row is also appended to
-``ROOT/TAG.jsonl``.
+``ROOT/TAG.jsonl``; ``--table-only`` prints the table of the newest row per requested seed from it.
 """
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag")
     p.add_argument("--root", default="runs/seeds")
     p.add_argument("--eval-only", action="store_true")
+    p.add_argument("--table-only", action="store_true", help="print the table from ROOT/TAG.jsonl, run nothing")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT_DIR))
@@ -102,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     tag = args.tag or Path(args.config).stem
     root = ROOT_DIR / args.root
     root.mkdir(parents=True, exist_ok=True)
+    if args.table_only:
+        log = root / f"{tag}.jsonl"
+        if not log.is_file():
+            print(f"error: {log}: no results yet", file=sys.stderr)
+            return 2
+        newest = {r["seed"]: r for r in map(json.loads, log.read_text().splitlines()) if r["seed"] in args.seeds}
+        rows = [newest[s] for s in args.seeds if s in newest]
+        print(json.dumps(rows, indent=2) if args.json else f"{tag}\n" + table(rows))
+        return 0
     rows = []
     for seed in args.seeds:
         try:
