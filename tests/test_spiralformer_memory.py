@@ -151,15 +151,15 @@ def test_past_logits_get_no_gradient_from_future_tokens(femto):
 
 def test_cut_memory_changes_only_hold_positions_that_read(femto):
     cfg, _, _, fn = femto
-    tokens = active_glyphs(jax.random.key(4), 2)
-    cond = jax.random.uniform(jax.random.key(5), (2, 5))
+    tokens = active_glyphs(jax.random.key(4), 8)                      # batch 8: the shape compiled above
+    cond = jax.random.uniform(jax.random.key(5), (8, 5))
     logits, aux = fn(tokens, cond)
     cut, _ = fn(tokens, cond, cut_memory=True)
     hold = np.asarray(aux["phase"]) == rhythm.HOLD
     np.testing.assert_allclose(cut[:, ~hold], logits[:, ~hold], atol=1e-6)
     read_cycles = np.asarray(aux["memory_slot"]) >= 0                 # [B, C]
     cycle_of = np.arange(32) // sum(cfg.model.breath.durations)
-    for b in range(2):
+    for b in range(8):
         changed = np.abs(np.asarray(cut[b] - logits[b])).max(axis=-1) > 1e-4
         np.testing.assert_array_equal(changed, hold & read_cycles[b, cycle_of])
     by_charge = fn(tokens, cond, charge_only_memory=True)[1]["memory_slot"]   # the old read: ties → slot 0
