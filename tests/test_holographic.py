@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from spiraljax import config
+from spiraljax.eval import holographic as suite
 from spiraljax.models import holographic as H
 from spiraljax.ops import clifford as Cl
-from spiraljax.eval import holographic as suite
 from spiraljax.ops.toroidal import satellite_phases, toroidal_attention, toroidal_attention_reference
 
 
@@ -130,11 +130,16 @@ def test_exact_recall_and_paradox_lanes(substitution):
 def test_similarity_read_in_chunks_equals_one_block(substitution, monkeypatch):
     contexts, _, queries, *_, states = substitution
     state, q = states["general"], jnp.asarray(queries[:10])
-    whole = H.similarity_read(state, q, 4096)
+    mixed = jnp.concatenate([q[:3], jnp.asarray(contexts[:5]), q[3:5]])   # blocks of 4: mixed, stored, padded
+    def both(st, q_, m_):       # a fresh function each call, so each traces with the QUERY_CHUNK of its time
+        return H.similarity_read(st, q_, 4096), H._best_scores(st, m_, 4096)
+
+    whole, whole_best = jax.jit(lambda *a: both(*a))(state, q, mixed)
     monkeypatch.setattr(H, "QUERY_CHUNK", 4)                  # 10 queries → 3 chunks, the last one padded
-    chunked = H.similarity_read(state, q, 4096)
+    chunked, chunked_best = jax.jit(lambda *a: both(*a))(state, q, mixed)
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(chunked[1], whole[1])
+    np.testing.assert_allclose(chunked_best, whole_best, rtol=1e-5, atol=1e-6)
     # which contexts the memory holds: every stored one, none of the changed ones
     stored = {tuple(c) for c in contexts.tolist()}
     assert bool(H._registered(state, jnp.asarray(contexts), 4096).all())
@@ -154,6 +159,13 @@ def test_similarity_table_equals_matmul_reference(substitution):
     self_sim = np.asarray(H.similarity(state, jnp.asarray(contexts[:1])))[0, 0]
     np.testing.assert_allclose(self_sim, 3.0, rtol=1e-5)
     assert np.sort(fast[:, filled], axis=1)[:, -2].max() < 2.0 < fast[:, filled].max(axis=1).min()
+    # recency weights φ^-(n-1-i): the same on both paths; a stored context scores Σ w_i = φ^-2 + φ^-1 + 1 = 2
+    recent = suite.with_recency(state, 1.0)
+    np.testing.assert_allclose(np.asarray(H.similarity(recent, q))[:, filled],
+                               np.asarray(H.similarity_reference(recent["embed"], q, jnp.maximum(recent["ep_ctx"], 0),
+                                                                 weights=recent["position_weights"]))[:, filled],
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(H.similarity(recent, jnp.asarray(contexts[:1])))[0, 0], 2.0, rtol=1e-5)
 
 
 def test_similarity_generalises_where_backoff_and_lookup_cannot(substitution):
@@ -188,7 +200,7 @@ def test_dream_keeps_recall_on_normal_store(substitution):
 @pytest.fixture(scope="module")
 def overloaded():
     """400 random contexts in 100 slots (4 bindings per slot), vocab 256, for two seeds."""
-    cfg = small_cfg(capacity=100)
+    cfg = small_cfg(capacity=100, episodes=1024)
     out = []
     for seed in (0, 1):
         rng = np.random.default_rng(seed)
@@ -217,7 +229,7 @@ def test_dream_beats_noop_on_overloaded_store_and_rem_is_read(overloaded):
 
 
 def test_generate_is_seeded_and_batched():
-    cfg = small_cfg("general")
+    cfg = small_cfg("exact")
     ctx = jnp.array([[1, 2, 3], [4, 5, 6]])
     state = learn(H.init(cfg), ctx, jnp.array([7, 8]), cfg.capacity)
     out1 = H.generate(state, ctx, 5, jax.random.key(0), cfg.capacity, temperature=0.02)

@@ -10,11 +10,13 @@ Options: ``items`` (stored random contexts, default 2000), ``seeds`` (dream seed
   (first, middle or last, reported apiece); the answer is the stored target. Beside: a lookup table
   (dict of whole contexts), the count n-gram model with back-off, the prefix/suffix back-off store
   (``backoff`` mode), the nearest stored context by shared positions (Hamming) and by the Frobenius
-  product of ordered context products, and the phase kernel without φ⁴ sharpening.
+  product of ordered context products, the phase kernel without φ⁴ sharpening, and the similarity with
+  recency weights (w_i = φ^(−(n−1−i))).
 * Dreams, per seed, on a normal and an overloaded store (``overload`` bindings per slot): recall before,
   after a dream, after a non-REM-only dream and after a no-op dream; how much REM moves the reads.
 * Paradox lanes, generation diversity, TinyShakespeare next character (exact / general / backoff modes
-  beside the count n-gram model, split into contexts seen and unseen in training).
+  beside the count n-gram model, split into contexts seen and unseen in training; the general mode also
+  with recency 0.5 and 1).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from spiraljax.models import holographic as H
 from spiraljax.ops.clifford import context_product
 
 POSITIONS = ("first", "middle", "last")
+RECENCY_VARIANTS = (0.5, 1.0)     # position weights φ^(−r·(n−1−i)) also reported on TinyShakespeare
 _learn = jax.jit(H.learn, static_argnums=3)
 _retrieve = jax.jit(H.retrieve, static_argnums=2)
 _similarity_read = jax.jit(H.similarity_read, static_argnums=(2, 3, 4))
@@ -142,6 +145,7 @@ def generalisation(ctx: EvalContext, rng: np.random.Generator, n_items: int, n_q
                      jnp.asarray(targets), cap)
     plain = np.asarray(_similarity_read(state, jnp.asarray(queries), cap, H.NEIGHBOURS, 1.0)[0]).argmax(-1)
     preds = {"similarity (ours)": _predict(state, queries, cap),
+             "similarity, recency 1": _predict(with_recency(state, 1.0), queries, cap),
              "lookup table": lookup_table(contexts, targets, queries),
              "count n-gram back-off": ngram_predict(ngram_fit(contexts, targets), queries),
              "prefix/suffix back-off store": _predict(backoff, queries, cap),
@@ -152,6 +156,12 @@ def generalisation(ctx: EvalContext, rng: np.random.Generator, n_items: int, n_q
     by_method = {m: {names[i]: float(np.mean(p[pos == i] == answer[pos == i])) for i in range(cfg.context_len)}
                  for m, p in preds.items()}
     return {"items": n_items, "queries": n_queries, "chance": 1.0 / v, "accuracy": by_method}
+
+
+def with_recency(state, recency: float):
+    """The same memory read with position weights w_i = φ^(−recency·(n−1−i)) (as ``model.recency``)."""
+    n = state["position_weights"].shape[0]
+    return {**state, "position_weights": H.PHI ** (-recency * jnp.arange(n - 1, -1, -1, dtype=jnp.float32))}
 
 
 def _scores(state, contexts: np.ndarray, cap: int) -> np.ndarray:
@@ -213,11 +223,16 @@ def shakespeare_ngrams(ctx: EvalContext, cfg: H.HolographicConfig, n_train: int,
         preds[f"holographic_{mode}"] = _predict(state, te[:, :k], mcfg.capacity)
         if mode == "general":
             registry_full = int(state["ep_count"]) >= mcfg.episodes
+            for r in RECENCY_VARIANTS:      # only unseen contexts read the similarity: the rest is shared
+                p = preds["holographic_general"].copy()
+                if unseen.any():
+                    p[unseen] = _predict(with_recency(state, r), te[unseen, :k], mcfg.capacity)
+                preds[f"holographic_general_recency_{r:g}"] = p
     preds["ngram_count_backoff"] = ngram_baseline(train, te[:, :k], k)
     out = {name: float(np.mean(p == te[:, k])) for name, p in preds.items()}
     out["unseen_contexts"] = {name: float(np.mean(p[unseen] == te[unseen, k])) if unseen.any() else None
                               for name, p in preds.items()}
-    out.update(train_positions=int(len(tr)), test_positions=int(len(te)), context=k,
+    out.update(train_positions=int(len(tr)), test_positions=int(len(te)), context=k, recency=cfg.recency,
                unseen_share=float(unseen.mean()), registry_full=registry_full)
     return out
 
@@ -254,16 +269,19 @@ def _text(res: dict, n_items: int, cfg: H.HolographicConfig) -> str:
     s = res["shakespeare"]
     u = s["unseen_contexts"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    recency = [name for name in u if name.startswith("holographic_general_recency_")]
     lines += [f"paradox (two targets per context): both retrievable {res['paradox_both_retrievable']:.3f}",
               f"generation: {res['generation']['distinct_tokens']} distinct tokens, distinct-trigram ratio "
               f"{res['generation']['distinct_trigram_ratio']:.3f}",
               f"TinyShakespeare next char from {s['context']} chars ({s['train_positions']} train / "
               f"{s['test_positions']} test positions): holographic exact {s['holographic_exact']:.3f}, general "
-              f"{s['holographic_general']:.3f}, backoff {s['holographic_backoff']:.3f}, count n-gram back-off "
-              f"{s['ngram_count_backoff']:.3f}",
+              f"(recency {s['recency']:g}) {s['holographic_general']:.3f}, backoff {s['holographic_backoff']:.3f}, "
+              f"count n-gram back-off {s['ngram_count_backoff']:.3f}; general with recency "
+              + ", ".join(f"{name.rsplit('_', 1)[1]}: {s[name]:.3f}" for name in recency),
               f"  on the {s['unseen_share']:.1%} of test contexts unseen in training: exact "
               f"{fmt(u['holographic_exact'])}, general {fmt(u['holographic_general'])}, backoff "
-              f"{fmt(u['holographic_backoff'])}, count n-gram back-off {fmt(u['ngram_count_backoff'])}"
+              f"{fmt(u['holographic_backoff'])}, count n-gram back-off {fmt(u['ngram_count_backoff'])}; general "
+              "with recency " + ", ".join(f"{name.rsplit('_', 1)[1]}: {fmt(u[name])}" for name in recency)
               + ("  (registry full!)" if s["registry_full"] else "")]
     return "\n".join(lines)
 

@@ -19,12 +19,17 @@ Modes: ``exact`` reads only the context's own slot. ``general`` (the generalisin
 slot when the registry holds the context and otherwise attends over stored contexts by geometric
 similarity:
 
-    sim(q, s) = Σ_i k(cos Δ_i),   cos Δ_i = ⟨E(q_i)† E(s_i)⟩₀ / 4,   k(c) = ((1 + c)/2)^φ⁴
+    sim(q, s) = Σ_i w_i k(cos Δ_i),   cos Δ_i = ⟨E(q_i)† E(s_i)⟩₀ / 4,   k(c) = ((1 + c)/2)^φ⁴
 
 — the toroidal phase kernel (1 + cos Δ)/2 on the angle between the position-i multivectors, sharpened by
 φ⁴: a shared token gives 1, a different one ≈ 0.04, so "closer" means "shares more positions", at any
-position. The read is the softmax(φ⁴·sim)-weighted sum of the ``neighbours`` most similar stored
-bindings' own reads. Cost per query: one ``[n·16] × [n·16, registry]`` product plus a top-k, O(registry).
+position. w_i = φ^(−recency·(n−1−i)): uniform by default; ``recency`` > 0 favours the recent positions
+(on text the last characters predict the next one best). The read is the softmax(φ⁴·sim)-weighted sum
+of the ``neighbours`` most similar stored bindings' own reads. Cost per query: O(n·registry) — per
+position a gather from the V×V kernel table (or a ``[16] × [16, registry]`` product for large
+vocabularies) — plus a top-k. The memory shares only this kernel with ``ops.toroidal.toroidal_attention``,
+which is a standalone sequence op (a context has no sequence to attend over).
+
 ``backoff`` is the previous generalisation (prefix and suffix stores superposed when the whole context is
 unknown), kept as a baseline: it cannot answer a change in the middle of a context.
 
@@ -42,7 +47,8 @@ cross-talk (an overloaded store):
   decoded answers (margin φ⁻¹, rate φ⁻³, ``REBIND_EPOCHS`` passes; contexts with several lanes, i.e.
   paradoxes, are left alone). The trace itself is never rewritten, so later dreams decode it again.
 
-``stability`` is the share of the trace's energy that the decoded answers explain.
+``stability`` is the share of the trace's energy that the decoded answers explain. Cost of a dream:
+O(registry·V·16) per non-REM step and O(registry·lanes·V·16) per re-binding pass.
 """
 from __future__ import annotations
 
@@ -81,6 +87,7 @@ class HolographicConfig(ModelConfig):
     capacity: int = Field(65536, gt=0)       # slots per store (hash table size)
     lanes: int = Field(4, gt=0)              # phase lanes for paradoxical targets
     episodes: int = Field(32768, gt=0)       # registry size: distinct (context, lane) bindings remembered
+    recency: float = Field(0.0, ge=0.0)      # similarity weight of position i: φ^(−recency·(n−1−i)); 0 = uniform
     mode: Literal["exact", "general", "backoff"] = "general"
     seed: int = 0
 
@@ -88,7 +95,7 @@ class HolographicConfig(ModelConfig):
 State = dict[str, jax.Array]
 _MULT = jnp.uint32(2654435761)
 NEIGHBOURS = 8                            # stored bindings the similarity read attends to
-INDEX_PROBES = 4                          # open-addressing probes of the registry index (4× the registry)
+INDEX_PROBES = 8                          # open-addressing probes of the registry index (4× the registry)
 QUERY_CHUNK = 1024                        # queries per similarity block in similarity_read
 KERNEL_TABLE_MAX = 4096                   # vocab sizes up to this read the similarity kernel from a V×V table
 
@@ -118,6 +125,7 @@ def init(cfg: HolographicConfig) -> State:
             "ep_weight": jnp.zeros((cfg.episodes,), jnp.float32),
             "ep_count": jnp.zeros((), jnp.int32),
             "ep_index": jnp.full((4 * cfg.episodes,), -1, jnp.int32),  # hash(context, lane) → registry row
+            "position_weights": PHI ** (-cfg.recency * jnp.arange(n - 1, -1, -1, dtype=jnp.float32)),
             "generalise": jnp.zeros((1 if cfg.mode == "general" else 0,), jnp.float32)}
 
 
@@ -236,7 +244,8 @@ def learn(state: State, contexts: jax.Array, targets: jax.Array, capacity: int) 
 def learn_reference(state: State, contexts, targets, capacity: int) -> State:
     """Reference for ``learn`` (plain Python over numpy, for tests): the items one at a time, each lane
     picked by the plain rule — the lane holding the target, else the first free lane (claimed), else
-    the last lane — and the registry as a dict of (context, lane) → writes."""
+    the last lane — and the registry as a dict of (context, lane) → writes. Its registry index is not
+    rebuilt: the returned state is for comparison, not for further learning."""
     contexts, targets = np.asarray(contexts), np.asarray(targets)
     emb = np.asarray(state["embed"], np.float64)
     memory = np.array(state["memory"], np.float64)
@@ -299,25 +308,28 @@ def token_kernel(emb: jax.Array, power: float = SIMILARITY_POWER) -> jax.Array:
 
 
 def similarity(state: State, contexts: jax.Array, power: float = SIMILARITY_POWER) -> jax.Array:
-    """``[B, registry]``: Σ_i ((1 + cos Δ_i)/2)^power between each context and each registered one
-    (−inf for empty registry rows). For vocabularies up to ``KERNEL_TABLE_MAX`` the kernel is read from
-    the ``[V, V]`` token table ``state["kernel"]`` (a gather per position); otherwise (or for another
-    ``power``) one matmul per position (:func:`similarity_reference`, equal)."""
+    """``[B, registry]``: Σ_i w_i ((1 + cos Δ_i)/2)^power between each context and each registered one
+    (−inf for empty registry rows); w_i = φ^(−recency·(n−1−i)) (``state["position_weights"]``).
+    For vocabularies up to ``KERNEL_TABLE_MAX`` the kernel is read from the ``[V, V]`` token table
+    ``state["kernel"]`` (a gather per position); otherwise (or for another ``power``) one matmul per
+    position (:func:`similarity_reference`, equal)."""
     stored = jnp.maximum(state["ep_ctx"], 0)
+    w = state["position_weights"]
     if state["kernel"].size and power == SIMILARITY_POWER:
         # columns of the registry first ([V, registry] per position), then one row per query: on CPU this
         # order keeps the gather vectorised when top-k follows (the other order ran ~25× slower)
         table = state["kernel"]
-        sim = sum(table[:, stored[:, i]][contexts[:, i]] for i in range(contexts.shape[-1]))
+        sim = sum(w[i] * table[:, stored[:, i]][contexts[:, i]] for i in range(contexts.shape[-1]))
     else:
-        sim = similarity_reference(state["embed"], contexts, stored, power)
+        sim = similarity_reference(state["embed"], contexts, stored, power, w)
     return jnp.where(state["ep_weight"] > 0, sim, -jnp.inf)
 
 
 def similarity_reference(emb: jax.Array, contexts: jax.Array, stored: jax.Array,
-                         power: float = SIMILARITY_POWER) -> jax.Array:
-    """Σ_i phase_kernel(cos Δ_i)^power from the position-wise multivector cosines (matmuls)."""
-    return sum(phase_kernel(position_cosines(emb, contexts[:, i:i + 1], stored[:, i:i + 1])[..., 0], power)
+                         power: float = SIMILARITY_POWER, weights: jax.Array | None = None) -> jax.Array:
+    """Σ_i w_i · phase_kernel(cos Δ_i)^power from the position-wise multivector cosines (matmuls)."""
+    w = jnp.ones(contexts.shape[-1]) if weights is None else weights
+    return sum(w[i] * phase_kernel(position_cosines(emb, contexts[:, i:i + 1], stored[:, i:i + 1])[..., 0], power)
                for i in range(contexts.shape[-1]))                  # position by position: no [B, E, n] array
 
 
@@ -353,8 +365,20 @@ def _best_scores(state: State, contexts: jax.Array, capacity: int) -> jax.Array:
     best = scores[0].max(axis=1)
     if state["generalise"].shape[0]:
         known = _registered(state, contexts, capacity)
-        best = jax.lax.cond(known.all(), lambda: best,                  # all stored: skip the search
-                            lambda: jnp.where(known[:, None], best, similarity_read(state, contexts, capacity)[0]))
+
+        def fill(ctx, kn, bs):                                          # a block whose contexts are all stored
+            return jax.lax.cond(kn.all(), lambda: bs,                   # skips the search
+                                lambda: jnp.where(kn[:, None], bs, similarity_read(state, ctx, capacity)[0]))
+
+        b = contexts.shape[0]
+        if b > QUERY_CHUNK:
+            pad = (-b) % QUERY_CHUNK
+            blocks = (jnp.pad(contexts, ((0, pad), (0, 0))).reshape(-1, QUERY_CHUNK, contexts.shape[1]),
+                      jnp.pad(known, (0, pad), constant_values=True).reshape(-1, QUERY_CHUNK),
+                      jnp.pad(best, ((0, pad), (0, 0))).reshape(-1, QUERY_CHUNK, best.shape[1]))
+            best = jax.lax.map(lambda x: fill(*x), blocks).reshape(-1, best.shape[1])[:b]
+        else:
+            best = fill(contexts, known, best)
     elif scores.shape[0] > 1:
         backoff = scores[1].max(axis=1) + scores[2].max(axis=1)
         best = jnp.where(_known(state, contexts, capacity)[:, None], best, backoff)
