@@ -125,12 +125,13 @@ def step_memory_mb(cfg: Config) -> float | None:
 def run_numbers(run: Path, status: dict[str, Any]) -> dict[str, Any]:
     """Everything the report shows about one finished run."""
     rows = read_metrics(run / "metrics.jsonl")
-    info = next((r for r in rows if r.get("kind") == "info" and "params" in r), {})
+    params = next((r["params"] for r in rows if r.get("kind") == "info" and "params" in r), None)
     bpc, loss = curve(rows, "bpc"), curve(rows, "loss")
     r_curve = [(int(r["step"]), float(r["R_mean"])) for r in rows if r.get("kind") == "train" and "R_mean" in r]
     info = read_run_info(run) or {}
     return {**({"R_curve": r_curve} if r_curve else {}), "provenance": describe(info),
-            "commit": (info.get("git") or {}).get("commit"), "dirty": (info.get("git") or {}).get("dirty"),"run_dir": str(run), "params": info.get("params"), "bpc_curve": bpc, "loss_curve": loss,
+            "commit": (info.get("git") or {}).get("commit"), "dirty": (info.get("git") or {}).get("dirty"),
+            "run_dir": str(run), "params": params, "bpc_curve": bpc, "loss_curve": loss,
             "final_bpc": bpc[-1][1] if bpc else None, "final_loss": loss[-1][1] if loss else None,
             "tokens_per_s": train_throughput(rows), "wall_s": status.get("seconds"),
             "diagnostics": diagnostics(rows)}
