@@ -313,7 +313,8 @@ def test_generate_takes_a_glyph_prompt_and_refuses_unknown_glyphs_in_one_line(gl
     run = glyph_run[0]
     r = cli(ROOT / "evaluate.py", run, "--suite", "generate", "--opt", "prompt=… 🌱regen", "tokens=3", "samples=1")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[2].startswith("… 🌱regen "), r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[lines.index("--- sample 0 ---") + 1].startswith("… 🌱regen "), r.stdout
     r = cli(ROOT / "evaluate.py", run, "--suite", "generate", "--opt", "prompt=🌱regen hello")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown glyph 'hello'" in r.stderr, r.stderr
 
