@@ -34,6 +34,23 @@ def test_future_tokens_do_not_change_past_logits(name):
     assert_future_independent(f, tokens, (0, 5, 13, 30), glyphs.VOCAB_SIZE)
 
 
+def test_smeared_keys_are_a_config_field_and_stay_causal():
+    """model.smear_keys reaches every SpiralBlock (one smear logit per head and layer) and keeps the model causal."""
+    plain = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.memory.enabled=false"])
+    smeared = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.memory.enabled=false",
+                                                                                "model.smear_keys=true"])
+    tokens = random_glyphs(jax.random.key(5))
+    counts = []
+    for cfg in (plain, smeared):
+        variables = models.build(cfg.model).init(jax.random.key(0), tokens)
+        counts.append(sum(x.size for x in jax.tree.leaves(variables["params"])))
+    assert counts[1] - counts[0] == 2 * 2  # n_layers x n_heads
+    model = models.build(smeared.model)
+    variables = jax.tree.map(lambda x: x + 0.5, model.init(jax.random.key(0), tokens))  # smear gates away from 1/2
+    f = jax.jit(lambda t: model.apply(variables, t)[0])
+    assert_future_independent(f, tokens, (0, 7, 20), glyphs.VOCAB_SIZE)
+
+
 def test_sparse_and_dense_model_agree_and_conditions_matter():
     cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL)
     dense_cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.spiral.impl=dense"])
@@ -187,7 +204,7 @@ def test_probe_runs_on_short_trained_checkpoint(tmp_path):
         "data.num_echoes=200", "train.steps=6", "train.batch_size=4", "train.eval_every=3", "eval.batches=1",
         "eval.batch_size=4", "train.progress=false", "eval.sample_tokens=4", "checkpoint.every=3"])
     train(cfg, tmp_path / "run")
-    res = get_suite("probe").fn(EvalContext(tmp_path / "run", options={"tokens": "6", "samples": "1"}))
+    res = get_suite("probe").fn(EvalContext(tmp_path / "run", options={"tokens": "6", "samples": "1", "memory_sequences": "4"}))
     assert set(res.data["scenarios"]) == {"calm", "high_latency", "power_surge", "overheating", "packet_loss",
                                           "low_bandwidth", "multi_fault_crisis", "wisdom_question"}
     for row in res.data["scenarios"].values():

@@ -87,6 +87,7 @@ class SpiralformerConfig(ModelConfig):
     memory: MemorySection = MemorySection()
     lora_rank: int = Field(0, ge=0)
     lora_alpha: float = Field(16.0, gt=0)
+    smear_keys: bool = False  # per-head smeared keys k_j <- m k_j + (1-m) k_{j-1} (as the dense baseline's default)
 
 
 def silence_fraction(tokens: jax.Array) -> jax.Array:
@@ -207,7 +208,8 @@ class Spiralformer(nn.Module):
         offsets = make_offsets(t, sc.pattern, sc.n_back, sc.every, sc.every_count)
         hidden = int(cfg.mlp_ratio * cfg.d_model)
         for i in range(cfg.n_layers):
-            x = SpiralBlock(cfg.n_heads, hidden, offsets, sc.impl, cfg.lora_rank, cfg.lora_alpha, name=f"block_{i}")(
+            x = SpiralBlock(cfg.n_heads, hidden, offsets, sc.impl, cfg.lora_rank, cfg.lora_alpha, cfg.smear_keys,
+                            name=f"block_{i}")(
                 x, key_mask, breath_w, gate * attn_open[None, :], drop_rates[None, :], train)
         aux = {"breath_weight": breath_w, "silence_gate": gate, "field_charge": charge, "phase": phases}
         if cfg.memory.enabled:
