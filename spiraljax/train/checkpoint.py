@@ -48,6 +48,17 @@ def _drop_orbax_notices(record: logging.LogRecord) -> bool:
     return not _is_orbax_notice(record)
 
 
+def _is_orbax_task_leftover(record: logging.LogRecord) -> bool:
+    """asyncio's "Task exception was never retrieved" for an Orbax read task that a failed restore
+    abandoned (logged when the task is garbage-collected, so it appears or not depending on timing)."""
+    text = record.getMessage()
+    return "Task exception was never retrieved" in text and "/orbax/" in text.replace("\\", "/")
+
+
+def _drop_orbax_tasks(record: logging.LogRecord) -> bool:
+    return not _is_orbax_task_leftover(record)
+
+
 def _is_orbax_leftover(unraisable) -> bool:
     """An unraisable exception left behind by a failed Orbax restore: tensorstore callbacks hitting
     the closed event loop, or Orbax read coroutines garbage-collected with their read error."""
@@ -59,14 +70,15 @@ def _is_orbax_leftover(unraisable) -> bool:
 
 
 def quiet_orbax() -> None:
-    """Silence Orbax's below-ERROR absl records and the unraisable tracebacks a failed restore
-    leaves behind (:func:`_is_orbax_leftover`), so each problem is reported once, by us. Everything
+    """Silence Orbax's below-ERROR absl records and the unraisable tracebacks and abandoned-task
+    errors a failed restore leaves behind (:func:`_is_orbax_leftover`, :func:`_is_orbax_task_leftover`), so each problem is reported once, by us. Everything
     else is passed on unchanged. Idempotent."""
     global _QUIET_INSTALLED
     if _QUIET_INSTALLED:
         return
     _QUIET_INSTALLED = True
     logging.getLogger("absl").addFilter(_drop_orbax_notices)
+    logging.getLogger("asyncio").addFilter(_drop_orbax_tasks)
     previous = sys.unraisablehook
 
     def hook(unraisable) -> None:
