@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -47,7 +48,7 @@ def cached_tokens(path: str | Path, tokenizer, cache_dir: str | Path) -> np.memm
     file = cache / f"{p.stem}-{tokenizer.name.replace(':', '_')}-{digest}.u32"
     if not file.exists():
         ids = tokenizer.encode(text).astype(np.uint32)
-        tmp = file.with_suffix(".tmp")
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")  # per process: concurrent writers never share it
         ids.tofile(tmp)
         tmp.replace(file)  # atomic: a crash never leaves a half-written cache
     return np.memmap(file, dtype=np.uint32, mode="r")
