@@ -58,13 +58,16 @@ def test_smoke_report_covers_every_family_seed_and_suite(smoke):
         for r in report["lm"][e.name].values():
             assert ("causality" in r) == e.causality
             if e.causality:
-                assert {"variance", "intervention", "correlation"} <= set(r["causality"]["model"])
+                m = r["causality"]["model"]
+                assert {"variance", "intervention", "correlation", "share"} <= set(m)
+                assert set(m["intervention"]["achieved_by_value"]) == set(m["intervention"]["nll_by_value"])
     for seeds in report["recall"].values():
         for r in seeds.values():
             assert set(r["recall"]) == {str(n) for n in budget.recall_lengths}
     md = (out / "report.md").read_text()
     bpcs = [r["final_bpc"] for r in report["lm"]["transformer"].values()]
     assert render.fmt_ms(bpcs) in md  # the table shows mean ± sd of exactly these seeds
+    assert "**pass rate**" in md  # the causality table rendered every K-SSM seed
     assert (out / "bpc.png").stat().st_size > 0 and (out / "R.png").exists() and (out / "recall.png").exists()
     block = readme.read_text()
     assert render.fmt_ms(bpcs) in block and "budget `smoke`" in block and "jax " in block

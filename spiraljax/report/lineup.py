@@ -56,6 +56,7 @@ LM_ENTRIES: tuple[Entry, ...] = (
 
 RECALL_ENTRIES: tuple[Entry, ...] = (
     Entry("transformer", "configs/transformer_recall.yaml", smoke=_SMALL_LM + _SMALL_HEADS),
+    Entry("spiralformer", "configs/spiralformer_recall.yaml", smoke=_SMALL_LM + _SMALL_HEADS),
     Entry("hebbian", "configs/hebbian_recall.yaml", overrides=("model.curriculum_steps={steps}",),
           smoke=_SMALL_LM + _SMALL_HEADS + ("model.window=4", "model.head_hidden=16", "model.memory_chunk=4")),
 )

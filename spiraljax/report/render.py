@@ -66,16 +66,15 @@ def causality_table(lm: dict[str, dict[int, dict]]) -> list[str]:
             v, i, k = m["variance"], m["intervention"], m["correlation"]
             ok = bool(c.get("passed"))
             passes.append(ok)
-            achieved = i.get("achieved_R") or {}
-            ach = ", ".join(f"{float(a):.2f}" for a in achieved.values()) if isinstance(achieved, dict) else "—"
-            share = m.get("R_share", c.get("R_share"))
+            ach = ", ".join(f"{float(a):.2f}" for a in i["achieved_by_value"].values())
+            share = m["share"]["share"]
             mark = lambda b: "" if b else " ✗"  # noqa: E731
             lines.append(
                 f"| {name} | {seed} | {_num(r['final_bpc'])} | {_num(v['mean'])} | "
                 f"{v['std_of_sequence_means']:.4f}{mark(v['passed'])} | "
                 f"{i['mean_abs_delta_logits']:.2f} ({i['paired_t_p']:.1e}){mark(i['passed'])} | "
-                f"{k['pearson_r']:+.3f} ({k['p']:.1e}){mark(k['passed'])} | {ach or '—'} | "
-                f"{_num(share if isinstance(share, (int, float)) else None)} | {'pass' if ok else 'fail'} |")
+                f"{k['pearson_r']:+.3f} ({k['p']:.1e}){mark(k['passed'])} | {ach} | "
+                f"{_num(share)} | {'pass' if ok else 'fail'} |")
         if passes:
             lines.append(f"| {name} | **pass rate** | | | | | | | | **{sum(passes)} of {len(passes)}** |")
     return lines
