@@ -120,6 +120,7 @@ def test_mqar_generator_is_deterministic_and_well_formed():
             assert pairs[int(inp[pos])] == int(tgt[pos])  # every answer is the value stored for that key
 
 
+@pytest.mark.slow  # the fast set runs the recall suite on a trained Hebbian model in tests/test_report.py (smoke report)
 def test_recall_suite_reports_accuracy_by_length(tmp_path):
     from spiraljax.eval.suites import EvalContext, get_suite
     from spiraljax.train.loop import train
