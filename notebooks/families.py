@@ -101,8 +101,10 @@ print("generated (untrained):", repr(bytes(out[0].astype(np.uint8).tolist()).dec
 
 # %% [markdown]
 # ## 5. Holographic Cl(3,1) memory: pure functions over a state dict (no Flax, no gradients)
-# `learn` binds context products to target embeddings, `retrieve` unbinds them; `dream` consolidates
-# (non-REM Grace steps + REM jitter) until stability > φ⁻² or 11 iterations.
+# `learn` binds context products to target embeddings, `retrieve` unbinds them (a context it does not
+# hold is answered by similarity over the registry of stored contexts); `dream` decodes the stored
+# answers jointly (non-REM descent + seeded REM kicks) until no answer changes or ⌈φ⁵⌉ = 12 iterations,
+# then writes a consolidation layer that retrieval reads.
 
 # %%
 cfg = spiraljax.config.load(CONFIGS / "holographic.yaml", overrides=["model.capacity=4096"]).model
