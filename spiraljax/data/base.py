@@ -74,3 +74,34 @@ def windows_at(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> Batch:
     idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
     chunk = np.asarray(tokens[idx], dtype=np.int32)
     return {"inputs": chunk[:, :-1], "targets": chunk[:, 1:], "mask": np.ones((len(starts), seq_len), np.float32)}
+
+
+class SyntheticTask:
+    """A generated task (MQAR, induction): the batch of (seed, index) is a pure function of both; validation
+    batches come from a separate stream. Subclasses implement :meth:`batch`."""
+
+    vocab_size = 256
+    token_bytes = np.ones(256, np.float32)
+    VAL_STREAM = 10_000_019
+
+    def __init__(self, cfg: Config):
+        self.d = cfg.data
+        self.seq_len, self.batch_size = cfg.model.seq_len, cfg.train.batch_size
+        self.seed = cfg.train.seed * 1000 + self.d.seed
+        self.eval_batch_size, self.eval_batches = cfg.eval.batch_size, cfg.eval.batches
+
+    def batch(self, index: int, batch: int, length: int | None = None, stream_offset: int = 0) -> Batch:
+        raise NotImplementedError
+
+    def train_batch(self, step: int) -> Batch:
+        return self.batch(step, self.batch_size)
+
+    def val_batches(self) -> Iterator[Batch]:
+        for i in range(self.eval_batches):
+            yield self.batch(i, self.eval_batch_size, stream_offset=self.VAL_STREAM)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) % self.vocab_size
+
+    def decode(self, ids) -> str:
+        return " ".join(str(int(i)) for i in np.asarray(ids).ravel())

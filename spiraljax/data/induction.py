@@ -9,13 +9,13 @@ Deterministic per (seed, index). ``data.source: induction``.
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from spiraljax.config import Config, DataConfig, register_data_config
-from spiraljax.data.base import Batch, register_source, step_rng
+from spiraljax.data.base import Batch, SyntheticTask, register_source, step_rng
 
 
 @register_data_config("induction")
@@ -60,38 +60,22 @@ def induction_batch(seed: int, index: int, batch: int, length: int, min_len: int
     return {"inputs": seqs[:, :-1], "targets": seqs[:, 1:], "mask": np.stack(masks)}
 
 
-class InductionData:
-    token_bytes = np.ones(256, np.float32)
+class InductionData(SyntheticTask):
+    d: InductionDataConfig
 
     def __init__(self, cfg: Config):
-        self.d: InductionDataConfig = cfg.data  # type: ignore[assignment]
+        super().__init__(cfg)
         self.vocab_size = cfg.model.vocab_size
         if self.d.n_symbols > self.vocab_size:
             from spiraljax.config import ConfigError
 
             raise ConfigError(f"data.n_symbols={self.d.n_symbols} exceeds model.vocab_size={self.vocab_size}")
         self.token_bytes = np.ones(self.vocab_size, np.float32)
-        self.seq_len, self.batch_size = cfg.model.seq_len, cfg.train.batch_size
-        self.seed = cfg.train.seed * 1000 + self.d.seed
-        self.eval_batch_size, self.eval_batches = cfg.eval.batch_size, cfg.eval.batches
 
     def batch(self, index: int, batch: int, length: int | None = None, stream_offset: int = 0) -> Batch:
         d = self.d
         return induction_batch(self.seed + stream_offset, index, batch, length or self.seq_len, d.min_len,
                                d.max_len, d.n_symbols)
-
-    def train_batch(self, step: int) -> Batch:
-        return self.batch(step, self.batch_size)
-
-    def val_batches(self) -> Iterator[Batch]:
-        for i in range(self.eval_batches):
-            yield self.batch(i, self.eval_batch_size, stream_offset=10_000_019)
-
-    def encode(self, text: str) -> np.ndarray:
-        return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) % self.vocab_size
-
-    def decode(self, ids) -> str:
-        return " ".join(str(int(i)) for i in np.asarray(ids).ravel())
 
 
 @register_source("induction")

@@ -6,13 +6,13 @@ values from ``[VAL0, VAL0+n_values)``; the loss mask is 1 only on answer targets
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from spiraljax.config import Config, DataConfig, register_data_config
-from spiraljax.data.base import Batch, register_source, step_rng
+from spiraljax.data.base import Batch, SyntheticTask, register_source, step_rng
 
 KEY0, VAL0 = 65, 129  # keys 'A'.., values after them; 0 is padding
 
@@ -59,33 +59,13 @@ def mqar_batch(seed: int, index: int, batch: int, length: int, min_pairs: int, m
     return {"inputs": seqs[:, :-1], "targets": seqs[:, 1:], "mask": np.stack(masks)}
 
 
-class MQARData:
-    vocab_size = 256
-    token_bytes = np.ones(256, np.float32)
-
-    def __init__(self, cfg: Config):
-        self.d: MQARDataConfig = cfg.data  # type: ignore[assignment]
-        self.seq_len, self.batch_size = cfg.model.seq_len, cfg.train.batch_size
-        self.seed = cfg.train.seed * 1000 + self.d.seed
-        self.eval_batch_size, self.eval_batches = cfg.eval.batch_size, cfg.eval.batches
+class MQARData(SyntheticTask):
+    d: MQARDataConfig
 
     def batch(self, index: int, batch: int, length: int | None = None, stream_offset: int = 0) -> Batch:
         d = self.d
         return mqar_batch(self.seed + stream_offset, index, batch, length or self.seq_len, d.min_pairs, d.max_pairs,
                           d.n_keys, d.n_values)
-
-    def train_batch(self, step: int) -> Batch:
-        return self.batch(step, self.batch_size)
-
-    def val_batches(self) -> Iterator[Batch]:
-        for i in range(self.eval_batches):
-            yield self.batch(i, self.eval_batch_size, stream_offset=10_000_019)
-
-    def encode(self, text: str) -> np.ndarray:
-        return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
-
-    def decode(self, ids) -> str:
-        return " ".join(str(int(i)) for i in np.asarray(ids).ravel())
 
 
 @register_source("mqar")
