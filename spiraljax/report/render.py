@@ -190,17 +190,20 @@ def figures(report: dict, out: Path) -> dict[str, str]:
         line, = ax.plot(steps, m, marker="o", ms=3, label=label)
         ax.fill_between(steps, m - sd, m + sd, color=line.get_color(), alpha=0.2)
 
+    def finish(fig, ax, name: str, xlabel: str, ylabel: str, title: str) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=100)
+        plt.close(fig)
+        made[name] = f"{name}.png"
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, seeds in report["lm"].items():
         band(ax, [r["bpc_curve"] for r in seeds.values()], name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation BPC")
-    ax.set_title("validation BPC, mean ± sd over seeds")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "bpc.png", dpi=100)
-    plt.close(fig)
-    made["bpc"] = "bpc.png"
+    finish(fig, ax, "bpc", "step", "validation BPC", "validation BPC, mean ± sd over seeds")
 
     r_runs = {n: s for n, s in report["lm"].items() if any("R_curve" in r for r in s.values())}
     if r_runs:
@@ -212,14 +215,7 @@ def figures(report: dict, out: Path) -> dict[str, str]:
         for name, seeds in r_runs.items():
             band(ax, [r["R_curve"] for r in seeds.values()], name)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("step")
-        ax.set_ylabel("R (training batches)")
-        ax.set_title("K-SSM order parameter R over training, mean ± sd over seeds")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "R.png", dpi=100)
-        plt.close(fig)
-        made["R"] = "R.png"
+        finish(fig, ax, "R", "step", "R (training batches)", "K-SSM order parameter R over training, mean ± sd over seeds")
 
     if report.get("recall"):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -231,12 +227,5 @@ def figures(report: dict, out: Path) -> dict[str, str]:
             ax.errorbar(lengths, m, yerr=sd, marker="o", capsize=3, label=name)
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("sequence length")
-        ax.set_ylabel("query accuracy")
-        ax.set_title("MQAR recall vs length")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "recall.png", dpi=100)
-        plt.close(fig)
-        made["recall"] = "recall.png"
+        finish(fig, ax, "recall", "sequence length", "query accuracy", "MQAR recall vs length")
     return made
