@@ -20,6 +20,14 @@ TONE_ZONES = (  # (lower bound of R, symbol, name) — SPEC §2.5
 ZONE_BOUNDS = tuple(z[0] for z in TONE_ZONES[1:])
 
 
+def zone_name(r: float) -> str:
+    """``"<symbol> <name>"`` of the tone zone holding a (host) value of R, e.g. ``0.6 → "🌀 Mystery"``."""
+    for lo, sym, name in reversed(TONE_ZONES):
+        if r >= lo:
+            return f"{sym} {name}"
+    return ""
+
+
 def order_parameter(theta: jax.Array, n: int = 1) -> tuple[jax.Array, jax.Array]:
     """``Z_n = mean_j e^{i n θ_j}`` over the last axis → ``(R = |Z_n|, ψ = arg Z_n)``."""
     c = jnp.mean(jnp.cos(n * theta), axis=-1)
