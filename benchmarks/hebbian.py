@@ -6,17 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from common import emit, time_fn  # noqa: E402
-from spiraljax.ops.hebbian import fast_weights  # noqa: E402
+from common import emit, time_fn
+from spiraljax.ops.hebbian import fast_weights
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,20 +11,15 @@ a store of ``--dream-items`` random contexts in a normal and an overloaded (4 pe
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from common import emit, time_fn  # noqa: E402
-from spiraljax import config  # noqa: E402
-from spiraljax.models import holographic as H  # noqa: E402
-from spiraljax.ops.toroidal import satellite_phases, toroidal_attention, toroidal_attention_reference  # noqa: E402
+from common import emit, time_fn
+from spiraljax import config
+from spiraljax.models import holographic as H
+from spiraljax.ops.toroidal import satellite_phases, toroidal_attention, toroidal_attention_reference
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table-only", action="store_true", help="print the table from ROOT/TAG.jsonl, run nothing")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT_DIR))
     if not (ROOT_DIR / args.config).is_file():
         print(f"error: {args.config}: config not found", file=sys.stderr)
         return 2

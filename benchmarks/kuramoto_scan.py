@@ -10,17 +10,12 @@ side by side. Part 2 times the sequence scan (forward, and forward+backward with
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from common import emit, time_fn  # noqa: E402
-from spiraljax.ops.kuramoto import coupling_meanfield, coupling_pairwise, kuramoto_scan  # noqa: E402
+from common import emit, time_fn
+from spiraljax.ops.kuramoto import coupling_meanfield, coupling_pairwise, kuramoto_scan
 
 
 def coupling_rows(oscillators: list[int], batch: int, repeats: int) -> list[dict]:

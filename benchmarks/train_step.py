@@ -7,20 +7,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from common import emit, time_fn  # noqa: E402
-from spiraljax import config  # noqa: E402
-from spiraljax.models import build  # noqa: E402
-from spiraljax.train.optim import make_optimizer  # noqa: E402
-from spiraljax.train.step import init_state, make_train_step  # noqa: E402
+from common import emit, time_fn
+from spiraljax import config
+from spiraljax.models import build
+from spiraljax.train.optim import make_optimizer
+from spiraljax.train.step import init_state, make_train_step
 
 SIZES = {  # name: overrides of the baseline
     "tiny d128 L4": ["model.d_model=128", "model.n_layers=4", "model.n_heads=4"],

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parent.parent   # the project root (configs/, data/, train.py)
 
 TINY = [
     "name=tiny", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.seq_len=16",
@@ -31,7 +29,8 @@ def tiny_cfg(tmp_path):
 
 
 def subprocess_env(devices: int | None = None) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    """Environment for CLI subprocesses (spiraljax is imported from the installed package)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     if devices:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env

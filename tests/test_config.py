@@ -50,6 +50,16 @@ def test_missing_and_broken_files(tmp_path):
         config.load(write(tmp_path, "model: [unclosed\n"))
 
 
+def test_relative_config_path_resolves_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config.load("configs/transformer_tiny.yaml").model.family == "transformer"
+    with pytest.raises(ConfigError) as err:
+        config.load("configs/absent.yaml")
+    message = str(err.value)
+    assert str(tmp_path / "configs" / "absent.yaml") in message
+    assert str(config.PROJECT_ROOT / "configs" / "absent.yaml") in message
+
+
 def test_override_syntax():
     with pytest.raises(ConfigError, match="key=value"):
         config.load(None, ["train.steps"])

@@ -40,3 +40,16 @@ def test_pyproject_dependencies_are_the_requirement_ranges():
     deps = {canonicalize_name(r.name): str(r.specifier) for r in map(Requirement, project["dependencies"])}
     test = {canonicalize_name(r.name): str(r.specifier) for r in map(Requirement, project["optional-dependencies"]["test"])}
     assert {**deps, **test} == {n: str(r.specifier) for n, r in _ranges().items()}
+
+
+def test_package_imports_from_any_directory(tmp_path):
+    """``pip install -e .`` (the README's commands) makes ``import spiraljax`` work outside the project."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", "import spiraljax, pathlib; print(pathlib.Path(spiraljax.__file__).parent)"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(ROOT / "spiraljax")
