@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_lib.from_dict(raw, "<default experiment>")
         workdir = Path(args.workdir) if args.workdir else default_workdir(cfg.name, args.resume)
         print(f"run directory: {workdir}")
-        from spiraljax.train.loop import train
+        from spiraljax.experiment import run
 
-        result = train(cfg, workdir, resume=args.resume)
+        result = run(cfg, workdir, resume=args.resume)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

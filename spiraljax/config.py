@@ -18,11 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from spiraljax.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ConfigError(ValueError):
-    """A one-line, user-facing configuration error."""
 
 
 class Section(BaseModel):
@@ -235,10 +233,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None, source: st
     return raw
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def find_config(path: str | Path) -> Path:
+    """The config file ``path`` names: as given (absolute, or relative to the current directory), else
+    relative to the project root. Raises ConfigError naming every place it looked."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    if path.is_file():
+        return path
+    tried = [path.resolve()]
+    if not path.is_absolute():
+        candidate = PROJECT_ROOT / path
+        if candidate.is_file():
+            return candidate
+        tried.append(candidate)
+    raise ConfigError(f"{path}: config file not found (looked in {' and '.join(str(t) for t in tried)})")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (see :func:`find_config` for where it is looked up)."""
+    path = find_config(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -248,7 +260,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Args:
+      path: YAML file; a relative path is looked up in the current directory, then the project root.
+      overrides: ``section.key=value`` strings applied on top (values parsed as YAML scalars).
+
+    Returns:
+      The validated :class:`Config`. Raises :class:`ConfigError` (one line naming the culprit) on a
+      missing file, invalid YAML, unknown keys or wrong types.
+    """
     source = str(path) if path is not None else "<defaults>"
     raw = read_yaml(path) if path is not None else {}
     if not isinstance(raw, dict):

@@ -224,7 +224,7 @@ def trained(request):
     """A tiny K-SSM of each version trained 40 Adam steps on TinyShakespeare bytes (one compile)."""
     import optax
 
-    from spiraljax.train.step import token_nll
+    from spiraljax.losses import token_nll
 
     cfg = config.load(ROOT / "configs" / f"kssm_{request.param}_tiny.yaml")
     model = models.build(cfg.model)

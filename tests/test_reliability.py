@@ -18,7 +18,6 @@ from spiraljax.train.lock import LockError, RunLock
 
 _LOCK_WORKER = textwrap.dedent(f"""
     import os, sys, time
-    sys.path.insert(0, {str(ROOT)!r})
     from spiraljax.train.lock import LockError, RunLock
     gate, base, trials = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     for t in range(trials):
@@ -66,7 +65,6 @@ def test_lock_never_has_two_holders(tmp_path):
 
 _HOLDER = textwrap.dedent(f"""
     import sys, time
-    sys.path.insert(0, {str(ROOT)!r})
     from spiraljax.train.lock import RunLock
     RunLock(sys.argv[1]).acquire()
     print("held", flush=True)
@@ -111,7 +109,8 @@ from conftest import TINY  # noqa: E402
 from spiraljax import config  # noqa: E402
 from spiraljax.data.base import DataError  # noqa: E402
 from spiraljax.train.checkpoint import load_run  # noqa: E402
-from spiraljax.train.loop import RunError, train  # noqa: E402
+from spiraljax.errors import RunError  # noqa: E402
+from spiraljax.experiment import run as train  # noqa: E402
 from spiraljax.train.metrics import read_metrics  # noqa: E402
 
 SHORT = ["train.steps=10", "train.eval_every=5", "eval.sample_tokens=0"]

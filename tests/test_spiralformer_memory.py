@@ -9,7 +9,8 @@ from spiraljax import config, models
 from spiraljax.data import glyphs
 from spiraljax.ops import rhythm
 from spiraljax.ops.tower import tower_init, tower_read, tower_write
-from spiraljax.train.step import loss_fn, token_nll
+from spiraljax.losses import token_nll
+from spiraljax.train.step import loss_fn
 
 ROOT = config.PROJECT_ROOT
 SMALL = ["model.d_model=32", "model.n_heads=2", "model.n_layers=1", "model.seq_len=32"]

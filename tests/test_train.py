@@ -15,9 +15,11 @@ import pytest
 
 from conftest import ROOT, TINY, subprocess_env
 from spiraljax import config
+from spiraljax.errors import RunError
+from spiraljax.experiment import run as train
+from spiraljax.train import loop
 from spiraljax.train.checkpoint import CheckpointError, Checkpointer, load_run
 from spiraljax.train.lock import LockError, RunLock
-from spiraljax.train.loop import RunError, train
 from spiraljax.train.metrics import read_metrics
 
 
@@ -50,6 +52,26 @@ def test_training_lowers_loss(full_run):
     for name in ("config.yaml", "metrics.jsonl", "plots/metrics.png", "samples/step_0000010.txt"):
         assert (run / name).exists(), name
     assert not (run / "LOCK").exists()
+
+
+def test_the_bare_loop_calls_only_the_hooks_it_is_given(full_run, tmp_path):
+    """``train.loop.train`` without hooks validates but writes no samples or plots; given hooks, it
+    calls them with the params and step (and the built-in validation is replaced by ``evaluate``)."""
+    calls = []
+
+    def hooks(cfg, model, dataset):
+        return loop.TrainHooks(sample=lambda params, step: calls.append(("sample", step)) or f"text {step}",
+                               plot=lambda run: calls.append(("plot", run.name)),
+                               evaluate=lambda params, step: calls.append(("eval", step)) or {"loss": 1.0 / step,
+                                                                                             "bpc": 0.0, "ppl": 1.0})
+
+    bare = loop.train(cfg_for(tmp_path), tmp_path / "bare")
+    assert bare.val is not None and bare.val["loss"] == pytest.approx(full_run[1].val["loss"], rel=1e-6)
+    assert not any((tmp_path / "bare" / "samples").iterdir()) and not (tmp_path / "bare" / "plots").exists()
+    hooked = loop.train(cfg_for(tmp_path), tmp_path / "hooked", hooks=hooks)
+    assert calls == [("eval", 10), ("sample", 10), ("eval", 20), ("sample", 20), ("plot", "hooked")]
+    assert hooked.val["loss"] == pytest.approx(1 / 20)
+    assert (tmp_path / "hooked" / "samples" / "step_0000020.txt").read_text() == "text 20"
 
 
 def test_stop_and_resume_is_exact(full_run, tmp_path):

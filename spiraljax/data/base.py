@@ -14,13 +14,10 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from spiraljax.config import DATA_MODULES, Config, ConfigError
+from spiraljax.errors import DataError
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("inputs", "targets", "mask")
-
-
-class DataError(ValueError):
-    """A one-line, user-facing data problem (missing/empty/undecodable corpus...)."""
 
 
 class Dataset(Protocol):

@@ -28,7 +28,7 @@ from scipy import stats
 
 from spiraljax.eval.contemplative import entropy
 from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
-from spiraljax.train.step import model_extras, token_nll
+from spiraljax.losses import model_extras, token_nll
 
 THRESHOLDS = {"variance_std": 0.01, "delta_logits": 0.1, "t_test_p": 0.01, "abs_r": 0.05, "r_p": 0.01}
 

@@ -15,8 +15,8 @@ import numpy as np
 from spiraljax.data import glyphs
 from spiraljax.eval.contemplative import ContemplativeSettings, contemplative_generate
 from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
+from spiraljax.losses import model_extras, token_nll
 from spiraljax.ops.soma import RESONANCES, field_charge, resonance_label
-from spiraljax.train.step import model_extras, token_nll
 
 # [latency, voltage, temperature, error_rate, bandwidth]
 SCENARIOS: dict[str, list[float]] = {

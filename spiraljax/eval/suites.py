@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from spiraljax.errors import SuiteError
+
 SUITE_MODULES: dict[str, str] = {
     "lm": "spiraljax.eval.lm",
     "generate": "spiraljax.eval.generation",
@@ -33,10 +35,6 @@ class SuiteResult:
     data: dict[str, Any]          # JSON-serialisable numbers (printed with --json)
     text: str                     # human-readable table
     passed: bool | None = None    # for suites with pass/fail criteria
-
-
-class SuiteError(ValueError):
-    """A suite that does not fit the run, or a bad ``--opt`` (one-line message)."""
 
 
 _TYPE_WORDS = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}

@@ -10,17 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spiraljax.ops.kuramoto import TONE_ZONES
+from spiraljax.ops.kuramoto import TONE_ZONES, zone_name
 from spiraljax.train.metrics import read_metrics
 
 ZONE_COLORS = ("#eeeeee", "#dde7f5", "#dff0e0", "#efe3f5", "#fff4cc", "#ffe0cc", "#f8d0d0")
-
-
-def zone_name(r: float) -> str:
-    for lo, sym, name in reversed(TONE_ZONES):
-        if r >= lo:
-            return f"{sym} {name}"
-    return ""
 
 
 def plot_tone(run_dir: str | Path) -> tuple[Path, str]:

@@ -41,7 +41,7 @@ def _write_status(run: Path, status: dict[str, Any]) -> None:
 
 def ensure_trained(cfg: Config, run: Path, log=print) -> dict[str, Any]:
     """Train ``cfg`` in ``run`` unless a finished run of the same config is already there."""
-    from spiraljax.train.loop import train
+    from spiraljax.experiment import run as run_experiment
 
     wanted = cfg.to_dict()
     status = read_status(run)
@@ -55,7 +55,7 @@ def ensure_trained(cfg: Config, run: Path, log=print) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     _write_status(run, {"finished": False, "config": wanted, "seconds": status.get("seconds", 0.0)})
     t0 = time.time()
-    result = train(cfg, run, resume=has_ckpt)
+    result = run_experiment(cfg, run, resume=has_ckpt)
     seconds = status.get("seconds", 0.0) + (time.time() - t0)
     status = {"finished": not result.interrupted, "config": wanted, "seconds": seconds}
     _write_status(run, status)

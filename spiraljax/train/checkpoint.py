@@ -27,13 +27,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from spiraljax import config as config_lib
+from spiraljax.errors import CheckpointError
 
 ITEMS = ("params", "opt_state", "meta")
 KINDS = ("latest", "best")
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint (one-line message)."""
 
 
 # ----------------------------------------------------------------------------- quiet Orbax

@@ -19,12 +19,10 @@ import os
 import sys
 from pathlib import Path
 
+from spiraljax.errors import LockError
+
 _WINDOWS = sys.platform == "win32"
 _LOCK_OFFSET = 1 << 20  # Windows: lock a byte past the PID so other processes can still read it
-
-
-class LockError(RuntimeError):
-    pass
 
 
 def _try_lock(fd: int) -> bool:

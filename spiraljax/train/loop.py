@@ -1,4 +1,8 @@
-"""The training loop: data → jit step on a device mesh → metrics, eval, samples, checkpoints.
+"""The training loop: data → jit step on a device mesh → metrics, validation, checkpoints.
+
+What else happens at an evaluation or at the end (text samples, plots) is a hook
+(:class:`TrainHooks`); :func:`spiraljax.experiment.run` passes the standard ones. This package never
+imports :mod:`spiraljax.eval`.
 
 Every run directory gets ``run.json`` (commit, versions, platform, command line; see
 :mod:`spiraljax.runinfo`). Resumable exactly: the batch of step s is a pure function of (seed, s), the step's RNG is
@@ -16,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jax
 import numpy as np
@@ -25,20 +29,35 @@ from tqdm.auto import tqdm
 from spiraljax import config as config_lib
 from spiraljax.config import Config
 from spiraljax.data.base import DataError, build_dataset, metric_unit
-from spiraljax.eval.generation import sample_text
-from spiraljax.eval.lm import evaluate_lm
+from spiraljax.errors import RunError
+from spiraljax.losses import evaluate_lm, make_eval_step
 from spiraljax.models import build
+from spiraljax.ops.kuramoto import zone_name
 from spiraljax.runinfo import write_run_info
 from spiraljax.train.checkpoint import Checkpointer
 from spiraljax.train.lock import RunLock
 from spiraljax.train.metrics import MetricsWriter
 from spiraljax.train.optim import lr_schedule, make_optimizer
 from spiraljax.train.sharding import make_mesh, replicated, shard_batch
-from spiraljax.train.step import init_state, make_eval_step, make_train_step
+from spiraljax.train.step import init_state, make_train_step
 
 
-class RunError(RuntimeError):
-    """A one-line, user-facing problem with the run directory."""
+@dataclass
+class TrainHooks:
+    """Callbacks of the loop; each may be None (skipped). A failing hook warns, never stops training.
+
+    ``sample(params, step) -> text``: called after each validation pass, saved to
+    ``samples/step_<step>.txt``. ``plot(run_dir)``: called once when the run reaches ``train.steps``.
+    ``evaluate(params, step) -> {"loss", "bpc", "ppl", …}`` replaces the built-in validation pass
+    (:func:`spiraljax.losses.evaluate_lm`), whose ``loss`` picks the best checkpoint.
+    """
+
+    sample: Callable[[Any, int], str] | None = None
+    plot: Callable[[Path], None] | None = None
+    evaluate: Callable[[Any, int], dict[str, float]] | None = None
+
+
+HookFactory = Callable[[Config, Any, Any], TrainHooks]   # (cfg, model, dataset) -> hooks
 
 
 @dataclass
@@ -125,8 +144,6 @@ def batch_for_step(dataset, step: int, grad_accum: int) -> dict[str, np.ndarray]
 def _postfix(out: dict[str, Any], tok_s: float) -> dict[str, str]:
     shown = {"loss": f"{float(out['loss']):.3f}", "tok/s": f"{tok_s:,.0f}"}
     if "R_mean" in out:  # K-SSM: the tone zone of the mean order parameter (SPEC §2.5)
-        from spiraljax.eval.tone import zone_name
-
         shown["zone"] = zone_name(float(out["R_mean"]))
     for k, v in out.items():
         if k not in ("loss", "ce", "grad_norm", "skipped") and np.ndim(v) == 0 and len(shown) < 8:
@@ -163,11 +180,24 @@ def _prepare(cfg: Config) -> _Prepared:
     return _Prepared(dataset, model, mesh, tx, sample_inputs, abstract)
 
 
-def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int | None = None) -> RunResult:
-    """Train ``cfg`` in ``workdir``. ``stop_at`` ends early (with a checkpoint) as an interruption would.
+def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int | None = None,
+          hooks: HookFactory | None = None) -> RunResult:
+    """Train ``cfg`` in ``workdir``.
 
-    ``resume=True`` needs a directory that holds a run; it continues from its newest readable
-    checkpoint after checking that ``cfg`` fits it (see :data:`RESUMABLE_KEYS`)."""
+    Args:
+      cfg: the validated config.
+      workdir: the run directory (created; must not hold checkpoints unless ``resume``).
+      resume: continue the run in ``workdir`` from its newest readable checkpoint, after checking
+        that ``cfg`` fits it (see :data:`RESUMABLE_KEYS`).
+      stop_at: end early at this step (with a checkpoint), as an interruption would.
+      hooks: ``hooks(cfg, model, dataset) -> TrainHooks``; None: validation only, no samples or plots
+        (:func:`spiraljax.experiment.run` passes the standard hooks).
+
+    Returns:
+      A :class:`RunResult` (final step, whether it was interrupted, the last validation metrics).
+    Raises:
+      RunError, LockError, ConfigError, DataError, CheckpointError: one-line user errors.
+    """
     run = Path(workdir)
     if resume and not run.is_dir():
         raise RunError(f"{run}: nothing to resume (no such directory; check --workdir)")
@@ -177,7 +207,8 @@ def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int |
     with RunLock(run):
         ckpt = Checkpointer(run, cfg.checkpoint.keep, cfg.checkpoint.async_save)
         try:
-            return _train(cfg, run, ckpt, resume, stop_at, prepared)
+            made = hooks(cfg, prepared.model, prepared.dataset) if hooks else TrainHooks()
+            return _train(cfg, run, ckpt, resume, stop_at, prepared, made)
         finally:
             ckpt.close()
 
@@ -212,8 +243,13 @@ def _check_resume(cfg: Config, run: Path, ckpt: Checkpointer, abstract_state: di
     return changes
 
 
+def _warn(what: str, step: int | None, err: Exception) -> None:
+    at = f" at step {step}" if step is not None else ""
+    print(f"warning: {what} failed{at}: {type(err).__name__}: {err}", file=sys.stderr)
+
+
 def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: int | None,
-           prepared: _Prepared) -> RunResult:
+           prepared: _Prepared, hooks: TrainHooks) -> RunResult:
     t_start = time.time()
     if ckpt.has_checkpoints() and not resume:
         raise RunError(f"{run} already holds checkpoints; pass --resume to continue it or choose another --workdir")
@@ -252,17 +288,20 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
 
     def run_eval(step: int) -> dict[str, float]:
         nonlocal best
-        m = evaluate_lm(model, state["params"], dataset, step, eval_step)
+        if hooks.evaluate is not None:
+            m = hooks.evaluate(state["params"], step)
+        else:
+            m = evaluate_lm(model, state["params"], dataset, step, eval_step)
         writer.write(step, "eval", {**m, "unit": unit})
         if m["loss"] < best:
             best = m["loss"]
             ckpt.save_best(state, m["loss"])
-        if cfg.eval.sample_tokens:
+        if hooks.sample is not None:
             try:
-                text = sample_text(model, {"params": state["params"]}, dataset, cfg, jax.random.key(tc.seed + step), step)
+                text = hooks.sample(state["params"], step)
                 (run / "samples" / f"step_{step:07d}.txt").write_text(text, encoding="utf-8")
             except Exception as err:  # a sample must never kill a training run
-                print(f"warning: sampling failed at step {step}: {type(err).__name__}: {err}", file=sys.stderr)
+                _warn("sampling", step, err)
         return m
 
     bar = tqdm(total=tc.steps, initial=start, disable=not tc.progress, dynamic_ncols=True, mininterval=1.0,
@@ -298,11 +337,9 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     bar.close()
     ckpt.wait()
     writer.close()
-    if step == tc.steps:
+    if step == tc.steps and hooks.plot is not None:
         try:
-            from spiraljax.eval.plots import plot_run
-
-            plot_run(run)
-        except Exception as err:
-            print(f"warning: plotting failed: {type(err).__name__}: {err}", file=sys.stderr)
+            hooks.plot(run)
+        except Exception as err:  # a plot must never fail a finished run
+            _warn("plotting", None, err)
     return RunResult(run, step, interrupted or step < tc.steps, val, time.time() - t_start, unit)

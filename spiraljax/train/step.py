@@ -1,11 +1,11 @@
-"""Loss, jit-able train and eval steps over a plain-dict TrainState.
+"""The training loss and the jit-able train step over a plain-dict TrainState (per-token loss and
+validation metrics: :mod:`spiraljax.losses`).
 
 State: ``{"params", "opt_state", "step", "rng", "skipped"}``. Batch: ``inputs``, ``targets``,
 ``mask`` and extra model kwargs (see :mod:`spiraljax.data.base`).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -13,14 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from spiraljax.data.base import BATCH_KEYS
+from spiraljax.losses import model_extras, token_nll
 
 TrainState = dict[str, Any]
-
-
-def model_extras(batch: dict) -> dict:
-    """Batch entries that are model keyword arguments (everything but inputs/targets/mask)."""
-    return {k: v for k, v in batch.items() if k not in BATCH_KEYS}
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, sample_inputs: jax.Array, seed: int) -> TrainState:
@@ -28,11 +23,6 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, sample_inputs
     params = model.init(jax.random.fold_in(root, 0), sample_inputs)["params"]
     return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
             "rng": jax.random.key_data(jax.random.fold_in(root, 1)), "skipped": jnp.zeros((), jnp.int32)}
-
-
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per-token negative log-likelihood in nats (fp32 logits)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
 def _scalar_metrics(aux: dict) -> dict:
@@ -111,24 +101,3 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
         return new_state, out
 
     return train_step
-
-
-def make_eval_step(model: nn.Module, token_bytes: jax.Array) -> Callable:
-    """``eval_step(params, batch, step) -> {nll_sum, tokens, bytes}`` (plain, unweighted CE)."""
-    token_bytes = jnp.asarray(token_bytes, jnp.float32)
-
-    def eval_step(params, batch: dict, step):
-        logits, _ = model.apply({"params": params}, batch["inputs"], train=False, step=step, **model_extras(batch))
-        nll = token_nll(logits, batch["targets"])
-        mask = batch["mask"].astype(jnp.float32)
-        return {"nll_sum": jnp.sum(nll * mask), "tokens": jnp.sum(mask),
-                "bytes": jnp.sum(mask * token_bytes[batch["targets"]])}
-
-    return eval_step
-
-
-def lm_metrics(nll_sum: float, tokens: float, n_bytes: float) -> dict[str, float]:
-    """loss (nats/token), BPC = total nats / (ln 2 · bytes), PPL = exp(loss)."""
-    loss = nll_sum / max(tokens, 1e-9)
-    return {"loss": loss, "bpc": nll_sum / (math.log(2) * max(n_bytes, 1e-9)),
-            "ppl": math.exp(min(loss, 700.0))}

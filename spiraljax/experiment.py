@@ -1,0 +1,34 @@
+"""A whole experiment: the training loop plus the standard hooks (text samples, plots).
+
+``train.py`` and the report call :func:`run`; :mod:`spiraljax.train` stays the loop alone and never
+imports :mod:`spiraljax.eval` (the hooks are where the two meet).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from spiraljax.config import Config
+from spiraljax.eval.generation import sample_text
+from spiraljax.eval.plots import plot_run
+from spiraljax.train.loop import RunResult, TrainHooks, train
+
+__all__ = ["run", "standard_hooks"]
+
+
+def standard_hooks(cfg: Config, model: Any, dataset: Any) -> TrainHooks:
+    """Samples of ``eval.sample_tokens`` tokens at each validation (key ``train.seed + step``) and the
+    run's metric plots at the end."""
+
+    def sample(params: Any, step: int) -> str:
+        key = jax.random.key(cfg.train.seed + step)
+        return sample_text(model, {"params": params}, dataset, cfg, key, step)
+
+    return TrainHooks(sample=sample if cfg.eval.sample_tokens else None, plot=plot_run)
+
+
+def run(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int | None = None) -> RunResult:
+    """:func:`spiraljax.train.loop.train` with :func:`standard_hooks` (same arguments and result)."""
+    return train(cfg, workdir, resume=resume, stop_at=stop_at, hooks=standard_hooks)
