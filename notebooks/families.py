@@ -1,13 +1,26 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # spiraljax model families, from a notebook
 # The pure ops and the models of each family (Spiralformer, K-SSM, Hebbian, holographic) on tiny shapes.
 # Runs as a plain script (`python notebooks/families.py`) or cell by cell in Jupyter/VS Code; no training.
 
 # %%
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent) if "__file__" in globals() else "..")
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +35,10 @@ from spiraljax.ops.hebbian import fast_weights
 from spiraljax.ops.kuramoto import order_parameter
 from spiraljax.ops.spiral import spiral_attention, spiral_mask
 
-CONFIGS = spiraljax.config.PROJECT_ROOT / "configs"
+# The project root of the editable install: configs resolve whatever the working directory is
+# (Jupyter starts in notebooks/, `python notebooks/families.py` in the root).
+ROOT = Path(spiraljax.__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
 key = jax.random.key(0)
 
 

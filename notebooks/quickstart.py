@@ -1,14 +1,27 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: title,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # spiraljax quickstart
 # Build a model from a config, train it for a few steps, reload the run, evaluate and sample.
 # Runs as a plain script (`python notebooks/quickstart.py`) or cell by cell in Jupyter/VS Code.
 
 # %%
-import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent) if "__file__" in globals() else "..")
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +32,16 @@ from spiraljax.eval.generation import sample_text
 from spiraljax.eval.lm import evaluate_lm
 from spiraljax.train.loop import train
 
+# The project root (configs/, data/) of the editable install, so the paths below hold whatever the
+# working directory is (Jupyter starts in notebooks/, `python notebooks/quickstart.py` in the root).
+ROOT = Path(spiraljax.__file__).resolve().parent.parent
+
 # %% A config with overrides, a model, one forward pass
-cfg = spiraljax.config.load(spiraljax.config.PROJECT_ROOT / "configs" / "transformer_tiny.yaml",
+cfg = spiraljax.config.load(ROOT / "configs" / "transformer_tiny.yaml",
                             overrides=["model.d_model=64", "model.n_layers=2", "train.steps=40",
-                                       "train.eval_every=20", "train.progress=false", "eval.sample_tokens=60"])
+                                       "train.eval_every=20", "train.progress=false", "eval.sample_tokens=60",
+                                       f"data.path={ROOT / 'data' / 'tinyshakespeare.txt'}",
+                                       f"data.cache_dir={ROOT / '.cache' / 'tokens'}"])
 model = spiraljax.models.build(cfg.model)
 tokens = jnp.zeros((2, cfg.model.seq_len), jnp.int32)
 variables = model.init(jax.random.key(0), tokens)

@@ -31,15 +31,3 @@ def test_transformer_tiny_reaches_the_documented_bpc(tmp_path):
                       ["train.progress=false", f"data.cache_dir={tmp_path / 'cache'}", "eval.sample_tokens=8"])
     result = train(cfg, tmp_path / "run")
     assert result.val is not None and result.val["bpc"] <= 2.6, result.val
-
-
-@pytest.mark.parametrize("notebook", ["quickstart.py", "families.py"])
-def test_notebooks_run(notebook):
-    import subprocess
-    import sys
-
-    from conftest import subprocess_env
-
-    out = subprocess.run([sys.executable, str(ROOT / "notebooks" / notebook)], cwd=ROOT, env=subprocess_env(),
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-2000:]
