@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,36 +48,94 @@ GRADES = jnp.asarray(GRADES_NP)                # [16]
 
 
 def coefficients(m: jax.Array) -> jax.Array:
-    """Blade coefficients ``[..., 16]`` of multivectors ``[..., 4, 4]``: c_b = tr(bᵀ M)/4."""
+    """Blade coefficients c_b = tr(bᵀ M)/4.
+
+    Args:
+      m: ``[..., 4, 4]`` multivectors.
+
+    Returns:
+      ``[..., 16]`` in blade order (grades 0..4).
+    """
+    chex.assert_shape(m, (..., 4, 4))
     return jnp.einsum("kij,...ij->...k", BLADES, m) / 4.0
 
 
 def from_coefficients(c: jax.Array) -> jax.Array:
+    """``M = Σ_b c_b e_b`` (inverse of :func:`coefficients`).
+
+    Args:
+      c: ``[..., 16]`` blade coefficients.
+
+    Returns:
+      ``[..., 4, 4]``.
+    """
+    chex.assert_axis_dimension(c, -1, 16)
     return jnp.einsum("...k,kij->...ij", c, BLADES)
 
 
 def grade_project(m: jax.Array, grade: int) -> jax.Array:
-    """⟨M⟩_g: keep only the blades of grade g."""
+    """⟨M⟩_g: keep only the blades of grade g.
+
+    Args:
+      m: ``[..., 4, 4]`` multivectors.
+      grade: g in 0..4.
+
+    Returns:
+      ``[..., 4, 4]``.
+    """
     return from_coefficients(coefficients(m) * (GRADES == grade))
 
 
 def reverse(m: jax.Array) -> jax.Array:
-    """Reverse: grade g picks up the sign (−1)^{g(g−1)/2}."""
+    """Reverse M†: grade g picks up the sign (−1)^{g(g−1)/2}.
+
+    Args:
+      m: ``[..., 4, 4]`` multivectors.
+
+    Returns:
+      ``[..., 4, 4]``.
+    """
     sign = jnp.asarray([(-1.0) ** (g * (g - 1) // 2) for g in GRADES_NP], jnp.float32)
     return from_coefficients(coefficients(m) * sign)
 
 
 def inverse(m: jax.Array) -> jax.Array:
+    """M⁻¹ (matrix inverse: the representation is faithful).
+
+    Args:
+      m: ``[..., 4, 4]`` multivectors.
+
+    Returns:
+      ``[..., 4, 4]``.
+    """
+    chex.assert_shape(m, (..., 4, 4))
     return jnp.linalg.inv(m)
 
 
 def grace(m: jax.Array, scales=GRACE_SCALES) -> jax.Array:
-    """Grace operator: scale grade g by [1, φ⁻¹, φ⁻², φ⁻³, φ⁻¹][g]."""
+    """Grace operator: scale grade g by [1, φ⁻¹, φ⁻², φ⁻³, φ⁻¹][g].
+
+    Args:
+      m: ``[..., 4, 4]`` multivectors.
+      scales: one factor per grade 0..4.
+
+    Returns:
+      ``[..., 4, 4]``.
+    """
     return from_coefficients(coefficients(m) * jnp.asarray(scales, jnp.float32)[GRADES])
 
 
 def inner(a: jax.Array, b: jax.Array) -> jax.Array:
-    """⟨A† B⟩₀ = tr(Aᵀ B)/4 (the scalar part of A†B) over the last two axes, broadcasting the rest."""
+    """⟨A† B⟩₀ = tr(Aᵀ B)/4 (the scalar part of A†B) over the last two axes, broadcasting the rest.
+
+    Args:
+      a: ``[..., 4, 4]``.
+      b: ``[..., 4, 4]`` (leading axes broadcast with ``a``'s).
+
+    Returns:
+      ``[...]``.
+    """
+    chex.assert_shape([a, b], (..., 4, 4))
     return jnp.sum(a * b, axis=(-1, -2)) / 4.0
 
 
@@ -86,7 +145,18 @@ def position_cosines(emb: jax.Array, queries: jax.Array, stored: jax.Array) -> j
 
     Unlike the ordered product (for orthogonal embeddings ⟨A X B, A Y B⟩ = ⟨X, Y⟩, so products that share
     all but one token are no closer than unrelated ones), position-wise angles grow with every shared token.
+
+    Args:
+      emb: ``[V, 4, 4]`` orthogonal token embeddings (:func:`token_embeddings`).
+      queries: ``[Q, n]`` token ids.
+      stored: ``[S, n]`` token ids.
+
+    Returns:
+      ``[Q, S, n]`` cosines.
     """
+    chex.assert_rank([queries, stored], 2)
+    chex.assert_shape(emb, (None, 4, 4))
+    chex.assert_axis_dimension(stored, 1, queries.shape[1])
     q = emb[queries].reshape(*queries.shape, 16)
     s = emb[stored].reshape(*stored.shape, 16)
     # embeddings are orthogonal, so |E|²_F = tr(EᵀE) = 4 and the cosine is the Frobenius product / 4
@@ -94,14 +164,32 @@ def position_cosines(emb: jax.Array, queries: jax.Array, stored: jax.Array) -> j
 
 
 def token_embeddings(vocab: int, seed: int = 0) -> jax.Array:
-    """``[V, 4, 4]`` fixed, seeded orthogonal matrices (condition number 1, so contexts stay invertible)."""
+    """Fixed, seeded orthogonal matrices (QR of a Gaussian, sign-fixed so ``diag R > 0``; condition
+    number 1, so contexts stay invertible).
+
+    Args:
+      vocab: V.
+      seed: PRNG seed.
+
+    Returns:
+      ``[V, 4, 4]`` float32.
+    """
     a = jax.random.normal(jax.random.key(seed), (vocab, 4, 4))
     q, r = jnp.linalg.qr(a)
     return q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
 
 
 def context_product(emb: jax.Array, tokens: jax.Array) -> jax.Array:
-    """Ordered product ``E(t_1) E(t_2) … E(t_n)`` for ``tokens [..., n]`` → ``[..., 4, 4]`` (order matters)."""
+    """Ordered product ``E(t_1) E(t_2) … E(t_n)`` (order matters).
+
+    Args:
+      emb: ``[V, 4, 4]`` token embeddings.
+      tokens: ``[..., n]`` token ids, n ≥ 1.
+
+    Returns:
+      ``[..., 4, 4]``.
+    """
+    chex.assert_shape(emb, (None, 4, 4))
     mats = emb[tokens]
     out = mats[..., 0, :, :]
     for i in range(1, tokens.shape[-1]):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -35,8 +36,32 @@ def _prepare(q, k, v, log_decay):
     return q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32), g
 
 
-def fast_weights_scan(q, k, v, log_decay, initial_state=None):
-    """Reference: one recurrent step per position with ``lax.scan``."""
+def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array, initial_state: jax.Array | None) -> None:
+    """Static shape checks shared by the public entry points (free under jit)."""
+    chex.assert_rank([q, k, v], 4)
+    chex.assert_equal_shape([q, k])
+    chex.assert_equal_shape_prefix([q, v], 3)
+    if initial_state is not None:
+        b, _, h, d = q.shape
+        chex.assert_shape(initial_state, (b, h, d, v.shape[-1]))
+
+
+def fast_weights_scan(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array | float,
+                      initial_state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Reference: one recurrent step per position with ``lax.scan``,
+    ``S_t = exp(g_t)·S_{t−1} + k_tᵀ v_t``, ``o_t = q_t S_t``.
+
+    Args:
+      q: ``[B, T, H, D]``.
+      k: ``[B, T, H, D]``.
+      v: ``[B, T, H, Dv]``.
+      log_decay: g ≤ 0, broadcastable to ``[B, T, H]``.
+      initial_state: optional ``[B, H, D, Dv]`` (default zeros).
+
+    Returns:
+      ``(o [B, T, H, Dv], S_T [B, H, D, Dv])`` in fp32.
+    """
+    _check_shapes(q, k, v, initial_state)
     q, k, v, g = _prepare(q, k, v, log_decay)
     b, t, h, d = q.shape
     s0 = jnp.zeros((b, h, d, v.shape[-1]), jnp.float32) if initial_state is None else initial_state.astype(jnp.float32)
@@ -51,9 +76,26 @@ def fast_weights_scan(q, k, v, log_decay, initial_state=None):
     return jnp.swapaxes(out, 0, 1), final
 
 
-def fast_weights_chunked(q, k, v, log_decay, initial_state=None, chunk: int = 64, unroll: int = 2):
-    """Chunk-parallel form: dense matmuls inside chunks, a scan over chunks carrying S (``unroll``
-    chunks per loop iteration: 2 was fastest on a 2-core CPU)."""
+def fast_weights_chunked(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array | float,
+                         initial_state: jax.Array | None = None, chunk: int = 64,
+                         unroll: int = 2) -> tuple[jax.Array, jax.Array]:
+    """Chunk-parallel form (equations in the module docstring): dense matmuls inside chunks, a scan
+    over chunks carrying S (``unroll`` chunks per loop iteration: 2 was fastest on a 2-core CPU).
+
+    Args:
+      q: ``[B, T, H, D]``.
+      k: ``[B, T, H, D]``.
+      v: ``[B, T, H, Dv]``.
+      log_decay: g ≤ 0, broadcastable to ``[B, T, H]``; a scalar or ``[H]`` with C | T takes the
+        per-head path with the hand-written backward.
+      initial_state: optional ``[B, H, D, Dv]`` (default zeros).
+      chunk: chunk size C (capped at T).
+      unroll: chunks per scan iteration.
+
+    Returns:
+      ``(o [B, T, H, Dv], S_T [B, H, D, Dv])`` in fp32.
+    """
+    _check_shapes(q, k, v, initial_state)
     b, t, h, d = q.shape
     c = min(chunk, t)
     s0 = jnp.zeros((b, h, d, v.shape[-1]), jnp.float32) if initial_state is None else initial_state.astype(jnp.float32)
@@ -170,8 +212,24 @@ def _chunked_per_head_bwd(c, unroll, res, cotangents):
 _chunked_per_head.defvjp(_chunked_per_head_fwd, _chunked_per_head_bwd)
 
 
-def fast_weights(q, k, v, log_decay, *, initial_state=None, impl: str = "chunked", chunk: int = 64):
-    """``(o [B, T, H, Dv], S_T [B, H, D, Dv])``; ``impl`` = "scan" (reference) or "chunked" (fast)."""
+def fast_weights(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array | float, *,
+                 initial_state: jax.Array | None = None, impl: str = "chunked",
+                 chunk: int = 64) -> tuple[jax.Array, jax.Array]:
+    """Decayed linear attention ``S_t = exp(g_t)·S_{t−1} + k_tᵀ v_t``, ``o_t = q_t S_t``.
+
+    Args:
+      q: ``[B, T, H, D]``.
+      k: ``[B, T, H, D]``.
+      v: ``[B, T, H, Dv]``.
+      log_decay: g ≤ 0, broadcastable to ``[B, T, H]``.
+      initial_state: optional ``[B, H, D, Dv]`` (default zeros).
+      impl: "scan" (reference) or "chunked" (fast).
+      chunk: chunk size of the chunked form.
+
+    Returns:
+      ``(o [B, T, H, Dv], S_T [B, H, D, Dv])`` in fp32.
+    """
+    _check_shapes(q, k, v, initial_state)
     if impl == "scan":
         return fast_weights_scan(q, k, v, log_decay, initial_state)
     if impl == "chunked":

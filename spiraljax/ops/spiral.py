@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,12 +26,26 @@ PHI = (1 + 5 ** 0.5) / 2
 
 
 def powers_of_two(n: int) -> list[int]:
-    """``{0} ∪ {2^k : 2^k < n}``."""
+    """``{0} ∪ {2^k : 2^k < n}``.
+
+    Args:
+      n: sequence length T.
+
+    Returns:
+      Sorted offsets (list of int).
+    """
     return [0] + [2 ** k for k in range(max(int(math.log2(max(n - 1, 1))) + 1, 0)) if 2 ** k < n]
 
 
 def phi_offsets(n: int) -> list[int]:
-    """``{0} ∪ {round(φ^k) : k ≥ 0, round(φ^k) < n}`` — golden-ratio spaced hops."""
+    """``{0} ∪ {round(φ^k) : k ≥ 0, round(φ^k) < n}`` — golden-ratio spaced hops.
+
+    Args:
+      n: sequence length T.
+
+    Returns:
+      Sorted offsets (list of int).
+    """
     out, k = {0}, 0
     while round(PHI ** k) < n:
         out.add(round(PHI ** k))
@@ -45,6 +60,17 @@ def make_offsets(n: int, pattern: str = "pow2", n_back: Sequence[int] = (), ever
     ``pattern``: "pow2" (spiral), "phi" (round(φ^k)), or "none" (only the diagonal); ``n_back``:
     fixed extra offsets; ``every``/``every_count``: keys with ``j ≡ i (mod every)``, the nearest
     ``every_count`` of them. ``bidirectional`` mirrors the set (encoder use only, never for LM loss).
+
+    Args:
+      n: sequence length T.
+      pattern: "pow2" | "phi" | "none".
+      n_back: extra fixed offsets (those outside [0, n) are dropped).
+      every: period of the ``j ≡ i (mod every)`` keys (0: none).
+      every_count: how many of those keys.
+      bidirectional: add ``−o`` for every offset ``o``.
+
+    Returns:
+      Sorted tuple of int offsets ``i − j``.
     """
     base = {"pow2": powers_of_two, "phi": phi_offsets, "none": lambda _: [0]}
     if pattern not in base:
@@ -58,14 +84,30 @@ def make_offsets(n: int, pattern: str = "pow2", n_back: Sequence[int] = (), ever
 
 
 def spiral_mask(n: int, offsets: Iterable[int] | None = None) -> jax.Array:
-    """Bool ``[n, n]``: ``mask[i, j] = (i − j) ∈ offsets`` (and 0 ≤ j < n). Causal for offsets ≥ 0."""
+    """``mask[i, j] = (i − j) ∈ offsets`` (and 0 ≤ j < n). Causal for offsets ≥ 0.
+
+    Args:
+      n: sequence length T.
+      offsets: allowed ``i − j`` (default :func:`powers_of_two`).
+
+    Returns:
+      Bool ``[T, T]`` (query, key).
+    """
     offsets = powers_of_two(n) if offsets is None else list(offsets)
     diff = np.arange(n)[:, None] - np.arange(n)[None, :]
     return jnp.asarray(np.isin(diff, np.asarray(offsets)))
 
 
 def shift_time(x: jax.Array, offset: int) -> jax.Array:
-    """``y[:, i] = x[:, i − offset]`` with zeros where ``i − offset`` is out of range (axis 1 = time)."""
+    """``y[:, i] = x[:, i − offset]`` with zeros where ``i − offset`` is out of range.
+
+    Args:
+      x: ``[B, T, ...]`` (axis 1 = time).
+      offset: time shift (> 0: ``y`` at i holds the past value ``x`` at i − offset).
+
+    Returns:
+      Same shape as ``x``.
+    """
     n = x.shape[1]
     if offset == 0:
         return x
@@ -119,7 +161,24 @@ def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Seque
 
     ``key_mask`` ``[B, T]`` (True = key usable, e.g. not silence) removes keys per sequence; the
     diagonal stays unless ``keep_diagonal=False``. Rows with no usable key return zeros, never NaN.
+
+    Args:
+      q: ``[B, T, H, D]`` queries.
+      k: ``[B, T, H, D]`` keys.
+      v: ``[B, T, H, Dv]`` values.
+      offsets: allowed ``i − j`` (default :func:`powers_of_two` of T).
+      key_mask: optional bool ``[B, T]``.
+      impl: "sparse" (O(T·|offsets|)) or "dense" (O(T²) reference).
+      keep_diagonal: the key ``j = i`` survives ``key_mask``.
+
+    Returns:
+      ``[B, T, H, Dv]``.
     """
+    chex.assert_rank([q, k, v], 4)
+    chex.assert_equal_shape([q, k])
+    chex.assert_equal_shape_prefix([q, v], 3)
+    if key_mask is not None:
+        chex.assert_shape(key_mask, q.shape[:2])
     offsets = tuple(powers_of_two(q.shape[1]) if offsets is None else offsets)
     if impl == "sparse":
         return _sparse(q, k, v, offsets, key_mask, keep_diagonal)

@@ -16,6 +16,7 @@ position-wise multivectors of a query and a stored context (``models/holographic
 """
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -25,7 +26,17 @@ N_SATELLITES = 16
 
 def satellite_phases(n: int, n_satellites: int = N_SATELLITES, base: float = 0.1,
                      offsets: jax.Array | None = None) -> jax.Array:
-    """``[K, n]`` phases θ_{k,i} = 2πk/K + φ + φ^(k mod 4)·base·i (+ optional per-satellite offsets)."""
+    """Phases θ_{k,i} = 2πk/K + φ + φ^(k mod 4)·base·i (+ optional per-satellite offsets).
+
+    Args:
+      n: sequence length.
+      n_satellites: K.
+      base: base angular frequency.
+      offsets: optional ``[K]`` phase offsets.
+
+    Returns:
+      ``[K, n]`` float32.
+    """
     k = jnp.arange(n_satellites, dtype=jnp.float32)
     theta0 = 2 * jnp.pi * k / n_satellites + PHI
     if offsets is not None:
@@ -35,17 +46,45 @@ def satellite_phases(n: int, n_satellites: int = N_SATELLITES, base: float = 0.1
 
 
 def phase_kernel(cos_delta: jax.Array, power: float = 1.0) -> jax.Array:
-    """((1 + cos Δ)/2)^power = cos^(2·power)(Δ/2): 1 at Δ = 0, 0 at Δ = π; ``power`` > 1 sharpens it."""
+    """((1 + cos Δ)/2)^power = cos^(2·power)(Δ/2): 1 at Δ = 0, 0 at Δ = π; ``power`` > 1 sharpens it.
+
+    Args:
+      cos_delta: ``[...]`` cos Δ.
+      power: exponent.
+
+    Returns:
+      ``[...]`` in [0, 1].
+    """
     return ((1.0 + cos_delta) / 2.0) ** power
 
 
 def master_weights(n_satellites: int = N_SATELLITES) -> jax.Array:
+    """``a_k = φ^−(k mod 4) / Σ_k φ^−(k mod 4)``.
+
+    Args:
+      n_satellites: K.
+
+    Returns:
+      ``[K]`` weights summing to 1.
+    """
     w = PHI ** -jnp.mod(jnp.arange(n_satellites, dtype=jnp.float32), 4)
     return w / jnp.sum(w)
 
 
 def toroidal_attention(v: jax.Array, theta: jax.Array, causal: bool = True) -> jax.Array:
-    """O(n): ``v [n, d]``, ``theta [K, n]`` → master output ``[n, d]`` via running sums."""
+    """O(n) via running sums (module docstring): ``Σ_k a_k Σ_{j≤i} w_kij v_j / Σ_{j≤i} w_kij`` with
+    ``w_kij = (1 + cos(θ_ki − θ_kj))/2``.
+
+    Args:
+      v: ``[n, d]`` values.
+      theta: ``[K, n]`` satellite phases.
+      causal: sum over j ≤ i (else over all j).
+
+    Returns:
+      ``[n, d]`` master output.
+    """
+    chex.assert_rank([v, theta], 2)
+    chex.assert_axis_dimension(theta, 1, v.shape[0])
     c, s = jnp.cos(theta), jnp.sin(theta)                     # [K, n]
     agg = (lambda x: jnp.cumsum(x, axis=1)) if causal else (lambda x: jnp.broadcast_to(jnp.sum(x, 1, keepdims=True), x.shape))
     s1 = agg(jnp.broadcast_to(v, (theta.shape[0], *v.shape)))  # [K, n, d]
@@ -59,7 +98,18 @@ def toroidal_attention(v: jax.Array, theta: jax.Array, causal: bool = True) -> j
 
 
 def toroidal_attention_reference(v: jax.Array, theta: jax.Array, causal: bool = True) -> jax.Array:
-    """O(n²) reference: build every weight (1 + cos(θ_i − θ_j))/2 explicitly."""
+    """O(n²) reference: build every weight (1 + cos(θ_i − θ_j))/2 explicitly.
+
+    Args:
+      v: ``[n, d]`` values.
+      theta: ``[K, n]`` satellite phases.
+      causal: sum over j ≤ i (else over all j).
+
+    Returns:
+      ``[n, d]`` master output.
+    """
+    chex.assert_rank([v, theta], 2)
+    chex.assert_axis_dimension(theta, 1, v.shape[0])
     w = phase_kernel(jnp.cos(theta[:, :, None] - theta[:, None, :]))  # [K, n, n]
     if causal:
         w = w * jnp.tril(jnp.ones(w.shape[1:]))
