@@ -1,6 +1,6 @@
-"""Contemplative generation: entropy-gated silence over the glyph vocabulary.
+"""Contemplative generation: entropy-gated silence over the glyph vocabulary, as a sampler policy.
 
-Per step (one jit-compiled function, fixed window of ``seq_len``):
+Per step (:class:`ContemplativePolicy`, inside the :class:`~spiraljax.eval.sampler.Sampler` step):
 * if the next-token entropy (nats) exceeds ``threshold`` → emit silence "…" instead of sampling;
 * after ``max_silence_run`` silences in a row → force a non-silence sample;
 * when the Soma says *urgent*, silence is not allowed until ``min_active_urgent`` active glyphs
@@ -16,8 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from spiraljax.data import glyphs
-from spiraljax.eval.generation import sample_token
+from spiraljax.eval.sampler import Sampler, sample_token
 from spiraljax.ops.soma import field_charge, resonance_label
+
+# per-row policy state: (silence run length, active glyphs emitted, urgent)
+ContemplativeState = tuple[jax.Array, jax.Array, jax.Array]
 
 
 @dataclass(frozen=True)
@@ -50,47 +53,44 @@ def _decide(key, logits, silence_run, active, urgent, s: ContemplativeSettings):
     return token, gated
 
 
+@dataclass(frozen=True)
+class ContemplativePolicy:
+    """The contemplative rules as a sampler policy; flags = gated silences."""
+    settings: ContemplativeSettings = ContemplativeSettings()
+
+    @staticmethod
+    def initial_state(conditions: jax.Array) -> ContemplativeState:
+        """No silence run, no active glyphs yet; *urgent* from the Soma's reading of ``conditions [B, 5]``."""
+        b = conditions.shape[0]
+        urgent = resonance_label(field_charge(conditions)) == 1
+        return jnp.zeros(b, jnp.int32), jnp.zeros(b, jnp.int32), urgent
+
+    def __call__(self, key: jax.Array, logits: jax.Array,
+                 state: ContemplativeState) -> tuple[jax.Array, jax.Array, ContemplativeState]:
+        run, active, urgent = state
+        token, gated = _decide(key, logits, run, active, urgent, self.settings)
+        silent = jnp.isin(token, jnp.asarray(glyphs.SILENCE_IDS))
+        return token, gated, (jnp.where(silent, run + 1, 0), active + (~silent).astype(jnp.int32), urgent)
+
+
+def contemplative_sampler(model, seq_len: int, settings: ContemplativeSettings = ContemplativeSettings()) -> Sampler:
+    """A window sampler with the contemplative policy; pass it to :func:`contemplative_generate` to
+    generate for many conditions with one compile."""
+    return Sampler(model, ContemplativePolicy(settings), seq_len)
+
+
 def contemplative_generate(model, variables, conditions: np.ndarray, n_new: int, key: jax.Array, seq_len: int,
                            settings: ContemplativeSettings = ContemplativeSettings(), prompt: np.ndarray | None = None,
-                           step: int = 0):
-    """Generate ``n_new`` glyphs per conditions row. Returns ``(ids [B, P + n_new], gated [B, n_new])``."""
+                           step: int = 0, sampler: Sampler | None = None):
+    """Generate ``n_new`` glyphs per conditions row. Returns ``(ids [B, P + n_new], gated [B, n_new])``.
+    ``sampler``: one from :func:`contemplative_sampler` for this model, seq_len and settings, reused
+    across calls; default: a new one."""
     conditions = jnp.asarray(np.atleast_2d(conditions), jnp.float32)
     b = conditions.shape[0]
     prompt = np.zeros((b, 1), np.int32) if prompt is None else np.atleast_2d(prompt).astype(np.int32)
-    p = prompt.shape[1]
-    urgent = resonance_label(field_charge(conditions)) == 1
-    step_fn = _step_fn(model, settings)
-    total = np.zeros((b, p + n_new), np.int32)
-    total[:, :p] = prompt
-    run = np.zeros(b, np.int32)
-    active = np.zeros(b, np.int32)
-    gated_all = np.zeros((b, n_new), bool)
-    for i in range(p, p + n_new):
-        start = max(0, i - seq_len)
-        window = np.zeros((b, seq_len), np.int32)
-        window[:, : i - start] = total[:, start:i]
-        tok, gated = step_fn(variables, jnp.asarray(window), i - start - 1, jax.random.fold_in(key, i), conditions,
-                             jnp.asarray(run), jnp.asarray(active), urgent, step)
-        tok = np.asarray(tok)
-        total[:, i] = tok
-        gated_all[:, i - p] = np.asarray(gated)
-        silent = glyphs.is_silence(tok)
-        run = np.where(silent, run + 1, 0)
-        active = active + (~silent).astype(np.int32)
-    return total, gated_all
-
-
-_CACHE: dict = {}
-
-
-def _step_fn(model, settings: ContemplativeSettings):
-    key = (id(model), settings)
-    if key not in _CACHE:
-        @jax.jit
-        def step_fn(variables, window, pos, rng, conditions, run, active, urgent, step):
-            logits, _ = model.apply(variables, window, train=False, step=step, conditions=conditions)
-            last = jax.lax.dynamic_index_in_dim(logits, pos, axis=1, keepdims=False)
-            return _decide(rng, last, run, active, urgent, settings)
-
-        _CACHE[key] = (model, step_fn)
-    return _CACHE[key][1]
+    policy = ContemplativePolicy(settings)
+    if sampler is None:
+        sampler = contemplative_sampler(model, seq_len, settings)
+    elif (sampler.model, sampler.policy, sampler.seq_len) != (model, policy, seq_len):
+        raise ValueError("the sampler was built for another model, seq_len or settings")
+    return sampler(variables, prompt, n_new, key, policy.initial_state(conditions), step, conditions=conditions)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spiraljax.data import glyphs
-from spiraljax.eval.contemplative import ContemplativeSettings, contemplative_generate
+from spiraljax.eval.contemplative import ContemplativeSettings, contemplative_generate, contemplative_sampler
 from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
 from spiraljax.losses import model_extras, token_nll
 from spiraljax.ops.soma import RESONANCES, field_charge, resonance_label
@@ -129,11 +129,13 @@ def probe_suite(ctx: EvalContext) -> SuiteResult:
     settings = ContemplativeSettings(threshold=float(opts.get("threshold", 0.7)),
                                      temperature=float(opts.get("temperature", 1.0)))
     seq_len = ctx.cfg.model.seq_len
+    sampler = contemplative_sampler(ctx.model, seq_len, settings)  # one compile for all scenarios
     rows = {}
     for i, (name, cond) in enumerate(SCENARIOS.items()):
         conditions = np.tile(np.asarray(cond, np.float32), (samples, 1))
         ids, gated = contemplative_generate(ctx.model, ctx.variables, conditions, min(n_tokens, seq_len - 1),
-                                            jax.random.key(ctx.seed * 1000 + i), seq_len, settings, step=ctx.step)
+                                            jax.random.key(ctx.seed * 1000 + i), seq_len, settings, step=ctx.step,
+                                            sampler=sampler)
         _, aux = ctx.model.apply(ctx.variables, jnp.asarray(ids[:, :seq_len]), step=ctx.step,
                                  conditions=jnp.asarray(conditions))
         charge = field_charge(jnp.asarray(cond))
