@@ -7,6 +7,8 @@ t+1 from bytes ≤ t: the bytes of patch q are decoded from the latent of patch 
 
 Plasticity α follows the curriculum by step fraction (``plasticity_stages``, saved in the config,
 so generation uses the α of the checkpoint's step); ``force_plasticity`` overrides it.
+``lora_rank > 0`` adds LoRA adapters to every projection of the hybrid blocks (not the patch
+encoder, reasoning loop or head), as on the dense baseline and Spiralformer.
 aux: ``plasticity``, ``decay [L, H]``, ``reasoning_update [steps]``, ``memory_state`` (per layer).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import Field, model_validator
 from spiraljax.config import ModelConfig, register_model_config
 from spiraljax.models.registry import register
 from spiraljax.nn.hebbian import HybridBlock, LocalHead, PatchEncoder, ReasoningLoop
+from spiraljax.nn.layers import lora_dense
 
 START = 256  # the local head's own start symbol (not byte 0)
 
@@ -40,6 +43,8 @@ class HebbianConfig(ModelConfig):
     # curriculum: [(end fraction of curriculum_steps, α), ...]; α of the last stage after that
     plasticity_stages: list[tuple[float, float]] = [(0.15, 0.10), (0.40, 0.50), (1.0, 0.99)]
     curriculum_steps: int = Field(1000, gt=0)
+    lora_rank: int = Field(0, ge=0)         # LoRA adapters of rank r on every hybrid-block projection (0 = none)
+    lora_alpha: float = Field(16.0, gt=0)   # LoRA scale α (the adapter adds (α/r)·x A B)
 
     @model_validator(mode="after")
     def _patches(self) -> "HebbianConfig":
@@ -64,7 +69,8 @@ class HebbianLM(nn.Module):
     def setup(self):
         cfg = self.cfg
         self.encoder = PatchEncoder(cfg.d_model, cfg.patch, cfg.dropout)
-        self.blocks = [HybridBlock(cfg.n_heads, cfg.window, cfg.memory_impl, cfg.memory_chunk, cfg.dropout,
+        dense = lora_dense(cfg.lora_rank, cfg.lora_alpha)
+        self.blocks = [HybridBlock(cfg.n_heads, cfg.window, cfg.memory_impl, cfg.memory_chunk, cfg.dropout, dense,
                                    name=f"block_{i}") for i in range(cfg.n_layers)]
         self.final_ln = nn.LayerNorm()
         self.reasoning = ReasoningLoop(cfg.reasoning_steps)

@@ -1,4 +1,5 @@
-"""Dense causal Transformer baseline: pre-norm, RoPE, smeared keys, SwiGLU/GELU MLP, tied or untied embeddings."""
+"""Dense causal Transformer baseline: pre-norm, RoPE, smeared keys, SwiGLU/GELU MLP, tied or untied embeddings,
+optional LoRA adapters on the block projections (``lora_rank``)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -10,7 +11,7 @@ from pydantic import Field
 
 from spiraljax.config import ModelConfig, register_model_config
 from spiraljax.models.registry import register
-from spiraljax.nn.layers import Block
+from spiraljax.nn.layers import Block, lora_dense
 
 
 @register_model_config("transformer")
@@ -23,6 +24,8 @@ class TransformerConfig(ModelConfig):
     # per-head smeared keys (spiraljax.nn.layers.smear_keys): without them the 2-layer baseline does not
     # form induction heads at our budgets (docs/notes/recall.md); false gives the plain attention
     smear_keys: bool = True
+    lora_rank: int = Field(0, ge=0)         # LoRA adapters of rank r on every block projection (0 = none)
+    lora_alpha: float = Field(16.0, gt=0)   # LoRA scale α (the adapter adds (α/r)·x A B)
 
 
 class Transformer(nn.Module):
@@ -43,9 +46,10 @@ class Transformer(nn.Module):
             from spiraljax.ops.attention import causal_attention
 
             attend = partial(causal_attention, window=cfg.window)
+        dense = lora_dense(cfg.lora_rank, cfg.lora_alpha, dtype)
         for i in range(cfg.n_layers):
             x = Block(cfg.n_heads, hidden, cfg.mlp_kind, cfg.dropout, dtype, attend=attend, smear=cfg.smear_keys,
-                      name=f"block_{i}")(x, train=train)
+                      dense=dense, name=f"block_{i}")(x, train=train)
         x = nn.LayerNorm(dtype=dtype, name="ln_f")(x)
         if cfg.tie_embeddings:
             logits = embed.attend(x.astype(jnp.float32))

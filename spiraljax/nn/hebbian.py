@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spiraljax.nn.layers import SelfAttention
+from spiraljax.nn.layers import DenseFactory, SelfAttention, lora_dense
 from spiraljax.ops.attention import apply_rope, causal_mask, masked_attention
 from spiraljax.ops.hebbian import fast_weights
 
@@ -38,18 +38,21 @@ class HebbianMemory(nn.Module):
     φ(z) = ELU(z) + 1, q = φ(W_q u)/√D, k = φ(W_k u), v = W_v u, λ_h = (0.99 + 0.01σ(w_h))·α,
     o_t = Σ_{j≤t} λ^{t−j}(q_t·k_j) v_j / (Σ_{j≤t} λ^{t−j} q_t·k_j + 1e−6)  (normaliser: same op with v = 1).
     Returns the output, the log decay per head, and the final fast-weight state (for generation).
+    ``dense``: factory of the q, k, v, out projections (default: plain, no adapter).
     """
 
     n_heads: int
     impl: str = "chunked"
     chunk: int = 64
     dropout: float = 0.0
+    dense: DenseFactory | None = None
 
     @nn.compact
     def __call__(self, u, alpha, initial_state=None, train: bool = False):
         b, t, d = u.shape
         hd = d // self.n_heads
-        proj = lambda name: nn.DenseGeneral((self.n_heads, hd), use_bias=False, name=name)(u).astype(jnp.float32)  # noqa: E731
+        dense = self.dense or lora_dense()
+        proj = lambda name: dense((self.n_heads, hd), name=name)(u).astype(jnp.float32)  # noqa: E731
         phi = lambda x: nn.elu(x) + 1.0  # noqa: E731
         q = phi(proj("q")) / jnp.sqrt(hd)
         k = phi(proj("k"))
@@ -59,7 +62,7 @@ class HebbianMemory(nn.Module):
         v1 = jnp.concatenate([v, jnp.ones((b, t, self.n_heads, 1), jnp.float32)], axis=-1)
         o, state = fast_weights(q, k, v1, log_decay, initial_state=initial_state, impl=self.impl, chunk=self.chunk)
         o = o[..., :hd] / (o[..., hd:] + 1e-6)
-        o = nn.DenseGeneral(d, axis=(-2, -1), use_bias=False, name="out")(o)
+        o = dense(d, axis=(-2, -1), name="out")(o)
         o = nn.LayerNorm(name="ln")(o)
         return nn.Dropout(self.dropout, deterministic=not train)(o), log_decay, state
 
@@ -69,7 +72,8 @@ class HybridBlock(nn.Module):
 
     For streaming, ``history [B, S, d]`` holds the block inputs of the S previous patches
     (``history_valid [B, S]`` marks the filled slots): attention then runs over history + h, so a
-    new patch sees the same window it would see in one full pass.
+    new patch sees the same window it would see in one full pass. ``dense``: factory of every
+    projection of the block (attention, memory, mix, MLP; default: plain, no adapter).
     """
 
     n_heads: int
@@ -77,6 +81,7 @@ class HybridBlock(nn.Module):
     impl: str = "chunked"
     chunk: int = 64
     dropout: float = 0.0
+    dense: DenseFactory | None = None
 
     @nn.compact
     def __call__(self, h, alpha, memory_state=None, train: bool = False, history=None, history_valid=None):
@@ -86,15 +91,16 @@ class HybridBlock(nn.Module):
         full = jnp.concatenate([history.astype(h.dtype), h], axis=1)
         valid = jnp.concatenate([history_valid, jnp.ones((b, t), bool)], axis=1)
         mask = causal_mask(full.shape[1], self.window)[None, None] & valid[:, None, None, :]
+        dense = self.dense or lora_dense()
         u_full = nn.LayerNorm(name="ln_1")(full)
-        swa = SelfAttention(self.n_heads, rope=False, attend=partial(masked_attention, mask=mask),
+        swa = SelfAttention(self.n_heads, rope=False, attend=partial(masked_attention, mask=mask), dense=dense,
                             name="swa")(u_full)[:, -t:]
         u = u_full[:, -t:]
-        mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, name="memory")(
-            u, alpha, memory_state, train)
-        h = h + nn.Dense(h.shape[-1], use_bias=False, name="mix")(swa + mem)
+        mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, dense,
+                                              name="memory")(u, alpha, memory_state, train)
+        h = h + dense(d, name="mix")(swa + mem)
         m = nn.LayerNorm(name="ln_2")(h)
-        m = nn.Dense(h.shape[-1], name="mlp_down")(nn.gelu(nn.Dense(4 * h.shape[-1], name="mlp_up")(m)))
+        m = dense(d, use_bias=True, name="mlp_down")(nn.gelu(dense(4 * d, use_bias=True, name="mlp_up")(m)))
         return h + nn.Dropout(self.dropout, deterministic=not train)(m), log_decay, state
 
 

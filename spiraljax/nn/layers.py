@@ -1,15 +1,31 @@
-"""Shared Flax building blocks: attention with RoPE (and optional smeared keys), MLP, pre-norm Transformer block."""
+"""Shared Flax building blocks of every attention family: attention with RoPE (optional smeared keys,
+any pattern through ``attend=``), MLP, pre-norm Transformer block.
+
+Every linear layer comes from a dense-layer factory (:data:`DenseFactory`, by default
+:func:`lora_dense` with rank 0 = a plain bias-free Dense), so one implementation serves the dense
+baseline, Spiralformer and the Hebbian model, with or without LoRA adapters.
+"""
 from __future__ import annotations
 
-from typing import Callable
+from functools import partial
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from spiraljax.nn.lora import LoRADense
 from spiraljax.ops.attention import apply_rope, causal_attention
 
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+# dense(features, *, axis=-1, name=..., use_bias=False) → a linear module y = x W (+ b) contracting ``axis`` of x
+DenseFactory = Callable[..., nn.Module]
+
+
+def lora_dense(rank: int = 0, alpha: float = 16.0, dtype: Any = jnp.float32, flat: bool = False) -> DenseFactory:
+    """Factory of :class:`LoRADense` layers ``y = x W + (α/r) x A B``; ``rank = 0``: plain ``x W`` (the
+    parameters of ``nn.Dense`` / ``nn.DenseGeneral``); ``flat``: kernels stored 2-D (Spiralformer's layout)."""
+    return partial(LoRADense, rank=rank, alpha=alpha, dtype=dtype, flat=flat)
 
 
 def smear_keys(k: jax.Array, mix: jax.Array) -> jax.Array:
@@ -25,23 +41,28 @@ def smear_keys(k: jax.Array, mix: jax.Array) -> jax.Array:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with RoPE; ``attend(q, k, v)`` picks the pattern (dense causal by default).
+    """Multi-head self-attention ``W_o · attend(RoPE(x W_q), RoPE(x W_k), x W_v)``.
 
+    ``attend(q, k, v)`` picks the pattern: dense causal by default, or e.g. a sliding window, a
+    masked or a spiral sparse pattern (bind extra arguments such as a key mask with ``partial``).
     ``smear``: keys (after RoPE) are smeared with the previous position's key by a learned per-head
-    ``m_h = σ(w_h)``, ``w_h`` initialised to 0 (see :func:`smear_keys`).
+    ``m_h = σ(w_h)``, ``w_h`` initialised to 0 (see :func:`smear_keys`). ``dense``: factory of the
+    ``qkv`` ``[d → 3, H, D]`` and ``out`` ``[H, D → d]`` projections (default: plain, no adapter).
     """
 
     n_heads: int
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32
     rope: bool = True
     attend: AttentionFn | None = None
     smear: bool = False
+    dense: DenseFactory | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, d = x.shape
         head_dim = d // self.n_heads
-        qkv = nn.DenseGeneral((3, self.n_heads, head_dim), use_bias=False, dtype=self.dtype, name="qkv")(x)
+        dense = self.dense or lora_dense(dtype=self.dtype)
+        qkv = dense((3, self.n_heads, head_dim), name="qkv")(x)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if self.rope:
             pos = jnp.arange(t)
@@ -49,25 +70,36 @@ class SelfAttention(nn.Module):
         if self.smear:
             k = smear_keys(k, nn.sigmoid(self.param("smear", nn.initializers.zeros, (self.n_heads,))))
         out = (self.attend or causal_attention)(q, k, v)
-        return nn.DenseGeneral(d, axis=(-2, -1), use_bias=False, dtype=self.dtype, name="out")(out)
+        return dense(d, axis=(-2, -1), name="out")(out)
+
+
+def mlp(x: jax.Array, hidden: int, kind: str, dense: DenseFactory, prefix: str = "") -> jax.Array:
+    """SwiGLU ``W_down (silu(W_gate x) ⊙ W_up x)`` or GELU ``W_down gelu(W_up x)``.
+
+    Call inside a compact method: the layers ``{prefix}gate``, ``{prefix}up``, ``{prefix}down`` belong
+    to the calling module (:class:`MLP` uses no prefix; :class:`~spiraljax.nn.spiral.SpiralBlock`
+    keeps its ``mlp_up`` / ``mlp_down`` this way).
+    """
+    if kind == "swiglu":
+        h = nn.silu(dense(hidden, name=f"{prefix}gate")(x)) * dense(hidden, name=f"{prefix}up")(x)
+    elif kind == "gelu":
+        h = nn.gelu(dense(hidden, name=f"{prefix}up")(x))
+    else:
+        raise ValueError(f"mlp kind {kind!r}: expected 'swiglu' or 'gelu'")
+    return dense(x.shape[-1], name=f"{prefix}down")(h)
 
 
 class MLP(nn.Module):
-    """Position-wise MLP: SwiGLU ``W2 (silu(W1 x) * W3 x)`` or GELU ``W2 gelu(W1 x)``."""
+    """Position-wise MLP (:func:`mlp`): SwiGLU ``W2 (silu(W1 x) * W3 x)`` or GELU ``W2 gelu(W1 x)``."""
 
     hidden: int
     kind: str = "swiglu"
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32
+    dense: DenseFactory | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        d = x.shape[-1]
-        if self.kind == "swiglu":
-            h = nn.silu(nn.Dense(self.hidden, use_bias=False, dtype=self.dtype, name="gate")(x))
-            h = h * nn.Dense(self.hidden, use_bias=False, dtype=self.dtype, name="up")(x)
-        else:
-            h = nn.gelu(nn.Dense(self.hidden, use_bias=False, dtype=self.dtype, name="up")(x))
-        return nn.Dense(d, use_bias=False, dtype=self.dtype, name="down")(h)
+        return mlp(x, self.hidden, self.kind, self.dense or lora_dense(dtype=self.dtype))
 
 
 class Block(nn.Module):
@@ -77,15 +109,17 @@ class Block(nn.Module):
     mlp_hidden: int
     mlp_kind: str = "swiglu"
     dropout: float = 0.0
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32
     attend: AttentionFn | None = None
     smear: bool = False
+    dense: DenseFactory | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         drop = nn.Dropout(self.dropout, deterministic=not train)
-        h = SelfAttention(self.n_heads, self.dtype, attend=self.attend, smear=self.smear, name="attn")(
-            nn.LayerNorm(dtype=self.dtype)(x))
+        h = SelfAttention(self.n_heads, self.dtype, attend=self.attend, smear=self.smear, dense=self.dense,
+                          name="attn")(nn.LayerNorm(dtype=self.dtype)(x))
         x = x + drop(h)
-        h = MLP(self.mlp_hidden, self.mlp_kind, self.dtype, name="mlp")(nn.LayerNorm(dtype=self.dtype)(x))
+        h = MLP(self.mlp_hidden, self.mlp_kind, self.dtype, dense=self.dense, name="mlp")(
+            nn.LayerNorm(dtype=self.dtype)(x))
         return x + drop(h)

@@ -1,28 +1,67 @@
-"""Low-rank adapters: ``y = x W + (α/r) · x A B`` with B initialised to zero (so training starts at the base)."""
+"""Low-rank adapters: ``y = x W (+ b) + (α/r) · x A B`` with B initialised to zero (so training starts at the base).
+
+:class:`LoRADense` is the one linear layer of the shared attention / MLP stack: with ``rank = 0`` it
+is ``nn.Dense`` / ``nn.DenseGeneral`` (no adapter) with the same parameter names, shapes and initial
+values, so a model gains adapters by a config field without changing its base parameters.
+"""
 from __future__ import annotations
+
+import math
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 
-class LoRADense(nn.Module):
-    """Dense (no bias) with an optional rank-r adapter; params ``kernel``, ``lora_a``, ``lora_b``."""
+def _tuple(x: int | Sequence[int]) -> tuple[int, ...]:
+    return (x,) if isinstance(x, int) else tuple(x)
 
-    features: int
+
+class LoRADense(nn.Module):
+    """``y = x W + b + (α/r) · x A B`` contracting the input ``axis`` (or axes) of ``x``.
+
+    Params ``kernel`` W ``[in…, out…]`` (lecun-normal drawn as the flat ``[∏in, ∏out]`` matrix and
+    reshaped, exactly as ``nn.DenseGeneral`` draws it), ``bias`` b ``[out…]`` if ``use_bias``, and with
+    ``rank = r > 0`` the adapter ``lora_a`` A ``[∏in, r]`` ~ N(0, 1/r²), ``lora_b`` B ``[r, ∏out]`` = 0.
+    ``flat=True`` stores W as the flat ``[∏in, ∏out]`` matrix instead (Spiralformer's checkpoint layout;
+    same initial values, same outputs up to float rounding).
+    """
+
+    features: int | Sequence[int]
     rank: int = 0
     alpha: float = 16.0
-    dtype: jnp.dtype = jnp.float32
+    axis: int | Sequence[int] = -1
+    use_bias: bool = False
+    flat: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        d_in = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (d_in, self.features))
-        y = x @ kernel.astype(self.dtype)
+        out_shape = _tuple(self.features)
+        axes = tuple(sorted(a % x.ndim for a in _tuple(self.axis)))  # as nn.DenseGeneral
+        in_shape = tuple(x.shape[a] for a in axes)
+        n_in, n_out = math.prod(in_shape), math.prod(out_shape)
+
+        def init(key, shape, dtype=jnp.float32):
+            return nn.initializers.lecun_normal()(key, (n_in, n_out), dtype).reshape(shape)
+
+        kernel = self.param("kernel", init, (n_in, n_out) if self.flat else in_shape + out_shape)
+        bias = self.param("bias", nn.initializers.zeros, out_shape) if self.use_bias else None
+        x = jnp.moveaxis(x, axes, tuple(range(x.ndim - len(axes), x.ndim))).astype(self.dtype)
+        batch = x.shape[: x.ndim - len(axes)]
+        if self.flat:
+            y = (x.reshape(batch + (n_in,)) @ kernel.astype(self.dtype)).reshape(batch + out_shape)
+        else:
+            contract = tuple(range(x.ndim - len(axes), x.ndim))
+            y = jax.lax.dot_general(x, kernel.astype(self.dtype), ((contract, tuple(range(len(axes)))), ((), ())))
+        if bias is not None:
+            y = y + bias.astype(self.dtype)
         if self.rank > 0:
-            a = self.param("lora_a", nn.initializers.normal(1.0 / self.rank), (d_in, self.rank))
-            b = self.param("lora_b", nn.initializers.zeros, (self.rank, self.features))
-            y = y + (self.alpha / self.rank) * ((x @ a.astype(self.dtype)) @ b.astype(self.dtype))
+            a = self.param("lora_a", nn.initializers.normal(1.0 / self.rank), (n_in, self.rank))
+            b = self.param("lora_b", nn.initializers.zeros, (self.rank, n_out))
+            delta = (x.reshape(batch + (n_in,)) @ a.astype(self.dtype)) @ b.astype(self.dtype)
+            y = y + (self.alpha / self.rank) * delta.reshape(batch + out_shape)
         return y
 
 
@@ -38,28 +77,34 @@ def _map_lora(params, fn):
     return params
 
 
-def merge_lora(params, scale: float):
-    """Fold every adapter into its kernel: ``W ← W + scale·A B``, ``B ← 0``. Returns (merged, adapters)."""
-    adapters = {}
+def _delta(node, b: jax.Array, scale: float) -> jax.Array:
+    """``scale · A B`` in the kernel's layout."""
+    return (scale * node["lora_a"] @ b).reshape(node["kernel"].shape)
 
+
+def merge_lora(params, scale: float):
+    """Fold every adapter into its kernel: ``W ← W + scale·A B``, ``B ← 0``.
+
+    ``scale`` is ``α / r``. Returns ``(merged, saved)``: the merged tree (same outputs, plain
+    kernels) and ``saved = {…: {"lora_b": B}}`` per adapter, which :func:`unmerge_lora` needs to undo it.
+    """
     def fold(node):
-        delta = scale * node["lora_a"] @ node["lora_b"]
-        adapters[id(node)] = node["lora_b"]
-        return {**node, "kernel": node["kernel"] + delta, "lora_b": jnp.zeros_like(node["lora_b"])}
+        return {**node, "kernel": node["kernel"] + _delta(node, node["lora_b"], scale),
+                "lora_b": jnp.zeros_like(node["lora_b"])}
 
     merged = _map_lora(params, fold)
     saved = _map_lora(params, lambda node: {"lora_b": node["lora_b"]})
     return merged, saved
 
 
-def unmerge_lora(merged, adapters, scale: float):
+def unmerge_lora(merged, saved, scale: float):
     """Inverse of :func:`merge_lora`: ``W ← W − scale·A B_saved``, ``B ← B_saved``."""
-    def walk(m, a):
+    def walk(m, s):
         if _is_lora(m):
-            b = a["lora_b"]
-            return {**m, "kernel": m["kernel"] - scale * m["lora_a"] @ b, "lora_b": b}
+            b = s["lora_b"]
+            return {**m, "kernel": m["kernel"] - _delta(m, b, scale), "lora_b": b}
         if isinstance(m, dict):
-            return {k: walk(v, a[k]) if isinstance(a, dict) and k in a else v for k, v in m.items()}
+            return {k: walk(v, s[k]) if isinstance(s, dict) and k in s else v for k, v in m.items()}
         return m
 
-    return walk(merged, adapters)
+    return walk(merged, saved)
