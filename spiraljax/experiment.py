@@ -11,7 +11,7 @@ from typing import Any
 import jax
 
 from spiraljax.config import Config
-from spiraljax.eval.generation import sample_text
+from spiraljax.eval.generation import sample_text, text_sampler
 from spiraljax.eval.plots import plot_run
 from spiraljax.train.loop import RunResult, TrainHooks, train
 
@@ -22,9 +22,11 @@ def standard_hooks(cfg: Config, model: Any, dataset: Any) -> TrainHooks:
     """Samples of ``eval.sample_tokens`` tokens at each validation (key ``train.seed + step``) and the
     run's metric plots at the end."""
 
+    sampler = text_sampler(model, cfg)   # one sampler per run: its step compiles once
+
     def sample(params: Any, step: int) -> str:
         key = jax.random.key(cfg.train.seed + step)
-        return sample_text(model, {"params": params}, dataset, cfg, key, step)
+        return sample_text(model, {"params": params}, dataset, cfg, key, step, sampler=sampler)
 
     return TrainHooks(sample=sample if cfg.eval.sample_tokens else None, plot=plot_run)
 

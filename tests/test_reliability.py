@@ -143,8 +143,8 @@ def snapshot(run) -> dict[str, str]:
             for p in sorted(run.rglob("*")) if p.is_file()}
 
 
-def newest(run, kind: str) -> int:
-    return max(int(p.name) for p in (run / "checkpoints" / kind).iterdir() if p.name.isdigit())
+def newest(run) -> int:
+    return max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
 
 
 def corrupt(step_dir) -> None:
@@ -184,26 +184,46 @@ def test_resume_may_change_length_and_schedule_and_records_it(saved_run, tmp_pat
                      "changed": {"train.lr": {"from": 0.01, "to": 0.005}, "train.steps": {"from": 10, "to": 12}}}]
 
 
-def test_corrupt_newest_checkpoints_are_moved_aside_and_the_retrained_step_is_kept(saved_run, tmp_path, capfd):
+def test_corrupt_newest_checkpoint_is_moved_aside_and_the_retrained_step_is_kept(saved_run, tmp_path, capfd):
     run = copy_run(saved_run, tmp_path)
-    step, best = newest(run, "latest"), newest(run, "best")
-    corrupt(run / "checkpoints" / "latest" / str(step))
-    corrupt(run / "checkpoints" / "best" / str(best))
+    step = newest(run)
+    corrupt(run / "checkpoints" / str(step))
     r = cli(ROOT / "train.py", "--workdir", run, "--resume")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 2 and all(line.startswith("warning: checkpoint ") and "moved it to" in line
-                                   for line in lines), r.stderr            # one line per problem, no traceback
-    assert (run / "checkpoints" / "corrupt" / "latest" / str(step)).is_dir()
-    assert (run / "checkpoints" / "corrupt" / "best" / str(best)).is_dir()
+    assert len(lines) == 1 and lines[0].startswith("warning: checkpoint ") and "moved it to" in lines[0], r.stderr
+    assert (run / "checkpoints" / "corrupt" / str(step)).is_dir()
     assert f"resumed {run} at step 5" in r.stdout
     capfd.readouterr()
     # the retrained step was saved under its own number and is what the next resume starts from
     assert load_run(run, "latest", return_step=True)[2] == step
-    assert load_run(run, "best", return_step=True)[2] == step
     assert train(config.load(run / "config.yaml"), run, resume=True).step == step
     out = capfd.readouterr()
     assert f"resumed {run} at step {step}" in out.out and "warning" not in out.err
+
+
+def test_every_checkpoint_unreadable_is_one_line(saved_run, tmp_path):
+    run = copy_run(saved_run, tmp_path)
+    for step in (5, 10):
+        corrupt(run / "checkpoints" / str(step))
+    r = cli(ROOT / "train.py", "--workdir", run, "--resume")
+    assert r.returncode == 2 and "every checkpoint is unreadable" in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+def test_a_run_in_the_old_two_manager_layout_is_read_and_resumed(saved_run, tmp_path, capfd):
+    """checkpoints/latest/<step> and checkpoints/best/<step> (before one manager) still load and resume;
+    new steps go to checkpoints/<step>."""
+    run = copy_run(saved_run, tmp_path)
+    ckpts = run / "checkpoints"
+    (ckpts / "latest").mkdir()
+    (ckpts / "best").mkdir()
+    shutil.move(str(ckpts / "5"), str(ckpts / "best" / "5"))
+    shutil.move(str(ckpts / "10"), str(ckpts / "latest" / "10"))
+    assert load_run(run, "latest", return_step=True)[2] == 10
+    assert load_run(run, 5, return_step=True)[2] == 5
+    result = train(config.load(run / "config.yaml", ["train.steps=15"]), run, resume=True)
+    assert result.step == 15 and (ckpts / "15").is_dir()
+    assert "warning" not in capfd.readouterr().err
 
 
 _LOAD = "import sys, spiraljax; print(spiraljax.load_run(sys.argv[1], sys.argv[2], return_step=True)[2])"
@@ -213,10 +233,10 @@ def test_load_run_in_a_notebook_prints_one_line_per_problem(saved_run, tmp_path)
     run = copy_run(saved_run, tmp_path)
     r = cli("-c", _LOAD, run, "latest")
     assert r.returncode == 0 and r.stdout.strip() == "10" and r.stderr == "", r.stderr   # no absl notices
-    corrupt(run / "checkpoints" / "latest" / "10")
+    corrupt(run / "checkpoints" / "10")
     r = cli("-c", _LOAD, run, "latest")
     assert r.returncode == 0 and r.stdout.strip() == "5", r.stdout + r.stderr
-    assert r.stderr.count("\n") == 1 and f"checkpoint {run}/checkpoints/latest/10 is unreadable" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and f"checkpoint {run}/checkpoints/10 is unreadable" in r.stderr, r.stderr
 
 
 def test_only_orbax_leftovers_are_silenced():

@@ -142,10 +142,8 @@ def test_nan_batch_is_skipped_and_counted(tmp_path, monkeypatch):
 def test_corrupt_latest_checkpoint_falls_back(full_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(full_run[0], run)
-    latest = run / "checkpoints" / "latest"
-    newest = max(int(p.name) for p in latest.iterdir() if p.name.isdigit())
-    shutil.rmtree(run / "checkpoints" / "best")
-    for f in (latest / str(newest) / "params").rglob("*"):
+    newest = max(saved_steps(run))
+    for f in (run / "checkpoints" / str(newest) / "params").rglob("*"):
         if f.is_file():
             f.write_bytes(b"garbage")
     cfg, variables, step = load_run(run, "latest", return_step=True)
@@ -156,11 +154,50 @@ def test_corrupt_latest_checkpoint_falls_back(full_run, tmp_path, capsys):
     assert result.step == 20
 
 
+def saved_steps(run) -> list[int]:
+    return sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def _fake_state(step: int) -> dict:
+    return {"params": {"w": np.full((2, 3), float(step), np.float32)}, "opt_state": {"m": np.zeros(3, np.float32)},
+            "step": np.int32(step), "rng": np.zeros(2, np.uint32), "skipped": np.int32(0)}
+
+
+def test_one_manager_keeps_the_newest_and_the_best(tmp_path):
+    """keep=2: steps 1..6 saved, the lowest validation loss at step 2 → steps 2, 5, 6 remain; 'best'
+    candidates put step 2 first."""
+    from spiraljax.train.checkpoint import best_first, run_managers
+
+    ckpt = Checkpointer(tmp_path, keep=2, async_save=False)
+    losses = {2: 0.5, 4: 0.9}
+    for step in range(1, 7):
+        ckpt.save(_fake_state(step), val_loss=losses.get(step))
+    assert ckpt.best_val_loss() == 0.5
+    ckpt.close()
+    assert saved_steps(tmp_path) == [2, 5, 6]
+    assert [c.step for c in best_first(run_managers(tmp_path / "checkpoints"))] == [2, 6, 5]
+
+
+def test_plain_orbax_reads_a_run_without_project_code(full_run):
+    """The README's recipe: one CheckpointManager on RUN/checkpoints, items params/opt_state/meta."""
+    import orbax.checkpoint as ocp
+
+    run = full_run[0]
+    mngr = ocp.CheckpointManager(run / "checkpoints", item_names=("params", "opt_state", "meta"))
+    step = mngr.latest_step()
+    restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(),
+                                                          meta=ocp.args.JsonRestore()))
+    assert restored.meta["step"] == step == 20
+    assert_same_params(restored.params, params_of(run))
+    assert mngr.metrics(20)["val_loss"] == pytest.approx(full_run[1].val["loss"])
+    mngr.close()
+
+
 def test_best_checkpoint_survives_rotation(full_run):
     run = full_run[0]
-    best = [p.name for p in (run / "checkpoints" / "best").iterdir() if p.name.isdigit()]
-    assert len(best) == 1
-    assert len([p for p in (run / "checkpoints" / "latest").iterdir() if p.name.isdigit()]) == 3
+    assert saved_steps(run) == [10, 15, 20]          # checkpoint.keep = 3 newest; the best (10 or 20) among them
+    evals = {r["step"]: r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"}
+    assert load_run(run, "best", return_step=True)[2] == min(evals, key=evals.get)
     with pytest.raises(CheckpointError, match="no checkpoint at step 999"):
         load_run(run, 999)
 
@@ -208,7 +245,7 @@ def test_signal_then_resume_matches_uninterrupted(full_run, tmp_path, sig):
     """SIGTERM saves and exits cleanly; SIGKILL after a periodic checkpoint loses nothing either."""
     run = tmp_path / "run"
     proc = _start(tmp_path, run, "train.steps=20")
-    ckpt = run / "checkpoints" / "latest" / "5" / "commit_success.txt"
+    ckpt = run / "checkpoints" / "5" / "commit_success.txt"
     if sig == signal.SIGKILL:
         _wait_for(ckpt.exists, proc)
     else:

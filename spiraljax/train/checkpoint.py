@@ -1,14 +1,18 @@
-"""Orbax checkpoints: the latest K rolling checkpoints plus the best-by-validation one.
+"""Orbax checkpoints: one ``CheckpointManager`` per run, keeping the newest K steps and the best one.
 
-Layout: ``RUN/checkpoints/latest/<step>/`` (kept: ``checkpoint.keep``) and
-``RUN/checkpoints/best/<step>/`` (only ever replaced by a better one, never by rotation).
-Each checkpoint holds ``params``, ``opt_state`` (Orbax StandardSave) and ``meta`` (JSON: step,
-rng, skipped, val_loss). Orbax commits atomically, so a crash mid-save leaves earlier steps intact.
+Layout: ``RUN/checkpoints/<step>/`` with items ``params``, ``opt_state`` (Orbax StandardSave) and
+``meta`` (JSON: step, rng, skipped, val_loss). A step saved right after a validation pass carries
+Orbax metrics ``{"val_loss": …}``; the manager's preservation policy keeps the newest
+``checkpoint.keep`` steps (``LatestN``) plus the step with the lowest ``val_loss`` (``BestN``), so
+"best" is never lost to rotation. Orbax commits atomically: a crash mid-save leaves earlier steps
+intact. Plain Orbax reads every checkpoint (``ocp.CheckpointManager(RUN/checkpoints, item_names=
+("params", "opt_state", "meta"))``, see the README).
 
-A step that fails to restore when a run resumes is moved (never deleted) to
-``RUN/checkpoints/corrupt/<latest|best>/<step>`` with one warning line, and the previous step is
-used; the retrained step is then saved again under its own number. Reading a run
-(:func:`load_run`) never moves anything: it warns in one line and falls back.
+One restore routine (:func:`first_readable`) serves ``--resume``, :func:`load_run` and
+``evaluate.py``: it walks candidate steps in order and returns the first that restores. When a run
+resumes, an unreadable step is moved (never deleted) to ``RUN/checkpoints/corrupt/<step>`` with one
+warning line and the previous step is used; reading a run never moves anything. Runs written before
+this layout (``checkpoints/latest/<step>`` and ``checkpoints/best/<step>``) are still read and resumed.
 
 Orbax's routine absl notices and the asyncio tracebacks its reader threads leave behind after a
 failed restore ("Event loop is closed") are filtered (:func:`quiet_orbax`), so every problem is
@@ -19,8 +23,9 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -30,7 +35,8 @@ from spiraljax import config as config_lib
 from spiraljax.errors import CheckpointError
 
 ITEMS = ("params", "opt_state", "meta")
-KINDS = ("latest", "best")
+LEGACY_KINDS = ("latest", "best")   # the layout before one manager: checkpoints/<kind>/<step>
+CORRUPT = "corrupt"
 
 
 # ----------------------------------------------------------------------------- quiet Orbax
@@ -85,18 +91,27 @@ def quiet_orbax() -> None:
     sys.unraisablehook = hook
 
 
-# ----------------------------------------------------------------------------- managers
+# ----------------------------------------------------------------------------- the manager
 def _handlers() -> dict[str, ocp.CheckpointHandler]:
     return {"params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),
             "meta": ocp.JsonCheckpointHandler()}
 
 
-def _manager(path: Path, keep: int | None = None, async_save: bool = True,
-             read_only: bool = False) -> ocp.CheckpointManager:
+def _val_loss(metrics: Any) -> float:
+    return float(metrics["val_loss"])
+
+
+def make_manager(path: Path, keep: int = 3, async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
+    """The run's manager: keeps the newest ``keep`` steps and the lowest-``val_loss`` step."""
     if read_only:
         opts = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
     else:
-        opts = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+            ocp.checkpoint_managers.LatestN(n=keep),
+            ocp.checkpoint_managers.BestN(get_metric_fn=_val_loss, reverse=True, n=1,
+                                          keep_checkpoints_without_metrics=False)])
+        opts = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_val_loss, best_mode="min",
+                                            enable_async_checkpointing=async_save, create=True)
     return ocp.CheckpointManager(path.resolve(), options=opts, item_names=ITEMS, item_handlers=_handlers())
 
 
@@ -156,127 +171,71 @@ def saved_signature(mngr: ocp.CheckpointManager, step: int) -> dict:
     return {**tree_signature(md["params"], "params"), **tree_signature(md["opt_state"], "opt_state")}
 
 
-# ----------------------------------------------------------------------------- the trainer's checkpointer
-class Checkpointer:
-    def __init__(self, run_dir: str | Path, keep: int = 3, async_save: bool = True):
-        quiet_orbax()
-        self.root = Path(run_dir) / "checkpoints"
-        self.latest = _manager(self.root / "latest", keep, async_save)
-        self.best = _manager(self.root / "best", 1, async_save)
-        self.managers = {"latest": self.latest, "best": self.best}
+# ----------------------------------------------------------------------------- candidates and the one restore routine
+@dataclass(frozen=True)
+class Candidate:
+    """One saved step of one manager (``kind``: "" for the run's manager, or a legacy kind)."""
 
-    def save(self, state: dict, **meta: Any) -> None:
-        step = int(state["step"])
-        if step not in self.latest.all_steps():
-            self.latest.save(step, args=_save_args(state, state_meta(state, **meta)), force=True)
+    mngr: ocp.CheckpointManager
+    step: int
+    kind: str = ""
 
-    def save_best(self, state: dict, val_loss: float) -> None:
-        step = int(state["step"])
-        if step not in self.best.all_steps():
-            self.best.save(step, args=_save_args(state, state_meta(state, val_loss=val_loss)), force=True)
-
-    def best_val_loss(self) -> float:
-        meta = restore_meta(self.best)
-        return float(meta.get("val_loss", float("inf"))) if meta else float("inf")
-
-    def has_checkpoints(self) -> bool:
-        return bool(self.latest.all_steps() or self.best.all_steps())
-
-    def incompatibility(self, abstract_state: dict) -> str | None:
-        """Compare the newest saved step whose metadata is readable with ``abstract_state`` (e.g.
-        ``jax.eval_shape`` of ``init_state`` for a new config) without loading any array; returns the
-        first differing parameter / optimizer leaf, or None when they match."""
-        wanted = {**tree_signature(abstract_state["params"], "params"),
-                  **tree_signature(abstract_state["opt_state"], "opt_state")}
-        steps = sorted(((s, m) for m in self.managers.values() for s in m.all_steps()), key=lambda c: -c[0])
-        for step, mngr in steps:
-            try:
-                saved = saved_signature(mngr, step)
-            except Exception:  # unreadable metadata: restore() will move this step aside
-                continue
-            return first_mismatch(saved, wanted)
-        return None
-
-    def move_aside(self, kind: str, step: int, err: BaseException) -> Path:
-        """Move an unreadable step to ``checkpoints/corrupt/<kind>/<step>`` (never delete) and warn once."""
-        mngr = self.managers[kind]
-        src = Path(str(mngr.directory)) / str(step)
-        dst = self.root / "corrupt" / kind / str(step)
-        n = 1
-        while dst.exists():
-            dst = self.root / "corrupt" / kind / f"{step}.{n}"
-            n += 1
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            shutil.move(str(src), str(dst))
-        except FileNotFoundError:  # another process of a multi-host run moved it first
-            pass
-        mngr.reload()
-        print(f"warning: checkpoint {src} is unreadable ({_problem(err)}); moved it to {dst}", file=sys.stderr)
-        return dst
-
-    def _restore(self, mngr: ocp.CheckpointManager, step: int, template: dict, full: bool):
-        items = dict(params=ocp.args.StandardRestore(_abstract(template["params"])), meta=ocp.args.JsonRestore())
-        if full:
-            items["opt_state"] = ocp.args.StandardRestore(_abstract(template["opt_state"]))
-        return mngr.restore(step, args=ocp.args.Composite(**items))
-
-    def _newest_readable(self, kind: str, template: dict, full: bool, above: int = -1):
-        """(step, restored) of the newest step of ``kind`` that restores; unreadable ones are moved
-        aside. With ``above``, steps ≤ ``above`` are only checked (params + meta), not returned."""
-        mngr = self.managers[kind]
-        for step in sorted(mngr.all_steps(), reverse=True):
-            try:
-                restored = self._restore(mngr, step, template, full=full and step > above)
-            except Exception as err:
-                self.move_aside(kind, step, err)
-                continue
-            return step, restored
-        return None
-
-    def restore(self, template: dict) -> dict:
-        """Restore the newest restorable state (latest or best, whichever is newer).
-
-        Every unreadable step met on the way — in ``latest`` and, by a params check, the newest
-        ``best`` — is moved aside, so the steps retrained after the fallback are saved and found."""
-        latest = self._newest_readable("latest", template, full=True)
-        latest_step = latest[0] if latest else -1
-        best = self._newest_readable("best", template, full=True, above=latest_step)
-        if best is not None and best[0] > latest_step:
-            step, r = best
-        elif latest is not None:
-            step, r = latest
-        else:
-            raise CheckpointError(f"{self.root}: every checkpoint is unreadable (moved to {self.root / 'corrupt'})")
-        meta = r.meta
-        rng = np.asarray(meta["rng"], dtype=np.asarray(template["rng"]).dtype)
-        return {"params": r.params, "opt_state": r.opt_state,
-                "step": jax.numpy.asarray(meta["step"], jax.numpy.int32),
-                "rng": jax.numpy.asarray(rng), "skipped": jax.numpy.asarray(meta["skipped"], jax.numpy.int32)}
-
-    def wait(self) -> None:
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
-
-    def close(self) -> None:
-        self.wait()
-        self.latest.close()
-        self.best.close()
+    @property
+    def path(self) -> Path:
+        return Path(str(self.mngr.directory)) / str(self.step)
 
 
-def _warn_unreadable(mngr: ocp.CheckpointManager, step: int, err: BaseException) -> None:
-    print(f"warning: checkpoint {mngr.directory}/{step} is unreadable ({_problem(err)}); "
-          "falling back to an earlier one", file=sys.stderr)
+def run_managers(root: Path, mngr: ocp.CheckpointManager | None = None) -> dict[str, ocp.CheckpointManager]:
+    """``{"": the run's manager, "latest"/"best": legacy read-only managers}`` of ``RUN/checkpoints``."""
+    quiet_orbax()
+    out: dict[str, ocp.CheckpointManager] = {}
+    if mngr is not None:
+        out[""] = mngr
+    elif root.is_dir():
+        out[""] = make_manager(root, read_only=True)
+    for kind in LEGACY_KINDS:
+        if (root / kind).is_dir():
+            out[kind] = make_manager(root / kind, read_only=True)
+    return out
 
 
-def restore_meta(mngr: ocp.CheckpointManager, step: int | None = None) -> dict | None:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        return None
+def val_loss_of(c: Candidate) -> float | None:
+    """The validation loss recorded with a step (Orbax metrics; the meta item for legacy best steps)."""
     try:
-        return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        if c.kind == "":
+            metrics = c.mngr.metrics(c.step)
+            return _val_loss(metrics) if metrics else None
+        if c.kind == "best":
+            meta = c.mngr.restore(c.step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            return float(meta["val_loss"])
     except Exception:
         return None
+    return None
+
+
+def newest_first(managers: dict[str, ocp.CheckpointManager]) -> list[Candidate]:
+    """Every saved step, newest first (the run's own manager before a legacy one on a tie)."""
+    cands = [Candidate(m, s, kind) for kind, m in managers.items() for s in m.all_steps()]
+    return sorted(cands, key=lambda c: (-c.step, c.kind != ""))
+
+
+def best_first(managers: dict[str, ocp.CheckpointManager]) -> list[Candidate]:
+    """Steps with a validation loss, lowest first; then the others, newest first."""
+    scored = [(val_loss_of(c), c) for c in newest_first(managers)]
+    with_loss = sorted(((v, c) for v, c in scored if v is not None), key=lambda vc: (vc[0], -vc[1].step))
+    return [c for _, c in with_loss] + [c for v, c in scored if v is None]
+
+
+def first_readable(candidates: list[Candidate], read: Callable[[Candidate], Any],
+                   on_error: Callable[[Candidate, BaseException], None]) -> tuple[Candidate, Any] | None:
+    """The one restore routine: ``(candidate, read(candidate))`` of the first candidate that reads;
+    ``on_error`` is told of every one that fails (warn, or move aside). None when none reads."""
+    for c in candidates:
+        try:
+            return c, read(c)
+        except Exception as err:
+            on_error(c, err)
+    return None
 
 
 def _local_target(metadata):
@@ -285,47 +244,128 @@ def _local_target(metadata):
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
 
 
-def read_managers(run_dir: str | Path) -> dict[str, ocp.CheckpointManager]:
-    """Read-only managers of a run's ``latest`` and ``best`` checkpoints (those that exist)."""
-    quiet_orbax()
-    root = Path(run_dir) / "checkpoints"
-    return {kind: _manager(root / kind, read_only=True) for kind in KINDS if (root / kind).is_dir()}
+# ----------------------------------------------------------------------------- the trainer's checkpointer
+class Checkpointer:
+    """Saves a training run's state; restores the newest readable step on resume."""
+
+    def __init__(self, run_dir: str | Path, keep: int = 3, async_save: bool = True):
+        quiet_orbax()
+        self.root = Path(run_dir) / "checkpoints"
+        self.mngr = make_manager(self.root, keep, async_save)
+        self.managers = run_managers(self.root, self.mngr)
+
+    def save(self, state: dict, val_loss: float | None = None) -> None:
+        """Save ``state`` at its step (once per step); ``val_loss`` marks it as a candidate for best."""
+        step = int(state["step"])
+        if step in self.mngr.all_steps():
+            return
+        extra = {} if val_loss is None else {"val_loss": float(val_loss)}
+        self.mngr.save(step, args=_save_args(state, state_meta(state, **extra)),
+                       metrics=extra or None, force=True)
+
+    def best_val_loss(self) -> float:
+        """The lowest validation loss any kept step was saved with (inf when none)."""
+        losses = [v for c in newest_first(self.managers) if (v := val_loss_of(c)) is not None]
+        return min(losses, default=float("inf"))
+
+    def has_checkpoints(self) -> bool:
+        return any(m.all_steps() for m in self.managers.values())
+
+    def incompatibility(self, abstract_state: dict) -> str | None:
+        """Compare the newest saved step whose metadata is readable with ``abstract_state`` (e.g.
+        ``jax.eval_shape`` of ``init_state`` for a new config) without loading any array; returns the
+        first differing parameter / optimizer leaf, or None when they match."""
+        wanted = {**tree_signature(abstract_state["params"], "params"),
+                  **tree_signature(abstract_state["opt_state"], "opt_state")}
+        found = first_readable(newest_first(self.managers), lambda c: saved_signature(c.mngr, c.step),
+                               lambda c, err: None)   # unreadable metadata: restore() moves the step aside
+        return first_mismatch(found[1], wanted) if found else None
+
+    def move_aside(self, c: Candidate, err: BaseException) -> Path:
+        """Move an unreadable step to ``checkpoints/corrupt/[<legacy kind>/]<step>`` (never delete), warn once."""
+        base = self.root / CORRUPT / c.kind if c.kind else self.root / CORRUPT
+        dst, n = base / str(c.step), 1
+        while dst.exists():
+            dst, n = base / f"{c.step}.{n}", n + 1
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.move(str(c.path), str(dst))
+        except FileNotFoundError:  # another process of a multi-host run moved it first
+            pass
+        c.mngr.reload()
+        print(f"warning: checkpoint {c.path} is unreadable ({_problem(err)}); moved it to {dst}", file=sys.stderr)
+        return dst
+
+    def restore(self, template: dict) -> dict:
+        """The newest step that restores in full (params, optimizer state, meta); every unreadable
+        step met on the way is moved aside, so the steps retrained after the fallback are saved."""
+        def read(c: Candidate):
+            return c.mngr.restore(c.step, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(_abstract(template["params"])),
+                opt_state=ocp.args.StandardRestore(_abstract(template["opt_state"])),
+                meta=ocp.args.JsonRestore()))
+
+        found = first_readable(newest_first(self.managers), read, self.move_aside)
+        if found is None:
+            raise CheckpointError(f"{self.root}: every checkpoint is unreadable (moved to {self.root / CORRUPT})")
+        r = found[1]
+        rng = np.asarray(r.meta["rng"], dtype=np.asarray(template["rng"]).dtype)
+        return {"params": r.params, "opt_state": r.opt_state,
+                "step": jax.numpy.asarray(r.meta["step"], jax.numpy.int32),
+                "rng": jax.numpy.asarray(rng), "skipped": jax.numpy.asarray(r.meta["skipped"], jax.numpy.int32)}
+
+    def wait(self) -> None:
+        self.mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        for m in self.managers.values():
+            m.close()
 
 
+# ----------------------------------------------------------------------------- reading a run
 def load_run(run_dir: str | Path, checkpoint: str | int = "best", return_step: bool = False):
-    """Load ``(cfg, variables)`` from a run directory: ``checkpoint`` is 'best', 'latest' or a step.
+    """Load a trained run's config and parameters (nothing in the run is changed).
 
-    'best' falls back to 'latest' when no evaluation has happened yet; an unreadable checkpoint
-    falls back to the previous one with a one-line warning (nothing in the run is changed).
+    Args:
+      run_dir: a run directory (``config.yaml`` + ``checkpoints/``).
+      checkpoint: ``"best"`` (lowest validation loss; falls back to the newest step when no
+        validation has happened yet), ``"latest"``, or a step number.
+      return_step: also return the step that was loaded.
+
+    Returns:
+      ``(cfg, {"params": …})`` or ``(cfg, variables, step)``; parameters are placed on this process's
+      first device whatever topology saved them. An unreadable step falls back to the next candidate
+      with a one-line warning; :class:`CheckpointError` when none is readable.
     """
     run = Path(run_dir)
     cfg_file = run / "config.yaml"
     if not cfg_file.is_file():
         raise CheckpointError(f"{run}: not a run directory (no config.yaml)")
     cfg = config_lib.load(cfg_file)
-    managers = read_managers(run)
-    candidates: list[tuple[int, ocp.CheckpointManager]] = []
+    managers = run_managers(run / "checkpoints")
     if isinstance(checkpoint, int) or str(checkpoint).isdigit():
         want = int(checkpoint)
-        candidates = [(want, m) for m in managers.values() if want in m.all_steps()]
+        candidates = [c for c in newest_first(managers) if c.step == want]
         if not candidates:
             raise CheckpointError(f"{run}: no checkpoint at step {want}")
+    elif checkpoint in ("best", "latest"):
+        candidates = best_first(managers) if checkpoint == "best" else newest_first(managers)
     else:
-        if checkpoint not in KINDS:
-            raise CheckpointError(f"--checkpoint must be best, latest or a step number, got {checkpoint!r}")
-        order = ["best", "latest"] if checkpoint == "best" else ["latest", "best"]
-        for name in order:
-            if name in managers:
-                candidates += [(s, managers[name]) for s in sorted(managers[name].all_steps(), reverse=True)]
+        raise CheckpointError(f"--checkpoint must be best, latest or a step number, got {checkpoint!r}")
     if not candidates:
         raise CheckpointError(f"{run}: no checkpoints saved yet")
-    for step, mngr in candidates:
-        try:
-            target = _local_target(mngr.item_metadata(step)["params"])
-            r = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
-        except Exception as err:
-            _warn_unreadable(mngr, step, err)
-            continue
-        variables = {"params": r.params}
-        return (cfg, variables, step) if return_step else (cfg, variables)
-    raise CheckpointError(f"{run}: every checkpoint is unreadable")
+
+    def read(c: Candidate):
+        target = _local_target(c.mngr.item_metadata(c.step)["params"])
+        return c.mngr.restore(c.step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))).params
+
+    def warn(c: Candidate, err: BaseException) -> None:
+        print(f"warning: checkpoint {c.path} is unreadable ({_problem(err)}); falling back to an earlier one",
+              file=sys.stderr)
+
+    found = first_readable(candidates, read, warn)
+    if found is None:
+        raise CheckpointError(f"{run}: every checkpoint is unreadable")
+    variables = {"params": found[1]}
+    return (cfg, variables, found[0].step) if return_step else (cfg, variables)

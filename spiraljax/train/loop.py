@@ -280,22 +280,18 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                                      "changed": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}})
     train_step = jax.jit(make_train_step(model, tx, tc.grad_accum), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, dataset.token_bytes))
-    best = ckpt.best_val_loss()
     lead = 1 if tc.grad_accum > 1 else 0
     tokens_per_step = tc.batch_size * tc.grad_accum * cfg.model.seq_len
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
     val = None
 
     def run_eval(step: int) -> dict[str, float]:
-        nonlocal best
         if hooks.evaluate is not None:
             m = hooks.evaluate(state["params"], step)
         else:
             m = evaluate_lm(model, state["params"], dataset, step, eval_step)
         writer.write(step, "eval", {**m, "unit": unit})
-        if m["loss"] < best:
-            best = m["loss"]
-            ckpt.save_best(state, m["loss"])
+        ckpt.save(state, val_loss=m["loss"])   # the manager keeps it while it is the best (or among the newest)
         if hooks.sample is not None:
             try:
                 text = hooks.sample(state["params"], step)

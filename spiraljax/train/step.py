@@ -65,6 +65,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
     weighted the same way (equal to the large batch when the W_i are equal, e.g. unmasked text).
     Logged model metrics are the plain mean over micro-batches. A non-finite loss or gradient leaves
     params and optimizer state untouched and increments ``state["skipped"]``.
+
+    Why not ``optax.apply_if_finite``: it checks the gradients only (not the loss) and keeps its
+    counters inside the optimizer state, which would change the saved ``opt_state`` tree (existing
+    checkpoints would no longer restore) and hide the count from the step's metrics; here the skip
+    is four lines, the optimizer state stays plain AdamW, and ``skipped`` is logged every step.
     """
 
     def grads_of(params, batch, step, rng):
