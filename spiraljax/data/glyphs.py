@@ -71,7 +71,6 @@ SYMBOL_TO_ID = {g.symbol: g.id for g in GLYPHS}
 SILENCE_ID = SYMBOL_TO_ID["…"]
 CATEGORY_OF = np.array([CATEGORIES.index(g.category) for g in GLYPHS], np.int32)
 SILENCE_IDS = np.array([g.id for g in GLYPHS if g.category == "SILENCE"], np.int32)  # PAD included
-ACTIVE_IDS = np.array([g.id for g in GLYPHS if g.category != "SILENCE"], np.int32)
 
 
 def ids_of(category: str) -> list[int]:
