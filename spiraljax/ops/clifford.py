@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PHI = (1 + 5 ** 0.5) / 2
+from spiraljax.ops.constants import PHI
+
 GRACE_SCALES = (1.0, PHI ** -1, PHI ** -2, PHI ** -3, PHI ** -1)  # grades 0..4
 
 _sx = np.array([[0.0, 1.0], [1.0, 0.0]])

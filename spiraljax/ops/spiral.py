@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spiraljax.ops.attention import masked_attention, masked_softmax
-
-PHI = (1 + 5 ** 0.5) / 2
+from spiraljax.ops.constants import PHI
 
 
 def powers_of_two(n: int) -> list[int]:

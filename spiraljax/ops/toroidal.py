@@ -20,7 +20,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-PHI = (1 + 5 ** 0.5) / 2
+from spiraljax.ops.constants import PHI
+
 N_SATELLITES = 16
 
 
