@@ -1,0 +1,282 @@
+#!/usr/bin/env python
+"""Where the train-step time goes: cost analysis, sub-piece timings and a per-op trace breakdown.
+
+  python benchmarks/profile_step.py --config configs/transformer_tiny.yaml
+  python benchmarks/profile_step.py --config configs/spiralformer_femto.yaml --set train.batch_size=16
+  python benchmarks/profile_step.py --config configs/transformer_tiny.yaml --hlo-out /tmp/step.hlo.txt
+
+Three views of the jit-compiled train step (the one ``spiraljax.train.loop`` runs):
+
+1. ``compiled.cost_analysis()``: XLA's flop and byte counts (the roofline inputs) of the whole step,
+   the forward pass alone and forward + backward.
+2. Sub-pieces jitted and timed on their own (medians): forward, forward + backward, the optimizer tail
+   (global norm, clip, AdamW, finite-check select), and per-layer pieces at the model's shapes ×
+   n_layers: attention core (scores, mask, softmax, weighted sum, fwd+bwd), MLP (fwd+bwd), logits + CE.
+3. A ``jax.profiler`` trace of ``--trace-steps`` steps (perfetto JSON, parsed here): on CPU every XLA
+   thunk (fusion, dot, copy) is an event, so time per HLO instruction is summed, each instruction is
+   labelled with its source (its ``op_name`` metadata in the optimized HLO: forward / backward /
+   optimizer, and which layer part) and kind (matmul, copy/transpose, reduce, elementwise), and the
+   busy time of XLA's worker threads over the wall time gives the parallelism actually reached.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import time_fn  # noqa: E402
+from spiraljax import config  # noqa: E402
+from spiraljax.data.base import build_dataset  # noqa: E402
+from spiraljax.models import build  # noqa: E402
+from spiraljax.train.optim import make_optimizer  # noqa: E402
+from spiraljax.train.step import init_state, loss_fn, make_train_step  # noqa: E402
+
+
+# --------------------------------------------------------------------------- 1. cost analysis
+def cost(compiled) -> dict:
+    ca = compiled.cost_analysis()
+    ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+    return {"GFLOP": ca.get("flops", 0.0) / 1e9, "GB_accessed": ca.get("bytes accessed", 0.0) / 1e9,
+            "transcendentals_M": ca.get("transcendentals", 0.0) / 1e6}
+
+
+# --------------------------------------------------------------------------- 2. sub-pieces
+def _attend_fn(mcfg, inputs):
+    """(attend(q, k, v), label) as the model's layers call it."""
+    if mcfg.family == "spiralformer":
+        from functools import partial
+
+        from spiraljax.ops.spiral import make_offsets, spiral_attention
+
+        sc = mcfg.spiral
+        offs = make_offsets(mcfg.seq_len, sc.pattern, sc.n_back, sc.every, sc.every_count)
+        key_mask = jnp.asarray(inputs) != 0 if mcfg.silence.key_mask else None
+        return partial(spiral_attention, offsets=offs, key_mask=key_mask, impl=sc.impl), f"spiral ({sc.impl})"
+    from functools import partial
+
+    from spiraljax.ops.attention import causal_attention
+
+    return partial(causal_attention, window=getattr(mcfg, "window", None)), "dense causal"
+
+
+def sub_pieces(cfg, model, tx, state, batch, repeats: int) -> list[dict]:
+    m = cfg.model
+    b, t = np.shape(batch["inputs"])
+    d, h, n_layers = m.d_model, m.n_heads, m.n_layers
+    rng = jax.random.key(1)
+    params = state["params"]
+    step0 = jnp.zeros((), jnp.int32)
+    rows = []
+
+    def add(name, fn, *args, per=1):
+        f = jax.jit(fn)
+        sec = time_fn(lambda: f(*args), repeats=repeats, warmup=2)
+        rows.append({"piece": name, "ms": sec * 1e3 * per, "x": per})
+
+    step = jax.jit(make_train_step(model, tx))
+    add("full train step", lambda s: step(s, batch), state)  # all outputs: nothing is dead code
+    add("forward (loss)", lambda p: loss_fn(p, model, batch, step0, rng)[0], params)
+    vg = jax.value_and_grad(loss_fn, has_aux=True)
+    add("forward + backward", lambda p: vg(p, model, batch, step0, rng)[1], params)
+    grads = jax.jit(lambda p: vg(p, model, batch, step0, rng)[1])(params)
+
+    def opt_tail(p, o, g):  # what make_train_step does after the gradient
+        finite = jnp.isfinite(optax.global_norm(g))
+        u, o2 = tx.update(g, o, p)
+        p2 = optax.apply_updates(p, u)
+        return jax.tree.map(lambda n, x: jnp.where(finite, n, x), (p2, o2), (p, o))
+
+    add("optimizer tail (norm, clip, AdamW, select)", opt_tail, params, state["opt_state"], grads)
+
+    # per-layer pieces at the model's shapes, × n_layers
+    keys = jax.random.split(jax.random.key(2), 4)
+    dh = d // h
+    q, k, v = (jax.random.normal(kk, (b, t, h, dh)) for kk in keys[:3])
+    attend, label = _attend_fn(m, batch["inputs"])
+    att = jax.value_and_grad(lambda q, k, v: jnp.sum(attend(q, k, v) ** 2), argnums=(0, 1, 2))
+    add(f"attention core {label}, fwd+bwd", att, q, k, v, per=n_layers)
+
+    from spiraljax.nn.layers import MLP
+
+    kind = getattr(m, "mlp_kind", "gelu")
+    hidden = int(m.mlp_ratio * d * (2 / 3 if kind == "swiglu" else 1))
+    mlp = MLP(hidden, kind)
+    x = jax.random.normal(keys[3], (b, t, d))
+    mp = mlp.init(jax.random.key(3), x[:1])
+    mg = jax.value_and_grad(lambda p, x: jnp.sum(mlp.apply(p, x) ** 2), argnums=(0, 1))
+    add(f"MLP {kind} {d}->{hidden}, fwd+bwd", mg, mp, x, per=n_layers)
+
+    w = jax.random.normal(keys[0], (d, m.vocab_size)) * d ** -0.5
+    targets = jnp.asarray(batch["targets"])
+
+    def ce(x, w):
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(x @ w, targets))
+
+    add(f"logits {d}->{m.vocab_size} + CE, fwd+bwd", jax.value_and_grad(ce, argnums=(0, 1)), x, w)
+    return rows
+
+
+# --------------------------------------------------------------------------- 3. trace breakdown
+_INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+?)[{ ].*?metadata=\{op_name=\"([^\"]*)\"")
+_PART_RULES = [  # (regex on op_name, part), first match wins
+    (r"(attn|attention)/(qkv|out)/", "attn projections (qkv, out)"),
+    (r"(attn|attention)/", "attn core (rope, smear, scores, softmax, PV)"),
+    (r"/(mlp|mlp_up|mlp_down|mlp_gate)\b|/mlp_", "MLP"),
+    (r"LayerNorm|ln_f", "LayerNorm"),
+    (r"memory", "TowerMemory"),
+    (r"softmax_cross_entropy|log_softmax|logsumexp", "logits + CE"),
+    (r"/head/|embed.*attend|/attend", "logits + CE"),
+    (r"embed|_take", "embedding"),
+    (r"soma", "soma"),
+]
+
+
+def _label(op_name: str) -> tuple[str, str]:
+    phase = "backward" if "transpose(jvp(" in op_name else "forward" if "jvp(" in op_name else "optimizer/other"
+    part = next((p for rx, p in _PART_RULES if re.search(rx, op_name)), "other" if phase != "optimizer/other"
+                else "optimizer (norm, clip, AdamW, select)")
+    return phase, part
+
+
+def _kind(name: str) -> str:
+    if name.startswith(("ynn_fusion", "dot", "convolution", "custom-call", "onednn", "xnn")):
+        return "matmul"
+    if "copy" in name or "transpose" in name:
+        return "copy/transpose"
+    if "reduce" in name:
+        return "reduce"
+    return "elementwise/other"
+
+
+def trace_breakdown(compiled, run_step, n_steps: int, trace_dir: str) -> dict:
+    """Time per HLO instruction over ``n_steps`` traced steps (ms per step), with labels."""
+    info = {}
+    for line in compiled.as_text().splitlines():
+        mt = _INSTR.match(line)
+        if mt:
+            info[mt.group(1)] = (mt.group(2), mt.group(3))
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        t0 = time.perf_counter()
+        for _ in range(n_steps):
+            run_step()
+        wall = (time.perf_counter() - t0) / n_steps
+    files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True), key=os.path.getmtime)
+    data = json.load(gzip.open(files[-1]))
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    per_op = collections.Counter()
+    threads = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in info:
+            per_op[e["name"]] += e.get("dur", 0) / 1e3 / n_steps
+            threads[e.get("tid")] += e.get("dur", 0) / 1e3 / n_steps
+    busy = sum(per_op.values())
+    by_part, by_kind, by_phase = collections.Counter(), collections.Counter(), collections.Counter()
+    top = []
+    for name, ms in per_op.most_common():
+        shape, op_name = info[name]
+        phase, part = _label(op_name)
+        by_part[part] += ms
+        by_kind[_kind(name)] += ms
+        by_phase[phase] += ms
+        top.append({"op": name, "ms": ms, "kind": _kind(name), "phase": phase, "part": part, "shape": shape,
+                    "source": re.sub(r"^jit\(train_step\)/", "", op_name)[:90]})
+    return {"wall_ms": wall * 1e3, "busy_ms": busy, "threads": len(threads), "parallelism": busy / (wall * 1e3),
+            "by_phase": dict(by_phase), "by_part": dict(by_part), "by_kind": dict(by_kind), "top": top}
+
+
+# --------------------------------------------------------------------------- main
+def _table(title, rows, total=None):
+    print(f"\n## {title}")
+    for name, ms in sorted(rows.items(), key=lambda kv: -kv[1]):
+        share = f"  {100 * ms / total:5.1f} %" if total else ""
+        print(f"  {ms:9.2f} ms{share}  {name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", nargs="*", default=[])
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per sub-piece (median)")
+    p.add_argument("--trace-steps", type=int, default=5)
+    p.add_argument("--top", type=int, default=25, help="HLO instructions listed")
+    p.add_argument("--hlo-out", help="also write the optimized HLO of the step here "
+                                     "(what XLA_FLAGS=--xla_dump_to gives as *after_optimizations.txt)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+
+    cfg = config.load(args.config, args.set)
+    model = build(cfg.model)
+    tx = make_optimizer(cfg.train)
+    batch = build_dataset(cfg).train_batch(0)
+    state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
+    step0, rng = jnp.zeros((), jnp.int32), jax.random.key(1)
+    train_step = make_train_step(model, tx)
+    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile()
+    vg = jax.value_and_grad(loss_fn, has_aux=True)
+    costs = {"train step": cost(compiled),
+             "forward": cost(jax.jit(lambda p: loss_fn(p, model, batch, step0, rng)[0])
+                             .lower(state["params"]).compile()),
+             "forward + backward": cost(jax.jit(lambda p: vg(p, model, batch, step0, rng))
+                                        .lower(state["params"]).compile())}
+    if args.hlo_out:
+        Path(args.hlo_out).write_text(compiled.as_text())
+
+    pieces = sub_pieces(cfg, model, tx, state, batch, args.repeats)
+
+    holder = {"state": jax.tree.map(jnp.copy, state)}
+
+    def run_step():
+        holder["state"], out = compiled(holder["state"], batch)
+        jax.block_until_ready(out["loss"])
+
+    for _ in range(2):
+        run_step()
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = trace_breakdown(compiled, run_step, args.trace_steps, tmp)
+
+    shape = f"{np.shape(batch['inputs'])[0]}x{np.shape(batch['inputs'])[1]}"
+    if args.json:
+        print(json.dumps({"config": args.config, "set": args.set, "batch": shape, "cost": costs,
+                          "pieces": pieces, "trace": {**tr, "top": tr["top"][: args.top]},
+                          "load_avg": os.getloadavg()}, indent=2))
+        return
+    print(f"# {cfg.model.family} ({Path(args.config).stem} {' '.join(args.set)}), batch {shape}, "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s), load avg {os.getloadavg()[0]:.2f}")
+    print("\n## cost_analysis (XLA's counts)")
+    for k, c in costs.items():
+        print(f"  {k:20s} {c['GFLOP']:8.3f} GFLOP  {c['GB_accessed']:8.3f} GB accessed  "
+              f"{c['transcendentals_M']:7.2f} M transcendentals")
+    step_ms = pieces[0]["ms"]
+    print(f"  → {costs['train step']['GFLOP'] / step_ms * 1e3:.1f} GFLOP/s and "
+          f"{costs['train step']['GB_accessed'] / step_ms * 1e3:.1f} GB/s at the {step_ms:.1f} ms step timed below")
+    print("\n## sub-pieces jitted alone (median ms; ×L = per-layer piece × n_layers)")
+    for r in pieces:
+        xs = f" (×{r['x']})" if r["x"] > 1 else ""
+        print(f"  {r['ms']:9.2f} ms  {100 * r['ms'] / step_ms:5.1f} % of step  {r['piece']}{xs}")
+    print(f"\n## trace: {args.trace_steps} steps, wall {tr['wall_ms']:.1f} ms/step, XLA thunks busy "
+          f"{tr['busy_ms']:.1f} ms/step on {tr['threads']} threads → parallelism {tr['parallelism']:.2f}")
+    _table("by phase (thunk time, ms/step)", tr["by_phase"], tr["busy_ms"])
+    _table("by model part", tr["by_part"], tr["busy_ms"])
+    _table("by op kind", tr["by_kind"], tr["busy_ms"])
+    print(f"\n## top {args.top} HLO instructions (ms/step)")
+    for r in tr["top"][: args.top]:
+        print(f"  {r['ms']:8.2f}  {r['kind']:17s} {r['phase']:9s} {r['op']:32s} {r['shape']:28s} {r['source']}")
+
+
+if __name__ == "__main__":
+    main()
