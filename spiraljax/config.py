@@ -1,19 +1,22 @@
 """Typed, validated experiment configuration.
 
-A config is a tree of pydantic sections (model / data / train / eval /
-checkpoint / mesh) loaded from YAML, with dotted ``--set key=value`` overrides.
-The ``model`` and ``data`` sections are polymorphic: ``model.family`` and
-``data.source`` pick a subclass registered by the family/source module, so each
-family owns its own fields and unknown keys are still rejected.
+A config is a tree of pydantic sections (model / data / train / eval / checkpoint / mesh) loaded from
+YAML, with dotted ``--set key=value`` overrides. The ``model`` and ``data`` sections are polymorphic:
+the config class *is* the registry. A :class:`ModelConfig` subclass whose ``family`` field is a
+``Literal["name"]`` registers itself under that name and builds its Flax module (``cfg.build()``); a
+:class:`DataConfig` subclass does the same with ``source`` and builds its dataset. Loading a config
+imports the package ``spiraljax.models`` (or ``spiraljax.data``) once, which imports every family
+(source) module. Each family owns exactly the fields it honours, so setting a field a family does not
+use is an error (see :meth:`Registered.without_retired` for the one exception, saved configs).
 
-Every validation problem raises :class:`ConfigError` whose message is one line
-naming the offending key and the file it came from.
+Every validation problem raises :class:`ConfigError` whose message is one line naming the offending key
+and the file it came from. ``python train.py --help-config`` lists every field with its description.
 """
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -29,111 +32,179 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-# --------------------------------------------------------------------------- model
-class ModelConfig(Section):
-    """Fields shared by every autoregressive family; families subclass and add theirs."""
+class Registered(Section):
+    """A polymorphic section: every subclass whose :attr:`KEY` field is annotated ``Literal["name"]``
+    registers itself under ``name``. Intermediate classes (plain ``str`` key) register nothing."""
 
-    family: str = "transformer"
-    vocab_size: int = Field(256, gt=0)
-    seq_len: int = Field(128, gt=0)
-    d_model: int = Field(128, gt=0)
-    n_layers: int = Field(4, gt=0)
-    n_heads: int = Field(4, gt=0)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    SECTION: ClassVar[str]                  # the section's name in a config: "model" or "data"
+    KEY: ClassVar[str]                      # the field naming the subclass: "family" or "source"
+    PACKAGE: ClassVar[str]                  # importing it imports (so registers) every subclass
+    REGISTRY: ClassVar[dict[str, type["Registered"]]]
+    # Fields this class no longer has, with the value old saved configs carry for them: see without_retired.
+    RETIRED: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        annotation = cls.model_fields[cls.KEY].annotation
+        if get_origin(annotation) is not Literal:
+            return
+        (name,) = get_args(annotation)
+        old = cls.REGISTRY.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"{cls.KEY} {name!r} is registered twice: {old.__module__}.{old.__qualname__} "
+                            f"and {cls.__module__}.{cls.__qualname__}")
+        cls.REGISTRY[name] = cls  # the same class again (a module reloaded) replaces itself
+
+    @classmethod
+    def registered(cls) -> dict[str, type["Registered"]]:
+        """Every registered subclass by name (imports :attr:`PACKAGE` first)."""
+        importlib.import_module(cls.PACKAGE)
+        return dict(sorted(cls.REGISTRY.items()))
+
+    @classmethod
+    def lookup(cls, name: Any, where: str) -> type["Registered"]:
+        """The class registered as ``name``; a one-line ConfigError naming the choices otherwise."""
+        if not isinstance(name, str) or name not in cls.REGISTRY:
+            choices = cls.registered()
+            if not isinstance(name, str) or name not in choices:
+                raise ConfigError(f"{where}: unknown {cls.SECTION}.{cls.KEY} {name!r} "
+                                  f"(choose from {', '.join(choices)})")
+        return cls.REGISTRY[name]
+
+    @classmethod
+    def without_retired(cls, body: dict[str, Any]) -> dict[str, Any]:
+        """Compatibility with saved configs: ``body`` without the keys this class no longer has whose
+        value is still the one they had when they were dropped (:attr:`RETIRED`).
+
+        Until the model section was split per family, every family carried ``dtype``, ``dropout``,
+        ``n_heads`` (and, for holographic, ``d_model``/``n_layers``), every source ``val_fraction``,
+        and a run's config.yaml holds them all, e.g. ``dropout: 0.0`` for K-SSM. Such a key with that
+        value did nothing then and is dropped silently, so old runs still load (``evaluate.py``,
+        ``--resume``). With any other value it stays and is rejected as an unknown key: it would not
+        do what it says.
+        Applied to config files only, not to ``--set`` overrides."""
+        retired = {k: v for k, v in cls.RETIRED.items() if k not in cls.model_fields}
+        return {k: v for k, v in body.items() if not (k in retired and v == retired[k])}
+
+    @classmethod
+    def parse(cls, body: Any, source: str, default: str) -> "Registered":
+        """Validate one section mapping into the subclass its key names."""
+        section = cls.SECTION
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: {section}: must be a mapping, got {body!r}")
+        name = body.get(cls.KEY, default)
+        sub = cls.lookup(name, source)
+        try:
+            return sub(**body)
+        except ValidationError as err:
+            msg = _first_error(err, section)
+            if err.errors()[0]["type"] == "extra_forbidden":
+                msg += f" for {section}.{cls.KEY} {name}"
+            raise ConfigError(f"{source}: {msg}") from None
+
+
+# --------------------------------------------------------------------------- model
+# Field types shared by several families (constraint and description; each family sets its default).
+DModel = Annotated[int, Field(gt=0, description="width of the hidden state / residual stream")]
+NLayers = Annotated[int, Field(gt=0, description="number of stacked layers (blocks)")]
+NHeads = Annotated[int, Field(gt=0, description="attention heads per layer (must divide d_model)")]
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0, description="dropout rate in training (0 = none)")]
+DType = Annotated[Literal["float32", "bfloat16"], Field(description="activation dtype of the blocks")]
+LoraRank = Annotated[int, Field(ge=0, description="LoRA adapters of rank r on the block projections (0 = none)")]
+LoraAlpha = Annotated[float, Field(gt=0, description="LoRA scale α: an adapter adds (α/r)·x A B")]
+
+
+class ModelConfig(Registered):
+    """Fields every model family uses. A family subclasses it (or :class:`AttentionConfig`), narrows
+    ``family`` to ``Literal["its_name"]`` (which registers it), adds the fields it honours and
+    implements :meth:`build`. Its module must be imported by ``spiraljax/models/__init__.py``."""
+
+    KEY: ClassVar[str] = "family"
+    SECTION: ClassVar[str] = "model"
+    PACKAGE: ClassVar[str] = "spiraljax.models"
+    REGISTRY: ClassVar[dict[str, type[Registered]]] = {}
+    # the old shared fields and defaults (before each family declared its own): see without_retired
+    RETIRED: ClassVar[dict[str, Any]] = {"d_model": 128, "n_layers": 4, "n_heads": 4, "dropout": 0.0,
+                                         "dtype": "float32"}
+
+    family: str = Field("transformer", description="model family: picks the config class and the model")
+    vocab_size: int = Field(256, gt=0, description="number of token ids the model embeds and predicts")
+    seq_len: int = Field(128, gt=0, description="training window length in tokens (the data sources cut it)")
+
+    def build(self):
+        """The Flax module of this config. ``logits, aux = model.apply(variables, tokens, *, train=False,
+        step=0, **extras)`` with ``logits [B, T, V]`` and ``aux`` a dict of named internals."""
+        raise ConfigError(f"model.family {self.family!r} is not a trainable Flax model")
+
+
+class AttentionConfig(ModelConfig):
+    """Fields of the families built from multi-head attention layers."""
+
+    d_model: DModel = 128
+    n_layers: NLayers = 4
+    n_heads: NHeads = 4
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelConfig":
+    def _heads_divide_width(self) -> "AttentionConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         return self
 
 
-# family name -> module that defines and registers its config class and builder
-MODEL_MODULES: dict[str, str] = {
-    "transformer": "spiraljax.models.transformer",
-    "spiralformer": "spiraljax.models.spiralformer",
-    "kssm_v1": "spiraljax.models.kssm",
-    "kssm_v2": "spiraljax.models.kssm",
-    "kssm_v3": "spiraljax.models.kssm",
-    "hebbian_lm": "spiraljax.models.hebbian",
-    "holographic": "spiraljax.models.holographic",
-}
-MODEL_CONFIGS: dict[str, type[ModelConfig]] = {}
-
-
-def register_model_config(family: str):
-    """Class decorator: ``@register_model_config("spiralformer")`` on a ModelConfig subclass."""
-
-    def wrap(cls: type[ModelConfig]) -> type[ModelConfig]:
-        MODEL_CONFIGS[family] = cls
-        return cls
-
-    return wrap
-
-
 # --------------------------------------------------------------------------- data
-class DataConfig(Section):
-    """Fields shared by every data source; sources subclass and add theirs."""
+class DataConfig(Registered):
+    """Fields every data source uses. A source subclasses it, narrows ``source`` to
+    ``Literal["its_name"]`` (which registers it) and implements :meth:`build`. Its module must be
+    imported by ``spiraljax/data/__init__.py``."""
 
-    source: str = "text"
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    KEY: ClassVar[str] = "source"
+    SECTION: ClassVar[str] = "data"
+    PACKAGE: ClassVar[str] = "spiraljax.data"
+    REGISTRY: ClassVar[dict[str, type[Registered]]] = {}
+    RETIRED: ClassVar[dict[str, Any]] = {"val_fraction": 0.1}  # once shared by every source: see without_retired
 
+    source: str = Field("text", description="data source: picks the config class and the dataset")
 
-DATA_MODULES: dict[str, str] = {
-    "text": "spiraljax.data.text",
-    "mycelial": "spiraljax.data.mycelial",
-    "mqar": "spiraljax.data.recall",
-    "induction": "spiraljax.data.induction",
-    "curriculum": "spiraljax.data.curriculum",
-}
-DATA_CONFIGS: dict[str, type[DataConfig]] = {}
-
-
-def register_data_config(source: str):
-    """Class decorator registering a DataConfig subclass under ``data.source``."""
-
-    def wrap(cls: type[DataConfig]) -> type[DataConfig]:
-        DATA_CONFIGS[source] = cls
-        return cls
-
-    return wrap
+    def build(self, cfg: "Config"):
+        """The dataset (``spiraljax.data.base.Dataset``) for the whole experiment config ``cfg``."""
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- the rest
 class TrainConfig(Section):
-    steps: int = Field(1000, gt=0)
-    batch_size: int = Field(16, gt=0)
-    lr: float = Field(3e-3, gt=0.0)
-    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(0.1, ge=0.0)
-    b1: float = Field(0.9, ge=0.0, lt=1.0)
-    b2: float = Field(0.95, ge=0.0, lt=1.0)
-    clip_norm: float = Field(1.0, gt=0.0)
-    grad_accum: int = Field(1, gt=0)
-    trainable: str = "all"  # "all", or a substring of the param paths to train (e.g. "lora")
-    seed: int = 0
-    eval_every: int = Field(200, gt=0)
-    log_every: int = Field(10, gt=0)
-    progress: bool = True
-    tensorboard: bool = False
+    steps: int = Field(1000, gt=0, description="optimizer steps to train")
+    batch_size: int = Field(16, gt=0, description="sequences per optimizer step (over all devices)")
+    lr: float = Field(3e-3, gt=0.0, description="peak learning rate (after warmup; cosine decay to lr·min_lr_ratio)")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final learning rate as a share of lr")
+    warmup_steps: int = Field(50, ge=0, description="linear learning-rate warmup steps")
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay (not on biases, norms, embeddings)")
+    b1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW β1")
+    b2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW β2")
+    clip_norm: float = Field(1.0, gt=0.0, description="global gradient-norm clipping threshold")
+    grad_accum: int = Field(1, gt=0, description="micro-batches accumulated per optimizer step")
+    trainable: str = Field("all", description='"all", or a substring of the parameter paths to train (e.g. "lora")')
+    seed: int = Field(0, description="seed of the parameters, dropout and the data order")
+    eval_every: int = Field(200, gt=0, description="steps between validation passes")
+    log_every: int = Field(10, gt=0, description="steps between metrics.jsonl lines")
+    progress: bool = Field(True, description="show a progress bar")
+    tensorboard: bool = Field(False, description="also write TensorBoard event files")
 
 
 class EvalConfig(Section):
-    batches: int = Field(8, gt=0)
-    batch_size: int = Field(16, gt=0)
-    sample_tokens: int = Field(200, ge=0)
-    sample_prompt: str = "\n"
-    temperature: float = Field(0.8, gt=0.0)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    batches: int = Field(8, gt=0, description="validation batches per validation pass")
+    batch_size: int = Field(16, gt=0, description="sequences per validation batch")
+    sample_tokens: int = Field(200, ge=0, description="tokens sampled after each validation pass (0 = none)")
+    sample_prompt: str = Field("\n", description="prompt of those samples")
+    temperature: float = Field(0.8, gt=0.0, description="sampling temperature")
+    top_k: int = Field(0, ge=0, description="sample from the k most likely tokens (0 = all)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1 = all)")
 
 
 class CheckpointConfig(Section):
-    every: int = Field(200, gt=0)
-    keep: int = Field(3, gt=0)
-    async_save: bool = True
+    every: int = Field(200, gt=0, description="steps between checkpoints")
+    keep: int = Field(3, gt=0, description="checkpoints kept (the newest, or the best by val_loss)")
+    async_save: bool = Field(True, description="write checkpoints in the background")
 
 
 class MeshConfig(Section):
@@ -147,13 +218,15 @@ class MeshConfig(Section):
 
 
 class Config(Section):
-    name: str = "experiment"
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    mesh: MeshConfig = Field(default_factory=MeshConfig)
+    name: str = Field("experiment", description="experiment name (the default run directory is runs/<name>)")
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig.lookup("transformer", "<defaults>")(),
+                               description="the model: model.family picks the family")
+    data: DataConfig = Field(default_factory=lambda: DataConfig.lookup("text", "<defaults>")(),
+                             description="the data: data.source picks the source")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation and logging")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="validation and samples during training")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="checkpoints")
+    mesh: MeshConfig = Field(default_factory=MeshConfig, description="device mesh")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", serialize_as_any=True)  # keep family/source subclass fields
@@ -163,16 +236,6 @@ class Config(Section):
 
 
 # --------------------------------------------------------------------------- loading
-def _lookup(kind: str, name: Any, modules: dict[str, str], registry: dict, where: str) -> type:
-    if not isinstance(name, str) or name not in modules:
-        raise ConfigError(f"{where}: unknown {kind} {name!r} (choose from {', '.join(sorted(modules))})")
-    if name not in registry:
-        importlib.import_module(modules[name])
-    if name not in registry:
-        raise ConfigError(f"{where}: {kind} {name!r} is not implemented in {modules[name]}")
-    return registry[name]
-
-
 def _first_error(err: ValidationError, prefix: str) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
@@ -191,24 +254,25 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     raw = dict(raw)
-    sections: dict[str, Any] = {}
-    for key, kind, modules, registry, default in (
-        ("model", "model.family", MODEL_MODULES, MODEL_CONFIGS, "transformer"),
-        ("data", "data.source", DATA_MODULES, DATA_CONFIGS, "text"),
-    ):
-        body = raw.pop(key, {}) or {}
-        if not isinstance(body, dict):
-            raise ConfigError(f"{source}: {key}: must be a mapping, got {body!r}")
-        field = "family" if key == "model" else "source"
-        cls = _lookup(kind, body.get(field, default), modules, registry, source)
-        try:
-            sections[key] = cls(**body)
-        except ValidationError as err:
-            raise ConfigError(f"{source}: {_first_error(err, key)}") from None
+    sections = {"model": ModelConfig.parse(raw.pop("model", {}) or {}, source, "transformer"),
+                "data": DataConfig.parse(raw.pop("data", {}) or {}, source, "text")}
     try:
         return Config(**raw, **sections)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_first_error(err, '')}") from None
+
+
+def drop_retired(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config file's mapping without the retired keys of its model and data sections (see
+    :meth:`Registered.without_retired`); anything it cannot resolve is left for :func:`from_dict` to report."""
+    raw = dict(raw)
+    for cls, default in ((ModelConfig, "transformer"), (DataConfig, "text")):
+        body = raw.get(cls.SECTION)
+        if isinstance(body, dict):
+            name = body.get(cls.KEY, default)
+            if isinstance(name, str) and name in cls.registered():
+                raw[cls.SECTION] = cls.REGISTRY[name].without_retired(body)
+    return raw
 
 
 def _parse_value(text: str) -> Any:
@@ -277,7 +341,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     raw = read_yaml(path) if path is not None else {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections")
-    return from_dict(apply_overrides(raw, overrides, source), source)
+    return from_dict(apply_overrides(drop_retired(raw), overrides, source), source)
 
 
 def save(cfg: Config, path: str | Path) -> None:
@@ -290,3 +354,69 @@ def resolve_path(p: str | Path) -> Path:
     if p.is_absolute() or p.exists():
         return p
     return PROJECT_ROOT / p
+
+
+# --------------------------------------------------------------------------- help
+def field_description(cls: type[BaseModel], name: str) -> str:
+    """The description of field ``name`` of ``cls``; a subclass that only changes a field's default
+    keeps the description of the class it inherits the field from."""
+    for klass in cls.__mro__:
+        fields = getattr(klass, "model_fields", {})
+        if name in fields and fields[name].description:
+            return fields[name].description
+    return ""
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if args and origin is not None and origin is not Annotated:
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]" if origin in (list, tuple, dict) else \
+            " | ".join(_type_name(a) for a in args)
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _field_lines(cls: type[BaseModel], prefix: str) -> list[str]:
+    import json
+
+    from pydantic_core import to_jsonable_python
+
+    lines = []
+    for name, info in cls.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, Section) and not issubclass(ann, Registered):
+            lines.append(f"  {key}: {field_description(cls, name)}")
+            lines += _field_lines(ann, f"{key}.")
+            continue
+        default = json.dumps(to_jsonable_python(info.get_default(call_default_factory=True)), ensure_ascii=False)
+        lines.append(f"  {key}: {_type_name(ann)} = {default}  —  {field_description(cls, name)}")
+    return lines
+
+
+def describe(names: list[str] | None = None) -> str:
+    """Every config field with its type, default and description (``python train.py --help-config``).
+    ``names``: model families and/or data sources to show (default: all of them)."""
+    families, sources = ModelConfig.registered(), DataConfig.registered()
+    names = list(names or [])
+    unknown = [n for n in names if n not in families and n not in sources]
+    if unknown:
+        raise ConfigError(f"--help-config: unknown family or source {unknown[0]!r} (families: "
+                          f"{', '.join(families)}; sources: {', '.join(sources)})")
+    shown_families = [n for n in names if n in families] or list(families)
+    shown_sources = [n for n in names if n in sources] or list(sources)
+    out = ["Config fields: YAML sections as below, or --set section.key=value (key: type = default  —  meaning)."]
+    out.append(f"  name: str = {Config.model_fields['name'].default!r}  —  {field_description(Config, 'name')}")
+    for section, base, shown in (("model", ModelConfig, shown_families), ("data", DataConfig, shown_sources)):
+        for name in shown:
+            cls = base.REGISTRY[name]
+            out += ["", f"{section} ({section}.{base.KEY}: {name}; {cls.__module__}.{cls.__qualname__})"]
+            out += _field_lines(cls, f"{section}.")
+    for section in ("train", "eval", "checkpoint", "mesh"):
+        out += ["", f"{section} ({field_description(Config, section)})"]
+        out += _field_lines(Config.model_fields[section].annotation, f"{section}.")
+    return "\n".join(out)

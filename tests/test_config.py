@@ -1,4 +1,10 @@
+from typing import Literal
+
+import flax.linen as nn
+import jax.numpy as jnp
 import pytest
+import yaml
+from pydantic import Field
 
 from spiraljax import config
 from spiraljax.config import ConfigError
@@ -76,3 +82,182 @@ def test_family_and_source_fields_survive_save_and_load(tmp_path):
     config.save(cfg, tmp_path / "c.yaml")
     back = config.load(tmp_path / "c.yaml")
     assert back == cfg and back.model.head_hidden == 32 and back.data.max_pairs == 4
+
+
+# --------------------------------------------------------------------------- the config class is the registry
+def _sections(cls, prefix):
+    """(dotted key, owning class, field name) of every field of ``cls``, nested sections included."""
+    for name, info in cls.model_fields.items():
+        yield f"{prefix}{name}", cls, name
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, config.Section) and not issubclass(ann, config.Registered):
+            yield from _sections(ann, f"{prefix}{name}.")
+
+
+def test_every_field_of_every_family_and_source_has_a_description():
+    classes = [("", config.Config), *(("model.", c) for c in config.ModelConfig.registered().values()),
+               *(("data.", c) for c in config.DataConfig.registered().values()),
+               *((f"{s}.", config.Config.model_fields[s].annotation) for s in ("train", "eval", "checkpoint", "mesh"))]
+    missing = {key for prefix, cls in classes for key, owner, name in _sections(cls, prefix)
+               if not config.field_description(owner, name)}
+    assert not missing, sorted(missing)
+
+
+def test_families_and_sources_register_themselves():
+    assert {"transformer", "spiralformer", "kssm_v1", "kssm_v2", "kssm_v3", "hebbian_lm",
+            "holographic"} <= set(config.ModelConfig.registered())
+    assert {"text", "mycelial", "mqar", "induction", "curriculum"} <= set(config.DataConfig.registered())
+    assert not hasattr(config, "MODEL_MODULES") and not hasattr(config, "DATA_MODULES")
+
+
+@pytest.mark.parametrize("family, key", [
+    ("kssm_v1", "n_heads"), ("kssm_v3", "dropout"), ("kssm_v2", "dtype"), ("spiralformer", "dropout"),
+    ("spiralformer", "dtype"), ("hebbian_lm", "dtype"), ("holographic", "d_model"), ("kssm_v1", "coupling_scale"),
+])
+def test_a_field_the_family_does_not_use_is_an_error(family, key):
+    with pytest.raises(ConfigError) as err:
+        config.load(None, [f"model.family={family}", f"model.{key}=2"])
+    assert str(err.value) == f"<defaults>: model.{key}: unknown key for model.family {family}"
+
+
+def test_a_source_without_a_validation_split_has_no_val_fraction():
+    with pytest.raises(ConfigError, match="data.val_fraction: unknown key for data.source mqar"):
+        config.load(None, ["data.source=mqar", "data.val_fraction=0.2"])
+
+
+def test_saved_configs_keep_loading_when_retired_keys_hold_their_old_defaults(tmp_path):
+    """The compatibility rule (Registered.without_retired): a saved config.yaml from before the per-family
+    split carries every old shared field; one the family does not use is dropped if it holds the value it
+    had then, and is an error with any other value (it would not do what it says)."""
+    shipped = config.load(config.PROJECT_ROOT / "configs" / "kssm_v3_shakespeare.yaml")
+    old = shipped.to_dict()
+    old["model"].update(n_heads=4, dropout=0.0, dtype="float32")
+    old["data"]["val_fraction"] = 0.1                              # text still uses it: kept as a field
+    assert config.load(write(tmp_path, yaml.safe_dump(old))) == shipped
+    for key, value in (("dropout", 0.1), ("n_heads", 8), ("dtype", "bfloat16")):
+        changed = {**old, "model": {**old["model"], key: value}}
+        with pytest.raises(ConfigError, match=f"model.{key}: unknown key for model.family kssm_v3"):
+            config.load(write(tmp_path, yaml.safe_dump(changed)))
+    holo = {"model": {"family": "holographic", "d_model": 16, "n_heads": 1, "n_layers": 1, "dropout": 0.0,
+                      "dtype": "float32"}, "data": {"source": "mqar", "val_fraction": 0.1}}
+    holographic = config.load(None, ["model.family=holographic"]).model
+    assert config.load(write(tmp_path, yaml.safe_dump(holo))).model == holographic
+    holo["model"]["d_model"] = 128                                  # holographic's old default was 16
+    with pytest.raises(ConfigError, match="model.d_model: unknown key for model.family holographic"):
+        config.load(write(tmp_path, yaml.safe_dump(holo)))
+    # overrides are what someone asks for now: no compatibility rule there
+    with pytest.raises(ConfigError, match="model.dropout: unknown key"):
+        config.load(None, ["model.family=kssm_v1", "model.dropout=0.0"])
+
+
+def test_kssm_versions_differ_by_fields_only():
+    """v1 is v2 with one layer (n_layers is honoured, not overridden by the family name); v3 has the bistable
+    core and its two extra fields."""
+    import jax
+    import jax.numpy as jnp
+
+    from spiraljax import models
+
+    small = ["model.d_model=8", "model.seq_len=8", "model.n_oscillators=8", "model.n_harmonics=3",
+             "model.readout_hidden=8"]
+    v1, v2, v3 = (config.load(None, [f"model.family=kssm_{v}", *small]).model for v in ("v1", "v2", "v3"))
+    assert (v1.n_layers, v1.core, v2.n_layers, v2.core, v3.core) == (1, "softplus", 4, "softplus", "bistable")
+    assert v1.model_dump(exclude={"family", "n_layers"}) == v2.model_dump(exclude={"family", "n_layers"})
+    two = config.load(None, ["model.family=kssm_v1", "model.n_layers=2", *small]).model
+    params = models.build(two).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    assert {"osc_0", "osc_1"} <= set(params) and "osc_2" not in params
+
+
+def test_default_experiment_is_the_femto_config_plus_its_overrides():
+    """A bare ``python train.py`` trains configs/spiralformer_femto.yaml with DEFAULT_OVERRIDES: the same
+    config field for field as the dict that spiraljax/defaults.py used to embed."""
+    train_py = _train_module()
+    cfg = config.load(train_py.DEFAULT_CONFIG, train_py.DEFAULT_OVERRIDES)
+    was = {"name": "spiralformer_femto_default",
+           "model": {"family": "spiralformer", "vocab_size": 65, "seq_len": 32, "d_model": 128, "n_heads": 4,
+                     "n_layers": 4},
+           "data": {"source": "mycelial", "num_echoes": 4000, "chaos_mode": True, "seed": 0},
+           "train": {"steps": 800, "batch_size": 32, "lr": 2e-3, "warmup_steps": 30, "eval_every": 200,
+                     "log_every": 10},
+           "eval": {"sample_tokens": 24, "sample_prompt": "…"},
+           "checkpoint": {"every": 200}}
+    assert cfg == config.from_dict(was)
+
+
+def _train_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_cli", config.PROJECT_ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_help_config_lists_every_field_with_type_default_and_description(capsys):
+    train_py = _train_module()
+    assert train_py.main(["--help-config"]) == 0
+    out = capsys.readouterr().out
+    for line in ("model.n_oscillators: int = 128  —  oscillators per layer (N)",
+                 "model.breath.durations: list[int] = [4, 2, 4, 2]  —  positions per phase",
+                 "data.max_pairs: int = 16  —  most key-value pairs per sequence",
+                 "train.steps: int = 1000  —  optimizer steps to train",
+                 'model.mlp_kind: \'swiglu\' | \'gelu\' = "swiglu"  —  MLP of each block'):
+        assert line in out, line
+    assert train_py.main(["--help-config", "kssm_v3"]) == 0
+    out = capsys.readouterr().out
+    assert "model (model.family: kssm_v3;" in out and "model.coupling_scale" in out
+    assert "model (model.family: kssm_v1;" not in out and "data (data.source: text;" in out
+    assert train_py.main(["--help-config", "nonsense"]) == 2
+    assert "unknown family or source 'nonsense'" in capsys.readouterr().err
+
+
+def test_print_config_prints_the_resolved_config(capsys, tmp_path):
+    train_py = _train_module()
+    path = config.PROJECT_ROOT / "configs" / "kssm_v1_tiny.yaml"
+    assert train_py.main(["--config", str(path), "--set", "model.n_layers=2", "--print-config"]) == 0
+    printed = write(tmp_path, capsys.readouterr().out)
+    assert config.load(printed) == config.load(path, ["model.n_layers=2"])
+
+
+# --------------------------------------------------------------------------- a new family, defined right here
+# The README's example: one config class and one Flax module make a family that train.py can train; no table
+# is edited anywhere (defining the class registers it).
+class BagOfTokensConfig(config.ModelConfig):
+    family: Literal["test_bag_of_tokens"] = "test_bag_of_tokens"
+    d_model: int = Field(16, gt=0, description="embedding width")
+
+    def build(self) -> nn.Module:
+        return BagOfTokens(self)
+
+
+class BagOfTokens(nn.Module):
+    """Predicts the next token from the mean embedding of the prefix (causal by construction)."""
+
+    cfg: BagOfTokensConfig
+
+    @nn.compact
+    def __call__(self, tokens, *, train: bool = False, step=0):
+        x = nn.Embed(self.cfg.vocab_size, self.cfg.d_model)(tokens)
+        x = jnp.cumsum(x, axis=1) / jnp.arange(1, tokens.shape[1] + 1)[:, None]
+        return nn.Dense(self.cfg.vocab_size)(x), {}
+
+
+def test_a_family_defined_anywhere_trains_through_the_registry(tmp_path):
+    from spiraljax.train.loop import train
+
+    cfg = config.load(None, ["model.family=test_bag_of_tokens", "model.d_model=8", "model.seq_len=16",
+                             "train.steps=4", "train.batch_size=2", "train.eval_every=4", "train.progress=false",
+                             "checkpoint.every=4", "eval.batches=1", "eval.batch_size=2", "eval.sample_tokens=0",
+                             f"data.cache_dir={tmp_path / 'cache'}"])
+    assert type(cfg.model) is BagOfTokensConfig
+    result = train(cfg, tmp_path / "run")
+    assert result.step == 4 and result.val["loss"] > 0
+    assert config.load(tmp_path / "run" / "config.yaml") == cfg
+    with pytest.raises(ConfigError, match="model.n_heads: unknown key for model.family test_bag_of_tokens"):
+        config.load(None, ["model.family=test_bag_of_tokens", "model.n_heads=2"])
+
+
+def test_a_family_name_cannot_be_registered_twice():
+    with pytest.raises(TypeError, match="registered twice"):
+        class Again(config.ModelConfig):  # noqa: F811
+            family: Literal["test_bag_of_tokens"] = "test_bag_of_tokens"

@@ -1,4 +1,4 @@
-"""The dataset contract every data source implements, and the source registry.
+"""The dataset contract every data source implements (a source's config class builds it: ``cfg.data.build(cfg)``).
 
 A batch is a dict of numpy arrays: ``inputs`` [B, T] int32, ``targets`` [B, T] int32,
 ``mask`` [B, T] float32 (1 = count this target in the loss), plus optional extra
@@ -8,12 +8,11 @@ resumed run sees exactly the batches it would have seen.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
-from spiraljax.config import DATA_MODULES, Config, ConfigError
+from spiraljax.config import Config
 from spiraljax.errors import DataError
 
 Batch = dict[str, np.ndarray]
@@ -34,31 +33,14 @@ class Dataset(Protocol):
     def decode(self, ids) -> str: ...
 
 
-BUILDERS: dict[str, Callable[[Config], Dataset]] = {}
-
-
-def register_source(source: str):
-    """Decorator for ``build(cfg: Config) -> Dataset`` under ``data.source``."""
-
-    def wrap(fn: Callable[[Config], Dataset]) -> Callable[[Config], Dataset]:
-        BUILDERS[source] = fn
-        return fn
-
-    return wrap
-
-
 def metric_unit(dataset) -> str:
     """The name of the validation 'bpc' number for this dataset (a dataset may set ``unit``)."""
     return getattr(dataset, "unit", "BPC")
 
 
 def build_dataset(cfg: Config) -> Dataset:
-    source = cfg.data.source
-    if source not in BUILDERS and source in DATA_MODULES:
-        importlib.import_module(DATA_MODULES[source])
-    if source not in BUILDERS:
-        raise ConfigError(f"data.source: no dataset registered for {source!r}")
-    return BUILDERS[source](cfg)
+    """The dataset of ``cfg.data.source`` for the experiment ``cfg`` (``cfg.data.build(cfg)``)."""
+    return cfg.data.build(cfg)
 
 
 def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:

@@ -12,20 +12,25 @@ from typing import Iterator, Literal
 import numpy as np
 from pydantic import Field
 
-from spiraljax.config import Config, DataConfig, register_data_config
-from spiraljax.data.base import Batch, DataError, register_source, step_rng, windows_at
+from spiraljax.config import Config, DataConfig
+from spiraljax.data.base import Batch, DataError, step_rng, windows_at
 from spiraljax.data.text import TokenStream, read_corpus
 from spiraljax.data.tokenizers import ByteTokenizer
 
 StageKind = Literal["words", "sentences", "full"]
 
 
-@register_data_config("curriculum")
 class CurriculumDataConfig(DataConfig):
     source: Literal["curriculum"] = "curriculum"
-    path: str = "data/tinyshakespeare.txt"
-    stages: list[tuple[float, StageKind]] = [(0.15, "words"), (0.40, "sentences"), (1.0, "full")]
-    max_sentence_chars: int = Field(48, gt=0)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the data held out for validation")
+    path: str = Field("data/tinyshakespeare.txt", description="UTF-8 corpus, read as bytes")
+    stages: list[tuple[float, StageKind]] = Field(
+        [(0.15, "words"), (0.40, "sentences"), (1.0, "full")],
+        description="[(end fraction of train.steps, what is trained on), ...]; the last stage after that")
+    max_sentence_chars: int = Field(48, gt=0, description="longest line kept by the sentences stage")
+
+    def build(self, cfg: Config) -> "CurriculumData":
+        return CurriculumData(cfg)
 
 
 def stage_texts(text: str, max_sentence_chars: int) -> dict[str, str]:
@@ -72,8 +77,3 @@ class CurriculumData:
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids)
-
-
-@register_source("curriculum")
-def build(cfg: Config) -> CurriculumData:
-    return CurriculumData(cfg)

@@ -14,17 +14,19 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from spiraljax.config import Config, DataConfig, register_data_config
-from spiraljax.data.base import Batch, SyntheticTask, register_source, step_rng
+from spiraljax.config import Config, DataConfig
+from spiraljax.data.base import Batch, SyntheticTask, step_rng
 
 
-@register_data_config("induction")
 class InductionDataConfig(DataConfig):
     source: Literal["induction"] = "induction"
-    n_symbols: int = Field(256, gt=1, le=256)
-    min_len: int = Field(8, gt=1)
-    max_len: int = Field(19, gt=1)
-    seed: int = 0
+    n_symbols: int = Field(256, gt=1, le=256, description="distinct random tokens (≤ model.vocab_size)")
+    min_len: int = Field(8, gt=1, description="shortest repeated segment")
+    max_len: int = Field(19, gt=1, description="longest repeated segment")
+    seed: int = Field(0, description="seed of the generated sequences (with train.seed)")
+
+    def build(self, cfg: Config) -> "InductionData":
+        return InductionData(cfg)
 
     @model_validator(mode="after")
     def _lengths(self) -> "InductionDataConfig":
@@ -76,8 +78,3 @@ class InductionData(SyntheticTask):
         d = self.d
         return induction_batch(self.seed + stream_offset, index, batch, length or self.seq_len, d.min_len,
                                d.max_len, d.n_symbols)
-
-
-@register_source("induction")
-def build(cfg: Config) -> InductionData:
-    return InductionData(cfg)

@@ -20,9 +20,9 @@ from typing import Iterator, Literal
 import numpy as np
 from pydantic import Field
 
-from spiraljax.config import Config, DataConfig, register_data_config, resolve_path
+from spiraljax.config import Config, DataConfig, resolve_path
 from spiraljax.data import glyphs
-from spiraljax.data.base import Batch, DataError, register_source, step_rng
+from spiraljax.data.base import Batch, DataError, step_rng
 
 QUESTIONS = (
     "What does the forest know about waiting?", "How should a network grieve a lost node?",
@@ -127,13 +127,20 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return records
 
 
-@register_data_config("mycelial")
 class MycelialDataConfig(DataConfig):
     source: Literal["mycelial"] = "mycelial"
-    path: str | None = None          # JSONL to read; None = generate in memory
-    num_echoes: int = Field(4000, gt=0)
-    chaos_mode: bool = True
-    seed: int = 0
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the data held out for validation")
+    path: str | None = Field(None, description="JSONL of records to read (null: generate them in memory)")
+    num_echoes: int = Field(4000, gt=0, description="records to generate")
+    chaos_mode: bool = Field(True, description="generate with random (chaotic) field conditions")
+    seed: int = Field(0, description="seed of the generated records")
+
+    def build(self, cfg: Config) -> "MycelialDataset":
+        if cfg.model.vocab_size < glyphs.VOCAB_SIZE:
+            raise DataError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the glyph vocabulary (65)")
+        records = read_jsonl(self.path) if self.path else generate_records(self.num_echoes, self.seed, self.chaos_mode)
+        return MycelialDataset(records, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed, self.val_fraction,
+                               cfg.eval.batch_size, cfg.eval.batches)
 
 
 class MycelialDataset:
@@ -185,16 +192,6 @@ class MycelialDataset:
 
     def decode(self, ids) -> str:
         return " ".join(glyphs.decode(ids, strip_pad=True))
-
-
-@register_source("mycelial")
-def build(cfg: Config) -> MycelialDataset:
-    d: MycelialDataConfig = cfg.data  # type: ignore[assignment]
-    if cfg.model.vocab_size < glyphs.VOCAB_SIZE:
-        raise DataError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the glyph vocabulary (65)")
-    records = read_jsonl(d.path) if d.path else generate_records(d.num_echoes, d.seed, d.chaos_mode)
-    return MycelialDataset(records, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed, d.val_fraction,
-                           cfg.eval.batch_size, cfg.eval.batches)
 
 
 def main(argv: list[str] | None = None) -> int:

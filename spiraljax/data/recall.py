@@ -11,20 +11,22 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from spiraljax.config import Config, DataConfig, register_data_config
-from spiraljax.data.base import Batch, SyntheticTask, register_source, step_rng
+from spiraljax.config import Config, DataConfig
+from spiraljax.data.base import Batch, SyntheticTask, step_rng
 
 KEY0, VAL0 = 65, 129  # keys 'A'.., values after them; 0 is padding
 
 
-@register_data_config("mqar")
 class MQARDataConfig(DataConfig):
     source: Literal["mqar"] = "mqar"
-    n_keys: int = Field(64, gt=1, le=64)
-    n_values: int = Field(64, gt=1, le=64)
-    min_pairs: int = Field(4, gt=0)
-    max_pairs: int = Field(16, gt=0)
-    seed: int = 0
+    n_keys: int = Field(64, gt=1, le=64, description="distinct key tokens")
+    n_values: int = Field(64, gt=1, le=64, description="distinct value tokens")
+    min_pairs: int = Field(4, gt=0, description="fewest key-value pairs per sequence")
+    max_pairs: int = Field(16, gt=0, description="most key-value pairs per sequence")
+    seed: int = Field(0, description="seed of the generated sequences (with train.seed)")
+
+    def build(self, cfg: Config) -> "MQARData":
+        return MQARData(cfg)
 
     @model_validator(mode="after")
     def _pairs(self) -> "MQARDataConfig":
@@ -66,8 +68,3 @@ class MQARData(SyntheticTask):
         d = self.d
         return mqar_batch(self.seed + stream_offset, index, batch, length or self.seq_len, d.min_pairs, d.max_pairs,
                           d.n_keys, d.n_values)
-
-
-@register_source("mqar")
-def build(cfg: Config) -> MQARData:
-    return MQARData(cfg)

@@ -9,19 +9,29 @@ from typing import Iterator, Literal
 import numpy as np
 from pydantic import Field
 
-from spiraljax.config import Config, DataConfig, register_data_config, resolve_path
-from spiraljax.data.base import Batch, DataError, register_source, step_rng, windows_at
+from spiraljax.config import Config, DataConfig, resolve_path
+from spiraljax.data.base import Batch, DataError, step_rng, windows_at
 from spiraljax.data.tokenizers import build_tokenizer
 
 
-@register_data_config("text")
 class TextDataConfig(DataConfig):
     source: Literal["text"] = "text"
-    path: str = "data/tinyshakespeare.txt"
-    tokenizer: Literal["byte", "bpe"] = "byte"
-    bpe: str = "data/tinyshakespeare_bpe.tiktoken"
-    cache_dir: str = ".cache/tokens"
-    val_batches: int | None = Field(None, gt=0)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the data held out for validation")
+    path: str = Field("data/tinyshakespeare.txt", description="UTF-8 corpus (relative: to the cwd, then the "
+                                                             "project root)")
+    tokenizer: Literal["byte", "bpe"] = Field("byte", description="bytes, or the BPE merges in bpe")
+    bpe: str = Field("data/tinyshakespeare_bpe.tiktoken", description="BPE merges file (tokenizer: bpe)")
+    cache_dir: str = Field(".cache/tokens", description="where the tokenized corpus is cached")
+    val_batches: int | None = Field(None, gt=0, description="validation batches (null: eval.batches)")
+
+    def build(self, cfg: Config) -> "TokenStream":
+        tok = build_tokenizer(self.tokenizer, self.bpe)
+        if tok.vocab_size > cfg.model.vocab_size:
+            raise DataError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {self.tokenizer} "
+                            f"tokenizer's vocabulary ({tok.vocab_size})")
+        tokens = cached_tokens(self.path, tok, self.cache_dir)
+        return TokenStream(tokens, tok, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed, self.val_fraction,
+                           cfg.eval.batch_size, self.val_batches or cfg.eval.batches, self.path)
 
 
 def read_corpus(path: str | Path) -> str:
@@ -91,15 +101,3 @@ class TokenStream:
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids)
-
-
-@register_source("text")
-def build(cfg: Config) -> TokenStream:
-    d: TextDataConfig = cfg.data  # type: ignore[assignment]
-    tok = build_tokenizer(d.tokenizer, d.bpe)
-    if tok.vocab_size > cfg.model.vocab_size:
-        raise DataError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {d.tokenizer} "
-                        f"tokenizer's vocabulary ({tok.vocab_size})")
-    tokens = cached_tokens(d.path, tok, d.cache_dir)
-    return TokenStream(tokens, tok, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed, d.val_fraction,
-                       cfg.eval.batch_size, d.val_batches or cfg.eval.batches, d.path)

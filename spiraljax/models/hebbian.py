@@ -18,33 +18,36 @@ from typing import Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from pydantic import Field, model_validator
 
-from spiraljax.config import ModelConfig, register_model_config
-from spiraljax.models.registry import register
+from spiraljax.config import AttentionConfig, Dropout, LoraAlpha, LoraRank
 from spiraljax.nn.hebbian import HybridBlock, LocalHead, PatchEncoder, ReasoningLoop
 from spiraljax.nn.layers import lora_dense
 
 START = 256  # the local head's own start symbol (not byte 0)
 
 
-@register_model_config("hebbian_lm")
-class HebbianConfig(ModelConfig):
+class HebbianConfig(AttentionConfig):
     family: Literal["hebbian_lm"] = "hebbian_lm"
-    seq_len: int = Field(1024, gt=0)
-    d_model: int = Field(256, gt=0)
-    patch: int = Field(4, gt=0)
-    window: int = Field(128, gt=0)             # sliding-window attention span, in patches
-    reasoning_steps: int = Field(3, ge=0)
-    head_hidden: int = Field(256, gt=0)
-    memory_impl: Literal["chunked", "scan"] = "chunked"
-    memory_chunk: int = Field(64, gt=0)
-    # curriculum: [(end fraction of curriculum_steps, α), ...]; α of the last stage after that
-    plasticity_stages: list[tuple[float, float]] = [(0.15, 0.10), (0.40, 0.50), (1.0, 0.99)]
-    curriculum_steps: int = Field(1000, gt=0)
-    lora_rank: int = Field(0, ge=0)         # LoRA adapters of rank r on every hybrid-block projection (0 = none)
-    lora_alpha: float = Field(16.0, gt=0)   # LoRA scale α (the adapter adds (α/r)·x A B)
+    seq_len: int = Field(1024, gt=0, description="training window length in bytes (a multiple of patch)")
+    d_model: int = Field(256, gt=0, description="width of the patch latents")
+    dropout: Dropout = 0.0
+    patch: int = Field(4, gt=0, description="bytes per patch (P)")
+    window: int = Field(128, gt=0, description="sliding-window attention span, in patches")
+    reasoning_steps: int = Field(3, ge=0, description="iterations of the reasoning loop over the latents")
+    head_hidden: int = Field(256, gt=0, description="hidden width of the GRU local head")
+    memory_impl: Literal["chunked", "scan"] = Field("chunked", description="fast-weight memory: chunked "
+                                                                           "parallel form or a sequential scan")
+    memory_chunk: int = Field(64, gt=0, description="patches per chunk of the chunked memory")
+    plasticity_stages: list[tuple[float, float]] = Field(
+        [(0.15, 0.10), (0.40, 0.50), (1.0, 0.99)],
+        description="curriculum [(end fraction of curriculum_steps, α), ...]; α of the last stage after that")
+    curriculum_steps: int = Field(1000, gt=0, description="steps the plasticity curriculum spans")
+    lora_rank: LoraRank = 0
+    lora_alpha: LoraAlpha = 16.0
+
+    def build(self) -> nn.Module:
+        return HebbianLM(self)
 
     @model_validator(mode="after")
     def _patches(self) -> "HebbianConfig":
@@ -162,14 +165,3 @@ class HebbianLM(nn.Module):
         """Logits ``[B, P, 256]`` for the bytes of one patch from the previous patch's latent; byte j
         sees only bytes < j of ``patch_bytes [B, P]`` (later entries are ignored)."""
         return self.decode(context[:, None], patch_bytes)[:, 0]
-
-
-@register("hebbian_lm")
-def build(cfg: HebbianConfig) -> nn.Module:
-    return HebbianLM(cfg)
-
-
-def param_count(cfg: HebbianConfig) -> int:
-    model = HebbianLM(cfg)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, cfg.seq_len), jnp.int32)))
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))

@@ -1,10 +1,13 @@
 """K-SSM: Kuramoto oscillator state-space language models whose order parameter R is the only path.
 
-* ``kssm_v1`` — one oscillator layer, multi-scale readout → MLP → logits.
-* ``kssm_v2`` — stacked layers: each layer's readout MLP drives the next layer's oscillators; no
-  residual path bypasses the oscillators and no normalisation follows a readout.
-* ``kssm_v3`` — v2 with the bistable 10-parameter core (u ∈ [0.1, 10], K = 2σ(u)), its regulariser
-  as ``aux_loss`` and phase noise in training only.
+One model, three presets that differ by fields only:
+
+* ``kssm_v1`` — one oscillator layer (``n_layers: 1``), softplus coupling, multi-scale readout → MLP → logits.
+* ``kssm_v2`` — stacked layers (``n_layers: 4``): each layer's readout MLP drives the next layer's
+  oscillators; no residual path bypasses the oscillators and no normalisation follows a readout.
+* ``kssm_v3`` — v2 with the bistable 10-parameter core (``core: bistable``: u ∈ [0.1, 10],
+  K = coupling_scale·σ(u)), its regulariser as ``aux_loss`` (``reg_weight``) and phase noise in
+  training only (``noise: 0.01``).
 
 The oscillators reach the logits only through the multi-scale order parameters of G banks
 (``n_groups``), [|Z_n|, cos arg Z_n, sin arg Z_n] for n = 1..H. The global R is one function of them,
@@ -28,23 +31,34 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field, model_validator
 
-from spiraljax.config import ModelConfig, register_model_config
-from spiraljax.models.registry import register
+from spiraljax.config import DModel, ModelConfig, NLayers
 from spiraljax.nn.kuramoto import OscillatorLayer
 from spiraljax.ops.kuramoto import zone_counts
 
 
 class KSSMConfig(ModelConfig):
-    n_oscillators: int = Field(128, gt=0)
-    n_harmonics: int = Field(8, gt=0)
-    dt: float = Field(0.1, gt=0)
-    noise: float = Field(0.0, ge=0)
-    readout_hidden: int = Field(256, gt=0)
-    unroll: int = Field(4, gt=0)
-    n_groups: int = Field(1, gt=0)  # independent oscillator banks, each with its own order parameters
-    remat_chunk: int | None = Field(None, gt=0)  # jax.checkpoint every C steps of the scan (long T)
-    global_mix: float = Field(0.0, ge=0, le=1)  # share of each bank's coupling acting on all N oscillators
-    full_phase_readout: bool = False  # declare a config whose banks have ≤ 2·n_harmonics oscillators
+    """Fields of every K-SSM (softplus coupling); the registered presets are the subclasses below."""
+
+    d_model: DModel = 128
+    n_layers: NLayers = 4
+    core: Literal["softplus"] = Field("softplus", description="coupling core: K = softplus(W h) per bank")
+    n_oscillators: int = Field(128, gt=0, description="oscillators per layer (N)")
+    n_harmonics: int = Field(8, gt=0, description="order parameters Z_1..Z_H read out per bank (H)")
+    dt: float = Field(0.1, gt=0, description="Kuramoto integration step")
+    noise: float = Field(0.0, ge=0, description="phase noise scale in training (0 = none)")
+    readout_hidden: int = Field(256, gt=0, description="hidden width of each layer's readout MLP")
+    unroll: int = Field(4, gt=0, description="lax.scan unroll of the oscillator recurrence")
+    n_groups: int = Field(1, gt=0, description="independent oscillator banks (G), each with its own order "
+                                               "parameters")
+    remat_chunk: int | None = Field(None, gt=0, description="jax.checkpoint every C steps of the scan (long T; "
+                                                            "null = off)")
+    global_mix: float = Field(0.0, ge=0, le=1, description="share of each bank's coupling acting on all N "
+                                                           "oscillators")
+    full_phase_readout: bool = Field(False, description="declare a config whose banks have ≤ 2·n_harmonics "
+                                                        "oscillators (the readout sees every phase)")
+
+    def build(self) -> nn.Module:
+        return KSSM(self)
 
     @property
     def bank_size(self) -> int:
@@ -70,24 +84,24 @@ class KSSMConfig(ModelConfig):
         return self
 
 
-@register_model_config("kssm_v1")
 class KSSMv1Config(KSSMConfig):
     family: Literal["kssm_v1"] = "kssm_v1"
-    n_layers: int = Field(1, gt=0)
+    n_layers: NLayers = 1
 
 
-@register_model_config("kssm_v2")
 class KSSMv2Config(KSSMConfig):
     family: Literal["kssm_v2"] = "kssm_v2"
 
 
-@register_model_config("kssm_v3")
 class KSSMv3Config(KSSMConfig):
     family: Literal["kssm_v3"] = "kssm_v3"
-    n_harmonics: int = Field(32, gt=0)
-    noise: float = Field(0.01, ge=0)
-    reg_weight: float = Field(1.0, ge=0)  # multiplies λ_reg·(...) from SPEC §2.3
-    coupling_scale: float = Field(2.0, gt=0)  # K = coupling_scale·σ(u); SPEC default 2
+    core: Literal["bistable"] = Field("bistable", description="coupling core: K = coupling_scale·σ(u) from the "
+                                                              "bistable 10-parameter core (SPEC §2.3)")
+    n_harmonics: int = Field(32, gt=0, description="order parameters Z_1..Z_H read out per bank (H)")
+    noise: float = Field(0.01, ge=0, description="phase noise scale in training (0 = none)")
+    reg_weight: float = Field(1.0, ge=0, description="multiplies the bistable regulariser λ_reg·(...) (SPEC §2.3) "
+                                                     "added to the loss")
+    coupling_scale: float = Field(2.0, gt=0, description="K = coupling_scale·σ(u); SPEC default 2")
 
 
 class KSSM(nn.Module):
@@ -96,15 +110,14 @@ class KSSM(nn.Module):
     @nn.compact
     def __call__(self, tokens, *, train: bool = False, step=0, force_R=None, cut_R: bool = False):
         cfg = self.cfg
-        bistable = cfg.family == "kssm_v3"
-        n_layers = 1 if cfg.family == "kssm_v1" else cfg.n_layers
+        bistable = cfg.core == "bistable"
+        scale = {"coupling_scale": cfg.coupling_scale} if bistable else {}  # a field of the bistable core only
         h = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.5), name="embed")(tokens)
         rs, seen, internals = [], [], []
-        for i in range(n_layers):
-            layer = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise,
-                                    "bistable" if bistable else "softplus", cfg.unroll, cfg.remat_chunk,
-                                    cfg.n_groups, cfg.global_mix, getattr(cfg, "coupling_scale", 2.0),
-                                    name=f"osc_{i}")
+        for i in range(cfg.n_layers):
+            layer = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise, unroll=cfg.unroll,
+                                    remat_chunk=cfg.remat_chunk, n_groups=cfg.n_groups, global_mix=cfg.global_mix,
+                                    core=cfg.core, **scale, name=f"osc_{i}")
             feats, inner = layer(nn.LayerNorm(name=f"ln_in_{i}")(h), train=train, force_R=force_R, cut_R=cut_R)
             h = nn.Dense(cfg.readout_hidden, name=f"readout_{i}")(feats)
             h = nn.Dense(cfg.d_model, name=f"readout_out_{i}")(nn.gelu(h))
@@ -118,16 +131,8 @@ class KSSM(nn.Module):
         metrics = {"R_mean": jnp.mean(r), "R_std": jnp.std(r), "zone_counts": zone_counts(r)}
         if bistable:
             u = internals[-1]["u"]
-            reg = sum(x["reg"] for x in internals) / n_layers
+            reg = sum(x["reg"] for x in internals) / cfg.n_layers
             aux.update(u=u, aux_loss=cfg.reg_weight * reg)
             metrics.update(u_mean=jnp.mean(u), u_clamp_frac=jnp.mean(internals[-1]["u_saturated"]), reg=reg)
         aux["metrics"] = metrics
         return logits, aux
-
-
-def build(cfg: KSSMConfig) -> nn.Module:
-    return KSSM(cfg)
-
-
-for _family in ("kssm_v1", "kssm_v2", "kssm_v3"):
-    register(_family)(build)

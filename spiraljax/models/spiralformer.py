@@ -21,9 +21,8 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field, model_validator
 
-from spiraljax.config import ModelConfig, Section, register_model_config
-from spiraljax.data.glyphs import SILENCE_IDS
-from spiraljax.models.registry import register
+from spiraljax.config import AttentionConfig, LoraAlpha, LoraRank, Section
+from spiraljax.glyph_table import SILENCE_IDS
 from spiraljax.nn.spiral import SpiralBlock
 from spiraljax.ops import rhythm
 from spiraljax.ops.soma import field_charge
@@ -32,22 +31,27 @@ from spiraljax.ops.tower import tower_init, tower_read, tower_write
 
 
 class SpiralSection(Section):
-    pattern: Literal["pow2", "phi", "none"] = "pow2"
-    n_back: list[int] = []
-    every: int = Field(0, ge=0)
-    every_count: int = Field(0, ge=0)
-    impl: Literal["sparse", "dense"] = "sparse"
+    pattern: Literal["pow2", "phi", "none"] = Field("pow2", description="offsets i − j attended: powers of 2, "
+                                                                        "round(φ^k), or only the diagonal")
+    n_back: list[int] = Field([], description="extra fixed offsets every position attends back to")
+    every: int = Field(0, ge=0, description="also attend to offsets every·m, m = 1..every_count (0 = off)")
+    every_count: int = Field(0, ge=0, description="how many of those strided offsets")
+    impl: Literal["sparse", "dense"] = Field("sparse", description="gather the offsets (sparse) or mask a dense "
+                                                                  "attention (dense); same numbers")
 
 
 class BreathSection(Section):
-    enabled: bool = True
-    durations: list[int] = [4, 2, 4, 2]
-    weights: list[float] = [1.0, 0.5, 0.25, 0.0]
-    clock: Literal["position", "step"] = "position"  # phase of position t (+ the training step if "step")
-    attention_phases: list[int] = [0, 1, 2, 3]        # rhythmic attention: phases where attention is open
-    dropout: list[float] = [0.0, 0.0, 0.0, 0.0]       # contemplative dropout rate per phase
-    rhythmic_loss: bool = True
-    active_boost: float = Field(1.0, gt=0)            # rhythmic loss: weight × this on non-silence targets (1 = off)
+    enabled: bool = Field(True, description="the breath clock (inhale, hold, exhale, pause) is on")
+    durations: list[int] = Field([4, 2, 4, 2], description="positions per phase: inhale, hold, exhale, pause")
+    weights: list[float] = Field([1.0, 0.5, 0.25, 0.0], description="breath weight of each phase")
+    clock: Literal["position", "step"] = Field("position", description="phase of position t (+ the training step "
+                                                                       "if 'step')")
+    attention_phases: list[int] = Field([0, 1, 2, 3], description="rhythmic attention: phases where attention is "
+                                                                  "open")
+    dropout: list[float] = Field([0.0, 0.0, 0.0, 0.0], description="contemplative dropout rate per phase")
+    rhythmic_loss: bool = Field(True, description="weight the loss of each position by its breath weight")
+    active_boost: float = Field(1.0, gt=0, description="rhythmic loss: weight × this on non-silence targets "
+                                                       "(1 = off)")
 
     @model_validator(mode="after")
     def _four(self) -> "BreathSection":
@@ -60,34 +64,39 @@ class BreathSection(Section):
 
 
 class SilenceSection(Section):
-    key_mask: bool = True                 # PAD keys masked per sequence (diagonal kept)
-    gate: Literal["scale", "off", "none"] = "scale"
-    threshold: float = Field(0.5, ge=0, le=1)
+    key_mask: bool = Field(True, description="PAD keys masked per sequence (diagonal kept)")
+    gate: Literal["scale", "off", "none"] = Field("scale", description="above the threshold, scale attention by "
+                                                                       "1 − silence share, close it, or do nothing")
+    threshold: float = Field(0.5, ge=0, le=1, description="share of silence glyphs in the prefix that gates")
 
 
 class MemorySection(Section):
-    enabled: bool = True
-    capacity: int = Field(15, gt=0)
-    decay: float = Field(0.95, gt=0, le=1)
-    threshold: float = 0.3
-    query_prob: float = Field(0.35, ge=0, le=1)  # training only: chance a hold phase queries (eval: every hold)
-    write_every: int = Field(1, ge=1)            # breathing recurrence: write a painting every k-th breath cycle
+    enabled: bool = Field(True, description="TowerMemory: paintings of earlier breath cycles read at hold phases")
+    capacity: int = Field(15, gt=0, description="paintings kept")
+    decay: float = Field(0.95, gt=0, le=1, description="strength of every stored painting × this per write")
+    threshold: float = Field(0.3, description="similarity a painting needs to be read")
+    query_prob: float = Field(0.35, ge=0, le=1, description="training only: chance a hold phase queries "
+                                                            "(eval: every hold)")
+    write_every: int = Field(1, ge=1, description="breathing recurrence: write a painting every k-th breath cycle")
 
 
-@register_model_config("spiralformer")
-class SpiralformerConfig(ModelConfig):
+class SpiralformerConfig(AttentionConfig):
     family: Literal["spiralformer"] = "spiralformer"
-    vocab_size: int = Field(65, gt=0)
-    seq_len: int = Field(32, gt=0)
-    mlp_ratio: float = Field(4.0, gt=0)
-    soma: bool = True
-    spiral: SpiralSection = SpiralSection()
-    breath: BreathSection = BreathSection()
-    silence: SilenceSection = SilenceSection()
-    memory: MemorySection = MemorySection()
-    lora_rank: int = Field(0, ge=0)
-    lora_alpha: float = Field(16.0, gt=0)
-    smear_keys: bool = False  # per-head smeared keys k_j <- m k_j + (1-m) k_{j-1} (as the dense baseline's default)
+    vocab_size: int = Field(65, gt=0, description="number of token ids (65 = the glyph vocabulary)")
+    seq_len: int = Field(32, gt=0, description="training window length in tokens")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of d_model")
+    soma: bool = Field(True, description="add the projected field conditions [B, 5] to every position")
+    spiral: SpiralSection = Field(SpiralSection(), description="which earlier positions each position attends to")
+    breath: BreathSection = Field(BreathSection(), description="the breath clock")
+    silence: SilenceSection = Field(SilenceSection(), description="silence masking and gating")
+    memory: MemorySection = Field(MemorySection(), description="TowerMemory")
+    lora_rank: LoraRank = 0
+    lora_alpha: LoraAlpha = 16.0
+    smear_keys: bool = Field(False, description="per-head smeared keys k_j <- m k_j + (1-m) k_{j-1} (as the "
+                                                "dense baseline's default)")
+
+    def build(self) -> nn.Module:
+        return Spiralformer(self)
 
 
 def silence_fraction(tokens: jax.Array) -> jax.Array:
@@ -228,8 +237,3 @@ class Spiralformer(nn.Module):
             metrics["b2q"] = jnp.sum(aux["memory_queries"]) / jnp.maximum(jnp.sum(aux["hold_phases"]), 1.0)
         aux["metrics"] = metrics
         return logits, aux
-
-
-@register("spiralformer")
-def build(cfg: SpiralformerConfig) -> nn.Module:
-    return Spiralformer(cfg)

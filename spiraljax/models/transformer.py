@@ -9,23 +9,26 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field
 
-from spiraljax.config import ModelConfig, register_model_config
-from spiraljax.models.registry import register
+from spiraljax.config import AttentionConfig, DType, Dropout, LoraAlpha, LoraRank
 from spiraljax.nn.layers import Block, lora_dense
 
 
-@register_model_config("transformer")
-class TransformerConfig(ModelConfig):
+class TransformerConfig(AttentionConfig):
     family: Literal["transformer"] = "transformer"
-    mlp_ratio: float = Field(4.0, gt=0)
-    mlp_kind: Literal["swiglu", "gelu"] = "swiglu"
-    tie_embeddings: bool = True
-    window: int | None = Field(None, gt=0)
-    # per-head smeared keys (spiraljax.nn.layers.smear_keys): without them the 2-layer baseline does not
-    # form induction heads at our budgets (docs/notes/recall.md); false gives the plain attention
-    smear_keys: bool = True
-    lora_rank: int = Field(0, ge=0)         # LoRA adapters of rank r on every block projection (0 = none)
-    lora_alpha: float = Field(16.0, gt=0)   # LoRA scale α (the adapter adds (α/r)·x A B)
+    dropout: Dropout = 0.0
+    dtype: DType = "float32"
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of d_model (×2/3 for swiglu)")
+    mlp_kind: Literal["swiglu", "gelu"] = Field("swiglu", description="MLP of each block")
+    tie_embeddings: bool = Field(True, description="the output head reuses the token embedding")
+    window: int | None = Field(None, gt=0, description="sliding attention window in tokens (null = full causal)")
+    # without smeared keys the 2-layer baseline does not form induction heads at our budgets (docs/notes/recall.md)
+    smear_keys: bool = Field(True, description="per-head smeared keys k_j <- m k_j + (1-m) k_{j-1} (false: plain "
+                                               "attention)")
+    lora_rank: LoraRank = 0
+    lora_alpha: LoraAlpha = 16.0
+
+    def build(self) -> nn.Module:
+        return Transformer(self)
 
 
 class Transformer(nn.Module):
@@ -56,8 +59,3 @@ class Transformer(nn.Module):
         else:
             logits = nn.Dense(cfg.vocab_size, use_bias=False, name="head")(x)
         return logits.astype(jnp.float32), {}
-
-
-@register("transformer")
-def build(cfg: TransformerConfig) -> nn.Module:
-    return Transformer(cfg)
