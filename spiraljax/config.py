@@ -178,7 +178,7 @@ class TrainConfig(Section):
     lr: float = Field(3e-3, gt=0.0, description="peak learning rate (after warmup; cosine decay to lr·min_lr_ratio)")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final learning rate as a share of lr")
     warmup_steps: int = Field(50, ge=0, description="linear learning-rate warmup steps")
-    weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay (not on biases, norms, embeddings)")
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay, on matrices only (kernels, embeddings)")
     b1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW β1")
     b2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW β2")
     clip_norm: float = Field(1.0, gt=0.0, description="global gradient-norm clipping threshold")
@@ -410,7 +410,7 @@ def describe(names: list[str] | None = None) -> str:
     shown_families = [n for n in names if n in families] or list(families)
     shown_sources = [n for n in names if n in sources] or list(sources)
     out = ["Config fields: YAML sections as below, or --set section.key=value (key: type = default  —  meaning)."]
-    out.append(f"  name: str = {Config.model_fields['name'].default!r}  —  {field_description(Config, 'name')}")
+    out.append(f"  name: str = \"{Config.model_fields['name'].default}\"  —  {field_description(Config, 'name')}")
     for section, base, shown in (("model", ModelConfig, shown_families), ("data", DataConfig, shown_sources)):
         for name in shown:
             cls = base.REGISTRY[name]
