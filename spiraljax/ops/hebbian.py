@@ -29,6 +29,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from spiraljax.ops.impl import Impl, resolve
+
 
 def _prepare(q, k, v, log_decay):
     b, t, h, _ = q.shape
@@ -52,14 +54,10 @@ def fast_weights_scan(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.A
     ``S_t = exp(g_t)·S_{t−1} + k_tᵀ v_t``, ``o_t = q_t S_t``.
 
     Args:
-      q: ``[B, T, H, D]``.
-      k: ``[B, T, H, D]``.
-      v: ``[B, T, H, Dv]``.
-      log_decay: g ≤ 0, broadcastable to ``[B, T, H]``.
-      initial_state: optional ``[B, H, D, Dv]`` (default zeros).
+      q, k, v, log_decay, initial_state: as :func:`fast_weights`.
 
     Returns:
-      ``(o [B, T, H, Dv], S_T [B, H, D, Dv])`` in fp32.
+      ``(o, S_T)`` as :func:`fast_weights`.
     """
     _check_shapes(q, k, v, initial_state)
     q, k, v, g = _prepare(q, k, v, log_decay)
@@ -78,28 +76,30 @@ def fast_weights_scan(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.A
 
 def fast_weights_chunked(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array | float,
                          initial_state: jax.Array | None = None, chunk: int = 64,
-                         unroll: int = 2) -> tuple[jax.Array, jax.Array]:
+                         unroll: int = 2, *, impl: str | Impl = Impl.CHUNKED) -> tuple[jax.Array, jax.Array]:
     """Chunk-parallel form (equations in the module docstring): dense matmuls inside chunks, a scan
     over chunks carrying S (``unroll`` chunks per loop iteration: 2 was fastest on a 2-core CPU).
 
     Args:
-      q: ``[B, T, H, D]``.
-      k: ``[B, T, H, D]``.
-      v: ``[B, T, H, Dv]``.
-      log_decay: g ≤ 0, broadcastable to ``[B, T, H]``; a scalar or ``[H]`` with C | T takes the
-        per-head path with the hand-written backward.
-      initial_state: optional ``[B, H, D, Dv]`` (default zeros).
+      q, k, v, log_decay, initial_state: as :func:`fast_weights`.
       chunk: chunk size C (capped at T).
       unroll: chunks per scan iteration.
+      impl: "chunked" (the variant :func:`spiraljax.ops.impl.resolve` picks: "chunked_per_head" — shared
+        decay table, hand-written backward — for a scalar or ``[H]`` decay with C | T, else
+        "chunked_general"), or one of the two by name.
 
     Returns:
-      ``(o [B, T, H, Dv], S_T [B, H, D, Dv])`` in fp32.
+      ``(o, S_T)`` as :func:`fast_weights`.
     """
     _check_shapes(q, k, v, initial_state)
     b, t, h, d = q.shape
+    which = resolve("fast_weights", impl, length=t, chunk=chunk, per_head_decay=jnp.ndim(log_decay) <= 1)
+    if which not in (Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL):
+        raise ValueError(f"fast_weights_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | chunked_general "
+                         "(the scan is fast_weights_scan)")
     c = min(chunk, t)
     s0 = jnp.zeros((b, h, d, v.shape[-1]), jnp.float32) if initial_state is None else initial_state.astype(jnp.float32)
-    if jnp.ndim(log_decay) <= 1 and t % c == 0:  # a per-head constant: shared table, hand-written backward
+    if which is Impl.CHUNKED_PER_HEAD:
         g = jnp.broadcast_to(jnp.asarray(log_decay, jnp.float32), (h,))
         return _chunked_per_head(q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32), g, s0, c,
                                  unroll)
@@ -213,7 +213,7 @@ _chunked_per_head.defvjp(_chunked_per_head_fwd, _chunked_per_head_bwd)
 
 
 def fast_weights(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array | float, *,
-                 initial_state: jax.Array | None = None, impl: str = "chunked",
+                 initial_state: jax.Array | None = None, impl: str | Impl = Impl.CHUNKED,
                  chunk: int = 64) -> tuple[jax.Array, jax.Array]:
     """Decayed linear attention ``S_t = exp(g_t)·S_{t−1} + k_tᵀ v_t``, ``o_t = q_t S_t``.
 
@@ -223,15 +223,16 @@ def fast_weights(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array 
       v: ``[B, T, H, Dv]``.
       log_decay: g ≤ 0, broadcastable to ``[B, T, H]``.
       initial_state: optional ``[B, H, D, Dv]`` (default zeros).
-      impl: "scan" (reference) or "chunked" (fast).
+      impl: "scan" (reference), "chunked" (fast; its variant follows from the decay's shape and
+        T, see :func:`fast_weights_chunked`), "chunked_per_head" / "chunked_general" by name, or "auto"
+        (per platform); resolved by :func:`spiraljax.ops.impl.resolve`.
       chunk: chunk size of the chunked form.
 
     Returns:
       ``(o [B, T, H, Dv], S_T [B, H, D, Dv])`` in fp32.
     """
     _check_shapes(q, k, v, initial_state)
-    if impl == "scan":
+    which = resolve("fast_weights", impl, length=q.shape[1], chunk=chunk, per_head_decay=jnp.ndim(log_decay) <= 1)
+    if which is Impl.SCAN:
         return fast_weights_scan(q, k, v, log_decay, initial_state)
-    if impl == "chunked":
-        return fast_weights_chunked(q, k, v, log_decay, initial_state, chunk)
-    raise ValueError(f"unknown fast_weights impl {impl!r} (scan | chunked)")
+    return fast_weights_chunked(q, k, v, log_decay, initial_state, chunk, impl=which)

@@ -14,6 +14,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from spiraljax.ops.impl import Impl, resolve
+
 TONE_ZONES = (  # (lower bound of R, symbol, name) — SPEC §2.5
     (0.0, "∅", "Unformed"), (0.1, "☾", "Intimacy"), (0.3, "⚖", "Balance"), (0.5, "🌀", "Mystery"),
     (0.7, "✨", "Wonder"), (0.85, "🔥", "Passion"), (0.95, "🜂", "Ache"),
@@ -214,15 +216,17 @@ def kuramoto_step(theta: jax.Array, omega: jax.Array, coupling: jax.Array, dt: f
 
 def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: float,
                   noise: jax.Array | None = None, unroll: int = 1,
-                  remat_chunk: int | None = None, global_mix: float = 0.0) -> tuple[jax.Array, jax.Array]:
+                  remat_chunk: int | None = None, global_mix: float = 0.0,
+                  impl: str | Impl = Impl.AUTO) -> tuple[jax.Array, jax.Array]:
     """Evolve phases along time: ``omega [B, T, ..., N]``, ``coupling [B, T, ...]`` → ``(θ [B, T, ..., N],
     θ_T)``; extra axes (e.g. oscillator banks) are batched, coupling acts within the last (plus the
     ``global_mix`` share across the last two, see :func:`kuramoto_step`).
 
     θ at position t has absorbed the drive of positions ≤ t only (causal). fp32 throughout.
-    ``remat_chunk=C`` scans over chunks of C positions under ``jax.checkpoint``, so the backward
-    pass stores one phase vector per chunk instead of every step's intermediates (long sequences);
-    the result is identical.
+    ``remat_chunk=C`` scans over chunks of C positions under ``jax.checkpoint`` (impl "remat"), so the
+    backward pass stores one phase vector per chunk instead of every step's intermediates (long
+    sequences); the result is identical. ``impl="auto"`` runs "remat" when C < T, else the plain
+    "scan" (:func:`spiraljax.ops.impl.resolve`).
 
     Args:
       theta0: ``[B, ..., N]`` initial phases.
@@ -231,8 +235,10 @@ def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: 
       dt: Euler step.
       noise: optional ``[B, T, ..., N]``, added after each step.
       unroll: ``lax.scan`` unroll.
-      remat_chunk: rematerialise every C steps (None: plain scan).
+      remat_chunk: rematerialise every C steps (None: plain scan under "auto").
       global_mix: γ, see :func:`kuramoto_step`.
+      impl: "auto", "scan" (one ``lax.scan``; ignores ``remat_chunk``) or "remat" (needs
+        ``remat_chunk``; a C ≥ T checkpoints the whole scan as one chunk).
 
     Returns:
       ``(θ [B, T, ..., N], θ_T [B, ..., N])`` in fp32.
@@ -254,12 +260,13 @@ def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: 
 
     theta0 = theta0.astype(jnp.float32)
     t = omega.shape[1]
-    if remat_chunk is None or remat_chunk >= t:
+    if resolve("kuramoto_scan", impl, length=t, chunk=remat_chunk) is Impl.SCAN:
         final, thetas = jax.lax.scan(body, theta0, xs, unroll=unroll)
         return jnp.swapaxes(thetas, 0, 1), final
-    pad = -t % remat_chunk  # padded steps come after every real one, so they never affect it
+    c = min(remat_chunk, t)
+    pad = -t % c  # padded steps come after every real one, so they never affect it
     xs = jax.tree.map(lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)), xs)
-    xs = jax.tree.map(lambda x: x.reshape(-1, remat_chunk, *x.shape[1:]), xs)
+    xs = jax.tree.map(lambda x: x.reshape(-1, c, *x.shape[1:]), xs)
 
     @jax.checkpoint
     def chunk_body(theta, xc):

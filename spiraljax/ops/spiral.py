@@ -3,7 +3,7 @@
 Query i may attend key j iff ``i - j ∈ offsets`` and ``j ≥ 0``; the default offset set is
 ``{0} ∪ {2^k : 2^k < n}`` so each row has at most ⌊log2 i⌋ + 2 keys (density ≈ (log2 n + 1)/n).
 
-Two implementations with identical results:
+Two implementations with identical results (chosen by ``impl``, resolved in :mod:`spiraljax.ops.impl`):
 
 * ``dense``  — reference: full q·kᵀ with the boolean ``[n, n]`` mask, O(n²).
 * ``sparse`` — for each offset o, shift k and v by o along time (pad the front, slice),
@@ -22,6 +22,7 @@ import numpy as np
 
 from spiraljax.ops.attention import masked_attention, masked_softmax
 from spiraljax.ops.constants import PHI
+from spiraljax.ops.impl import Impl, resolve
 
 
 def powers_of_two(n: int) -> list[int]:
@@ -155,7 +156,8 @@ def _dense(q, k, v, offsets, key_mask, keep_diagonal):
 
 
 def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Sequence[int] | None = None,
-                     key_mask: jax.Array | None = None, impl: str = "sparse", keep_diagonal: bool = True) -> jax.Array:
+                     key_mask: jax.Array | None = None, impl: str | Impl = Impl.SPARSE,
+                     keep_diagonal: bool = True) -> jax.Array:
     """softmax(q·k/√D) over the spiral-allowed keys; shapes ``[B, T, H, D]``.
 
     ``key_mask`` ``[B, T]`` (True = key usable, e.g. not silence) removes keys per sequence; the
@@ -167,7 +169,8 @@ def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Seque
       v: ``[B, T, H, Dv]`` values.
       offsets: allowed ``i − j`` (default :func:`powers_of_two` of T).
       key_mask: optional bool ``[B, T]``.
-      impl: "sparse" (O(T·|offsets|)) or "dense" (O(T²) reference).
+      impl: "sparse" (O(T·|offsets|)), "dense" (O(T²) reference) or "auto" (per platform,
+        :mod:`spiraljax.ops.impl`); an :class:`~spiraljax.ops.impl.Impl` or its string.
       keep_diagonal: the key ``j = i`` survives ``key_mask``.
 
     Returns:
@@ -178,9 +181,7 @@ def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Seque
     chex.assert_equal_shape_prefix([q, v], 3)
     if key_mask is not None:
         chex.assert_shape(key_mask, q.shape[:2])
+    which = resolve("spiral_attention", impl, length=q.shape[1])
     offsets = tuple(powers_of_two(q.shape[1]) if offsets is None else offsets)
-    if impl == "sparse":
-        return _sparse(q, k, v, offsets, key_mask, keep_diagonal)
-    if impl == "dense":
-        return _dense(q, k, v, offsets, key_mask, keep_diagonal)
-    raise ValueError(f"unknown spiral attention impl {impl!r} (sparse | dense)")
+    run = _sparse if which is Impl.SPARSE else _dense
+    return run(q, k, v, offsets, key_mask, keep_diagonal)

@@ -1,0 +1,182 @@
+"""Kernel choice in one place: which implementation an op runs.
+
+Three ops have more than one implementation, each tested equal to its reference:
+
+==================  ====================================================================  =========
+op                  implementations                                                       reference
+==================  ====================================================================  =========
+spiral_attention    ``sparse``: shift k/v per offset, O(T·|offsets|), no T×T array;       ``dense``
+                    ``dense``: full q·kᵀ with the [T, T] spiral mask, O(T²)
+fast_weights        ``chunked``: chunk-parallel, in two variants (below); ``scan``: one    ``scan``
+                    ``lax.scan`` step per position
+kuramoto_scan       ``scan``: one ``lax.scan`` over T; ``remat``: a scan over chunks of    ``scan``
+                    ``remat_chunk`` steps under ``jax.checkpoint`` (the backward pass
+                    stores one phase vector per chunk)
+==================  ====================================================================  =========
+
+Every op takes ``impl`` (an :class:`Impl` or its string, as configs and YAML write it) and hands it to
+:func:`resolve` together with what the choice depends on; the op then runs exactly the
+implementation ``resolve`` returns. Nothing else chooses, and a bad value is a ``ValueError`` naming
+the op and the values it allows.
+
+``auto`` resolves per platform through :data:`AUTO` (``jax.default_backend()`` when no platform is
+given; ``cuda``/``rocm`` count as ``gpu``, an unlisted backend takes the ``cpu`` row):
+
+==================  =======  =======  =======
+op                  cpu      gpu      tpu
+==================  =======  =======  =======
+spiral_attention    sparse   sparse   sparse
+fast_weights        chunked  chunked  chunked
+kuramoto_scan       remat    remat    remat    (remat only where asked for, see below)
+==================  =======  =======  =======
+
+The CPU row follows the README's CPU benchmarks: sparse spiral attention is 4–116× faster than dense
+for T 512–8192 (``benchmarks/spiral_attention.py``); chunked fast weights are 5–6× faster than the scan
+forward+backward, though 0.56–0.88× forward only (``benchmarks/hebbian.py``), so training picks chunked.
+The GPU and TPU rows make the same choices until those benchmarks are run there: change a row here,
+nowhere else.
+
+Two choices depend on the inputs; the rules are these, and they live only here:
+
+* **fast_weights, chunked** → ``chunked_per_head`` when the log decay is a per-head constant (a scalar
+  or ``[H]``, ``per_head_decay``) and the chunk ``C = min(chunk, T)`` divides ``T``: every chunk shares
+  one decay table and the backward pass is hand-written. Otherwise ``chunked_general``: any decay
+  broadcastable to ``[B, T, H]``, T padded to a multiple of C, differentiated by JAX. Either variant
+  may also be asked for by name; ``chunked_per_head`` on inputs it cannot take is an error.
+* **kuramoto_scan, auto** → ``remat`` when the caller set a ``remat_chunk`` shorter than T, else
+  ``scan`` (one chunk of T steps is the plain scan). ``remat`` by name needs a ``remat_chunk``.
+"""
+from __future__ import annotations
+
+import enum
+
+import jax
+
+
+class Impl(enum.StrEnum):
+    """An op's implementation. A ``str``: ``Impl("sparse") is Impl.SPARSE`` and ``Impl.SPARSE == "sparse"``."""
+
+    AUTO = "auto"                          # resolved per platform (and input) by :func:`resolve`
+    SPARSE = "sparse"                      # spiral_attention: per-offset shifts, O(T·|offsets|)
+    DENSE = "dense"                        # spiral_attention reference: masked T×T attention
+    SCAN = "scan"                          # fast_weights / kuramoto_scan reference: one step per position
+    CHUNKED = "chunked"                    # fast_weights: chunk-parallel, variant chosen from the inputs
+    CHUNKED_PER_HEAD = "chunked_per_head"  # fast_weights: shared decay table, hand-written backward
+    CHUNKED_GENERAL = "chunked_general"    # fast_weights: any decay, JAX-differentiated
+    REMAT = "remat"                        # kuramoto_scan: scan over remat_chunk steps under jax.checkpoint
+
+
+# the values each op accepts besides ``auto``
+CHOICES: dict[str, tuple[Impl, ...]] = {
+    "spiral_attention": (Impl.SPARSE, Impl.DENSE),
+    "fast_weights": (Impl.CHUNKED, Impl.SCAN, Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL),
+    "kuramoto_scan": (Impl.SCAN, Impl.REMAT),
+}
+PLATFORMS = ("cpu", "gpu", "tpu")
+_PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
+
+# what ``auto`` means, per op and platform (module docstring)
+AUTO: dict[str, dict[str, Impl]] = {
+    "spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.SPARSE, "tpu": Impl.SPARSE},
+    "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
+    "kuramoto_scan": {"cpu": Impl.REMAT, "gpu": Impl.REMAT, "tpu": Impl.REMAT},
+}
+
+
+def allowed(op: str) -> tuple[Impl, ...]:
+    """Every value ``op`` accepts, ``auto`` first.
+
+    Args:
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan".
+
+    Returns:
+      Tuple of :class:`Impl`.
+    """
+    if op not in CHOICES:
+        raise ValueError(f"unknown op {op!r} for an impl choice ({' | '.join(CHOICES)})")
+    return (Impl.AUTO, *CHOICES[op])
+
+
+def parse(op: str, impl: str | Impl) -> Impl:
+    """``impl`` as an :class:`Impl` that ``op`` accepts; anything else is a one-line ``ValueError``
+    naming the op and its values.
+
+    Args:
+      op: the op's name (a key of :data:`CHOICES`).
+      impl: an :class:`Impl` or its string value.
+
+    Returns:
+      The :class:`Impl` (``auto`` not yet resolved).
+    """
+    values = allowed(op)
+    if isinstance(impl, str) and impl in values:
+        return Impl(impl)
+    shown = repr(impl.value if isinstance(impl, Impl) else impl)
+    raise ValueError(f"unknown {op} impl {shown} ({' | '.join(values)})")
+
+
+def platform_name(platform: str | None = None) -> str:
+    """``platform`` (default: ``jax.default_backend()``) as a row of :data:`AUTO`.
+
+    Args:
+      platform: "cpu" | "gpu" | "tpu" (or "cuda" / "rocm"), None for the default backend.
+
+    Returns:
+      "cpu" | "gpu" | "tpu"; a detected backend outside these takes the "cpu" row.
+    """
+    if platform is None:
+        name = jax.default_backend().lower()
+        name = _PLATFORM_ALIASES.get(name, name)
+        return name if name in PLATFORMS else "cpu"
+    name = _PLATFORM_ALIASES.get(platform.lower(), platform.lower())
+    if name not in PLATFORMS:
+        raise ValueError(f"unknown platform {platform!r} ({' | '.join(PLATFORMS)}, or cuda / rocm)")
+    return name
+
+
+def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = None, length: int | None = None,
+            chunk: int | None = None, per_head_decay: bool = True) -> Impl:
+    """The implementation ``op`` runs: ``auto`` through :data:`AUTO`, then the input rules of the module
+    docstring. The op dispatches on the result and on nothing else.
+
+    Args:
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan".
+      impl: an :class:`Impl` or its string ("auto", "sparse", "dense", "scan", "chunked", ...).
+      platform: "cpu" | "gpu" | "tpu" (default: ``jax.default_backend()``).
+      length: sequence length T (fast_weights and kuramoto_scan use it).
+      chunk: fast_weights' chunk size, or kuramoto_scan's ``remat_chunk`` (None: not set).
+      per_head_decay: fast_weights only: the log decay is a scalar or ``[H]`` (not per step).
+
+    Returns:
+      A concrete :class:`Impl` — never ``auto``. fast_weights' ``chunked`` stays ``chunked`` only
+      when ``length`` or ``chunk`` is not given (its variant depends on them).
+    """
+    choice = parse(op, impl)
+    from_auto = choice is Impl.AUTO
+    if from_auto:
+        choice = AUTO[op][platform_name(platform)]
+    if op == "fast_weights":
+        return _fast_weights_variant(choice, length, chunk, per_head_decay)
+    if op == "kuramoto_scan" and choice is Impl.REMAT:
+        if chunk is None or (length is not None and chunk >= length):
+            if from_auto:
+                return Impl.SCAN  # nothing to rematerialise by: the plain scan
+            if chunk is None:
+                raise ValueError("kuramoto_scan impl 'remat' needs remat_chunk (steps per checkpointed chunk)")
+    return choice
+
+
+def _fast_weights_variant(choice: Impl, length: int | None, chunk: int | None, per_head_decay: bool) -> Impl:
+    """``chunked`` → ``chunked_per_head`` or ``chunked_general`` (module docstring); checks an explicit
+    ``chunked_per_head`` against the inputs."""
+    if choice not in (Impl.CHUNKED, Impl.CHUNKED_PER_HEAD) or length is None or chunk is None:
+        return choice
+    c = min(chunk, length)
+    shared_table = per_head_decay and c > 0 and length % c == 0
+    if choice is Impl.CHUNKED:
+        return Impl.CHUNKED_PER_HEAD if shared_table else Impl.CHUNKED_GENERAL
+    if not shared_table:
+        raise ValueError(f"fast_weights impl 'chunked_per_head' needs a per-head log decay (scalar or [H]) and a "
+                         f"chunk dividing T; got T={length}, chunk={chunk}, per-head decay={per_head_decay} "
+                         "(use 'chunked' or 'chunked_general')")
+    return choice
