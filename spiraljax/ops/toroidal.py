@@ -72,6 +72,12 @@ def master_weights(n_satellites: int = N_SATELLITES) -> jax.Array:
     return w / jnp.sum(w)
 
 
+def _check_shapes(v: jax.Array, theta: jax.Array) -> None:
+    """``v [n, d]`` and ``theta [K, n]`` with the same n (static checks, free under jit)."""
+    chex.assert_rank([v, theta], 2)
+    chex.assert_axis_dimension(theta, 1, v.shape[0])
+
+
 def toroidal_attention(v: jax.Array, theta: jax.Array, causal: bool = True) -> jax.Array:
     """O(n) via running sums (module docstring): ``Σ_k a_k Σ_{j≤i} w_kij v_j / Σ_{j≤i} w_kij`` with
     ``w_kij = (1 + cos(θ_ki − θ_kj))/2``.
@@ -84,8 +90,7 @@ def toroidal_attention(v: jax.Array, theta: jax.Array, causal: bool = True) -> j
     Returns:
       ``[n, d]`` master output.
     """
-    chex.assert_rank([v, theta], 2)
-    chex.assert_axis_dimension(theta, 1, v.shape[0])
+    _check_shapes(v, theta)
     c, s = jnp.cos(theta), jnp.sin(theta)                     # [K, n]
     agg = (lambda x: jnp.cumsum(x, axis=1)) if causal else (lambda x: jnp.broadcast_to(jnp.sum(x, 1, keepdims=True), x.shape))
     s1 = agg(jnp.broadcast_to(v, (theta.shape[0], *v.shape)))  # [K, n, d]
@@ -102,15 +107,12 @@ def toroidal_attention_reference(v: jax.Array, theta: jax.Array, causal: bool = 
     """O(n²) reference: build every weight (1 + cos(θ_i − θ_j))/2 explicitly.
 
     Args:
-      v: ``[n, d]`` values.
-      theta: ``[K, n]`` satellite phases.
-      causal: sum over j ≤ i (else over all j).
+      v, theta, causal: as :func:`toroidal_attention`.
 
     Returns:
-      ``[n, d]`` master output.
+      ``[n, d]`` master output, as :func:`toroidal_attention`.
     """
-    chex.assert_rank([v, theta], 2)
-    chex.assert_axis_dimension(theta, 1, v.shape[0])
+    _check_shapes(v, theta)
     w = phase_kernel(jnp.cos(theta[:, :, None] - theta[:, None, :]))  # [K, n, n]
     if causal:
         w = w * jnp.tril(jnp.ones(w.shape[1:]))
