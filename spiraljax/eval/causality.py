@@ -31,6 +31,8 @@ from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
 from spiraljax.losses import model_extras, token_nll
 
 THRESHOLDS = {"variance_std": 0.01, "delta_logits": 0.1, "t_test_p": 0.01, "abs_r": 0.05, "r_p": 0.01}
+# --opt defaults: the quantity forced (K-SSM's order parameter R), the values it is forced to, sequences tested
+DEFAULTS = {"quantity": "R", "values": "0.1,0.3,0.5,0.7,0.9", "sequences": 100}
 
 
 def accepts(model, keyword: str) -> bool:
@@ -153,16 +155,17 @@ def run_tests(model, variables, batches: list[dict], quantity: str, values: list
 def _format(title: str, res: dict, quantity: str) -> list[str]:
     ok = lambda b: "PASS" if b else "FAIL"  # noqa: E731
     v, i, c, s = res["variance"], res["intervention"], res["correlation"], res["share"]
+    th = THRESHOLDS
     nll = ", ".join(f"{k} → {i['achieved_by_value'][k]:.3f}: {x:.3f}" for k, x in i["nll_by_value"].items())
     return [f"{title}",
-            f"  1 variance      std of per-sequence means = {v['std_of_sequence_means']:.4f} (> 0.01)   "
-            f"{ok(v['passed'])}   [mean {v['mean']:.3f}]",
-            f"  2 intervention  mean |Δlogits| = {i['mean_abs_delta_logits']:.4f} (> 0.1), paired t-test "
-            f"p = {i['paired_t_p']:.2e} (< 0.01)   {ok(i['passed'])}",
+            f"  1 variance      std of per-sequence means = {v['std_of_sequence_means']:.4f} "
+            f"(> {th['variance_std']})   {ok(v['passed'])}   [mean {v['mean']:.3f}]",
+            f"  2 intervention  mean |Δlogits| = {i['mean_abs_delta_logits']:.4f} (> {th['delta_logits']}), "
+            f"paired t-test p = {i['paired_t_p']:.2e} (< {th['t_test_p']})   {ok(i['passed'])}",
             f"                  NLL by forced → achieved {quantity}: {nll}",
             f"                  max |achieved − forced| = {i['max_abs_achieved_error']:.4f}",
-            f"  3 correlation   r(quantity, entropy) = {c['pearson_r']:+.4f} (|r| > 0.05), p = {c['p']:.2e} "
-            f"(< 0.01) over {c['positions']} positions   {ok(c['passed'])}",
+            f"  3 correlation   r(quantity, entropy) = {c['pearson_r']:+.4f} (|r| > {th['abs_r']}), p = {c['p']:.2e} "
+            f"(< {th['r_p']}) over {c['positions']} positions   {ok(c['passed'])}",
             f"  {quantity} share      {s['share']:.3f} of the outputs' token dependence disappears with {quantity} "
             f"held at its mean {s['held_at']:.3f}"]
 
@@ -179,15 +182,15 @@ def parse_values(text: str | list[float]) -> list[float]:
 
 
 @register_suite("causality", options={"quantity": str, "values": list[float], "sequences": int},
-                fits=lambda ctx: accepts(ctx.model, f"force_{ctx.options.get('quantity', 'R')}"),
+                fits=lambda ctx: accepts(ctx.model, f"force_{ctx.options.get('quantity', DEFAULTS['quantity'])}"),
                 requires="a model that accepts force_<quantity> (--opt quantity=, default R)")
 def causality_suite(ctx: EvalContext) -> SuiteResult:
-    quantity = ctx.options.get("quantity", "R")
-    values = parse_values(ctx.options.get("values", "0.1,0.3,0.5,0.7,0.9"))
+    quantity = ctx.options.get("quantity", DEFAULTS["quantity"])
+    values = parse_values(ctx.options.get("values", DEFAULTS["values"]))
     if quantity == "R" and not all(0.0 <= v <= 1.0 for v in values):
         raise KeyError(f"--opt values: an order parameter R lies in [0, 1], got {values}")
     try:
-        n_sequences = int(ctx.options.get("sequences", 100))
+        n_sequences = int(ctx.options.get("sequences", DEFAULTS["sequences"]))
     except ValueError:
         raise KeyError(f"--opt sequences={ctx.options['sequences']!r} must be a whole number") from None
     model = ctx.model

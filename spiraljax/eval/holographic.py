@@ -33,6 +33,11 @@ from spiraljax.models import holographic as H
 from spiraljax.ops.clifford import context_product
 
 POSITIONS = ("first", "middle", "last")
+# --opt defaults (module docstring): stored contexts, dream seeds, bindings per slot of the overloaded store,
+# generation temperature, TinyShakespeare train / test positions
+DEFAULTS = {"items": 2000, "seeds": 3, "overload": 4, "temperature": 0.5, "train_positions": 200_000,
+            "test_positions": 20_000}
+GENERATION_SEED_OFFSET = 1  # generation samples with jax.random.key(seed + 1); the dreams use seed, seed + 1, ...
 RECENCY_VARIANTS = (0.5, 1.0)     # position weights φ^(−r·(n−1−i)) also reported on TinyShakespeare
 _learn = jax.jit(H.learn, static_argnums=3)
 _retrieve = jax.jit(H.retrieve, static_argnums=2)
@@ -48,8 +53,8 @@ def _cfg(ctx: EvalContext, mode: str, **updates) -> H.HolographicConfig:
     return base.model_copy(update={"mode": mode, **updates})
 
 
-def _int_option(ctx: EvalContext, name: str, default: int, low: int = 1) -> int:
-    raw = ctx.options.get(name, default)
+def _int_option(ctx: EvalContext, name: str, low: int = 1) -> int:
+    raw = ctx.options.get(name, DEFAULTS[name])
     try:
         value = int(raw)
     except (TypeError, ValueError):
@@ -168,8 +173,19 @@ def _scores(state, contexts: np.ndarray, cap: int) -> np.ndarray:
     return np.asarray(_best_scores(state, jnp.asarray(contexts), cap))
 
 
-def dream_trial(cfg: H.HolographicConfig, n_items: int, seed: int) -> dict:
-    """One store, one seed: recall before / after a dream / after a non-REM-only dream / after a no-op."""
+def dream_trial(cfg: H.HolographicConfig, n_items: int, seed: int, keep_states: bool = False) -> dict:
+    """One store, one seed: recall before / after a dream / after a non-REM-only dream / after a no-op.
+
+    Args:
+      cfg: the memory's config (mode, capacity, vocabulary, context length).
+      n_items: random contexts (and targets) stored, drawn from ``np.random.default_rng(seed)``.
+      seed: the store's numpy seed and the dream's key ``jax.random.key(seed)``.
+      keep_states: also return the four states under ``"states"`` (``store``, ``dream``, ``nrem``, ``noop``).
+
+    Returns:
+      Recalls (``pre``, ``post``, ``nrem_only``, ``noop``), the dream's statistics and how much REM
+      changed the reads (``rem_max_read_change``, ``rem_changed_answers``).
+    """
     rng = np.random.default_rng(seed)
     cap = cfg.capacity
     contexts = rng.integers(0, cfg.vocab_size, size=(n_items, cfg.context_len))
@@ -187,7 +203,8 @@ def dream_trial(cfg: H.HolographicConfig, n_items: int, seed: int) -> dict:
             "rem_lanes_accepted": int(stats["rem_lanes_accepted"]),
             "rebind_violations": int(stats["rebind_violations"]),
             "rem_max_read_change": float(rem_delta.max()),
-            "rem_changed_answers": int(np.sum(_predict(dreamt, contexts, cap) != _predict(nrem, contexts, cap)))}
+            "rem_changed_answers": int(np.sum(_predict(dreamt, contexts, cap) != _predict(nrem, contexts, cap))),
+            **({"states": {"store": state, "dream": dreamt, "nrem": nrem, "noop": noop}} if keep_states else {})}
 
 
 def _mean_sd(xs: list[float]) -> dict:
@@ -291,9 +308,9 @@ def _text(res: dict, n_items: int, cfg: H.HolographicConfig) -> str:
                          "config": str, "seeds": int, "overload": int})
 def holographic_suite(ctx: EvalContext) -> SuiteResult:
     rng = np.random.default_rng(ctx.seed)
-    n_items = _int_option(ctx, "items", 2000)
-    n_seeds = _int_option(ctx, "seeds", 3)
-    overload = _int_option(ctx, "overload", 4)
+    n_items = _int_option(ctx, "items")
+    n_seeds = _int_option(ctx, "seeds")
+    overload = _int_option(ctx, "overload")
     cfg = _cfg(ctx, "general", episodes=_registry_size(n_items))
     v, cap = cfg.vocab_size, cfg.capacity
     res: dict = {}
@@ -314,13 +331,15 @@ def holographic_suite(ctx: EvalContext) -> SuiteResult:
     both = [(x[i] in lanes[i][strong[i]]) and (y[i] in lanes[i][strong[i]]) for i in range(200)]
     res["paradox_both_retrievable"] = float(np.mean(both))
     # generation diversity on the learned random contexts
-    out = np.asarray(H.generate(state, jnp.asarray(contexts[:64]), 16, jax.random.key(ctx.seed + 1), cap,
-                                temperature=float(ctx.options.get("temperature", 0.5))))[:, cfg.context_len:]
+    temperature = float(ctx.options.get("temperature", DEFAULTS["temperature"]))
+    key = jax.random.key(ctx.seed + GENERATION_SEED_OFFSET)
+    out = np.asarray(H.generate(state, jnp.asarray(contexts[:64]), 16, key, cap, temperature=temperature))
+    out = out[:, cfg.context_len:]
     trigrams = [tuple(r[i:i + 3]) for r in out for i in range(len(r) - 2)]
     res["generation"] = {"distinct_tokens": int(len(set(out.ravel().tolist()))),
                          "distinct_trigram_ratio": len(set(trigrams)) / max(len(trigrams), 1)}
-    res["shakespeare"] = shakespeare_ngrams(ctx, _cfg(ctx, "general"), _int_option(ctx, "train_positions", 200_000),
-                                            _int_option(ctx, "test_positions", 20_000))
+    res["shakespeare"] = shakespeare_ngrams(ctx, _cfg(ctx, "general"), _int_option(ctx, "train_positions"),
+                                            _int_option(ctx, "test_positions"))
     acc = res["generalisation"]["accuracy"]
     ours = acc["similarity (ours)"]
     mid = "middle" if "middle" in ours else list(ours)[len(ours) // 2]

@@ -30,6 +30,10 @@ SCENARIOS: dict[str, list[float]] = {
     "wisdom_question": [0.15, 0.5, 0.5, 0.05, 0.8],
 }
 MOODS = ((0.5, "🕊️ serene"), (1.0, "🌿 attentive"), (float("inf"), "🔥 stirred"))
+# --opt defaults: glyphs generated per sample, samples per scenario, validation sequences of the TowerMemory
+# ablation (threshold and temperature default to ContemplativeSettings')
+DEFAULTS = {"tokens": 24, "samples": 4, "memory_sequences": 400}
+SCENARIO_KEY_STRIDE = 1000  # scenario i samples with jax.random.key(seed · 1000 + i): distinct per scenario and seed
 
 
 def proportionality(active_count: float) -> str:
@@ -125,17 +129,17 @@ def memory_text(m: dict) -> str:
                          "memory_sequences": int})
 def probe_suite(ctx: EvalContext) -> SuiteResult:
     opts = ctx.options
-    n_tokens, samples = int(opts.get("tokens", 24)), int(opts.get("samples", 4))
-    settings = ContemplativeSettings(threshold=float(opts.get("threshold", 0.7)),
-                                     temperature=float(opts.get("temperature", 1.0)))
+    n_tokens, samples = int(opts.get("tokens", DEFAULTS["tokens"])), int(opts.get("samples", DEFAULTS["samples"]))
+    settings = ContemplativeSettings(threshold=float(opts.get("threshold", ContemplativeSettings.threshold)),
+                                     temperature=float(opts.get("temperature", ContemplativeSettings.temperature)))
     seq_len = ctx.cfg.model.seq_len
     sampler = contemplative_sampler(ctx.model, seq_len, settings)  # one compile for all scenarios
     rows = {}
     for i, (name, cond) in enumerate(SCENARIOS.items()):
         conditions = np.tile(np.asarray(cond, np.float32), (samples, 1))
+        key = jax.random.key(ctx.seed * SCENARIO_KEY_STRIDE + i)
         ids, gated = contemplative_generate(ctx.model, ctx.variables, conditions, min(n_tokens, seq_len - 1),
-                                            jax.random.key(ctx.seed * 1000 + i), seq_len, settings, step=ctx.step,
-                                            sampler=sampler)
+                                            key, seq_len, settings, step=ctx.step, sampler=sampler)
         _, aux = ctx.model.apply(ctx.variables, jnp.asarray(ids[:, :seq_len]), step=ctx.step,
                                  conditions=jnp.asarray(conditions))
         charge = field_charge(jnp.asarray(cond))
@@ -153,6 +157,6 @@ def probe_suite(ctx: EvalContext) -> SuiteResult:
     data = {"scenarios": rows, "step": ctx.step}
     if ctx.cfg.model.memory.enabled:
         data["memory"] = memory_ablation(ctx.model, ctx.variables, validation_batches(
-            ctx.dataset, int(opts.get("memory_sequences", 400))), ctx.step)
+            ctx.dataset, int(opts.get("memory_sequences", DEFAULTS["memory_sequences"]))), ctx.step)
         lines += ["", memory_text(data["memory"])]
     return SuiteResult(data, "\n".join(lines))

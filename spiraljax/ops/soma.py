@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 
 RESONANCES = ("balanced", "urgent", "intense", "spacious")
+# conditions when a caller gives none: a calm field (low latency, mid voltage and temperature, few errors,
+# high bandwidth), which field_charge reads as "balanced"
+DEFAULT_CONDITIONS = (0.1, 0.5, 0.5, 0.05, 0.9)
 
 
 def field_charge(conditions: jax.Array) -> jax.Array:
