@@ -361,9 +361,8 @@ def field_description(cls: type[BaseModel], name: str) -> str:
     """The description of field ``name`` of ``cls``; a subclass that only changes a field's default
     keeps the description of the class it inherits the field from."""
     for klass in cls.__mro__:
-        fields = getattr(klass, "model_fields", {})
-        if name in fields and fields[name].description:
-            return fields[name].description
+        if issubclass(klass, BaseModel) and name in klass.model_fields and klass.model_fields[name].description:
+            return klass.model_fields[name].description
     return ""
 
 
