@@ -131,13 +131,70 @@ def sub_pieces(cfg, model, tx, state, batch, repeats: int) -> list[dict]:
     return rows
 
 
+def variants(cfg, batch, repeats: int) -> list[dict]:
+    """Candidate speed fixes timed at the model's shapes (fwd+bwd, one layer, median ms): the
+    attention core as spiraljax writes it vs a plain additive-mask softmax vs
+    ``jax.nn.dot_product_attention``, spiral sparse vs dense at this T, and the MLP hidden width."""
+    from functools import partial
+
+    from spiraljax.ops.attention import causal_attention, causal_mask
+
+    m = cfg.model
+    b, t = np.shape(batch["inputs"])
+    d, h = m.d_model, m.n_heads
+    keys = jax.random.split(jax.random.key(5), 4)
+    q, k, v = (jax.random.normal(kk, (b, t, h, d // h)) for kk in keys[:3])
+    rows = []
+
+    def add(name, f, *args):
+        g = jax.jit(jax.value_and_grad(lambda *a: jnp.sum(f(*a) ** 2), argnums=tuple(range(len(args)))))
+        rows.append({"variant": name, "ms": time_fn(lambda: g(*args), repeats=repeats, warmup=2) * 1e3})
+
+    def plain(q, k, v, mask):
+        s = jnp.einsum("bthd,bshd->bhts", q, k) * q.shape[-1] ** -0.5
+        w = jax.nn.softmax(jnp.where(mask, s, -1e30), axis=-1)
+        return jnp.einsum("bhts,bshd->bthd", w, v)
+
+    if m.family == "spiralformer":
+        from spiraljax.ops.spiral import make_offsets, spiral_attention, spiral_mask
+
+        offs = make_offsets(t, m.spiral.pattern, m.spiral.n_back, m.spiral.every, m.spiral.every_count)
+        km = jnp.asarray(batch["inputs"]) != 0
+        add("attn: spiral sparse (spiraljax)", partial(spiral_attention, offsets=offs, key_mask=km, impl="sparse"),
+            q, k, v)
+        add("attn: spiral dense-masked (spiraljax)", partial(spiral_attention, offsets=offs, key_mask=km,
+                                                             impl="dense"), q, k, v)
+        mask = spiral_mask(t, offs)[None, None] & (km[:, None, None, :] | jnp.eye(t, dtype=bool))
+        add("attn: dense mask + jax.nn.softmax", partial(plain, mask=mask), q, k, v)
+        kinds = [("gelu", int(m.mlp_ratio * d))]
+    else:
+        add("attn: causal_attention (spiraljax)", causal_attention, q, k, v)
+        add("attn: where(mask, s, -1e30) + jax.nn.softmax", partial(plain, mask=causal_mask(t)), q, k, v)
+        add("attn: jax.nn.dot_product_attention(is_causal)",
+            partial(jax.nn.dot_product_attention, is_causal=True), q, k, v)
+        kind = m.mlp_kind
+        hid = int(m.mlp_ratio * d * (2 / 3 if kind == "swiglu" else 1))
+        kinds = [(kind, hid), (kind, -(-hid // 64) * 64), (kind, hid // 64 * 64)]
+    from spiraljax.nn.layers import MLP
+
+    x = jax.random.normal(keys[3], (b, t, d))
+    for kind, hid in dict.fromkeys(kinds):
+        mlp = MLP(hid, kind)
+        mp = mlp.init(jax.random.key(3), x[:1])
+        add(f"MLP {kind} hidden {hid}", lambda p, x, mlp=mlp: mlp.apply(p, x), mp, x)
+    return rows
+
+
 # --------------------------------------------------------------------------- 3. trace breakdown
 _INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+?)[{ ].*?metadata=\{op_name=\"([^\"]*)\"")
 _PART_RULES = [  # (regex on op_name, part), first match wins
+    (r"_uniform|random_bits|threefry|phase_dropout", "dropout RNG (phase_dropout)"),
     (r"(attn|attention)/(qkv|out)/", "attn projections (qkv, out)"),
     (r"(attn|attention)/", "attn core (rope, smear, scores, softmax, PV)"),
     (r"/(mlp|mlp_up|mlp_down|mlp_gate)\b|/mlp_", "MLP"),
+    (r"block_\d+/(tanh|integer_pow|pow)", "MLP"),  # the GELU of SpiralBlock runs at the block's scope
     (r"LayerNorm|ln_f", "LayerNorm"),
+    (r"block_\d+/", "block glue (residuals, breath/silence gates, GELU mul/add)"),
     (r"memory", "TowerMemory"),
     (r"softmax_cross_entropy|log_softmax|logsumexp", "logits + CE"),
     (r"/head/|embed.*attend|/attend", "logits + CE"),
@@ -180,8 +237,10 @@ def trace_breakdown(compiled, run_step, n_steps: int, trace_dir: str) -> dict:
     events = data["traceEvents"] if isinstance(data, dict) else data
     per_op = collections.Counter()
     threads = collections.Counter()
+    n_thunks = 0
     for e in events:
         if e.get("ph") == "X" and e.get("name") in info:
+            n_thunks += 1
             per_op[e["name"]] += e.get("dur", 0) / 1e3 / n_steps
             threads[e.get("tid")] += e.get("dur", 0) / 1e3 / n_steps
     busy = sum(per_op.values())
@@ -195,7 +254,8 @@ def trace_breakdown(compiled, run_step, n_steps: int, trace_dir: str) -> dict:
         by_phase[phase] += ms
         top.append({"op": name, "ms": ms, "kind": _kind(name), "phase": phase, "part": part, "shape": shape,
                     "source": re.sub(r"^jit\(train_step\)/", "", op_name)[:90]})
-    return {"wall_ms": wall * 1e3, "busy_ms": busy, "threads": len(threads), "parallelism": busy / (wall * 1e3),
+    return {"wall_ms": wall * 1e3, "busy_ms": busy, "threads": len(threads), "thunks": n_thunks / n_steps,
+            "parallelism": busy / (wall * 1e3),
             "by_phase": dict(by_phase), "by_part": dict(by_part), "by_kind": dict(by_kind), "top": top}
 
 
@@ -216,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top", type=int, default=25, help="HLO instructions listed")
     p.add_argument("--hlo-out", help="also write the optimized HLO of the step here "
                                      "(what XLA_FLAGS=--xla_dump_to gives as *after_optimizations.txt)")
+    p.add_argument("--variants", action="store_true", help="also time candidate speed fixes (attention "
+                                                            "formulations, MLP widths)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -237,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.hlo_out).write_text(compiled.as_text())
 
     pieces = sub_pieces(cfg, model, tx, state, batch, args.repeats)
+    alts = variants(cfg, batch, args.repeats) if args.variants else []
 
     holder = {"state": jax.tree.map(jnp.copy, state)}
 
@@ -252,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     shape = f"{np.shape(batch['inputs'])[0]}x{np.shape(batch['inputs'])[1]}"
     if args.json:
         print(json.dumps({"config": args.config, "set": args.set, "batch": shape, "cost": costs,
-                          "pieces": pieces, "trace": {**tr, "top": tr["top"][: args.top]},
+                          "pieces": pieces, "variants": alts, "trace": {**tr, "top": tr["top"][: args.top]},
                           "load_avg": os.getloadavg()}, indent=2))
         return
     print(f"# {cfg.model.family} ({Path(args.config).stem} {' '.join(args.set)}), batch {shape}, "
@@ -268,8 +331,13 @@ def main(argv: list[str] | None = None) -> None:
     for r in pieces:
         xs = f" (×{r['x']})" if r["x"] > 1 else ""
         print(f"  {r['ms']:9.2f} ms  {100 * r['ms'] / step_ms:5.1f} % of step  {r['piece']}{xs}")
+    if alts:
+        print("\n## candidate speed fixes (one layer, fwd+bwd, median ms)")
+        for r in alts:
+            print(f"  {r['ms']:9.2f} ms  {r['variant']}")
     print(f"\n## trace: {args.trace_steps} steps, wall {tr['wall_ms']:.1f} ms/step, XLA thunks busy "
-          f"{tr['busy_ms']:.1f} ms/step on {tr['threads']} threads → parallelism {tr['parallelism']:.2f}")
+          f"{tr['busy_ms']:.1f} ms/step ({tr['thunks']:.0f} thunks) on {tr['threads']} threads → parallelism "
+          f"{tr['parallelism']:.2f}")
     _table("by phase (thunk time, ms/step)", tr["by_phase"], tr["busy_ms"])
     _table("by model part", tr["by_part"], tr["busy_ms"])
     _table("by op kind", tr["by_kind"], tr["busy_ms"])
