@@ -14,7 +14,7 @@ import pytest
 
 import spiraljax.models
 from spiraljax.ops.hebbian import fast_weights, fast_weights_chunked
-from spiraljax.ops.impl import AUTO, CHOICES, Impl, allowed, platform_name, resolve
+from spiraljax.ops.impl import AUTO, CHOICES, DENSE_BELOW, Impl, allowed, platform_name, resolve
 from spiraljax.ops.kuramoto import kuramoto_scan
 from spiraljax.ops.spiral import spiral_attention
 
@@ -64,6 +64,18 @@ def test_bad_values_are_one_line_errors_naming_op_and_values():
     assert allowed("kuramoto_scan") == (Impl.AUTO, Impl.SCAN, Impl.REMAT)
 
 
+def test_spiral_attention_auto_is_dense_below_the_crossover_length():
+    assert DENSE_BELOW["cpu"] == 256 and set(DENSE_BELOW) == {"cpu", "gpu", "tpu"}
+    for t, want in ((1, Impl.DENSE), (32, Impl.DENSE), (255, Impl.DENSE), (256, Impl.SPARSE), (8192, Impl.SPARSE)):
+        assert resolve("spiral_attention", "auto", platform="cpu", length=t) is want, t
+    assert resolve("spiral_attention", "auto", platform="cpu") is Impl.SPARSE           # no length: the table row
+    for platform in ("gpu", "tpu"):                                                     # not measured: the table row
+        assert resolve("spiral_attention", "auto", platform=platform, length=32) is AUTO["spiral_attention"][platform]
+    for explicit in (Impl.SPARSE, Impl.DENSE):                                          # explicit choices stay
+        for t in (32, 4096):
+            assert resolve("spiral_attention", explicit.value, platform="cpu", length=t) is explicit
+
+
 def test_fast_weights_chunked_variant_rule():
     rule = lambda **kw: resolve("fast_weights", "chunked", **kw)  # noqa: E731
     assert rule(length=50, chunk=25) is Impl.CHUNKED_PER_HEAD                      # C | T, per-head decay
@@ -107,7 +119,9 @@ def qkv(shape, seed=0):
 
 def test_ops_run_what_resolve_returns():
     q, k, v = qkv((2, 19, 2, 8))
-    np.testing.assert_array_equal(spiral_attention(q, k, v, impl="auto"), spiral_attention(q, k, v, impl="sparse"))
+    auto = resolve("spiral_attention", "auto", length=19)
+    np.testing.assert_array_equal(spiral_attention(q, k, v, impl="auto"), spiral_attention(q, k, v, impl=auto))
+    np.testing.assert_array_equal(spiral_attention(q, k, v), spiral_attention(q, k, v, impl=auto))  # the default
     np.testing.assert_allclose(spiral_attention(q, k, v, impl=Impl.DENSE), spiral_attention(q, k, v), atol=1e-5)
     with pytest.raises(ValueError, match=r"unknown spiral_attention impl 'scan' \(auto \| sparse \| dense\)"):
         spiral_attention(q, k, v, impl="scan")

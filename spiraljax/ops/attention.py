@@ -66,9 +66,39 @@ def causal_mask(n: int, window: int | None = None) -> jax.Array:
     return allowed
 
 
-def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+# what a disallowed score becomes on the fast path: finite, so a row with no allowed entry gives no NaN,
+# and far enough below any real score that exp(it − row max) is exactly 0 in float32
+_MASKED = float(jnp.finfo(jnp.float32).min)
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array, *, empty_rows: bool = True) -> jax.Array:
     """``w = exp(s − max) · mask / Σ exp(s − max) · mask`` over the last axis; a row with no allowed
     entry is all zeros.
+
+    The fast path of :func:`masked_softmax_reference` (same values and gradients, tested): disallowed
+    scores become the most negative float32 and ``jax.nn.softmax`` (max, exp, sum, divide — XLA fuses
+    them into two passes) runs over the row. A row with no allowed entry would come out uniform; it is
+    zeroed by the factor ``any(mask)`` over the row, computed on the mask's own (broadcast) shape.
+    Callers whose every row has an allowed entry (a causal mask always allows the diagonal) pass
+    ``empty_rows=False`` and skip that factor.
+
+    Args:
+      scores: ``[..., S]`` logits.
+      mask: bool, broadcastable to ``scores``.
+      empty_rows: some row may have no allowed entry (False only when that is impossible).
+
+    Returns:
+      ``[..., S]`` float32 weights.
+    """
+    w = jax.nn.softmax(jnp.where(mask, scores.astype(jnp.float32), _MASKED), axis=-1)
+    if empty_rows:
+        w = w * jnp.any(mask, axis=-1, keepdims=True)
+    return w
+
+
+def masked_softmax_reference(scores: jax.Array, mask: jax.Array) -> jax.Array:
+    """Reference of :func:`masked_softmax`, written as the formula: ``−inf`` on disallowed entries, the
+    row max (0 for an empty row), ``exp`` kept only where allowed, divided by the row sum.
 
     Args:
       scores: ``[..., S]`` logits.
@@ -84,7 +114,8 @@ def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
     return w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-30)
 
 
-def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
+                     empty_rows: bool = True) -> jax.Array:
     """softmax(q·kᵀ/√D + mask) v. Rows with no allowed key return zeros (never NaN).
 
     Args:
@@ -92,6 +123,8 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
       k: ``[B, S, H, D]`` keys.
       v: ``[B, S, H, Dv]`` values.
       mask: bool, broadcastable to ``[B, H, T, S]`` (True = may attend).
+      empty_rows: some query may have no allowed key (False only when that is impossible; it skips
+        :func:`masked_softmax`'s zeroing of such rows).
 
     Returns:
       ``[B, T, H, Dv]``.
@@ -100,7 +133,7 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
     chex.assert_equal_shape([q, k], dims=(0, 2, 3))
     chex.assert_equal_shape_prefix([k, v], 3)
     scores = jnp.einsum("bthd,bshd->bhts", q, k) * q.shape[-1] ** -0.5
-    w = masked_softmax(scores, mask)
+    w = masked_softmax(scores, mask, empty_rows=empty_rows)
     return jnp.einsum("bhts,bshd->bthd", w.astype(v.dtype), v)
 
 
@@ -120,4 +153,4 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | Non
     chex.assert_rank([q, k, v], 4)
     chex.assert_equal_shape([q, k])
     chex.assert_equal_shape_prefix([q, v], 3)
-    return masked_attention(q, k, v, causal_mask(q.shape[1], window))
+    return masked_attention(q, k, v, causal_mask(q.shape[1], window), empty_rows=False)  # the diagonal is allowed

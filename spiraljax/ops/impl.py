@@ -25,19 +25,30 @@ given; ``cuda``/``rocm`` count as ``gpu``, an unlisted backend takes the ``cpu``
 ==================  =======  =======  =======
 op                  cpu      gpu      tpu
 ==================  =======  =======  =======
-spiral_attention    sparse   sparse   sparse
+spiral_attention    sparse   sparse   sparse   (dense below DENSE_BELOW, see below)
 fast_weights        chunked  chunked  chunked
 kuramoto_scan       remat    remat    remat    (remat only where asked for, see below)
 ==================  =======  =======  =======
 
 The CPU row follows the README's CPU benchmarks: sparse spiral attention is 4–116× faster than dense
-for T 512–8192 (``benchmarks/spiral_attention.py``); chunked fast weights are 5–6× faster than the scan
-forward+backward, though 0.56–0.88× forward only (``benchmarks/hebbian.py``), so training picks chunked.
-The GPU and TPU rows make the same choices until those benchmarks are run there: change a row here,
-nowhere else.
+for T 512–8192 (``benchmarks/spiral_attention.py``), but slower below a crossover length (rule below);
+chunked fast weights are 5–6× faster than the scan forward+backward, though 0.56–0.88× forward only
+(``benchmarks/hebbian.py``), so training picks chunked. The GPU and TPU rows make the same choices until
+those benchmarks are run there (spiral attention has been, on a GPU: :data:`DENSE_BELOW`): change a row
+here, nowhere else.
 
-Two choices depend on the inputs; the rules are these, and they live only here:
+Three choices depend on the inputs; the rules are these, and they live only here:
 
+* **spiral_attention, auto** → ``dense`` when the sequence length T is below
+  :data:`DENSE_BELOW` of the platform (CPU: 256), else the table's ``sparse``. At short T the sparse
+  path's per-offset shifted copies of k and v (``[B, T, |offsets|, H, D]``, forward and backward) cost
+  more than the whole masked ``[B, H, T, T]`` score tensor. Measured on the 2-core CPU with
+  ``benchmarks/spiral_attention.py --key-mask`` (fwd+bwd, dense and sparse interleaved, H 4, D 32):
+  dense/sparse time 0.34 (T 16), 0.54 (32), 0.35 (64), 0.32 (128), 0.86 (256), 1.1 (384), 1.4 (512)
+  at batch 16; 0.64 (64), 1.07 (128), 1.8 (256), 3.8 (512) at batch 1. The crossover grows with the
+  batch (≈ 128 at B 1, ≈ 300–384 at B 16); 256 keeps training batches (16–32) on the faster path and
+  costs batch-1 calls at most ≈ 1.8× in 128 ≤ T < 256. Both give the same numbers to float tolerance
+  (``tests/test_spiral_ops.py``). ``length`` not given → the table's row.
 * **fast_weights, chunked** → ``chunked_per_head`` when the log decay is a per-head constant (a scalar
   or ``[H]``, ``per_head_decay``) and the chunk ``C = min(chunk, T)`` divides ``T``: every chunk shares
   one decay table and the backward pass is hand-written. Otherwise ``chunked_general``: any decay
@@ -74,6 +85,12 @@ CHOICES: dict[str, tuple[Impl, ...]] = {
 }
 PLATFORMS = ("cpu", "gpu", "tpu")
 _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
+
+# spiral_attention's ``auto`` runs ``dense`` for sequences shorter than this, per platform (module docstring;
+# 0: always the AUTO row). GPU (H200, jax 0.11 CUDA, same benchmark): both paths take 0.1–0.3 ms, launch-bound,
+# up to T 128 (dense/sparse fwd+bwd 0.95–1.33 at B 16, 0.8–0.88 at B 1), sparse faster from T 256 (B 16) / 512
+# (B 1) and 9× at 8192, so the GPU keeps sparse. TPU: not measured, keeps the AUTO row.
+DENSE_BELOW: dict[str, int] = {"cpu": 256, "gpu": 0, "tpu": 0}
 
 # what ``auto`` means, per op and platform (module docstring)
 AUTO: dict[str, dict[str, Impl]] = {
@@ -143,7 +160,7 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
       op: "spiral_attention" | "fast_weights" | "kuramoto_scan".
       impl: an :class:`Impl` or its string ("auto", "sparse", "dense", "scan", "chunked", ...).
       platform: "cpu" | "gpu" | "tpu" (default: ``jax.default_backend()``).
-      length: sequence length T (fast_weights and kuramoto_scan use it).
+      length: sequence length T (every op's rule uses it).
       chunk: fast_weights' chunk size, or kuramoto_scan's ``remat_chunk`` (None: not set).
       per_head_decay: fast_weights only: the log decay is a scalar or ``[H]`` (not per step).
 
@@ -154,7 +171,10 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
     choice = parse(op, impl)
     from_auto = choice is Impl.AUTO
     if from_auto:
-        choice = AUTO[op][platform_name(platform)]
+        row = platform_name(platform)
+        choice = AUTO[op][row]
+        if op == "spiral_attention" and length is not None and length < DENSE_BELOW[row]:
+            return Impl.DENSE
     if op == "fast_weights":
         return _fast_weights_variant(choice, length, chunk, per_head_decay)
     if op == "kuramoto_scan" and choice is Impl.REMAT:

@@ -134,13 +134,18 @@ def _valid_keys(n: int, offsets: Sequence[int], key_mask: jax.Array | None, keep
     return jnp.stack(jnp.broadcast_arrays(*cols), axis=-1)
 
 
+def _can_have_empty_rows(offsets, key_mask, keep_diagonal) -> bool:
+    """False when every query keeps its own position as a key (offset 0, not removed by ``key_mask``)."""
+    return not (0 in offsets and (key_mask is None or keep_diagonal))
+
+
 def _sparse(q, k, v, offsets, key_mask, keep_diagonal):
     scale = q.shape[-1] ** -0.5
     k_sh = jnp.stack([shift_time(k, o) for o in offsets], axis=2)  # [B, T, O, H, D]
     v_sh = jnp.stack([shift_time(v, o) for o in offsets], axis=2)
     scores = jnp.einsum("bthd,btohd->btho", q, k_sh) * scale
     valid = _valid_keys(q.shape[1], offsets, key_mask, keep_diagonal)[:, :, None, :]  # [B, T, 1, O]
-    w = masked_softmax(scores, valid)
+    w = masked_softmax(scores, valid, empty_rows=_can_have_empty_rows(offsets, key_mask, keep_diagonal))
     return jnp.einsum("btho,btohd->bthd", w.astype(v.dtype), v_sh)
 
 
@@ -152,11 +157,11 @@ def _dense(q, k, v, offsets, key_mask, keep_diagonal):
         if keep_diagonal:
             keys = keys | jnp.eye(n, dtype=bool)[None, None]
         mask = mask & keys
-    return masked_attention(q, k, v, mask)
+    return masked_attention(q, k, v, mask, empty_rows=_can_have_empty_rows(offsets, key_mask, keep_diagonal))
 
 
 def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Sequence[int] | None = None,
-                     key_mask: jax.Array | None = None, impl: str | Impl = Impl.SPARSE,
+                     key_mask: jax.Array | None = None, impl: str | Impl = Impl.AUTO,
                      keep_diagonal: bool = True) -> jax.Array:
     """softmax(q·k/√D) over the spiral-allowed keys; shapes ``[B, T, H, D]``.
 
@@ -169,8 +174,9 @@ def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Seque
       v: ``[B, T, H, Dv]`` values.
       offsets: allowed ``i − j`` (default :func:`powers_of_two` of T).
       key_mask: optional bool ``[B, T]``.
-      impl: "sparse" (O(T·|offsets|)), "dense" (O(T²) reference) or "auto" (per platform,
-        :mod:`spiraljax.ops.impl`); an :class:`~spiraljax.ops.impl.Impl` or its string.
+      impl: "sparse" (O(T·|offsets|)), "dense" (O(T²) reference) or "auto" (per platform and T:
+        dense below a crossover length, :mod:`spiraljax.ops.impl`); an :class:`~spiraljax.ops.impl.Impl`
+        or its string.
       keep_diagonal: the key ``j = i`` survives ``key_mask``.
 
     Returns:
