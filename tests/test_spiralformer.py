@@ -52,7 +52,8 @@ def test_smeared_keys_are_a_config_field_and_stay_causal():
 
 
 def test_sparse_and_dense_model_agree_and_conditions_matter():
-    cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL)
+    assert config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL).model.spiral.impl == "auto"  # default
+    cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.spiral.impl=sparse"])
     dense_cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.spiral.impl=dense"])
     model, dense = models.build(cfg.model), models.build(dense_cfg.model)
     tokens = random_glyphs(jax.random.key(3))
@@ -63,6 +64,25 @@ def test_sparse_and_dense_model_agree_and_conditions_matter():
     c, _ = model.apply(variables, tokens, conditions=jnp.ones((2, 5)))
     assert not np.allclose(a, c)
     assert np.isfinite(a).all() and aux["breath_weight"].shape == (2, 32)
+
+
+def test_zero_dropout_rates_draw_no_rng_and_nonzero_rates_still_drop():
+    """breath.dropout all 0 (the default): the blocks draw no dropout RNG at all (a zero rate keeps every
+    unit, so the output is what the draw would have given); any non-zero rate draws and drops."""
+    tokens = random_glyphs(jax.random.key(6))
+    zero = models.build(config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL).model)
+    variables = zero.init(jax.random.key(0), tokens)
+    sample = {"sample": jax.random.key(1)}
+    no_stream, _ = zero.apply(variables, tokens, train=True, rngs=sample)  # no "dropout" stream needed
+    with_stream, _ = zero.apply(variables, tokens, train=True, rngs={**sample, "dropout": jax.random.key(2)})
+    np.testing.assert_array_equal(no_stream, with_stream)
+    some = models.build(config.load(ROOT / "configs" / "spiralformer_femto.yaml",
+                                    SMALL + ["model.breath.dropout=[0.5,0.0,0.5,0.0]"]).model)
+    with pytest.raises(Exception, match="dropout"):
+        some.apply(variables, tokens, train=True, rngs=sample)
+    a, _ = some.apply(variables, tokens, train=True, rngs={**sample, "dropout": jax.random.key(2)})
+    b, _ = some.apply(variables, tokens, train=True, rngs={**sample, "dropout": jax.random.key(3)})
+    assert not np.allclose(a, b) and not np.allclose(a, no_stream)
 
 
 def test_pause_positions_skip_blocks_and_forcing_changes_output():

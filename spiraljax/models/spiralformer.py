@@ -36,8 +36,10 @@ class SpiralSection(Section):
     n_back: list[int] = Field([], description="extra fixed offsets every position attends back to")
     every: int = Field(0, ge=0, description="also attend to offsets every·m, m = 1..every_count (0 = off)")
     every_count: int = Field(0, ge=0, description="how many of those strided offsets")
-    impl: Literal["sparse", "dense"] = Field("sparse", description="gather the offsets (sparse) or mask a dense "
-                                                                  "attention (dense); same numbers")
+    impl: Literal["auto", "sparse", "dense"] = Field("auto", description="gather the offsets (sparse), mask a "
+                                                     "dense attention (dense), or auto: dense below a crossover "
+                                                     "length (spiraljax.ops.impl); same numbers to float "
+                                                     "tolerance")
 
 
 class BreathSection(Section):
@@ -203,6 +205,8 @@ class Spiralformer(nn.Module):
         if cfg.soma:
             x = x + nn.Dense(cfg.d_model, name="soma")(conditions)[:, None, :]
         phases, breath_w, attn_open, drop_rates = self._breath(t, step)
+        # every rate 0 (the default): no dropout and no RNG draw in the blocks (11 % of the femto step)
+        drop_rates = drop_rates[None, :] if cfg.breath.enabled and any(r > 0 for r in cfg.breath.dropout) else None
         breath_w = jnp.broadcast_to(breath_w, (b, t))
         if force_breath_weight is not None:
             breath_w = jnp.broadcast_to(jnp.asarray(force_breath_weight, jnp.float32), (b, t))
@@ -219,7 +223,7 @@ class Spiralformer(nn.Module):
         for i in range(cfg.n_layers):
             x = SpiralBlock(cfg.n_heads, hidden, offsets, sc.impl, cfg.lora_rank, cfg.lora_alpha, cfg.smear_keys,
                             name=f"block_{i}")(
-                x, key_mask, breath_w, gate * attn_open[None, :], drop_rates[None, :], train)
+                x, key_mask, breath_w, gate * attn_open[None, :], drop_rates, train)
         aux = {"breath_weight": breath_w, "silence_gate": gate, "field_charge": charge, "phase": phases}
         if cfg.memory.enabled:
             x, memory_aux = self._memory(x, tokens, phases, charge, step, memory, train, force_memory_gate,

@@ -23,7 +23,8 @@ class SpiralBlock(nn.Module):
     ``mlp_down``); every projection is a :class:`~spiraljax.nn.lora.LoRADense` of rank ``lora_rank``
     with the flat 2-D kernel layout. ``w_t`` is the breath weight of position t (pause → 0: the block
     is skipped there), ``g_t`` the silence gate times the rhythmic-attention gate; ``drop_rates`` the
-    per-position (contemplative) dropout rates.
+    per-position (contemplative) dropout rates, or None when every rate is 0 (no dropout and no RNG
+    draw: a zero rate keeps every unit, so skipping changes no number).
     """
 
     n_heads: int
@@ -36,9 +37,9 @@ class SpiralBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, key_mask: jax.Array | None, breath_w: jax.Array, attn_gate: jax.Array,
-                 drop_rates: jax.Array, train: bool = False) -> jax.Array:
+                 drop_rates: jax.Array | None, train: bool = False) -> jax.Array:
         def drop(h):
-            if not train:
+            if not train or drop_rates is None:
                 return h
             return phase_dropout(h, jnp.broadcast_to(drop_rates, h.shape[:-1]), self.make_rng("dropout"))
 
