@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="list every config field (type, default, description) and exit; NAMEs restrict the model "
                         "and data sections to these families / sources")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
+    p.add_argument("--distributed", action="store_true", help="multi-process run: jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS, "
+                        "JAX_NUM_PROCESSES, JAX_PROCESS_ID (or the cluster's own detection); one process per host")
     return p.parse_args(argv)
 
 
@@ -48,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             print(config_lib.describe(args.help_config))
             return 0
         if args.distributed:  # before loading a config: that imports the model families, which may touch JAX
-            import jax
+            from spiraljax.train.distributed import initialize
 
-            jax.distributed.initialize()
+            initialize()
         if args.resume and args.workdir and not args.config and (Path(args.workdir) / "config.yaml").is_file():
             cfg = config_lib.load(Path(args.workdir) / "config.yaml", args.set)
         elif args.config:

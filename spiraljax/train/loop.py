@@ -15,6 +15,7 @@ changes. Only the keys in :data:`RESUMABLE_KEYS` may change on resume; the chang
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -35,10 +36,11 @@ from spiraljax.models import build
 from spiraljax.ops.kuramoto import zone_name
 from spiraljax.runinfo import write_run_info
 from spiraljax.train.checkpoint import Checkpointer
+from spiraljax.train.distributed import is_primary
 from spiraljax.train.lock import RunLock
-from spiraljax.train.metrics import MetricsWriter
+from spiraljax.train.metrics import MetricsWriter, NullWriter
 from spiraljax.train.optim import lr_schedule, make_optimizer
-from spiraljax.train.sharding import make_mesh, replicated, shard_batch
+from spiraljax.train.sharding import batch_shardings, make_mesh, replicated, shard_batch, state_shardings
 from spiraljax.train.step import init_state, make_train_step
 
 
@@ -204,7 +206,7 @@ def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int |
     if resume and not holds_run(run):
         raise RunError(f"{run}: nothing to resume (no config.yaml or checkpoints/ in it; check --workdir)")
     prepared = _prepare(cfg)
-    with RunLock(run):
+    with RunLock(run) if is_primary() else contextlib.nullcontext():   # multi-process: process 0 owns the run
         ckpt = Checkpointer(run, cfg.checkpoint.keep, cfg.checkpoint.async_save)
         try:
             made = hooks(cfg, prepared.model, prepared.dataset) if hooks else TrainHooks()
@@ -258,8 +260,8 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     dataset, model, mesh, tx = prepared.dataset, prepared.model, prepared.mesh, prepared.tx
     schedule = lr_schedule(tc)
     unit = metric_unit(dataset)
-    state = jax.jit(lambda x: init_state(model, tx, x, tc.seed),
-                    out_shardings=replicated(mesh))(prepared.sample_inputs)
+    shardings = state_shardings(prepared.abstract_state, mesh)   # FSDP / tensor-parallel specs per leaf
+    state = jax.jit(lambda x: init_state(model, tx, x, tc.seed), out_shardings=shardings)(prepared.sample_inputs)
     start, restored = 0, False
     if resume and ckpt.has_checkpoints():
         state = ckpt.restore(state)
@@ -267,20 +269,24 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
         print(f"resumed {run} at step {start}")
     elif resume:
         print(f"note: {run} has no checkpoint yet; starting from scratch")
-    config_lib.save(cfg, run / "config.yaml")
-    if jax.process_index() == 0:
+    primary = is_primary()   # multi-process: every process computes, process 0 writes the run's files
+    if primary:
+        config_lib.save(cfg, run / "config.yaml")
         write_run_info(run, resumed=restored)
-    (run / "samples").mkdir(exist_ok=True)
-    writer = MetricsWriter(run, resume_step=start if restored else None, tensorboard=tc.tensorboard)
+        (run / "samples").mkdir(exist_ok=True)
+    writer = (MetricsWriter(run, resume_step=start if restored else None, tensorboard=tc.tensorboard)
+              if primary else NullWriter())
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     if start == 0:
         writer.write(0, "info", {"params": n_params, "devices": jax.device_count(), "family": cfg.model.family})
     if restored:
         writer.write(start, "info", {"resumed_at": start,
                                      "changed": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}})
-    train_step = jax.jit(make_train_step(model, tx, tc.grad_accum), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, dataset.token_bytes))
     lead = 1 if tc.grad_accum > 1 else 0
+    batch_specs = batch_shardings(batch_for_step(dataset, start, tc.grad_accum), mesh, lead)
+    train_step = jax.jit(make_train_step(model, tx, tc.grad_accum), donate_argnums=0,
+                         in_shardings=(shardings, batch_specs), out_shardings=(shardings, replicated(mesh)))
+    eval_step = jax.jit(make_eval_step(model, dataset.token_bytes))
     tokens_per_step = tc.batch_size * tc.grad_accum * cfg.model.seq_len
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
     val = None
@@ -294,13 +300,14 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
         ckpt.save(state, val_loss=m["loss"])   # the manager keeps it while it is the best (or among the newest)
         if hooks.sample is not None:
             try:
-                text = hooks.sample(state["params"], step)
-                (run / "samples" / f"step_{step:07d}.txt").write_text(text, encoding="utf-8")
+                text = hooks.sample(state["params"], step)   # every process: the sampler's jits span all devices
+                if primary:
+                    (run / "samples" / f"step_{step:07d}.txt").write_text(text, encoding="utf-8")
             except Exception as err:  # a sample must never kill a training run
                 _warn("sampling", step, err)
         return m
 
-    bar = tqdm(total=tc.steps, initial=start, disable=not tc.progress, dynamic_ncols=True, mininterval=1.0,
+    bar = tqdm(total=tc.steps, initial=start, disable=not (tc.progress and primary), dynamic_ncols=True, mininterval=1.0,
                desc=cfg.name, file=sys.stderr)
     interrupted = False
     t_last, steps_since = time.time(), 0
@@ -333,7 +340,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     bar.close()
     ckpt.wait()
     writer.close()
-    if step == tc.steps and hooks.plot is not None:
+    if step == tc.steps and hooks.plot is not None and primary:
         try:
             hooks.plot(run)
         except Exception as err:  # a plot must never fail a finished run

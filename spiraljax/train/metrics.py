@@ -62,3 +62,13 @@ class MetricsWriter:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+class NullWriter:
+    """The metrics writer of a non-primary process in a multi-process run: writes nothing."""
+
+    def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
