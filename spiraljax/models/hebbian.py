@@ -107,6 +107,22 @@ class HebbianLM(nn.Module):
         return plasticity(step, self.cfg.plasticity_stages, self.cfg.curriculum_steps)
 
     def __call__(self, tokens, *, train: bool = False, step=0, force_plasticity=None, memory_state=None):
+        """Next-byte logits: patches → hybrid blocks (window attention + fast weights) → reasoning loop
+        → GRU local head decoding each patch's bytes from the previous patch's latent.
+
+        Args:
+          tokens: ``[B, T]`` byte ids (0..255), T a multiple of ``patch``.
+          train: apply dropout (needs a ``"dropout"`` rng).
+          step: the training step: sets the plasticity α through the curriculum.
+          force_plasticity: use this α instead of the curriculum's (the causality suite's intervention).
+          memory_state: per-layer initial fast-weight states (a list of ``[B, H, D, D+1]``); None: zeros.
+
+        Returns:
+          ``(logits, aux)``: ``logits [B, T, 256]`` float32, position t predicting byte t+1 from bytes ≤ t;
+          ``aux`` holds ``plasticity`` (α), ``decay`` (per-layer fast-weight decays), ``reasoning_update``
+          (update size per reasoning step), ``memory_state`` (per-layer final fast-weight states) and
+          ``metrics``.
+        """
         cfg = self.cfg
         b, t = tokens.shape
         p = cfg.patch

@@ -109,6 +109,22 @@ class KSSM(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, *, train: bool = False, step=0, force_R=None, cut_R: bool = False):
+        """Next-token logits through ``n_layers`` oscillator layers.
+
+        Args:
+          tokens: ``[B, T]`` int token ids.
+          train: add phase noise (``noise``; needs a ``"noise"`` rng).
+          step: the training step; unused here (every family takes it).
+          force_R: set every layer's global order parameter R to this value in [0, 1] (scalar or
+            broadcastable to ``[B, T]``): the causality suite's intervention.
+          cut_R: replace every |Z_n| the readout sees by a constant (the control; ignores ``force_R``).
+
+        Returns:
+          ``(logits, aux)``: ``logits [B, T, vocab_size]`` float32 (causal); ``aux`` holds ``R`` ``[B, T]``
+          (last layer), ``R_layers`` ``[L, B, T]``, ``R_readout`` / ``R_readout_layers`` (R as the readout
+          sees it: the forced value when forcing), ``coupling`` ``[B, T]``, ``metrics`` (R mean/sd, tone-zone
+          counts) and, for the bistable core, ``u`` and ``aux_loss`` (``reg_weight`` × the regulariser).
+        """
         cfg = self.cfg
         bistable = cfg.core == "bistable"
         scale = {"coupling_scale": cfg.coupling_scale} if bistable else {}  # a field of the bistable core only

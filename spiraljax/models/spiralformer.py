@@ -25,7 +25,7 @@ from spiraljax.config import AttentionConfig, LoraAlpha, LoraRank, Section
 from spiraljax.glyph_table import SILENCE_IDS
 from spiraljax.nn.spiral import SpiralBlock
 from spiraljax.ops import rhythm
-from spiraljax.ops.soma import field_charge
+from spiraljax.ops.soma import DEFAULT_CONDITIONS, field_charge
 from spiraljax.ops.spiral import make_offsets
 from spiraljax.ops.tower import tower_init, tower_read, tower_write
 
@@ -196,10 +196,30 @@ class Spiralformer(nn.Module):
                  force_silence_gate: float | jax.Array | None = None,
                  force_memory_gate: float | jax.Array | None = None, cut_memory: bool = False,
                  charge_only_memory: bool = False):
+        """Next-token logits through spiral-attention blocks gated by the breath clock and silence.
+
+        Args:
+          tokens: ``[B, T]`` int token ids (glyph ids on mycelial data).
+          train: apply the breath phases' dropout (``"dropout"`` rng) and the memory query coin (``"sample"``).
+          step: the training step (the breath clock with ``breath.clock: step``).
+          conditions: ``[B, 5]`` Soma conditions (latency, voltage, temperature, error rate, bandwidth);
+            None: the calm field :data:`spiraljax.ops.soma.DEFAULT_CONDITIONS`.
+          memory: a TowerMemory state to start from (``aux["memory"]`` of an earlier call); None: empty.
+          force_breath_weight, force_silence_gate, force_memory_gate: set that quantity (scalar or
+            broadcastable to ``[B, T]``) instead of computing it: the causality suite's interventions.
+          cut_memory: skip the memory read (the control); charge_only_memory: read by field charge only.
+
+        Returns:
+          ``(logits, aux)``: ``logits [B, T, vocab_size]`` float32 (causal); ``aux`` holds
+          ``breath_weight`` and ``silence_gate`` ``[B, T]``, ``field_charge`` ``[B, 2]``, ``phase`` ``[T]``,
+          ``hidden_var`` ``[B]``, ``metrics``, with the rhythmic loss ``token_weights`` ``[B, T]`` (and
+          ``target_weights`` ``[V]``), and with memory on its state and reads (``memory``,
+          ``memory_read`` ``[B, T]``, ``memory_gate`` ``[B, T]``, ...).
+        """
         cfg = self.cfg
         b, t = tokens.shape
         if conditions is None:
-            conditions = jnp.full((b, 5), 0.5, jnp.float32).at[:, 0].set(0.1).at[:, 3].set(0.05).at[:, 4].set(0.9)
+            conditions = jnp.broadcast_to(jnp.asarray(DEFAULT_CONDITIONS, jnp.float32), (b, 5))
         charge = field_charge(conditions)
         x = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.02), name="embed")(tokens)
         if cfg.soma:

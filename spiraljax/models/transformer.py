@@ -36,6 +36,17 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, train: bool = False, step: int | jax.Array = 0):
+        """Next-token logits of a causal window.
+
+        Args:
+          tokens: ``[B, T]`` int token ids, T ≤ ``seq_len`` (RoPE positions 0..T−1).
+          train: apply dropout (needs a ``"dropout"`` rng).
+          step: the training step; unused here (every family takes it).
+
+        Returns:
+          ``(logits, aux)``: ``logits [B, T, vocab_size]`` float32, position t predicting token t+1 from
+          tokens ≤ t; ``aux`` an empty dict (the baseline exposes no internals).
+        """
         cfg = self.cfg
         dtype = jnp.dtype(cfg.dtype)
         embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.02), name="embed")
