@@ -25,10 +25,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MISSING_TORCH = "benchmarks/peer.py needs PyTorch (benchmark-only extra): pip install -e '.[bench]'"
 
-# workload: (config, overrides)
+# workload: (config, overrides). Spiralformer's model.spiral.impl is "auto": spiraljax runs what
+# spiraljax.ops.impl picks (dense-masked at T 32 on the CPU), torch the original's sparse algorithm; the
+# "both dense" row runs the dense-masked spiral attention on both sides.
 WORKLOADS = {
     "dense baseline b32 T128": ("configs/transformer_tiny.yaml", ["train.batch_size=32"]),
     "Spiralformer femto b16 T32": ("configs/spiralformer_femto.yaml", ["train.batch_size=16"]),
+    "Spiralformer femto b16 T32, both dense": ("configs/spiralformer_femto.yaml",
+                                               ["train.batch_size=16", "model.spiral.impl=dense"]),
     "Spiralformer femto b1 T32": ("configs/spiralformer_femto.yaml", ["train.batch_size=1"]),
 }
 

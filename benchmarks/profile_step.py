@@ -66,7 +66,10 @@ def _attend_fn(mcfg, inputs):
         sc = mcfg.spiral
         offs = make_offsets(mcfg.seq_len, sc.pattern, sc.n_back, sc.every, sc.every_count)
         key_mask = jnp.asarray(inputs) != 0 if mcfg.silence.key_mask else None
-        return partial(spiral_attention, offsets=offs, key_mask=key_mask, impl=sc.impl), f"spiral ({sc.impl})"
+        from spiraljax.ops.impl import resolve
+
+        runs = resolve("spiral_attention", sc.impl, length=mcfg.seq_len)
+        return partial(spiral_attention, offsets=offs, key_mask=key_mask, impl=sc.impl), f"spiral ({sc.impl}: {runs})"
     from functools import partial
 
     from spiraljax.ops.attention import causal_attention
@@ -168,7 +171,15 @@ def variants(cfg, batch, repeats: int) -> list[dict]:
         add("attn: dense mask + jax.nn.softmax", partial(plain, mask=mask), q, k, v)
         kinds = [("gelu", int(m.mlp_ratio * d))]
     else:
+        from spiraljax.ops.attention import masked_attention, masked_softmax_reference
+
+        def reference(q, k, v):  # the attention core before #16 (masked_softmax_reference)
+            s = jnp.einsum("bthd,bshd->bhts", q, k) * q.shape[-1] ** -0.5
+            return jnp.einsum("bhts,bshd->bthd", masked_softmax_reference(s, causal_mask(t)), v)
+
         add("attn: causal_attention (spiraljax)", causal_attention, q, k, v)
+        add("attn: masked_softmax_reference (before #16)", reference, q, k, v)
+        add("attn: masked_attention, empty-row factor on", partial(masked_attention, mask=causal_mask(t)), q, k, v)
         add("attn: where(mask, s, -1e30) + jax.nn.softmax", partial(plain, mask=causal_mask(t)), q, k, v)
         add("attn: jax.nn.dot_product_attention(is_causal)",
             partial(jax.nn.dot_product_attention, is_causal=True), q, k, v)

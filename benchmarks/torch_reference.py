@@ -21,14 +21,15 @@ Spiralformer (:class:`SpiralLM`, ``spiraljax.models.spiralformer``) — every pa
 training forward pass are ported: soma (``conditions [B, 5] → d`` added to every position), breath
 clock (phase per position from ``durations``, block weight ``w_t``, rhythmic-attention gate), silence
 gate (share of silence glyphs in the causal prefix), PAD key mask (diagonal kept), spiral sparse
-attention (shift k, v by each offset, softmax over the offset axis — spiraljax's ``impl="sparse"``;
-``impl="dense"`` uses a masked full attention like spiraljax's), GELU MLP, TowerMemory (pool the
+attention (shift k, v by each offset, softmax over the offset axis — spiraljax's ``impl="sparse"``, the
+original's algorithm, also run for ``"auto"``; ``impl="dense"`` uses a masked full attention like
+spiraljax's), GELU MLP, TowerMemory (pool the
 breath cycles, query/key projections, per-cycle read with the hard-argmax / straight-through soft
 read and write-over-weakest, gated add at hold positions), final LayerNorm, biased head, and the
 rhythmic loss weights (breath weight per position). Simplifications, stated precisely:
 
-* contemplative dropout is not applied: the configs' rates are all 0, where spiraljax's
-  ``phase_dropout`` is the identity in value (it still draws a uniform mask, see benchmarks/README.md);
+* contemplative dropout is not applied: the configs' rates are all 0, where spiraljax skips
+  ``phase_dropout`` too (it is the identity in value there);
 * ``breath.clock = "step"``, ``active_boost ≠ 1``, LoRA and ``smear_keys`` for the Spiralformer are
   not ported (the femto config uses none of them; the constructor raises if asked);
 * the TowerMemory query coin (Bernoulli(query_prob) per sequence and cycle) comes from torch's RNG,
