@@ -110,7 +110,12 @@ DModel = Annotated[int, Field(gt=0, description="width of the hidden state / res
 NLayers = Annotated[int, Field(gt=0, description="number of stacked layers (blocks)")]
 NHeads = Annotated[int, Field(gt=0, description="attention heads per layer (must divide d_model)")]
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0, description="dropout rate in training (0 = none)")]
-DType = Annotated[Literal["float32", "bfloat16"], Field(description="activation dtype of the blocks")]
+DType = Annotated[Literal["float32", "bfloat16"], Field(description="compute dtype of activations and matmuls; "
+                                                                  "parameters, optimizer state and the "
+                                                                  "sensitive parts stay float32 "
+                                                                  "(spiraljax.nn.precision)")]
+Remat = Annotated[bool, Field(description="rematerialise every block/layer in the backward pass (nn.remat: "
+                                          "less activation memory, about one more forward pass)")]
 LoraRank = Annotated[int, Field(ge=0, description="LoRA adapters of rank r on the block projections (0 = none)")]
 LoraAlpha = Annotated[float, Field(gt=0, description="LoRA scale α: an adapter adds (α/r)·x A B")]
 

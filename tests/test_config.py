@@ -111,8 +111,9 @@ def test_families_and_sources_register_themselves():
 
 
 @pytest.mark.parametrize("family, key", [
-    ("kssm_v1", "n_heads"), ("kssm_v3", "dropout"), ("kssm_v2", "dtype"), ("spiralformer", "dropout"),
-    ("spiralformer", "dtype"), ("hebbian_lm", "dtype"), ("holographic", "d_model"), ("kssm_v1", "coupling_scale"),
+    ("kssm_v1", "n_heads"), ("kssm_v3", "dropout"), ("kssm_v2", "window"), ("spiralformer", "dropout"),
+    ("spiralformer", "mlp_kind"), ("hebbian_lm", "mlp_kind"), ("holographic", "d_model"), ("kssm_v1", "coupling_scale"),
+    ("holographic", "dtype"), ("holographic", "remat"),
 ])
 def test_a_field_the_family_does_not_use_is_an_error(family, key):
     with pytest.raises(ConfigError) as err:
@@ -134,7 +135,7 @@ def test_saved_configs_keep_loading_when_retired_keys_hold_their_old_defaults(tm
     old["model"].update(n_heads=4, dropout=0.0, dtype="float32")
     old["data"]["val_fraction"] = 0.1                              # text still uses it: kept as a field
     assert config.load(write(tmp_path, yaml.safe_dump(old))) == shipped
-    for key, value in (("dropout", 0.1), ("n_heads", 8), ("dtype", "bfloat16")):
+    for key, value in (("dropout", 0.1), ("n_heads", 8)):
         changed = {**old, "model": {**old["model"], key: value}}
         with pytest.raises(ConfigError, match=f"model.{key}: unknown key for model.family kssm_v3"):
             config.load(write(tmp_path, yaml.safe_dump(changed)))

@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field, model_validator
 
-from spiraljax.config import AttentionConfig, Dropout, LoraAlpha, LoraRank
+from spiraljax.config import AttentionConfig, DType, Dropout, LoraAlpha, LoraRank, Remat
 from spiraljax.nn.hebbian import HybridBlock, LocalHead, PatchEncoder, ReasoningLoop
 from spiraljax.nn.layers import lora_dense
+from spiraljax.nn.precision import compute_dtype, maybe_remat
 
 START = 256  # the local head's own start symbol (not byte 0)
 
@@ -45,6 +46,9 @@ class HebbianConfig(AttentionConfig):
     curriculum_steps: int = Field(1000, gt=0, description="steps the plasticity curriculum spans")
     lora_rank: LoraRank = 0
     lora_alpha: LoraAlpha = 16.0
+    # bfloat16: patch conv, hybrid blocks and reasoning MLP; fast weights and the GRU head stay float32
+    dtype: DType = "float32"
+    remat: Remat = False
 
     def build(self) -> nn.Module:
         return HebbianLM(self)
@@ -71,12 +75,14 @@ class HebbianLM(nn.Module):
 
     def setup(self):
         cfg = self.cfg
-        self.encoder = PatchEncoder(cfg.d_model, cfg.patch, cfg.dropout)
-        dense = lora_dense(cfg.lora_rank, cfg.lora_alpha)
-        self.blocks = [HybridBlock(cfg.n_heads, cfg.window, cfg.memory_impl, cfg.memory_chunk, cfg.dropout, dense,
-                                   name=f"block_{i}") for i in range(cfg.n_layers)]
+        dtype = compute_dtype(cfg.dtype)
+        self.encoder = PatchEncoder(cfg.d_model, cfg.patch, cfg.dropout, dtype)
+        dense = lora_dense(cfg.lora_rank, cfg.lora_alpha, dtype)
+        block = maybe_remat(HybridBlock, cfg.remat, static_argnums=(4,))  # train: positional and static
+        self.blocks = [block(cfg.n_heads, cfg.window, cfg.memory_impl, cfg.memory_chunk, cfg.dropout, dense, dtype,
+                             name=f"block_{i}") for i in range(cfg.n_layers)]
         self.final_ln = nn.LayerNorm()
-        self.reasoning = ReasoningLoop(cfg.reasoning_steps)
+        self.reasoning = ReasoningLoop(cfg.reasoning_steps, dtype)
         self.head = LocalHead(cfg.head_hidden)
         self.empty_latent = self.param("empty_latent", nn.initializers.normal(0.02), (cfg.d_model,))
 
@@ -163,7 +169,7 @@ class HebbianLM(nn.Module):
         histories, states = [], []
         for i, block in enumerate(self.blocks):
             full = jnp.concatenate([cache["history"][i], z], axis=1)
-            z, _, state = block(z, alpha, cache["memory"][i], history=cache["history"][i],
+            z, _, state = block(z, alpha, cache["memory"][i], False, history=cache["history"][i],
                                 history_valid=cache["valid"])
             histories.append(full[:, full.shape[1] - slots:])
             states.append(state)

@@ -31,8 +31,9 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field, model_validator
 
-from spiraljax.config import DModel, ModelConfig, NLayers
-from spiraljax.nn.kuramoto import OscillatorLayer
+from spiraljax.config import DModel, DType, ModelConfig, NLayers, Remat
+from spiraljax.nn.kuramoto import OscillatorLayer, check_forced_R
+from spiraljax.nn.precision import compute_dtype, maybe_remat
 from spiraljax.ops.kuramoto import zone_counts
 
 
@@ -56,6 +57,9 @@ class KSSMConfig(ModelConfig):
                                                            "oscillators")
     full_phase_readout: bool = Field(False, description="declare a config whose banks have ≤ 2·n_harmonics "
                                                         "oscillators (the readout sees every phase)")
+    # bfloat16 runs the readout MLPs only: the oscillator layer (phases, Z_n, R) stays float32
+    dtype: DType = "float32"
+    remat: Remat = False
 
     def build(self) -> nn.Module:
         return KSSM(self)
@@ -128,15 +132,26 @@ class KSSM(nn.Module):
         cfg = self.cfg
         bistable = cfg.core == "bistable"
         scale = {"coupling_scale": cfg.coupling_scale} if bistable else {}  # a field of the bistable core only
+        dtype = compute_dtype(cfg.dtype)
         h = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.5), name="embed")(tokens)
+        if force_R is not None and not cut_R:
+            check_forced_R(force_R)  # here: under remat a Python float reaches the layer as a tracer
+
+        def layer(mdl, h, force_R, train, cut_R, i):
+            """Layer i: LayerNorm → oscillators (float32) → readout MLP (``dtype``); its modules belong to
+            ``mdl`` (the KSSM), so the parameter tree is the same with and without remat."""
+            osc = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise, unroll=cfg.unroll,
+                                  remat_chunk=cfg.remat_chunk, n_groups=cfg.n_groups, global_mix=cfg.global_mix,
+                                  core=cfg.core, **scale, name=f"osc_{i}", parent=mdl)
+            feats, inner = osc(nn.LayerNorm(name=f"ln_in_{i}", parent=mdl)(h), train=train, force_R=force_R,
+                               cut_R=cut_R)
+            h = nn.Dense(cfg.readout_hidden, dtype=dtype, name=f"readout_{i}", parent=mdl)(feats)
+            return nn.Dense(cfg.d_model, dtype=dtype, name=f"readout_out_{i}", parent=mdl)(nn.gelu(h)), inner
+
+        layer = maybe_remat(layer, cfg.remat, static_argnums=(3, 4, 5))  # train, cut_R, i
         rs, seen, internals = [], [], []
         for i in range(cfg.n_layers):
-            layer = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise, unroll=cfg.unroll,
-                                    remat_chunk=cfg.remat_chunk, n_groups=cfg.n_groups, global_mix=cfg.global_mix,
-                                    core=cfg.core, **scale, name=f"osc_{i}")
-            feats, inner = layer(nn.LayerNorm(name=f"ln_in_{i}")(h), train=train, force_R=force_R, cut_R=cut_R)
-            h = nn.Dense(cfg.readout_hidden, name=f"readout_{i}")(feats)
-            h = nn.Dense(cfg.d_model, name=f"readout_out_{i}")(nn.gelu(h))
+            h, inner = layer(self, h, force_R, train, cut_R, i)
             rs.append(inner["R"])
             seen.append(inner["R_readout"])
             internals.append(inner)

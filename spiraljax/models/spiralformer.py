@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field, model_validator
 
-from spiraljax.config import AttentionConfig, LoraAlpha, LoraRank, Section
+from spiraljax.config import AttentionConfig, DType, LoraAlpha, LoraRank, Remat, Section
 from spiraljax.glyph_table import SILENCE_IDS
+from spiraljax.nn.precision import compute_dtype, maybe_remat
 from spiraljax.nn.spiral import SpiralBlock
 from spiraljax.ops import rhythm
 from spiraljax.ops.soma import DEFAULT_CONDITIONS, field_charge
@@ -96,6 +97,8 @@ class SpiralformerConfig(AttentionConfig):
     lora_alpha: LoraAlpha = 16.0
     smear_keys: bool = Field(False, description="per-head smeared keys k_j <- m k_j + (1-m) k_{j-1} (as the "
                                                 "dense baseline's default)")
+    dtype: DType = "float32"
+    remat: Remat = False
 
     def build(self) -> nn.Module:
         return Spiralformer(self)
@@ -240,9 +243,10 @@ class Spiralformer(nn.Module):
         sc = cfg.spiral
         offsets = make_offsets(t, sc.pattern, sc.n_back, sc.every, sc.every_count)
         hidden = int(cfg.mlp_ratio * cfg.d_model)
+        block = maybe_remat(SpiralBlock, cfg.remat, static_argnums=(6,))  # train (argument 6) is static
         for i in range(cfg.n_layers):
-            x = SpiralBlock(cfg.n_heads, hidden, offsets, sc.impl, cfg.lora_rank, cfg.lora_alpha, cfg.smear_keys,
-                            name=f"block_{i}")(
+            x = block(cfg.n_heads, hidden, offsets, sc.impl, cfg.lora_rank, cfg.lora_alpha, cfg.smear_keys,
+                      compute_dtype(cfg.dtype), name=f"block_{i}")(
                 x, key_mask, breath_w, gate * attn_open[None, :], drop_rates, train)
         aux = {"breath_weight": breath_w, "silence_gate": gate, "field_charge": charge, "phase": phases}
         if cfg.memory.enabled:

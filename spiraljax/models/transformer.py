@@ -9,14 +9,16 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field
 
-from spiraljax.config import AttentionConfig, DType, Dropout, LoraAlpha, LoraRank
+from spiraljax.config import AttentionConfig, DType, Dropout, LoraAlpha, LoraRank, Remat
 from spiraljax.nn.layers import Block, lora_dense
+from spiraljax.nn.precision import compute_dtype, maybe_remat
 
 
 class TransformerConfig(AttentionConfig):
     family: Literal["transformer"] = "transformer"
     dropout: Dropout = 0.0
     dtype: DType = "float32"
+    remat: Remat = False
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of d_model (×2/3 for swiglu)")
     mlp_kind: Literal["swiglu", "gelu"] = Field("swiglu", description="MLP of each block")
     tie_embeddings: bool = Field(True, description="the output head reuses the token embedding")
@@ -48,9 +50,9 @@ class Transformer(nn.Module):
           tokens ≤ t; ``aux`` an empty dict (the baseline exposes no internals).
         """
         cfg = self.cfg
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = compute_dtype(cfg.dtype)  # of the blocks; the residual stream stays float32 (nn.precision)
         embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.02), name="embed")
-        x = embed(tokens).astype(dtype)
+        x = embed(tokens)
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
         hidden = int(cfg.mlp_ratio * cfg.d_model * (2 / 3 if cfg.mlp_kind == "swiglu" else 1))
         attend = None
@@ -61,10 +63,11 @@ class Transformer(nn.Module):
 
             attend = partial(causal_attention, window=cfg.window)
         dense = lora_dense(cfg.lora_rank, cfg.lora_alpha, dtype)
+        block = maybe_remat(Block, cfg.remat, static_argnums=(2,))  # train: positional and static
         for i in range(cfg.n_layers):
-            x = Block(cfg.n_heads, hidden, cfg.mlp_kind, cfg.dropout, dtype, attend=attend, smear=cfg.smear_keys,
-                      dense=dense, name=f"block_{i}")(x, train=train)
-        x = nn.LayerNorm(dtype=dtype, name="ln_f")(x)
+            x = block(cfg.n_heads, hidden, cfg.mlp_kind, cfg.dropout, dtype, attend=attend, smear=cfg.smear_keys,
+                      dense=dense, name=f"block_{i}")(x, train)
+        x = nn.LayerNorm(name="ln_f")(x)
         if cfg.tie_embeddings:
             logits = embed.attend(x.astype(jnp.float32))
         else:

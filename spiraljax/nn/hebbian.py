@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -14,11 +15,13 @@ from spiraljax.ops.hebbian import fast_weights
 
 class PatchEncoder(nn.Module):
     """Bytes ``[B, T]`` → patch latents ``[B, T/P, d]``: embedding, stride-P conv (kernel P), rotary code
-    on the latent (position = patch index), LayerNorm, dropout. Patch p sees only its own P bytes."""
+    on the latent (position = patch index), LayerNorm, dropout. Patch p sees only its own P bytes.
+    ``dtype``: compute dtype of the conv (the LayerNorm output, the blocks' residual stream, is float32)."""
 
     d_model: int
     patch: int
     dropout: float = 0.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, tokens, train: bool = False, offset=0):
@@ -26,7 +29,7 @@ class PatchEncoder(nn.Module):
         b, t = tokens.shape
         x = nn.Embed(256, self.d_model, embedding_init=nn.initializers.normal(0.02), name="byte_embed")(tokens)
         x = x.reshape(b, t // self.patch, self.patch * self.d_model)
-        z = nn.Dense(self.d_model, name="patch_conv")(x)  # = Conv(kernel P, stride P) over the bytes
+        z = nn.Dense(self.d_model, dtype=self.dtype, name="patch_conv")(x)  # = Conv(kernel P, stride P)
         z = apply_rope(z, offset + jnp.arange(t // self.patch))
         z = nn.LayerNorm(name="ln")(z)
         return nn.Dropout(self.dropout, deterministic=not train)(z)
@@ -38,7 +41,9 @@ class HebbianMemory(nn.Module):
     φ(z) = ELU(z) + 1, q = φ(W_q u)/√D, k = φ(W_k u), v = W_v u, λ_h = (0.99 + 0.01σ(w_h))·α,
     o_t = Σ_{j≤t} λ^{t−j}(q_t·k_j) v_j / (Σ_{j≤t} λ^{t−j} q_t·k_j + 1e−6)  (normaliser: same op with v = 1).
     Returns the output, the log decay per head, and the final fast-weight state (for generation).
-    ``dense``: factory of the q, k, v, out projections (default: plain, no adapter).
+    ``dense``: factory of the q, k, v, out projections (default: plain, no adapter); with a bfloat16
+    factory only the projections and the output LayerNorm run in bfloat16: φ(q), φ(k), v, the decay,
+    the state and the normaliser are float32.
     """
 
     n_heads: int
@@ -46,6 +51,7 @@ class HebbianMemory(nn.Module):
     chunk: int = 64
     dropout: float = 0.0
     dense: DenseFactory | None = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, u, alpha, initial_state=None, train: bool = False):
@@ -63,7 +69,7 @@ class HebbianMemory(nn.Module):
         o, state = fast_weights(q, k, v1, log_decay, initial_state=initial_state, impl=self.impl, chunk=self.chunk)
         o = o[..., :hd] / (o[..., hd:] + 1e-6)
         o = dense(d, axis=(-2, -1), name="out")(o)
-        o = nn.LayerNorm(name="ln")(o)
+        o = nn.LayerNorm(dtype=self.dtype, name="ln")(o)
         return nn.Dropout(self.dropout, deterministic=not train)(o), log_decay, state
 
 
@@ -73,7 +79,9 @@ class HybridBlock(nn.Module):
     For streaming, ``history [B, S, d]`` holds the block inputs of the S previous patches
     (``history_valid [B, S]`` marks the filled slots): attention then runs over history + h, so a
     new patch sees the same window it would see in one full pass. ``dense``: factory of every
-    projection of the block (attention, memory, mix, MLP; default: plain, no adapter).
+    projection of the block (attention, memory, mix, MLP; default: plain, no adapter). ``dtype``: of
+    the LayerNorm outputs (give ``dense`` the same; the residual ``h`` keeps its own dtype).
+    ``train`` may be passed positionally (``nn.remat(HybridBlock, static_argnums=(4,))``).
     """
 
     n_heads: int
@@ -82,6 +90,7 @@ class HybridBlock(nn.Module):
     chunk: int = 64
     dropout: float = 0.0
     dense: DenseFactory | None = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, h, alpha, memory_state=None, train: bool = False, history=None, history_valid=None):
@@ -92,33 +101,36 @@ class HybridBlock(nn.Module):
         valid = jnp.concatenate([history_valid, jnp.ones((b, t), bool)], axis=1)
         mask = causal_mask(full.shape[1], self.window)[None, None] & valid[:, None, None, :]
         dense = self.dense or lora_dense()
-        u_full = nn.LayerNorm(name="ln_1")(full)
+        u_full = nn.LayerNorm(dtype=self.dtype, name="ln_1")(full)
         swa = SelfAttention(self.n_heads, rope=False, attend=partial(masked_attention, mask=mask), dense=dense,
                             name="swa")(u_full)[:, -t:]
         u = u_full[:, -t:]
-        mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, dense,
+        mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, dense, self.dtype,
                                               name="memory")(u, alpha, memory_state, train)
         h = h + dense(d, name="mix")(swa + mem)
-        m = nn.LayerNorm(name="ln_2")(h)
+        m = nn.LayerNorm(dtype=self.dtype, name="ln_2")(h)
         m = dense(d, use_bias=True, name="mlp_down")(nn.gelu(dense(4 * d, use_bias=True, name="mlp_up")(m)))
         return h + nn.Dropout(self.dropout, deterministic=not train)(m), log_decay, state
 
 
 class ReasoningLoop(nn.Module):
-    """``z ← z + σ(W_g LN z) ⊙ MLP(LN z)`` repeated ``steps`` times with shared weights (per position)."""
+    """``z ← z + σ(W_g LN z) ⊙ MLP(LN z)`` repeated ``steps`` times with shared weights (per position).
+    ``dtype``: compute dtype of the LayerNorm output and the MLP (the residual z keeps its own dtype)."""
 
     steps: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z):
-        ln, gate = nn.LayerNorm(name="ln"), nn.Dense(z.shape[-1], name="gate")
-        up, down = nn.Dense(2 * z.shape[-1], name="up"), nn.Dense(z.shape[-1], name="down")
+        ln, gate = nn.LayerNorm(dtype=self.dtype, name="ln"), nn.Dense(z.shape[-1], dtype=self.dtype, name="gate")
+        up = nn.Dense(2 * z.shape[-1], dtype=self.dtype, name="up")
+        down = nn.Dense(z.shape[-1], dtype=self.dtype, name="down")
         sizes = []
         for _ in range(self.steps):
             y = ln(z)
             delta = nn.sigmoid(gate(y)) * down(nn.gelu(up(y)))
             z = z + delta
-            sizes.append(jnp.sqrt(jnp.mean(delta ** 2)))
+            sizes.append(jnp.sqrt(jnp.mean(delta.astype(jnp.float32) ** 2)))
         return z, jnp.stack(sizes) if sizes else jnp.zeros((0,))
 
 

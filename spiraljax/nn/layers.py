@@ -63,7 +63,9 @@ class SelfAttention(nn.Module):
         head_dim = d // self.n_heads
         dense = self.dense or lora_dense(dtype=self.dtype)
         qkv = dense((3, self.n_heads, head_dim), name="qkv")(x)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        # queries and keys in float32 whatever the compute dtype: the scores and their softmax stay
+        # float32 (spiraljax.nn.precision); a no-op for float32
+        q, k, v = qkv[:, :, 0].astype(jnp.float32), qkv[:, :, 1].astype(jnp.float32), qkv[:, :, 2]
         if self.rope:
             pos = jnp.arange(t)
             q, k = apply_rope(q, pos), apply_rope(k, pos)
@@ -103,7 +105,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block: ``x + Attn(LN x)``, then ``x + MLP(LN x)`` (dropout on both branches)."""
+    """Pre-norm block: ``x + Attn(LN x)``, then ``x + MLP(LN x)`` (dropout on both branches).
+
+    With a low-precision ``dtype`` the branches compute in it and their outputs are added to ``x`` in
+    ``x``'s dtype (a float32 residual stream stays float32). ``train`` may be passed positionally
+    (``nn.remat(Block, static_argnums=(2,))`` needs it so).
+    """
 
     n_heads: int
     mlp_hidden: int
@@ -115,7 +122,7 @@ class Block(nn.Module):
     dense: DenseFactory | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         drop = nn.Dropout(self.dropout, deterministic=not train)
         h = SelfAttention(self.n_heads, self.dtype, attend=self.attend, smear=self.smear, dense=self.dense,
                           name="attn")(nn.LayerNorm(dtype=self.dtype)(x))

@@ -3,7 +3,7 @@ sparse attention and LoRA-capable projections, gated by the breath clock."""
 from __future__ import annotations
 
 from functools import partial
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -24,7 +24,8 @@ class SpiralBlock(nn.Module):
     with the flat 2-D kernel layout. ``w_t`` is the breath weight of position t (pause → 0: the block
     is skipped there), ``g_t`` the silence gate times the rhythmic-attention gate; ``drop_rates`` the
     per-position (contemplative) dropout rates, or None when every rate is 0 (no dropout and no RNG
-    draw: a zero rate keeps every unit, so skipping changes no number).
+    draw: a zero rate keeps every unit, so skipping changes no number). ``dtype``: compute dtype of the projections and the
+    MLP (queries/keys, scores, gates and the residual stream stay float32: :mod:`spiraljax.nn.precision`).
     """
 
     n_heads: int
@@ -34,6 +35,7 @@ class SpiralBlock(nn.Module):
     lora_rank: int = 0
     lora_alpha: float = 16.0
     smear: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, key_mask: jax.Array | None, breath_w: jax.Array, attn_gate: jax.Array,
@@ -43,9 +45,10 @@ class SpiralBlock(nn.Module):
                 return h
             return phase_dropout(h, jnp.broadcast_to(drop_rates, h.shape[:-1]), self.make_rng("dropout"))
 
-        dense = lora_dense(self.lora_rank, self.lora_alpha, flat=True)
+        dense = lora_dense(self.lora_rank, self.lora_alpha, self.dtype, flat=True)
         attend = partial(spiral_attention, offsets=self.offsets, key_mask=key_mask, impl=self.impl)
-        a = SelfAttention(self.n_heads, attend=attend, smear=self.smear, dense=dense, name="attn")(nn.LayerNorm()(x))
+        a = SelfAttention(self.n_heads, attend=attend, smear=self.smear, dense=dense, name="attn")(
+            nn.LayerNorm(dtype=self.dtype)(x))
         x = x + breath_w[..., None] * drop(a * attn_gate[..., None])
-        h = mlp(nn.LayerNorm()(x), self.mlp_hidden, "gelu", dense, prefix="mlp_")
+        h = mlp(nn.LayerNorm(dtype=self.dtype)(x), self.mlp_hidden, "gelu", dense, prefix="mlp_")
         return x + breath_w[..., None] * drop(h)
