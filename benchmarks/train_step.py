@@ -3,10 +3,18 @@
 
   python benchmarks/train_step.py                      # baseline Transformer sizes
   python benchmarks/train_step.py --config configs/X.yaml --set model.d_model=256 train.batch_size=4
+  python benchmarks/train_step.py --precision          # every family: float32/bfloat16 × remat off/on
+  python benchmarks/train_step.py --precision --families transformer kssm_v3 --set train.batch_size=8
+
+``--precision`` trains one step of each family's report configuration (32 × 128 tokens) in the four
+combinations of ``model.dtype`` and ``model.remat`` and prints ms/step and XLA's compiled peak memory
+(arguments + outputs + scratch − donated; "scratch" alone is where the activations live), each with its
+ratio to float32 without remat. On a CPU without native bfloat16 matmuls bfloat16 is usually slower.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import jax
@@ -24,6 +32,30 @@ SIZES = {  # name: overrides of the baseline
 }
 
 
+# --precision: each family's configuration in the report line-up (byte-level TinyShakespeare, 32 × 128 tokens)
+PRECISION_FAMILIES = {
+    "transformer": ("configs/transformer_tiny.yaml", []),
+    "spiralformer": ("configs/spiralformer_shakespeare.yaml", []),
+    "kssm_v1": ("configs/kssm_v1_shakespeare.yaml", []),
+    "kssm_v2": ("configs/kssm_v1_shakespeare.yaml", ["model.family=kssm_v2", "model.n_layers=2"]),
+    "kssm_v3": ("configs/kssm_v3_shakespeare.yaml", []),
+    "hebbian_lm": ("configs/hebbian_shakespeare.yaml", []),
+}
+VARIANTS = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)]
+
+
+def memory_mb(compiled) -> tuple[float | None, float | None]:
+    """(peak, scratch) MiB of a compiled step from XLA's memory analysis (None where unavailable)."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 — a backend without memory analysis
+        m = None
+    if m is None:
+        return None, None
+    peak = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return peak / 2 ** 20, m.temp_size_in_bytes / 2 ** 20
+
+
 def measure(cfg: config.Config, repeats: int) -> dict:
     from spiraljax.data.base import build_dataset
 
@@ -31,7 +63,9 @@ def measure(cfg: config.Config, repeats: int) -> dict:
     tx = make_optimizer(cfg.train)
     batch = build_dataset(cfg).train_batch(0)
     state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
-    step = jax.jit(make_train_step(model, tx), donate_argnums=0)  # as the training loop runs it
+    # as the training loop runs it; compiled once, for the timing and the memory analysis
+    step = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile()
+    peak, scratch = memory_mb(step)
     holder = {"state": state}
 
     def run():
@@ -42,7 +76,27 @@ def measure(cfg: config.Config, repeats: int) -> dict:
     tokens = cfg.train.batch_size * cfg.model.seq_len
     n_params = sum(x.size for x in jax.tree.leaves(holder["state"]["params"]))
     return {"params_M": n_params / 1e6, "batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}",
-            "ms_per_step": sec * 1e3, "tokens_per_s": tokens / sec}
+            "ms_per_step": sec * 1e3, "tokens_per_s": tokens / sec, "peak_MiB": peak, "scratch_MiB": scratch}
+
+
+def precision_rows(families: list[str], overrides: list[str], repeats: int) -> list[dict]:
+    """Every family × VARIANTS, with ratios to the family's float32 / remat-off row."""
+    rows = []
+    for family in families:
+        path, sets = PRECISION_FAMILIES[family]
+        base = None
+        for dtype, remat in VARIANTS:
+            cfg = config.load(path, [*sets, f"model.dtype={dtype}", f"model.remat={str(remat).lower()}", *overrides])
+            r = measure(cfg, repeats)
+            base = base or r
+            ratio = lambda k: r[k] / base[k] if r[k] is not None and base[k] else None  # noqa: E731
+            rows.append({"family": family, "dtype": dtype, "remat": "on" if remat else "off", "batch": r["batch"],
+                         "params_M": r["params_M"], "ms_per_step": r["ms_per_step"], "x_time": ratio("ms_per_step"),
+                         "peak_MiB": r["peak_MiB"], "x_peak": ratio("peak_MiB"), "scratch_MiB": r["scratch_MiB"],
+                         "x_scratch": ratio("scratch_MiB")})
+            print(f"  {family} {dtype} remat={'on' if remat else 'off'}: {r['ms_per_step']:.1f} ms/step",
+                  file=sys.stderr, flush=True)  # progress (stdout stays the table or the JSON)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,8 +105,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", nargs="*", default=[])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--precision", action="store_true",
+                   help="every family: float32/bfloat16 × remat off/on, ms/step and peak memory with ratios")
+    p.add_argument("--families", nargs="*", default=list(PRECISION_FAMILIES), choices=list(PRECISION_FAMILIES),
+                   help="with --precision: the families to measure (default: all)")
     args = p.parse_args(argv)
     rows = []
+    if args.precision:
+        rows = precision_rows(args.families, args.set, args.repeats)
+        emit(rows, args.json, ["family", "dtype", "remat", "batch", "params_M", "ms_per_step", "x_time", "peak_MiB",
+                               "x_peak", "scratch_MiB", "x_scratch"], "train step: precision and remat")
+        return
     if args.config:
         cfg = config.load(args.config, args.set)
         rows.append({"model": f"{cfg.model.family} ({Path(args.config).stem})", **measure(cfg, args.repeats)})
