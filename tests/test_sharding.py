@@ -49,25 +49,26 @@ _WORKER = textwrap.dedent("""
     from spiraljax.train.sharding import batch_shardings, make_mesh, replicated, shard_batch, state_shardings
     from spiraljax.train.step import init_state, loss_and_weight, make_train_step
 
-    def smoke(entry):
-        return list(entry.smoke)
-
     MESHES = {"one": (1, 1, 1), "data": (4, 1, 1), "fsdp": (1, 4, 1), "data_model": (2, 1, 2)}
     STEPS = 2
 
-    def run(entry, mesh_sizes):
-        data, fsdp, model_size = mesh_sizes
-        cfg = config.load(str(entry.config), smoke(entry) + [
-            f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.model={model_size}", "train.batch_size=8",
-            "train.warmup_steps=1", "train.lr=1e-2", "train.grad_accum=1"])
+    def setup(entry, sizes, *overrides):
+        # the entry's smoke-size model on a (data, fsdp, model) mesh, batch 8, its state initialised sharded
+        data, fsdp, model_size = sizes
+        cfg = config.load(str(entry.config), list(entry.smoke) + [
+            f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.model={model_size}", "train.batch_size=8", *overrides])
         model = models.build(cfg.model)
         dataset = build_dataset(cfg)
         tx = make_optimizer(cfg.train)
         mesh = make_mesh(cfg.mesh, cfg.train.batch_size)
         x = np.asarray(dataset.train_batch(0)["inputs"][:1])
-        abstract = jax.eval_shape(lambda: init_state(model, tx, x, 0))
-        shardings = state_shardings(abstract, mesh)
+        shardings = state_shardings(jax.eval_shape(lambda: init_state(model, tx, x, 0)), mesh)
         state = jax.jit(lambda: init_state(model, tx, x, 0), out_shardings=shardings)()
+        return model, dataset, tx, mesh, shardings, state
+
+    def run(entry, sizes):
+        model, dataset, tx, mesh, shardings, state = setup(
+            entry, sizes, "train.warmup_steps=1", "train.lr=1e-2", "train.grad_accum=1")
         specs = batch_shardings(batch_for_step(dataset, 0, 1), mesh)
         step_fn = jax.jit(make_train_step(model, tx), in_shardings=(shardings, specs),
                           out_shardings=(shardings, replicated(mesh)))
@@ -81,38 +82,19 @@ _WORKER = textwrap.dedent("""
         params = [np.asarray(l) for l in leaves]
         return losses, params, split, model_split, len(leaves)
 
-    def one_device_grad(entry, perturb_key=None):
-        # the whole batch on one device; with perturb_key, every parameter first multiplied by
-        # (1 ± 1e-7) (random signs): how much fp32 rounding alone moves this gradient
-        cfg = config.load(str(entry.config), smoke(entry) + ["train.batch_size=8"])
-        model = models.build(cfg.model)
-        dataset = build_dataset(cfg)
-        x = np.asarray(dataset.train_batch(0)["inputs"][:1])
-        state = init_state(model, make_optimizer(cfg.train), x, 0)
+    def gradient(entry, sizes, perturb_key=None):
+        # the step-0 gradient on this mesh; with perturb_key, every parameter first multiplied by
+        # (1 ± 1e-7) (random signs): how much fp32 rounding alone moves the gradient
+        model, dataset, _, mesh, shardings, state = setup(entry, sizes)
         params = state["params"]
         if perturb_key is not None:
             leaves, tree = jax.tree.flatten(params)
             keys = jax.random.split(jax.random.key(perturb_key), len(leaves))
             params = tree.unflatten([l * (1 + 1e-7 * jax.random.rademacher(k, l.shape, l.dtype)) for l, k in zip(leaves, keys)])
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 0)
-        grad = jax.jit(jax.grad(lambda p, b: loss_and_weight(p, model, b, 0, rng)[0]))
-        return [np.asarray(g) for g in jax.tree.leaves(grad(params, batch_for_step(dataset, 0, 1)))]
-
-    def sharded_grad(entry, sizes):
-        data, fsdp, model_size = sizes
-        cfg = config.load(str(entry.config), smoke(entry) + [
-            f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.model={model_size}", "train.batch_size=8"])
-        model = models.build(cfg.model)
-        dataset = build_dataset(cfg)
-        tx = make_optimizer(cfg.train)
-        mesh = make_mesh(cfg.mesh, 8)
-        x = np.asarray(dataset.train_batch(0)["inputs"][:1])
-        shardings = state_shardings(jax.eval_shape(lambda: init_state(model, tx, x, 0)), mesh)
-        state = jax.jit(lambda: init_state(model, tx, x, 0), out_shardings=shardings)()
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 0)
         grad = jax.jit(jax.grad(lambda p, b: loss_and_weight(p, model, b, 0, rng)[0]),
                        out_shardings=shardings["params"])
-        return [np.asarray(g) for g in jax.tree.leaves(grad(state["params"], shard_batch(batch_for_step(dataset, 0, 1), mesh)))]
+        return [np.asarray(g) for g in jax.tree.leaves(grad(params, shard_batch(batch_for_step(dataset, 0, 1), mesh)))]
 
     def rel(a, b):
         return max(float(np.linalg.norm(x - y) / (np.linalg.norm(y) + 1e-30)) for x, y in zip(a, b))
@@ -120,6 +102,9 @@ _WORKER = textwrap.dedent("""
     out = {}
     for entry in LM_ENTRIES:
         ref_losses, ref_params, *_ = run(entry, MESHES["one"])
+        if entry.name.startswith("kssm"):
+            whole = gradient(entry, MESHES["one"])
+            floor = min(rel(gradient(entry, MESHES["one"], k), whole) for k in (1, 2))
         for name, sizes in MESHES.items():
             if name == "one" or (name == "data_model" and entry.name.startswith("kssm")):
                 continue   # K-SSM has no attention/MLP kernels: data x model is plain 2-way data parallelism
@@ -127,9 +112,8 @@ _WORKER = textwrap.dedent("""
             row = {"param_rel": rel(params, ref_params), "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses)),
                    "split": split, "model_split": model_split, "leaves": n}
             if entry.name.startswith("kssm"):
-                whole = one_device_grad(entry)
-                row["grad_rel"] = rel(sharded_grad(entry, sizes), whole)
-                row["grad_fp32_floor"] = min(rel(one_device_grad(entry, k), whole) for k in (1, 2))
+                row["grad_rel"] = rel(gradient(entry, sizes), whole)
+                row["grad_fp32_floor"] = floor
             out[f"{entry.name}/{name}"] = row
     print("RESULT " + json.dumps(out))
 """)
