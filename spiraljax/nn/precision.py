@@ -6,7 +6,7 @@ stays float32, so the gradients and the AdamW moments are float32 too: the optim
 bfloat16 array). ``float32`` (the default) is exactly the computation without this option (tested
 bit for bit on fixed-seed runs).
 
-What stays float32 under ``bfloat16`` (:data:`FLOAT32_PARTS`), because rounding there compounds or
+What stays float32 under ``bfloat16``, because rounding there compounds or
 decides the answer:
 
 * every family: the parameters, gradients and optimizer state; the token embedding lookup and the
@@ -40,17 +40,6 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
-
-FLOAT32_PARTS: dict[str, tuple[str, ...]] = {
-    "all": ("parameters, gradients and optimizer state", "token embedding and the residual stream",
-            "LayerNorm statistics and the final LayerNorm", "output head, logits and cross-entropy"),
-    "attention": ("queries and keys after RoPE", "scores q·kᵀ/√D and the softmax"),
-    "spiralformer": ("breath weights and gates", "Soma projection", "TowerMemory projections, state and read"),
-    "kssm": ("the oscillator layer: ω and coupling projections, bistable core, phases θ, Z_n and R",),
-    "hebbian_lm": ("fast-weight memory: φ(q), φ(k), v, decay λ, state S, normaliser", "reasoning-loop residual",
-                   "GRU byte head"),
-    "holographic": ("everything (not a Flax model; no dtype field)",),
-}
 
 
 def compute_dtype(name: str) -> Any:
