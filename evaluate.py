@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from spiraljax.host_memory import reuse_host_memory
+
+    reuse_host_memory()  # before any JAX computation: see spiraljax/host_memory.py
     import absl.logging  # orbax logs routine notices as warnings
 
     absl.logging.set_verbosity(absl.logging.ERROR)

@@ -1,4 +1,9 @@
-"""Timing helpers for the benchmark scripts: warm up (compile), then median wall time of N runs."""
+"""Timing helpers for the benchmark scripts: warm up (compile), then median wall time of N runs.
+
+Importing this module applies :func:`spiraljax.host_memory.reuse_host_memory` (as ``train.py`` does), so
+benchmarks time what training runs; ``SPIRALJAX_REUSE_HOST_MEMORY=0`` times glibc's default instead.
+Import it before the first JAX computation.
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +12,10 @@ import time
 from typing import Any, Callable
 
 import jax
+
+from spiraljax.host_memory import reuse_host_memory
+
+HOST_MEMORY_REUSED = reuse_host_memory()
 
 
 def time_fn(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
@@ -24,9 +33,11 @@ def time_fn(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
 def emit(rows: list[dict], as_json: bool, columns: list[str], title: str) -> None:
     """Print rows as an aligned table (or JSON with --json)."""
     if as_json:
-        print(json.dumps({"benchmark": title, "device": str(jax.devices()[0].platform), "rows": rows}, indent=2))
+        print(json.dumps({"benchmark": title, "device": str(jax.devices()[0].platform),
+                          "host_memory_reuse": HOST_MEMORY_REUSED, "rows": rows}, indent=2))
         return
-    print(f"# {title}  (device: {jax.devices()[0].platform}, {jax.device_count()} device(s))")
+    reuse = "on" if HOST_MEMORY_REUSED else "off"
+    print(f"# {title}  (device: {jax.devices()[0].platform}, {jax.device_count()} device(s), host memory reuse {reuse})")
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
     for r in rows:

@@ -16,7 +16,9 @@ Three views of the jit-compiled train step (the one ``spiraljax.train.loop`` run
    thunk (fusion, dot, copy) is an event, so time per HLO instruction is summed, each instruction is
    labelled with its source (its ``op_name`` metadata in the optimized HLO: forward / backward /
    optimizer, and which layer part) and kind (matmul, copy/transpose, reduce, elementwise), and the
-   busy time of XLA's worker threads over the wall time gives the parallelism actually reached.
+   busy time of XLA's thunks over the wall time gives how many thunks ran at once. It misses the
+   threads a matmul library spreads one thunk over; the process's own CPU time (user + system per
+   step, page faults, cores used) over untraced steps counts everything, the kernel's work included.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import time_fn  # noqa: E402
+from common import HOST_MEMORY_REUSED, time_fn  # noqa: E402
 from spiraljax import config  # noqa: E402
 from spiraljax.data.base import build_dataset  # noqa: E402
 from spiraljax.models import build  # noqa: E402
@@ -231,6 +233,20 @@ def _kind(name: str) -> str:
     return "elementwise/other"
 
 
+def process_cpu(run_step, n_steps: int) -> dict:
+    """Wall, user and system CPU ms per step and minor page faults per step of ``n_steps`` untraced steps:
+    system time and page faults show memory the kernel maps and zeroes (spiraljax/host_memory.py)."""
+    import resource
+
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(n_steps):
+        run_step()
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    return {"wall_ms": wall / n_steps * 1e3, "user_ms": user / n_steps * 1e3, "sys_ms": sys_ / n_steps * 1e3,
+            "cores": (user + sys_) / wall, "page_faults": (r1.ru_minflt - r0.ru_minflt) / n_steps}
+
+
 def trace_breakdown(compiled, run_step, n_steps: int, trace_dir: str) -> dict:
     """Time per HLO instruction over ``n_steps`` traced steps (ms per step), with labels."""
     info = {}
@@ -320,13 +336,15 @@ def main(argv: list[str] | None = None) -> None:
 
     for _ in range(2):
         run_step()
+    cpu = process_cpu(run_step, args.trace_steps)
     with tempfile.TemporaryDirectory() as tmp:
         tr = trace_breakdown(compiled, run_step, args.trace_steps, tmp)
 
     shape = f"{np.shape(batch['inputs'])[0]}x{np.shape(batch['inputs'])[1]}"
     if args.json:
         print(json.dumps({"config": args.config, "set": args.set, "batch": shape, "cost": costs,
-                          "pieces": pieces, "variants": alts, "trace": {**tr, "top": tr["top"][: args.top]},
+                          "pieces": pieces, "variants": alts, "process_cpu": cpu,
+                          "host_memory_reuse": HOST_MEMORY_REUSED, "trace": {**tr, "top": tr["top"][: args.top]},
                           "load_avg": os.getloadavg()}, indent=2))
         return
     print(f"# {cfg.model.family} ({Path(args.config).stem} {' '.join(args.set)}), batch {shape}, "
@@ -346,8 +364,11 @@ def main(argv: list[str] | None = None) -> None:
         print("\n## candidate speed fixes (one layer, fwd+bwd, median ms)")
         for r in alts:
             print(f"  {r['ms']:9.2f} ms  {r['variant']}")
+    print(f"\n## process CPU ({args.trace_steps} untraced steps; host memory reuse "
+          f"{'on' if HOST_MEMORY_REUSED else 'off'}): wall {cpu['wall_ms']:.1f} ms/step, user {cpu['user_ms']:.1f} + "
+          f"system {cpu['sys_ms']:.1f} ms/step → {cpu['cores']:.2f} cores; {cpu['page_faults']:,.0f} page faults/step")
     print(f"\n## trace: {args.trace_steps} steps, wall {tr['wall_ms']:.1f} ms/step, XLA thunks busy "
-          f"{tr['busy_ms']:.1f} ms/step ({tr['thunks']:.0f} thunks) on {tr['threads']} threads → parallelism "
+          f"{tr['busy_ms']:.1f} ms/step ({tr['thunks']:.0f} thunks) on {tr['threads']} threads → thunk parallelism "
           f"{tr['parallelism']:.2f}")
     _table("by phase (thunk time, ms/step)", tr["by_phase"], tr["busy_ms"])
     _table("by model part", tr["by_part"], tr["busy_ms"])
