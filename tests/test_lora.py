@@ -9,11 +9,40 @@ import pytest
 
 from conftest import assert_future_independent
 from spiraljax import config, models
-from spiraljax.nn.lora import LoRADense, merge_lora, unmerge_lora
+from spiraljax.nn.lora import LoRADense, as_matrix_product, contract_reference, merge_lora, unmerge_lora
 from spiraljax.train.optim import make_optimizer
 
 ROOT = config.PROJECT_ROOT
 SMALL = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=24"]
+
+
+@pytest.mark.parametrize("x_shape, n_axes, out_shape", [
+    ((4, 6, 8), 1, (5,)),            # [B, T, d] → [B, T, out]: an MLP or head
+    ((4, 6, 8), 1, (3, 2, 4)),       # → [B, T, 3, H, D]: the qkv projection
+    ((4, 6, 2, 4), 2, (8,)),         # [B, T, H, D] → [B, T, d]: the output projection
+    ((8,), 1, (5,)),                 # no leading axis
+])
+def test_matrix_product_matches_dot_general(x_shape, n_axes, out_shape):
+    """The 2-D fast path gives the reference contraction's values and gradients (x and W), with W
+    stored [in…, out…] or flat."""
+    kx, kw = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(kx, x_shape)
+    w = jax.random.normal(kw, x_shape[len(x_shape) - n_axes:] + out_shape)
+    flat_w = w.reshape(-1, int(np.prod(out_shape)))
+
+    def loss(f):
+        return lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+
+    fast = jax.value_and_grad(loss(lambda x, w: as_matrix_product(x, w, n_axes, out_shape)), argnums=(0, 1))
+    ref = jax.value_and_grad(loss(lambda x, w: contract_reference(x, w, n_axes)), argnums=(0, 1))
+    (v_fast, (gx, gw)), (v_ref, (rx, rw)) = fast(x, w), ref(x, w)
+    y = as_matrix_product(x, flat_w, n_axes, out_shape)
+    assert y.shape == x_shape[: len(x_shape) - n_axes] + out_shape
+    np.testing.assert_allclose(y, contract_reference(x, w, n_axes), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v_fast, v_ref, rtol=1e-5)
+    np.testing.assert_allclose(gx, rx, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gw, rw, rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(gw).max()) > 0.1   # the gradient is not trivially zero
 
 
 @pytest.mark.parametrize("flax_layer, ours, x_shape", [
