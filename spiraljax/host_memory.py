@@ -10,8 +10,8 @@ step, over a third of its time (benchmarks/README.md, "Round 2"). :func:`reuse_h
   freed memory stays with the process (its resident size stays at its peak instead of dropping
   between steps). The heap may take a few steps to settle: a freed scratch next to a live buffer can
   be too small for the next aligned request, so it grows by a scratch or a few until neighbouring
-  holes merge (a 64 MiB probe: 2-7 calls; the ``transformer_tiny`` step: at once, resident size
-  860-880 MiB either way);
+  holes merge (a 64 MiB probe: 2-6 faulting calls, in one run of 25 as late as call 25; the
+  ``transformer_tiny`` step: at once, resident size 860-880 MiB either way);
 * ``jax_cpu_enable_async_dispatch = False``: a computation on a single CPU device then runs in the
   calling thread, whose allocations come from glibc's main arena, the one these settings govern (the
   arenas of other threads ``mmap`` large blocks whatever they say). A multi-device computation still
