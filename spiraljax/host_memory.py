@@ -51,14 +51,16 @@ def _backend_started() -> bool:
 
 def reuse_host_memory() -> bool:
     """Apply the settings above; True if applied. Does nothing (False) off Linux/glibc, when
-    ``SPIRALJAX_REUSE_HOST_MEMORY=0``, or once JAX's backend has started (the dispatch mode is fixed
-    when the CPU client is created, so it must run before the first JAX computation)."""
+    ``SPIRALJAX_REUSE_HOST_MEMORY=0``, once JAX's backend has started (the dispatch mode is fixed
+    when the CPU client is created, so it must run before the first JAX computation), or with a JAX
+    that no longer has the dispatch option (without it the malloc settings would not reach the step)."""
     libc = _glibc()
     if libc is None or os.environ.get(ENV_SWITCH, "1") == "0" or _backend_started():
         return False
     import jax
 
-    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, -1)):
+    try:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    except AttributeError:  # "Unrecognized config option"
         return False
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
-    return True
+    return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, -1))
