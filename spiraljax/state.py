@@ -1,0 +1,36 @@
+"""Carried state across windows (docs/carried_state.md): helpers shared by training, evaluation and
+notebooks. A state is a pytree of arrays whose every leaf is batch-first ``[B, ...]``."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+State = Any
+
+
+def reset_rows(state: State, initial: State, reset: jax.Array) -> State:
+    """``state`` with the rows where ``reset [B]`` is True replaced by ``initial``'s rows:
+    ``leaf_b ← initial_b if reset_b else leaf_b`` for every leaf ``[B, ...]``."""
+    reset = jnp.asarray(reset, bool)
+
+    def one(s, i):
+        mask = reset.reshape(reset.shape + (1,) * (jnp.ndim(s) - 1))
+        return jnp.where(mask, jnp.asarray(i, s.dtype), s)
+
+    return jax.tree.map(one, state, initial)
+
+
+def stop_state(state: State) -> State:
+    """The state with no gradient through it (truncated back-propagation through time)."""
+    return jax.tree.map(jax.lax.stop_gradient, state)
+
+
+def check_state(state: State, batch_size: int, where: str = "state") -> None:
+    """Raise ``ValueError`` (one line) unless every leaf is an array with leading axis ``batch_size``."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        shape = getattr(leaf, "shape", None)
+        if shape is None or len(shape) == 0 or shape[0] != batch_size:
+            raise ValueError(f"{where}{jax.tree_util.keystr(path)}: every state leaf must be batch-first "
+                             f"[{batch_size}, ...], got shape {shape}")
