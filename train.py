@@ -89,6 +89,7 @@ def help_config(names: list[str], config_path: str | None) -> str:
     if names:
         return config_lib.describe(names)
     raw = config_lib.read_yaml(config_path or DEFAULT_CONFIG)
+    raw = raw if isinstance(raw, dict) else {}   # a malformed file still gets its help; load() names the problem
     defaults = config_lib.load(None)
     picked = [(raw.get("model") or {}).get("family", defaults.model.family),
               (raw.get("data") or {}).get("source", defaults.data.source)]
