@@ -240,7 +240,7 @@ def test_print_config_prints_the_resolved_config(capsys, tmp_path):
 
 
 # --------------------------------------------------------------------------- a new family, defined right here
-# The README's example: one config class and one Flax module make a family that train.py can train; no table
+# The example of docs/configs.md: one config class and one Flax module make a family that train.py can train; no table
 # is edited anywhere (defining the class registers it).
 class BagOfTokensConfig(config.ModelConfig):
     family: Literal["test_bag_of_tokens"] = "test_bag_of_tokens"
