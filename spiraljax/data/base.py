@@ -38,6 +38,12 @@ def metric_unit(dataset) -> str:
     return getattr(dataset, "unit", "BPC")
 
 
+def loss_unit(unit: str) -> str:
+    """The unit of the validation loss beside a 'bpc' number in ``unit``: per glyph where the number is
+    bits/glyph (a token is a glyph), per token otherwise (a byte with the byte tokenizer)."""
+    return "nats/glyph" if unit == "bits/glyph" else "nats/token"
+
+
 def build_dataset(cfg: Config) -> Dataset:
     """The dataset of ``cfg.data.source`` for the experiment ``cfg`` (``cfg.data.build(cfg)``)."""
     return cfg.data.build(cfg)

@@ -30,8 +30,8 @@ fast_weights        chunked  chunked  chunked
 kuramoto_scan       remat    remat    remat    (remat only where asked for, see below)
 ==================  =======  =======  =======
 
-The CPU row follows the README's CPU benchmarks: sparse spiral attention is 4–116× faster than dense
-for T 512–8192 (``benchmarks/spiral_attention.py``), but slower below a crossover length (rule below);
+The CPU row follows the CPU benchmarks (docs/benchmarks.md): sparse spiral attention is 4–116× faster
+than dense for T 512–8192 (``benchmarks/spiral_attention.py``), but slower below a crossover length (rule below);
 chunked fast weights are 5–6× faster than the scan forward+backward, though 0.56–0.88× forward only
 (``benchmarks/hebbian.py``), so training picks chunked. The GPU and TPU rows make the same choices until
 those benchmarks are run there (spiral attention has been, on a GPU: :data:`DENSE_BELOW`): change a row

@@ -6,7 +6,7 @@ Orbax metrics ``{"val_loss": …}``; the manager's preservation policy keeps the
 ``checkpoint.keep`` steps (``LatestN``) plus the step with the lowest ``val_loss`` (``BestN``), so
 "best" is never lost to rotation. Orbax commits atomically: a crash mid-save leaves earlier steps
 intact. Plain Orbax reads every checkpoint (``ocp.CheckpointManager(RUN/checkpoints, item_names=
-("params", "opt_state", "meta"))``, see the README).
+("params", "opt_state", "meta"))``, see docs/training.md).
 
 One restore routine (:func:`first_readable`) serves ``--resume``, :func:`load_run` and
 ``evaluate.py``: it walks candidate steps in order and returns the first that restores. When a run
