@@ -13,14 +13,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from spiraljax.data.base import BATCH_KEYS
+from spiraljax.data.base import BATCH_KEYS, STREAM_KEYS
 
 __all__ = ["evaluate_lm", "lm_metrics", "make_eval_step", "model_extras", "token_nll"]
 
 
 def model_extras(batch: dict) -> dict:
-    """Batch entries that are model keyword arguments (everything but inputs/targets/mask)."""
-    return {k: v for k, v in batch.items() if k not in BATCH_KEYS}
+    """Batch entries that are model keyword arguments (everything but inputs/targets/mask and the
+    document-stream keys reset/doc_pos)."""
+    return {k: v for k, v in batch.items() if k not in BATCH_KEYS and k not in STREAM_KEYS}
 
 
 def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
