@@ -19,6 +19,8 @@ from spiraljax.losses import model_extras
 SHAKESPEARE = (ROOT / "data" / "tinyshakespeare.txt").read_bytes()
 # TinyShakespeare is in the repository, so its corpus SHA-256 is the same on every machine.
 SHAKESPEARE_SHA = "873889395d0a97ed777641ec7eb8debfa2617b38ab93ff9a4cfaaa0fa12354ad"
+# The python corpus of the requirements.lock install (docs/long_context.md).
+PYTHON_SHA = "48b855260e1072ebe1c93e22a302bffc0a4e3af60211f883e49cbb4590d18f34"
 
 
 SMALL = ("data.corpus=shakespeare", "data.segment_bytes=200", "data.val_fraction=0.49", "data.test_fraction=0.5")
@@ -106,6 +108,10 @@ def test_the_python_corpus_from_the_locked_packages(tmp_path):
         names[0].split("/", 1)[1])
     assert first.tobytes() == path.read_bytes()
     assert build_dataset(load(tmp_path)).sha256 == ds.sha256
+    pins = longdocs.locked_versions()
+    installed = {p: __import__("importlib.metadata").metadata.version(p) for p in longdocs.PYTHON_PACKAGES}
+    if all(pins.get(p) == v for p, v in installed.items()):   # the locked install: the documented corpus
+        assert ds.sha256 == PYTHON_SHA and len(names) == 568 and len(ds.corpus.data) == 18_778_302
 
 
 def test_a_missing_package_or_too_small_corpus_is_one_line(tmp_path):
