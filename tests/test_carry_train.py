@@ -82,6 +82,11 @@ def test_the_step_carries_the_state_and_resets_rows(v1):
     assert not np.allclose(fresh["theta"][1:], carried["theta"][1:], atol=1e-3)
     plain = jax.jit(make_train_step(model, tx))({k: v for k, v in s1.items() if k != "carry"}, b1)[1]
     assert abs(float(plain["loss"]) - float(out["loss"])) > 1e-6   # the carried state changes the loss
+    poisoned = {**s2, "carry": {"theta": jnp.full_like(s2["carry"]["theta"], jnp.nan),
+                                "started": jnp.ones(4, bool)}}
+    s3, out = step(poisoned, dataset.train_batch(2))   # non-finite loss: skipped, and the carry restarts
+    assert int(out["skipped"]) == 1 and int(s3["step"]) == 3
+    assert not s3["carry"]["started"].any() and (np.asarray(s3["carry"]["theta"]) == 0).all()
 
 
 def test_validation_carries_the_state_across_windows(v1):

@@ -7,7 +7,7 @@ state, ``model.initial_state(B)``) with ``train.carry_state``. Batch: ``inputs``
 
 Carried state (truncated back-propagation through time, docs/carried_state.md): each step
 ``carry ← stop_gradient(reset_rows(carry, initial_state(B), batch["reset"]))``, the model reads
-``state=carry`` and the new carry is ``aux["state"]``; no gradient flows from one window to the last.
+``state=carry`` and the new carry is ``aux["state"]``; no gradient flows into earlier windows.
 """
 from __future__ import annotations
 
