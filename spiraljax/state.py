@@ -34,3 +34,20 @@ def check_state(state: State, batch_size: int, where: str = "state") -> None:
         if shape is None or len(shape) == 0 or shape[0] != batch_size:
             raise ValueError(f"{where}{jax.tree_util.keystr(path)}: every state leaf must be batch-first "
                              f"[{batch_size}, ...], got shape {shape}")
+
+
+def check_state_like(state: State, expected: State, where: str = "state") -> None:
+    """Raise ``ValueError`` (one line) unless ``state`` has the keys, shapes and dtypes of ``expected``
+    (e.g. ``model.initial_state(B)``), naming the first leaf that differs."""
+    want = dict(jax.tree_util.tree_leaves_with_path(expected))
+    got = dict(jax.tree_util.tree_leaves_with_path(state))
+    for path in [*want, *(p for p in got if p not in want)]:
+        name = f"{where}{jax.tree_util.keystr(path)}"
+        if path not in got:
+            raise ValueError(f"{name}: missing (expected the structure of the model's initial_state)")
+        if path not in want:
+            raise ValueError(f"{name}: not part of this model's state")
+        g, w = got[path], want[path]
+        if getattr(g, "shape", None) != w.shape or getattr(g, "dtype", None) != w.dtype:
+            raise ValueError(f"{name}: expected {w.dtype}{list(w.shape)}, got "
+                             f"{getattr(g, 'dtype', type(g).__name__)}{list(getattr(g, 'shape', ()))}")
