@@ -36,6 +36,23 @@ def check_state(state: State, batch_size: int, where: str = "state") -> None:
                              f"[{batch_size}, ...], got shape {shape}")
 
 
+def check_state_like(state: State, expected: State, where: str = "state") -> None:
+    """Raise ``ValueError`` (one line) unless ``state`` has the keys, shapes and dtypes of ``expected``
+    (e.g. ``model.initial_state(B)``), naming the first leaf that differs."""
+    want = dict(jax.tree_util.tree_leaves_with_path(expected))
+    got = dict(jax.tree_util.tree_leaves_with_path(state))
+    for path in [*want, *(p for p in got if p not in want)]:
+        name = f"{where}{jax.tree_util.keystr(path)}"
+        if path not in got:
+            raise ValueError(f"{name}: missing (expected the structure of the model's initial_state)")
+        if path not in want:
+            raise ValueError(f"{name}: not part of this model's state")
+        g, w = got[path], want[path]
+        if getattr(g, "shape", None) != w.shape or getattr(g, "dtype", None) != w.dtype:
+            raise ValueError(f"{name}: expected {w.dtype}{list(w.shape)}, got "
+                             f"{getattr(g, 'dtype', type(g).__name__)}{list(getattr(g, 'shape', ()))}")
+
+
 def stream(model, variables, tokens: jax.Array, window: int, state: State | None = None,
            **kwargs) -> tuple[jax.Array, State]:
     """Read ``tokens [B, L]`` window by window with the state carried: ``(logits [B, L, V], state)``.
