@@ -262,6 +262,14 @@ def test_evaluate_cli_runs_the_suite_and_refuses_in_one_line(dense, capsys):
     assert "do not fit a window of 64" in capsys.readouterr().err
 
 
+def test_the_default_document_length_shrinks_to_what_the_corpus_has(kssm):
+    """The 4 KB shakespeare segments are shorter than the default doc_bytes (32768): the default takes
+    the longest validation documents, cut to the shortest of them; an asked doc_bytes is refused."""
+    ctx = EvalContext(kssm.run_dir, "latest", 0, {"docs": "3", "lengths": "", "probe_rows": "0", "plots": "false"})
+    data = long_context(ctx)
+    assert data["doc_bytes"] == 4096 and len(data["docs"]) == 3
+
+
 def test_the_suite_fits_longdocs_runs_only(tmp_path, capsys):
     import runpy
 

@@ -8,7 +8,8 @@ a. **BPC by position, state carried.** The first ``docs`` validation documents o
    ``doc_bytes`` bytes, each cut to its first ``doc_bytes``, are read in windows of the run's
    ``seq_len`` T, in order, with the model's state carried from window to window. Every byte's NLL is
    put in the bucket of its offset in the document (``buckets``: lower edges; 0–256, 256–1k, 1k–4k,
-   4k–16k, 16k+ by default). The same documents feed every bucket.
+   4k–16k, 16k+ by default). The same documents feed every bucket. (No document that long: the default
+   takes the longest ones, cut to the shortest of them; an explicit ``doc_bytes`` is refused.)
 b. **The same with the state reset every window** (``state=None``: no cache, no carried memory). The
    gap carried − reset per bucket is what the memory is worth (negative = the memory helps). A family
    without ``initial_state`` has no state: carried = reset = the plain model.
@@ -155,12 +156,17 @@ class Reader:
         return nll.reshape(rows, -1)[:, :n], pred.reshape(rows, -1)[:, :n]
 
 
-def long_documents(dataset, n_docs: int, n_bytes: int) -> tuple[np.ndarray, list[str]]:
+def long_documents(dataset, n_docs: int, n_bytes: int, shrink: bool = False) -> tuple[np.ndarray, list[str]]:
     """The first ``n_docs`` validation documents with at least ``n_bytes`` bytes, cut to ``n_bytes``:
-    ``(tokens [D, n_bytes] int32, names)``; a one-line SuiteError when there is none."""
+    ``(tokens [D, n_bytes] int32, names)``. When none is that long: with ``shrink``, the ``n_docs``
+    longest (in corpus order) cut to the shortest of them; else a one-line SuiteError."""
     docs, names = dataset.documents("val"), dataset.document_names("val")
     picked = [(d, n) for d, n in zip(docs, names) if len(d) >= n_bytes][:n_docs]
-    if not picked:
+    if not picked and shrink and docs:
+        longest = sorted(sorted(range(len(docs)), key=lambda i: -len(docs[i]))[:n_docs])
+        picked = [(docs[i], names[i]) for i in longest]
+        n_bytes = min(len(d) for d, _ in picked)
+    if not picked or n_bytes < 2:
         longest = max((len(d) for d in docs), default=0)
         raise SuiteError(f"--opt doc_bytes={n_bytes}: no validation document is that long (the longest has "
                          f"{longest} bytes); lower doc_bytes")
@@ -356,7 +362,9 @@ def long_context(ctx: EvalContext, plots: bool | None = None) -> dict[str, Any]:
     window = cfg.model.seq_len
     reader = Reader(ctx.model, ctx.variables, ctx.step)
     edges = bucket_edges(opt["buckets"])
-    tokens, names = long_documents(ctx.dataset, opt["docs"], opt["doc_bytes"])
+    # the default length shrinks to what the corpus has (e.g. the shakespeare corpus' segments); an asked one does not
+    tokens, names = long_documents(ctx.dataset, opt["docs"], opt["doc_bytes"], shrink="doc_bytes" not in ctx.options)
+    opt["doc_bytes"] = tokens.shape[1]
     seconds: dict[str, float] = {}
     data: dict[str, Any] = {"family": cfg.model.family, "stateful": reader.stateful, "window": window,
                             "step": ctx.step, "docs": names, "doc_bytes": opt["doc_bytes"],
