@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -199,8 +199,3 @@ def levels(rows: Sequence[ProbeRow]) -> dict[int, dict[str, float]]:
                 "guess_first": a["guess_first"] / a["n"], "guess_all": a["guess_all"] / a["n"]}
             for d, a in out.items()}
 
-
-def iter_queries(rows: Sequence[ProbeRow]) -> Iterator[tuple[int, Query]]:
-    for r, row in enumerate(rows):
-        for q in row.queries:
-            yield r, q
