@@ -14,6 +14,18 @@ kuramoto_scan       ``scan``: one ``lax.scan`` over T; ``remat``: a scan over ch
                     stores one phase vector per chunk)
 ==================  ====================================================================  =========
 
+The fast-weight write rules of ``ops/shifted.py`` and ``ops/delta.py`` have two each, ``auto`` →
+``chunked`` on every platform (``benchmarks/hebbian.py``: chunked ≥ 5× the scan forward+backward at T 4096):
+
+======================  ================================================================  =========
+op                      implementations                                                   reference
+======================  ================================================================  =========
+shifted_fast_weights    ``chunked``: causal key convolution over the window, then          ``scan``
+                        ``fast_weights`` (its ``chunked`` variants); ``scan``: the key
+                        buffer and the state stepped per position
+delta_rule              ``chunked``: the WY/UT chunk form; ``scan``: one step per position ``scan``
+======================  ================================================================  =========
+
 Every op takes ``impl`` (an :class:`Impl` or its string, as configs and YAML write it) and hands it to
 :func:`resolve` together with what the choice depends on; the op then runs exactly the
 implementation ``resolve`` returns. Nothing else chooses, and a bad value is a ``ValueError`` naming
@@ -82,6 +94,8 @@ CHOICES: dict[str, tuple[Impl, ...]] = {
     "spiral_attention": (Impl.SPARSE, Impl.DENSE),
     "fast_weights": (Impl.CHUNKED, Impl.SCAN, Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL),
     "kuramoto_scan": (Impl.SCAN, Impl.REMAT),
+    "shifted_fast_weights": (Impl.CHUNKED, Impl.SCAN),
+    "delta_rule": (Impl.CHUNKED, Impl.SCAN),
 }
 PLATFORMS = ("cpu", "gpu", "tpu")
 _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
@@ -97,6 +111,8 @@ AUTO: dict[str, dict[str, Impl]] = {
     "spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.SPARSE, "tpu": Impl.SPARSE},
     "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
     "kuramoto_scan": {"cpu": Impl.REMAT, "gpu": Impl.REMAT, "tpu": Impl.REMAT},
+    "shifted_fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
+    "delta_rule": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
 }
 
 
@@ -104,7 +120,7 @@ def allowed(op: str) -> tuple[Impl, ...]:
     """Every value ``op`` accepts, ``auto`` first.
 
     Args:
-      op: "spiral_attention" | "fast_weights" | "kuramoto_scan".
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "shifted_fast_weights" | "delta_rule".
 
     Returns:
       Tuple of :class:`Impl`.
@@ -157,7 +173,7 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
     docstring. The op dispatches on the result and on nothing else.
 
     Args:
-      op: "spiral_attention" | "fast_weights" | "kuramoto_scan".
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "shifted_fast_weights" | "delta_rule".
       impl: an :class:`Impl` or its string ("auto", "sparse", "dense", "scan", "chunked", ...).
       platform: "cpu" | "gpu" | "tpu" (default: ``jax.default_backend()``).
       length: sequence length T (every op's rule uses it).
