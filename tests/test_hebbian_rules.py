@@ -53,14 +53,18 @@ def test_unit_lower_inverse_is_the_inverse():
                                    jnp.broadcast_to(jnp.eye(c), (2, c, c)), atol=1e-5)
 
 
-# 1: a step per chunk; 5 does not divide T = 37 (padded); 16: several chunks; 64 > T: one chunk
-@pytest.mark.parametrize("chunk, decay", [(1, "step"), (5, "head"), (16, "step"), (64, "head")])
-def test_delta_chunked_equals_scan_in_float64(chunk, decay):
+# per-head decay with C | T = 48: the hand-written backward (1: a step per chunk; 64 > T: one chunk);
+# 5 ∤ T and per-step decays: the general variant (T padded)
+@pytest.mark.parametrize("chunk, decay, variant", [(1, "head", "chunked_per_head"), (16, "head", "chunked_per_head"),
+                                                   (64, "head", "chunked_per_head"), (5, "head", "chunked_general"),
+                                                   (16, "step", "chunked_general")])
+def test_delta_chunked_equals_scan_in_float64(chunk, decay, variant):
     """Values, final state and every gradient (q, k, v, β, the log decay, the initial state) to ~1e-12."""
     with jax.enable_x64(True):
-        q, k, v, beta, g, s0 = delta_inputs(dtype=jnp.float64)
+        q, k, v, beta, g, s0 = delta_inputs(t=48, dtype=jnp.float64)
         if decay == "head":
             g = jnp.log(jnp.array([0.1, 0.7, 0.999], jnp.float64))
+        assert resolve("delta_rule", "chunked", length=48, chunk=chunk, per_head_decay=decay == "head") == variant
         args = (q, k, v, beta, g, s0)
         ((ls, (os_, ss)), gs), ((lc, (oc, sc)), gc) = (_grads(delta_rule, impl, chunk, args)
                                                        for impl in ("scan", "chunked"))
@@ -192,12 +196,15 @@ def test_key_conv_is_causal_and_rules_are_causal():
 
 
 def test_impl_dispatch_of_the_rules():
-    for op in ("shifted_fast_weights", "delta_rule"):
+    for op, values in (("shifted_fast_weights", r"auto \| chunked \| scan"),
+                       ("delta_rule", r"auto \| chunked \| scan \| chunked_per_head \| chunked_general")):
         for platform in ("cpu", "gpu", "tpu"):
             assert resolve(op, "auto", platform=platform) is Impl.CHUNKED
         assert resolve(op, "scan") is Impl.SCAN
-        with pytest.raises(ValueError, match=rf"unknown {op} impl 'magic' \(auto \| chunked \| scan\)"):
+        with pytest.raises(ValueError, match=rf"unknown {op} impl 'magic' \({values}\)$"):
             resolve(op, "magic")
+    assert resolve("delta_rule", "auto", length=64, chunk=16) is Impl.CHUNKED_PER_HEAD
+    assert resolve("delta_rule", "auto", length=64, chunk=16, per_head_decay=False) is Impl.CHUNKED_GENERAL
     q, k, v, beta, g, _ = delta_inputs(t=8)
-    with pytest.raises(ValueError, match="unknown delta_rule impl 'chunked_per_head'"):
-        _delta(q, k, v, beta, g, impl="chunked_per_head")
+    with pytest.raises(ValueError, match="delta_rule impl 'chunked_per_head' needs a per-head log decay"):
+        delta_rule(q, k, v, beta, g, impl="chunked_per_head")

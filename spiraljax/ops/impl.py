@@ -23,7 +23,8 @@ op                      implementations                                         
 shifted_fast_weights    ``chunked``: causal key convolution over the window, then          ``scan``
                         ``fast_weights`` (its ``chunked`` variants); ``scan``: the key
                         buffer and the state stepped per position
-delta_rule              ``chunked``: the WY/UT chunk form; ``scan``: one step per position ``scan``
+delta_rule              ``chunked``: the WY/UT chunk form, in the same two variants as      ``scan``
+                        ``fast_weights`` (rule below); ``scan``: one step per position
 ======================  ================================================================  =========
 
 Every op takes ``impl`` (an :class:`Impl` or its string, as configs and YAML write it) and hands it to
@@ -61,7 +62,7 @@ Three choices depend on the inputs; the rules are these, and they live only here
   batch (≈ 128 at B 1, ≈ 300–384 at B 16); 256 keeps training batches (16–32) on the faster path and
   costs batch-1 calls at most ≈ 1.8× in 128 ≤ T < 256. Both give the same numbers to float tolerance
   (``tests/test_spiral_ops.py``). ``length`` not given → the table's row.
-* **fast_weights, chunked** → ``chunked_per_head`` when the log decay is a per-head constant (a scalar
+* **fast_weights and delta_rule, chunked** → ``chunked_per_head`` when the log decay is a per-head constant (a scalar
   or ``[H]``, ``per_head_decay``) and the chunk ``C = min(chunk, T)`` divides ``T``: every chunk shares
   one decay table and the backward pass is hand-written. Otherwise ``chunked_general``: any decay
   broadcastable to ``[B, T, H]``, T padded to a multiple of C, differentiated by JAX. Either variant
@@ -95,7 +96,7 @@ CHOICES: dict[str, tuple[Impl, ...]] = {
     "fast_weights": (Impl.CHUNKED, Impl.SCAN, Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL),
     "kuramoto_scan": (Impl.SCAN, Impl.REMAT),
     "shifted_fast_weights": (Impl.CHUNKED, Impl.SCAN),
-    "delta_rule": (Impl.CHUNKED, Impl.SCAN),
+    "delta_rule": (Impl.CHUNKED, Impl.SCAN, Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL),
 }
 PLATFORMS = ("cpu", "gpu", "tpu")
 _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
@@ -178,7 +179,7 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
       platform: "cpu" | "gpu" | "tpu" (default: ``jax.default_backend()``).
       length: sequence length T (every op's rule uses it).
       chunk: fast_weights' chunk size, or kuramoto_scan's ``remat_chunk`` (None: not set).
-      per_head_decay: fast_weights only: the log decay is a scalar or ``[H]`` (not per step).
+      per_head_decay: fast_weights and delta_rule: the log decay is a scalar or ``[H]`` (not per step).
 
     Returns:
       A concrete :class:`Impl` — never ``auto``. fast_weights' ``chunked`` stays ``chunked`` only
@@ -191,8 +192,8 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
         choice = AUTO[op][row]
         if op == "spiral_attention" and length is not None and length < DENSE_BELOW[row]:
             return Impl.DENSE
-    if op == "fast_weights":
-        return _fast_weights_variant(choice, length, chunk, per_head_decay)
+    if op in ("fast_weights", "delta_rule"):
+        return _fast_weights_variant(op, choice, length, chunk, per_head_decay)
     if op == "kuramoto_scan" and choice is Impl.REMAT:
         if chunk is None or (length is not None and chunk >= length):
             if from_auto:
@@ -202,9 +203,10 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
     return choice
 
 
-def _fast_weights_variant(choice: Impl, length: int | None, chunk: int | None, per_head_decay: bool) -> Impl:
-    """``chunked`` → ``chunked_per_head`` or ``chunked_general`` (module docstring); checks an explicit
-    ``chunked_per_head`` against the inputs."""
+def _fast_weights_variant(op: str, choice: Impl, length: int | None, chunk: int | None,
+                          per_head_decay: bool) -> Impl:
+    """``chunked`` → ``chunked_per_head`` or ``chunked_general`` (module docstring; fast_weights and
+    delta_rule alike); checks an explicit ``chunked_per_head`` against the inputs."""
     if choice not in (Impl.CHUNKED, Impl.CHUNKED_PER_HEAD) or length is None or chunk is None:
         return choice
     c = min(chunk, length)
@@ -212,7 +214,7 @@ def _fast_weights_variant(choice: Impl, length: int | None, chunk: int | None, p
     if choice is Impl.CHUNKED:
         return Impl.CHUNKED_PER_HEAD if shared_table else Impl.CHUNKED_GENERAL
     if not shared_table:
-        raise ValueError(f"fast_weights impl 'chunked_per_head' needs a per-head log decay (scalar or [H]) and a "
+        raise ValueError(f"{op} impl 'chunked_per_head' needs a per-head log decay (scalar or [H]) and a "
                          f"chunk dividing T; got T={length}, chunk={chunk}, per-head decay={per_head_decay} "
                          "(use 'chunked' or 'chunked_general')")
     return choice
