@@ -113,3 +113,39 @@ def test_scan_and_chunked_memories_carry_the_same(setup):
 def test_a_state_of_another_batch_size_is_a_one_line_error(setup):
     with pytest.raises(ValueError, match=r"hebbian_lm state\['history'\]: every state leaf must be batch-first"):
         setup["model"].apply(setup["variables"], setup["tokens"][:1, :T], state=setup["s0"])
+
+
+def test_blocked_window_attention_equals_the_dense_masked_form(monkeypatch):
+    """The sliding-window attention of the hybrid blocks at ≥ 128 patches runs blocked (O(S·w)): the model's
+    logits and gradients, and two carried windows (history before the keys), equal the dense masked
+    reference; future bytes never change past logits there either."""
+    from functools import partial
+
+    from spiraljax.nn import hebbian as layers
+    from spiraljax.ops.attention import local_attention
+    from spiraljax.ops.impl import Impl, resolve
+
+    t = 512  # 128 patches of 4 bytes, window 4: blocked from the first window on (CPU rule: S ≥ 128)
+    assert resolve("local_attention", length=t // 4, window=4, platform="cpu") is Impl.BLOCKED
+    model = _build("hebbian", f"model.seq_len={t}")
+    tokens = jax.random.randint(jax.random.key(2), (1, 2 * t), 0, 256)
+    variables = model.init(jax.random.key(1), tokens[:, :t])
+
+    def outputs():
+        def loss(v):
+            logits = model.apply(v, tokens[:, :t], step=30)[0]
+            return jnp.mean(jax.nn.log_softmax(logits)[..., 0]), logits
+        (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables)
+        run = jax.jit(lambda x, s: model.apply(variables, x, step=30, state=s))
+        w1, aux1 = run(tokens[:, :t], model.initial_state(1))
+        return logits, grads, run(tokens[:, t:], aux1["state"])[0], run
+
+    blocked_logits, blocked_grads, blocked_w2, run = outputs()
+    with monkeypatch.context() as patch:
+        patch.setattr(layers, "local_attention", partial(local_attention, impl="dense"))
+        dense_logits, dense_grads, dense_w2, _ = outputs()
+    np.testing.assert_allclose(blocked_logits, dense_logits, atol=1e-5)
+    np.testing.assert_allclose(blocked_w2, dense_w2, atol=1e-5)
+    for got, want in zip(jax.tree.leaves(blocked_grads), jax.tree.leaves(dense_grads)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+    assert_future_independent(lambda x: run(x, model.initial_state(1))[0], tokens[:, :t], (100, 301), 256, shift=5)

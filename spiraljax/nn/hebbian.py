@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from spiraljax.nn.layers import DenseFactory, SelfAttention, lora_dense
-from spiraljax.ops.attention import apply_rope, causal_mask, masked_attention
+from spiraljax.ops.attention import apply_rope, local_attention
 from spiraljax.ops.delta import delta_rule
 from spiraljax.ops.hebbian import fast_weights
 from spiraljax.ops.shifted import shifted_fast_weights
@@ -125,6 +125,9 @@ class HebbianMemory(nn.Module):
 class HybridBlock(nn.Module):
     """``h ← h + W_o(SWA(u) + Mem(u))`` with ``u = LN(h)``, then ``h ← h + MLP(LN h)`` (4d, GELU).
 
+    SWA: patch i attends patches ``i − window + 1 … i`` through :func:`~spiraljax.ops.attention.local_attention`
+    (``auto``: blocked, O(S·w), at S ≥ 128 on CPU; the dense masked reference below that).
+
     ``carry``: the memory's carried state (:class:`HebbianMemory`), returned updated.
     For streaming, ``history [B, S, d]`` holds the block inputs of the S previous patches
     (``history_valid [B, S]`` marks the filled slots): attention then runs over history + h, so a
@@ -151,11 +154,10 @@ class HybridBlock(nn.Module):
             history, history_valid = jnp.zeros((b, 0, d), h.dtype), jnp.zeros((b, 0), bool)
         full = jnp.concatenate([history.astype(h.dtype), h], axis=1)
         valid = jnp.concatenate([history_valid, jnp.ones((b, t), bool)], axis=1)
-        mask = causal_mask(full.shape[1], self.window)[None, None] & valid[:, None, None, :]
         dense = self.dense or lora_dense()
         u_full = nn.LayerNorm(dtype=self.dtype, name="ln_1")(full)
-        swa = SelfAttention(self.n_heads, rope=False, attend=partial(masked_attention, mask=mask), dense=dense,
-                            name="swa")(u_full)[:, -t:]
+        attend = partial(local_attention, window=self.window, key_valid=valid)  # O(S·w), no S×S mask
+        swa = SelfAttention(self.n_heads, rope=False, attend=attend, dense=dense, name="swa")(u_full)[:, -t:]
         u = u_full[:, -t:]
         mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, dense, self.dtype,
                                               self.rule, self.shift_kernel, name="memory")(u, alpha, carry, train)
