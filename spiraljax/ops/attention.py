@@ -145,7 +145,7 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, 
     return jnp.einsum("bhts,bshd->bthd", w.astype(v.dtype), v)
 
 
-def _check_prefix_keys(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array | None) -> None:
+def check_prefix_keys(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array | None) -> None:
     """Shapes of an attention whose queries are the last T of S ≥ T keys (the first S − T: a cache)."""
     chex.assert_rank([q, k, v], 4)
     chex.assert_equal_shape([q, k], dims=(0, 2, 3))
@@ -174,7 +174,7 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | Non
     Returns:
       ``[B, T, H, Dv]``.
     """
-    _check_prefix_keys(q, k, v, key_valid)
+    check_prefix_keys(q, k, v, key_valid)
     mask = causal_mask(q.shape[1], window, k.shape[1])
     if key_valid is None:
         return masked_attention(q, k, v, mask, empty_rows=False)  # the diagonal is allowed
@@ -200,7 +200,7 @@ def local_attention_blocked(q: jax.Array, k: jax.Array, v: jax.Array, window: in
     Returns:
       ``[B, T, H, Dv]``.
     """
-    _check_prefix_keys(q, k, v, key_valid)
+    check_prefix_keys(q, k, v, key_valid)
     if window < 1:
         raise ValueError(f"local attention window must be >= 1, got {window}")
     b, t, h, d = q.shape

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spiraljax.ops.attention import masked_attention, masked_softmax
+from spiraljax.ops.attention import check_prefix_keys, masked_attention, masked_softmax
 from spiraljax.ops.constants import PHI
 from spiraljax.ops.impl import Impl, resolve
 
@@ -193,13 +193,7 @@ def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Seque
     Returns:
       ``[B, T, H, Dv]``.
     """
-    chex.assert_rank([q, k, v], 4)
-    chex.assert_equal_shape([q, k], dims=(0, 2, 3))
-    chex.assert_equal_shape_prefix([k, v], 3)
-    if k.shape[1] < q.shape[1]:
-        raise AssertionError(f"keys {k.shape} are fewer than the queries {q.shape} (the queries are the last T keys)")
-    if key_mask is not None:
-        chex.assert_shape(key_mask, k.shape[:2])
+    check_prefix_keys(q, k, v, key_mask)
     which = resolve("spiral_attention", impl, length=k.shape[1])
     offsets = tuple(powers_of_two(k.shape[1]) if offsets is None else offsets)
     run = _sparse if which is Impl.SPARSE else _dense
