@@ -172,12 +172,18 @@ def test_resume_with_a_changed_model_is_refused_in_one_line_and_changes_nothing(
     assert train(config.load(run / "config.yaml"), run, resume=True).step == 10   # ...and resumable
 
 
-def test_resume_may_change_length_and_schedule_and_records_it(saved_run, tmp_path):
+def test_resume_may_change_length_and_schedule_and_records_it(saved_run, tmp_path, capfd):
     run = copy_run(saved_run, tmp_path)
     with pytest.raises(RunError, match=r"cannot resume with train\.seed 0 → 3"):
         train(config.load(run / "config.yaml", ["train.seed=3"]), run, resume=True)
+    before = snapshot(run)
+    with pytest.raises(RunError, match=r"cannot resume with train\.steps 8: the run has already reached step 10"):
+        train(config.load(run / "config.yaml", ["train.steps=8"]), run, resume=True)
+    assert snapshot(run) == before                          # steps are never lowered below the step reached
+    capfd.readouterr()
     result = train(config.load(run / "config.yaml", ["train.steps=12", "train.lr=5e-3"]), run, resume=True)
     assert result.step == 12
+    assert f"resumed {run} at step 10; changed: train.lr 0.01 → 0.005, train.steps 10 → 12\n" in capfd.readouterr().out
     assert config.load(run / "config.yaml").train.steps == 12
     info = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "info" and "resumed_at" in r]
     assert info == [{"step": 10, "kind": "info", "resumed_at": 10,
@@ -400,3 +406,81 @@ def test_evaluate_refuses_unknown_options_and_suites_that_do_not_fit(saved_run, 
         r = cli(ROOT / "evaluate.py", run, "--suite", suite)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, (suite, r.stdout, r.stderr)
         assert "does not fit" in r.stderr and why in r.stderr, (suite, r.stderr)
+
+
+# ----------------------------------------------------------------------------- resume picks the right run; errors point at the fix
+def test_cli_config_errors_name_the_culprit_once_and_suggest_the_fix(tmp_path):
+    r = cli(ROOT / "train.py", "--set", "train.step=100", "--print-config", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr == "error: --set train.step=100: unknown key train.step (did you mean train.steps?)\n", r.stderr
+    r = cli(ROOT / "train.py", "--config", "nope.yaml", cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.count(str(ROOT / "nope.yaml")) == 1, r.stderr
+    r = cli(ROOT / "train.py", "--config", "transformer_tiny", "--print-config", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and config.load(ROOT / "configs" / "transformer_tiny.yaml").to_yaml() == r.stdout, r.stderr
+    with pytest.raises(config.ConfigError, match=r"did you mean configs/transformer_tiny\.yaml\?"):
+        config.load("transformer_tin")
+    with pytest.raises(config.ConfigError, match=r"^--set modle\.d_model=3: unknown key modle\.d_model \(did you mean model\.d_model\?\)$"):
+        config.load(ROOT / "configs" / "transformer_tiny.yaml", ["modle.d_model=3"])
+
+
+def test_a_bare_resume_that_could_mean_two_runs_refuses_and_lists_them(saved_run, tmp_path):
+    """The issue's transcript: a finished runs/spiralformer_femto_default and an interrupted ..._1;
+    a bare ``python train.py --resume`` used to continue the finished one and lower its train.steps
+    to the default experiment's."""
+    runs = tmp_path / "runs"
+    first, second = runs / "spiralformer_femto_default", runs / "spiralformer_femto_default_1"
+    shutil.copytree(saved_run, first)
+    shutil.copytree(saved_run, second)
+    shutil.rmtree(second / "checkpoints" / "10")
+    before = snapshot(first)
+    r = cli(ROOT / "train.py", "--resume", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert ("could mean 2 runs named spiralformer_femto_default: runs/spiralformer_femto_default (finished at "
+            "step 10), runs/spiralformer_femto_default_1 (at step 5 of 10)") in r.stderr, r.stderr
+    assert "python train.py --workdir runs/spiralformer_femto_default_1 --resume" in r.stderr
+    assert snapshot(first) == before
+    shutil.rmtree(second)
+    r = cli(ROOT / "train.py", "--resume", cwd=tmp_path)   # one run of that name: it, with its own config
+    assert r.returncode == 0 and "resumed runs/spiralformer_femto_default at step 10\n" in r.stdout, r.stdout + r.stderr
+    assert config.load(first / "config.yaml").train.steps == 10
+
+
+def test_an_interrupted_run_prints_the_command_that_resumes_it_and_plain_progress_lines(tmp_path, capfd):
+    """SIGTERM mid-run (sent from the evaluation hook at step 5): the message is the complete resume
+    command; with stderr not a terminal, progress comes as plain lines (no carriage-return frames)."""
+    from spiraljax.train.loop import TrainHooks, train as bare_train
+
+    def stop_at_first_eval(cfg, model, dataset):
+        def evaluate(params, step):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return {"loss": 1.0, "bpc": 1.0, "ppl": 1.0}
+        return TrainHooks(evaluate=evaluate)
+
+    run = tmp_path / "my run"
+    result = bare_train(tiny_cfg(tmp_path, "train.progress=true"), run, hooks=stop_at_first_eval)
+    assert result.interrupted and result.step == 5
+    out = capfd.readouterr()
+    assert f"received SIGTERM: saved checkpoint at step 5; resume with: python train.py --workdir '{run}' --resume\n" in out.out
+    assert "\r" not in out.err and "tiny: step 1/10 (10%)" in out.err and out.err.splitlines()[-1].startswith("tiny: step 5/10"), out.err
+
+
+def test_plain_progress_lines_are_periodic():
+    import io
+
+    from spiraljax.train.progress import PlainProgress, progress_bar
+
+    assert isinstance(progress_bar(10, 0, "x", enabled=True, file=io.StringIO()), PlainProgress)
+    f = io.StringIO()
+    bar = PlainProgress(100, initial=20, desc="run", file=f, interval=3600)
+    for _ in range(30):
+        bar.update(1)
+        bar.set_postfix({"loss": "2.500"})
+    bar.write("step 50: val loss 2.4")
+    bar.close()
+    lines = f.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0] == "run: step 21/100 (21%)" and lines[1].startswith("run: step 50/100 (50%), ")
+    assert lines[1].endswith(" steps/s, loss=2.500") and "\r" not in f.getvalue()
+    quiet = io.StringIO()
+    bar = PlainProgress(10, desc="q", file=quiet, disable=True)
+    bar.update(5)
+    bar.close()
+    assert quiet.getvalue() == ""

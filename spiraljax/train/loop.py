@@ -16,6 +16,7 @@ changes. Only the keys in :data:`RESUMABLE_KEYS` may change on resume; the chang
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import sys
 import time
@@ -25,7 +26,6 @@ from typing import Any, Callable, Iterable
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from spiraljax import config as config_lib
 from spiraljax.config import Config
@@ -40,6 +40,7 @@ from spiraljax.train.distributed import is_primary
 from spiraljax.train.lock import RunLock
 from spiraljax.train.metrics import MetricsWriter, NullWriter
 from spiraljax.train.optim import lr_schedule, make_optimizer
+from spiraljax.train.progress import progress_bar
 from spiraljax.train.sharding import batch_shardings, make_mesh, replicated, shard_batch, state_shardings
 from spiraljax.train.step import init_state, make_train_step
 
@@ -111,6 +112,19 @@ def _describe(changes: dict[str, tuple[Any, Any]], keys: Iterable[str], limit: i
 def holds_run(run: Path) -> bool:
     """A directory :func:`train` has started in: it has a config.yaml or a checkpoints/ folder."""
     return (run / "config.yaml").is_file() or (run / "checkpoints").is_dir()
+
+
+def reached_step(run: Path) -> int:
+    """The newest step saved in ``run/checkpoints`` (legacy ``latest``/``best`` too), from the directory
+    names alone (0 when none): the step a resume of ``run`` continues from, at most."""
+    root = run / "checkpoints"
+    dirs = [d for base in (root, root / "latest", root / "best") if base.is_dir() for d in base.iterdir()]
+    return max((int(d.name) for d in dirs if d.name.isdigit() and d.is_dir()), default=0)
+
+
+def resume_command(run: Path) -> str:
+    """The command that continues ``run`` (its config.yaml is the config; nothing else is needed)."""
+    return f"python train.py --workdir {shlex.quote(str(run))} --resume"
 
 
 class _StopFlag:
@@ -233,6 +247,11 @@ def _check_resume(cfg: Config, run: Path, ckpt: Checkpointer, abstract_state: di
         return {}
     changes = config_changes(_saved_config(saved), cfg.to_dict()) if saved.is_file() else {}
     refused = [k for k in changes if not resumable(k)]
+    reached = reached_step(run)
+    if cfg.train.steps < reached:
+        raise RunError(f"{run}: cannot resume with train.steps {cfg.train.steps}: the run has already reached step "
+                       f"{reached}. Nothing was changed: resume without lowering train.steps, or extend it with "
+                       f"--set train.steps=N (N > {reached})")
     mismatch = ckpt.incompatibility(abstract_state)
     if mismatch:
         what = _describe(changes, refused or changes) if changes else "no config key (was the model code changed?)"
@@ -266,7 +285,8 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     if resume and ckpt.has_checkpoints():
         state = ckpt.restore(state)
         start, restored = int(state["step"]), True
-        print(f"resumed {run} at step {start}")
+        said = f"; changed: {_describe(changes, changes, limit=len(changes))}" if changes else ""
+        print(f"resumed {run} at step {start}{said}")
     elif resume:
         print(f"note: {run} has no checkpoint yet; starting from scratch")
     primary = is_primary()   # multi-process: every process computes, process 0 writes the run's files
@@ -307,8 +327,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 _warn("sampling", step, err)
         return m
 
-    bar = tqdm(total=tc.steps, initial=start, disable=not (tc.progress and primary), dynamic_ncols=True, mininterval=1.0,
-               desc=cfg.name, file=sys.stderr)
+    bar = progress_bar(tc.steps, start, cfg.name, enabled=tc.progress and primary)   # plain lines unless a terminal
     interrupted = False
     t_last, steps_since = time.time(), 0
     with _StopFlag() as stop:
@@ -335,7 +354,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 ckpt.save(state)
                 interrupted = True
                 bar.write(f"received {signal.Signals(stop.signum).name}: saved checkpoint at step {step}; "
-                          f"resume with --resume")
+                          f"resume with: {resume_command(run)}")
                 break
     bar.close()
     ckpt.wait()
