@@ -49,14 +49,43 @@ def main(argv: list[str] | None = None) -> int:
     from spiraljax import config as config_lib
     from spiraljax.errors import USER_ERRORS
 
+    if args.distributed and args.help_config is None:
+        return _distributed_main(args, config_lib, USER_ERRORS)
+    return _main(args, config_lib, USER_ERRORS)
+
+
+def _distributed_main(args: argparse.Namespace, config_lib, user_errors) -> int:
+    """``--distributed``: one process of a multi-process run. Only process 0 prints; an error names
+    the process it happened in; a peer lost mid-run ends this process with one line (see
+    :mod:`spiraljax.train.distributed`); a normal end shuts the coordination service down."""
+    import jax
+
+    from spiraljax.train import distributed
+
+    try:
+        distributed.initialize()   # before loading a config: that imports the model families, which may touch JAX
+    except user_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    n, me = jax.process_count(), jax.process_index()
+    where = f"process {me} of {n}: " if n > 1 else ""
+    try:
+        status = _main(args, config_lib, user_errors, where)
+    except Exception as err:
+        distributed.peer_failure(err)   # a lost peer ends the process here, with one line
+        distributed.finish(failed=True)
+        raise
+    distributed.finish(failed=status != 0)
+    if status == 0:
+        jax.distributed.shutdown()
+    return status
+
+
+def _main(args: argparse.Namespace, config_lib, user_errors, where: str = "") -> int:
     try:
         if args.help_config is not None:
             print(config_lib.describe(args.help_config))
             return 0
-        if args.distributed:  # before loading a config: that imports the model families, which may touch JAX
-            from spiraljax.train.distributed import initialize
-
-            initialize()
         if args.config:
             cfg = config_lib.load(args.config, args.set)
         else:
@@ -71,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         from spiraljax.experiment import run
 
         result = run(cfg, workdir, resume=args.resume)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+    except user_errors as err:
+        print(f"error: {where}{err}", file=sys.stderr)
         return 2
     val = result.val
     summary = f"; val loss {val['loss']:.4f}, {result.unit} {val['bpc']:.4f}" if val else ""

@@ -270,7 +270,8 @@ class Checkpointer:
         except FileNotFoundError:  # another process of a multi-host run moved it first
             pass
         c.mngr.reload()
-        print(f"warning: checkpoint {c.path} is unreadable ({_problem(err)}); moved it to {dst}", file=sys.stderr)
+        if jax.process_index() == 0:   # every process of a multi-process run meets it: one line
+            print(f"warning: checkpoint {c.path} is unreadable ({_problem(err)}); moved it to {dst}", file=sys.stderr)
         return dst
 
     def restore(self, template: dict) -> dict:

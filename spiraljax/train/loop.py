@@ -16,6 +16,7 @@ changes. Only the keys in :data:`RESUMABLE_KEYS` may change on resume; the chang
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -128,14 +129,22 @@ def resume_command(run: Path) -> str:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and exits."""
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and exits.
 
-    def __init__(self) -> None:
+    Several processes: they must stop at the same step, or the checkpoint (written by all of them)
+    is never complete. SIGTERM then stays with JAX's preemption notifier, which tells every process;
+    SIGINT is passed on to it as SIGTERM; and the loop asks
+    ``multihost_utils.reached_preemption_sync_point(step)`` at every step, which becomes true at the
+    same step in every process (one past the furthest step any of them had reached).
+    """
+
+    def __init__(self, processes: int = 1) -> None:
+        self.multi = processes > 1
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT,) if self.multi else (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. a notebook worker): no handlers
@@ -144,6 +153,24 @@ class _StopFlag:
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
+        if self.multi:
+            os.kill(os.getpid(), signal.SIGTERM)   # JAX's preemption notice reaches every process
+
+    def stop_now(self, step: int) -> bool:
+        """Whether to save and stop after ``step`` (called once per step, in every process)."""
+        if self.multi:
+            from jax.experimental import multihost_utils
+
+            try:
+                return multihost_utils.reached_preemption_sync_point(step)
+            except RuntimeError:   # the preemption service is switched off: this process's signals only
+                pass
+        return self.signum is not None
+
+    def describe(self) -> str:
+        if self.multi:
+            return "stopped by a signal to one of the run's processes"
+        return f"received {signal.Signals(self.signum).name}"
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -330,7 +357,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     bar = progress_bar(tc.steps, start, cfg.name, enabled=tc.progress and primary)   # plain lines unless a terminal
     interrupted = False
     t_last, steps_since = time.time(), 0
-    with _StopFlag() as stop:
+    with _StopFlag(jax.process_count()) as stop:
         step = start
         while step < end:
             batch = shard_batch(batch_for_step(dataset, step, tc.grad_accum), mesh, lead)
@@ -350,11 +377,10 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 bar.write(f"step {step}: val loss {val['loss']:.4f}  {unit} {val['bpc']:.4f}  PPL {val['ppl']:.2f}")
             if step % cfg.checkpoint.every == 0 or step == end:
                 ckpt.save(state)
-            if stop.signum is not None:
+            if stop.stop_now(step):
                 ckpt.save(state)
                 interrupted = True
-                bar.write(f"received {signal.Signals(stop.signum).name}: saved checkpoint at step {step}; "
-                          f"resume with: {resume_command(run)}")
+                bar.write(f"{stop.describe()}: saved checkpoint at step {step}; resume with: {resume_command(run)}")
                 break
     bar.close()
     ckpt.wait()
