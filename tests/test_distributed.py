@@ -270,3 +270,4 @@ def test_peer_watch_finds_a_silent_or_failed_peer_and_ignores_a_finished_one():
     b.finish()
     assert a.wait_for_verdict(1.0) is None and verdicts == []     # a finished peer is not lost
     a.finish()
+    assert not a.thread.is_alive()   # finish() waits for it: no thread inside the client at exit

@@ -16,7 +16,10 @@ import time
 
 def serve(address: str, processes: int, heartbeat_s: int, shutdown_s: int, linger_s: float) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the run decides when the service ends, not Ctrl-C
-    from jax._src.lib import _jax
+    try:   # the extension alone: importing jax would add seconds to process 0's start
+        from jaxlib import _jax
+    except ImportError:
+        from jax._src.lib import _jax
 
     service = _jax.get_distributed_runtime_service(address, processes, heartbeat_timeout=heartbeat_s,
                                                    shutdown_timeout=shutdown_s)

@@ -75,6 +75,7 @@ def initialize() -> None:
         global WATCH
         WATCH = PeerWatch(state.client, state.process_id, state.num_processes, timeout)
         WATCH.start()
+        atexit.register(WATCH.finish)   # a normal exit that did not call finish(): done (see finish)
 
 
 def _jax_state():
@@ -250,8 +251,15 @@ class PeerWatch:
                      "resume the run with --resume")
 
     def finish(self, failed: bool = False) -> None:
-        """Stop watching; tell the peers this process ended normally (``done``) or ``failed``."""
+        """Stop watching; tell the peers this process ended normally (``done``) or ``failed``. Only
+        the first call counts. Waits for the watch thread to leave the client: a thread still inside
+        a C++ call when the interpreter finalizes is ended by ``pthread_exit``, which aborts the process
+        ("FATAL: exception not rethrown")."""
+        if self._stop.is_set():
+            return
         self._stop.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout=10)
         with contextlib.suppress(Exception):
             self._publish("failed" if failed else "done")
 
