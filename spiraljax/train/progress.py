@@ -58,9 +58,10 @@ class PlainProgress:
 
 
 def progress_bar(total: int, initial: int, desc: str, enabled: bool, file: TextIO | None = None):
-    """A tqdm bar when ``file`` (stderr) is a terminal, else :class:`PlainProgress`; silent unless ``enabled``."""
+    """A tqdm bar when ``file`` (stderr) is a terminal or in a Jupyter kernel (tqdm.auto draws a
+    widget there), else :class:`PlainProgress`; silent unless ``enabled``."""
     file = file if file is not None else sys.stderr
-    if hasattr(file, "isatty") and file.isatty():
+    if (hasattr(file, "isatty") and file.isatty()) or "ipykernel" in sys.modules:
         return tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True, mininterval=1.0,
                     desc=desc, file=file)
     return PlainProgress(total, initial, desc, file, disable=not enabled)
