@@ -176,9 +176,12 @@ def _check_evaluate(argv: list[str]) -> str | None:
 def _check_report(argv: list[str]) -> str | None:
     from spiraljax.report import parse_args
     from spiraljax.report.lineup import LM_ENTRIES, RECALL_ENTRIES
+    from spiraljax.report.long import LONG_BUDGETS, entry_names
 
     args = parse_args(argv)
-    unknown = set(args.only.split(",")) - {e.name for e in LM_ENTRIES + RECALL_ENTRIES} if args.only else set()
+    names = (entry_names(LONG_BUDGETS[args.budget]) if args.budget in LONG_BUDGETS
+             else {e.name for e in LM_ENTRIES + RECALL_ENTRIES})
+    unknown = set(args.only.split(",")) - names if args.only else set()
     return f"--only: unknown entries {sorted(unknown)}" if unknown else None
 
 

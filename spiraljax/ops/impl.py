@@ -17,6 +17,19 @@ local_attention     ``blocked``: blocks of w queries score their own and the pre
                     sliding window, O(T·S)
 ==================  ====================================================================  =========
 
+The fast-weight write rules of ``ops/shifted.py`` and ``ops/delta.py`` have two each, ``auto`` →
+``chunked`` on every platform (``benchmarks/hebbian.py``: chunked ≥ 5× the scan forward+backward at T 4096):
+
+======================  ================================================================  =========
+op                      implementations                                                   reference
+======================  ================================================================  =========
+shifted_fast_weights    ``chunked``: causal key convolution over the window, then          ``scan``
+                        ``fast_weights`` (its ``chunked`` variants); ``scan``: the key
+                        buffer and the state stepped per position
+delta_rule              ``chunked``: the WY/UT chunk form, in the same two variants as      ``scan``
+                        ``fast_weights`` (rule below); ``scan``: one step per position
+======================  ================================================================  =========
+
 Every op takes ``impl`` (an :class:`Impl` or its string, as configs and YAML write it) and hands it to
 :func:`resolve` together with what the choice depends on; the op then runs exactly the
 implementation ``resolve`` returns. Nothing else chooses, and a bad value is a ``ValueError`` naming
@@ -53,7 +66,7 @@ Four choices depend on the inputs; the rules are these, and they live only here:
   batch (≈ 128 at B 1, ≈ 300–384 at B 16); 256 keeps training batches (16–32) on the faster path and
   costs batch-1 calls at most ≈ 1.8× in 128 ≤ T < 256. Both give the same numbers to float tolerance
   (``tests/test_spiral_ops.py``). ``length`` not given → the table's row.
-* **fast_weights, chunked** → ``chunked_per_head`` when the log decay is a per-head constant (a scalar
+* **fast_weights and delta_rule, chunked** → ``chunked_per_head`` when the log decay is a per-head constant (a scalar
   or ``[H]``, ``per_head_decay``) and the chunk ``C = min(chunk, T)`` divides ``T``: every chunk shares
   one decay table and the backward pass is hand-written. Otherwise ``chunked_general``: any decay
   broadcastable to ``[B, T, H]``, T padded to a multiple of C, differentiated by JAX. Either variant
@@ -87,6 +100,8 @@ CHOICES: dict[str, tuple[Impl, ...]] = {
     "spiral_attention": (Impl.SPARSE, Impl.DENSE),
     "fast_weights": (Impl.CHUNKED, Impl.SCAN, Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL),
     "kuramoto_scan": (Impl.SCAN, Impl.REMAT),
+    "shifted_fast_weights": (Impl.CHUNKED, Impl.SCAN),
+    "delta_rule": (Impl.CHUNKED, Impl.SCAN, Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL),
     "local_attention": (Impl.BLOCKED, Impl.DENSE),
 }
 PLATFORMS = ("cpu", "gpu", "tpu")
@@ -105,6 +120,8 @@ AUTO: dict[str, dict[str, Impl]] = {
     "spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.SPARSE, "tpu": Impl.SPARSE},
     "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
     "kuramoto_scan": {"cpu": Impl.REMAT, "gpu": Impl.REMAT, "tpu": Impl.REMAT},
+    "shifted_fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
+    "delta_rule": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
     "local_attention": {"cpu": Impl.BLOCKED, "gpu": Impl.BLOCKED, "tpu": Impl.BLOCKED},
 }
 
@@ -113,7 +130,8 @@ def allowed(op: str) -> tuple[Impl, ...]:
     """Every value ``op`` accepts, ``auto`` first.
 
     Args:
-      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "local_attention".
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "shifted_fast_weights" | "delta_rule" |
+          "local_attention".
 
     Returns:
       Tuple of :class:`Impl`.
@@ -166,12 +184,13 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
     docstring. The op dispatches on the result and on nothing else.
 
     Args:
-      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "local_attention".
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "shifted_fast_weights" | "delta_rule" |
+          "local_attention".
       impl: an :class:`Impl` or its string ("auto", "sparse", "dense", "scan", "chunked", "blocked", ...).
       platform: "cpu" | "gpu" | "tpu" (default: ``jax.default_backend()``).
       length: sequence length T (every op's rule uses it).
       chunk: fast_weights' chunk size, or kuramoto_scan's ``remat_chunk`` (None: not set).
-      per_head_decay: fast_weights only: the log decay is a scalar or ``[H]`` (not per step).
+      per_head_decay: fast_weights and delta_rule: the log decay is a scalar or ``[H]`` (not per step).
       window: local_attention only: keys per query w.
 
     Returns:
@@ -188,8 +207,8 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
         if op == "local_attention" and length is not None and (
                 length < LOCAL_DENSE_BELOW[row] or (window is not None and 2 * window >= length)):
             return Impl.DENSE
-    if op == "fast_weights":
-        return _fast_weights_variant(choice, length, chunk, per_head_decay)
+    if op in ("fast_weights", "delta_rule"):
+        return _fast_weights_variant(op, choice, length, chunk, per_head_decay)
     if op == "kuramoto_scan" and choice is Impl.REMAT:
         if chunk is None or (length is not None and chunk >= length):
             if from_auto:
@@ -199,9 +218,10 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
     return choice
 
 
-def _fast_weights_variant(choice: Impl, length: int | None, chunk: int | None, per_head_decay: bool) -> Impl:
-    """``chunked`` → ``chunked_per_head`` or ``chunked_general`` (module docstring); checks an explicit
-    ``chunked_per_head`` against the inputs."""
+def _fast_weights_variant(op: str, choice: Impl, length: int | None, chunk: int | None,
+                          per_head_decay: bool) -> Impl:
+    """``chunked`` → ``chunked_per_head`` or ``chunked_general`` (module docstring; fast_weights and
+    delta_rule alike); checks an explicit ``chunked_per_head`` against the inputs."""
     if choice not in (Impl.CHUNKED, Impl.CHUNKED_PER_HEAD) or length is None or chunk is None:
         return choice
     c = min(chunk, length)
@@ -209,7 +229,7 @@ def _fast_weights_variant(choice: Impl, length: int | None, chunk: int | None, p
     if choice is Impl.CHUNKED:
         return Impl.CHUNKED_PER_HEAD if shared_table else Impl.CHUNKED_GENERAL
     if not shared_table:
-        raise ValueError(f"fast_weights impl 'chunked_per_head' needs a per-head log decay (scalar or [H]) and a "
+        raise ValueError(f"{op} impl 'chunked_per_head' needs a per-head log decay (scalar or [H]) and a "
                          f"chunk dividing T; got T={length}, chunk={chunk}, per-head decay={per_head_decay} "
                          "(use 'chunked' or 'chunked_general')")
     return choice
