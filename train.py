@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+import glob
+import re
 import sys
 from pathlib import Path
 
@@ -48,30 +50,59 @@ def main(argv: list[str] | None = None) -> int:
     from spiraljax import config as config_lib
     from spiraljax.errors import USER_ERRORS
 
+    if args.distributed and args.help_config is None:
+        return _distributed_main(args, config_lib, USER_ERRORS)
+    return _main(args, config_lib, USER_ERRORS)
+
+
+def _distributed_main(args: argparse.Namespace, config_lib, user_errors) -> int:
+    """``--distributed``: one process of a multi-process run. Only process 0 prints; an error names
+    the process it happened in; a peer lost mid-run ends this process with one line (see
+    :mod:`spiraljax.train.distributed`); a normal end shuts the coordination service down."""
+    import jax
+
+    from spiraljax.train import distributed
+
+    try:
+        distributed.initialize()   # before loading a config: that imports the model families, which may touch JAX
+    except user_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    n, me = jax.process_count(), jax.process_index()
+    where = f"process {me} of {n}: " if n > 1 else ""
+    try:
+        status = _main(args, config_lib, user_errors, where)
+    except Exception as err:
+        distributed.peer_failure(err)   # a lost peer ends the process here, with one line
+        distributed.finish(failed=True)
+        raise
+    distributed.finish(failed=status != 0)
+    if status == 0:
+        jax.distributed.shutdown()
+    return status
+
+
+def _main(args: argparse.Namespace, config_lib, user_errors, where: str = "") -> int:
     try:
         if args.help_config is not None:
             print(help_config(args.help_config, args.config))
             return 0
-        if args.distributed:  # before loading a config: that imports the model families, which may touch JAX
-            from spiraljax.train.distributed import initialize
-
-            initialize()
-        if args.resume and args.workdir and not args.config and (Path(args.workdir) / "config.yaml").is_file():
-            cfg = config_lib.load(Path(args.workdir) / "config.yaml", args.set)
-        elif args.config:
+        if args.config:
             cfg = config_lib.load(args.config, args.set)
         else:
             cfg = config_lib.load(DEFAULT_CONFIG, DEFAULT_OVERRIDES + args.set)
+        workdir = Path(args.workdir) if args.workdir else default_workdir(cfg.name, args.resume)
+        if args.resume and not args.config and (workdir / "config.yaml").is_file():
+            cfg = config_lib.load(workdir / "config.yaml", args.set)   # the run as it was, plus --set
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0
-        workdir = Path(args.workdir) if args.workdir else default_workdir(cfg.name, args.resume)
         print(f"run directory: {workdir}")
         from spiraljax.experiment import run
 
         result = run(cfg, workdir, resume=args.resume)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+    except user_errors as err:
+        print(f"error: {where}{err}", file=sys.stderr)
         return 2
     val = result.val
     summary = f"; val loss {val['loss']:.4f}, {result.unit} {val['bpc']:.4f}" if val else ""
@@ -97,14 +128,54 @@ def help_config(names: list[str], config_path: str | None) -> str:
 
 
 def default_workdir(name: str, resume: bool) -> Path:
-    """runs/<name>; if it already holds a run (and we are not resuming), the first free runs/<name>_N."""
+    """runs/<name>; if it already holds a run (and we are not resuming), the first free runs/<name>_N.
+
+    Resuming without --workdir picks the one run named ``name`` (runs/<name> or runs/<name>_N); when
+    there are several it refuses (RunError) and lists them, since any pick could be the wrong one."""
     base = Path("runs") / name
-    if resume or not (base / "checkpoints").exists():
+    if resume:
+        runs = runs_named(name)
+        if len(runs) > 1:
+            from spiraljax.errors import RunError
+            from spiraljax.train.loop import resume_command
+
+            listed = ", ".join(f"{r} ({run_state(r)})" for r in runs)
+            unfinished = [r for r in runs if not run_state(r).startswith("finished")]
+            example = resume_command((unfinished or runs)[-1])
+            raise RunError(f"--resume without --workdir could mean {len(runs)} runs named {name}: {listed}; "
+                           f"pick one with --workdir, e.g. {example}")
+        return runs[0] if runs else base
+    if not (base / "checkpoints").exists():
         return base
     n = 1
     while (Path("runs") / f"{name}_{n}" / "checkpoints").exists():
         n += 1
     return Path("runs") / f"{name}_{n}"
+
+
+def runs_named(name: str) -> list[Path]:
+    """The run directories runs/<name> and runs/<name>_N that hold a run, in order of N."""
+    from spiraljax.train.loop import holds_run
+
+    found = [p for p in Path("runs").glob(f"{glob.escape(name)}*") if re.fullmatch(rf"{re.escape(name)}(_\d+)?", p.name)]
+    return sorted((p for p in found if holds_run(p)), key=lambda p: int(p.name[len(name) + 1:] or -1))
+
+
+def run_state(run: Path) -> str:
+    """"finished at step 800", "at step 400 of 800" or "no checkpoint yet", from the directory alone."""
+    from spiraljax import config as config_lib
+    from spiraljax.train.loop import reached_step
+
+    step = reached_step(run)
+    try:
+        steps = config_lib.read_yaml(run / "config.yaml")["train"]["steps"]
+    except Exception:   # no or unreadable config.yaml: the step alone
+        steps = None
+    if not step:
+        return "no checkpoint yet"
+    if steps is not None and step >= steps:
+        return f"finished at step {step}"
+    return f"at step {step}" + (f" of {steps}" if steps is not None else "")
 
 
 if __name__ == "__main__":

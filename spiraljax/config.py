@@ -14,6 +14,7 @@ and the file it came from. ``python train.py --help-config`` lists every field w
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
@@ -308,19 +309,93 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None, source: st
     return raw
 
 
+def _section_fields(raw: dict[str, Any]) -> dict[str, set[str] | None]:
+    """The field names of each section a config built from ``raw`` has (model/data: of the family /
+    source ``raw`` names; None when that name is unknown: validation reports it)."""
+    out: dict[str, set[str] | None] = {}
+    for name, field in Config.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, Registered):
+            body = raw.get(name) if isinstance(raw.get(name), dict) else {}
+            sub = ann.registered().get(body.get(ann.KEY, "transformer" if ann is ModelConfig else "text"))
+            out[name] = set(sub.model_fields) if sub else None
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            out[name] = set(ann.model_fields)
+    return out
+
+
+def check_override_keys(raw: dict[str, Any], overrides: list[str] | None) -> None:
+    """Refuse a ``--set`` key the config does not have, blaming the override (not the file) and
+    suggesting the closest key: ``--set train.step=100: unknown key train.step (did you mean
+    train.steps?)``. A key another model family / data source has names the one in use instead."""
+    sections = _section_fields(raw)
+    known = {k for k in Config.model_fields if k not in sections}
+    known |= {f"{sec}.{f}" for sec, fields in sections.items() for f in fields or ()}
+    for item in overrides or []:
+        dotted = item.split("=", 1)[0].strip()
+        section, _, key = dotted.partition(".")
+        if section in sections and sections[section] is None:
+            continue   # an unknown family/source: from_dict names the choices
+        if dotted in known or section in sections and not key or f"{section}.{key.split('.')[0]}" in known:
+            continue   # a known key (or a value inside a list/tuple field: validation checks it)
+        if section in sections and issubclass(Config.model_fields[section].annotation, Registered):
+            cls = Config.model_fields[section].annotation
+            if any(key in sub.model_fields for sub in cls.registered().values()):
+                chosen = (raw.get(section) or {}).get(cls.KEY, "transformer" if cls is ModelConfig else "text")
+                raise ConfigError(f"--set {item}: unknown key {dotted} for {section}.{cls.KEY} {chosen}")
+        close = _closest_key(dotted, sections)
+        hint = f" (did you mean {close}?)" if close else ""
+        raise ConfigError(f"--set {item}: unknown key {dotted}{hint}")
+
+
+def _closest_key(dotted: str, sections: dict[str, set[str] | None]) -> str | None:
+    """The known key ``dotted`` was probably meant to be: section and field names compared separately
+    (``modle.d_model`` → ``model.d_model``, ``train.step`` → ``train.steps``); None when nothing is close."""
+    section, _, key = dotted.partition(".")
+    tops = [k for k in Config.model_fields if k not in sections]
+    if not key:
+        close = difflib.get_close_matches(section, tops + list(sections), n=1, cutoff=0.6)
+        return close[0] if close else None
+    if section not in sections:
+        close = difflib.get_close_matches(section, list(sections), n=1, cutoff=0.6)
+        if not close:
+            return None
+        section = close[0]
+    fields = sorted(sections[section] or ())
+    head = key.split(".")[0]
+    match = [head] if head in fields else difflib.get_close_matches(head, fields, n=1, cutoff=0.6)
+    return f"{section}.{match[0]}" if match else None
+
+
+CONFIG_DIR = "configs"
+
+
 def find_config(path: str | Path) -> Path:
     """The config file ``path`` names: as given (absolute, or relative to the current directory), else
-    relative to the project root. Raises ConfigError naming every place it looked."""
+    relative to the project root. A bare name (no directory) is also looked up in ``configs/`` of
+    both, with ``.yaml`` added when it has no extension: ``transformer_tiny`` is
+    ``configs/transformer_tiny.yaml``. Raises ConfigError naming the file once, every distinct place
+    it looked and, when one is close, the shipped config it probably meant."""
     path = Path(path)
     if path.is_file():
         return path
-    tried = [path.resolve()]
-    if not path.is_absolute():
-        candidate = PROJECT_ROOT / path
-        if candidate.is_file():
-            return candidate
-        tried.append(candidate)
-    raise ConfigError(f"{path}: config file not found (looked in {' and '.join(str(t) for t in tried)})")
+    bases = [Path.cwd()] if path.is_absolute() else [Path.cwd(), PROJECT_ROOT]
+    names = [path]
+    if not path.is_absolute() and path.parent == Path("."):
+        names.append(Path(CONFIG_DIR) / (path.name if path.suffix else f"{path.name}.yaml"))
+    tried: list[Path] = []
+    for name in names:
+        for base in bases:
+            candidate = base / name
+            if candidate.is_file():
+                return candidate
+            if candidate.resolve() not in tried:
+                tried.append(candidate.resolve())
+    shipped = sorted(p.stem for p in (PROJECT_ROOT / CONFIG_DIR).glob("*.yaml"))
+    close = difflib.get_close_matches(path.stem, shipped, n=1, cutoff=0.6)
+    hint = f"; did you mean {CONFIG_DIR}/{close[0]}.yaml?" if close else ""
+    where = "" if tried == [path] else f" (looked in {', '.join(map(str, tried))})"
+    raise ConfigError(f"{path}: config file not found{where}{hint}")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -349,7 +424,9 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     raw = read_yaml(path) if path is not None else {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections")
-    return from_dict(apply_overrides(drop_retired(raw), overrides, source), source)
+    raw = apply_overrides(drop_retired(raw), overrides, source)
+    check_override_keys(raw, overrides)
+    return from_dict(raw, source)
 
 
 def save(cfg: Config, path: str | Path) -> None:

@@ -1,10 +1,23 @@
-"""Shared fixtures: tiny configs so every compile is cheap."""
+"""Shared fixtures: tiny configs so every compile is cheap.
+
+Precision: every test runs with float32 matrix products at full precision
+(``jax_default_matmul_precision = "highest"``, also for the CLI subprocesses through
+``JAX_DEFAULT_MATMUL_PRECISION``). The tolerances compare fast paths with their references and
+models with float64/numpy results; they are set for float32 arithmetic. On a CPU this changes
+nothing (its float32 products are exact either way, bit for bit); on an NVIDIA GPU the default would
+be TF32 products (10-bit mantissa, ~1e-3 relative), which no 1e-5 tolerance survives. A test of
+reduced-precision behaviour says so itself (``model.dtype=bfloat16``), it does not rely on this default.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import jax
 import pytest
+
+MATMUL_PRECISION = "highest"
+jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)
 
 ROOT = Path(__file__).resolve().parent.parent   # the project root (configs/, data/, train.py)
 
@@ -30,7 +43,7 @@ def tiny_cfg(tmp_path):
 
 def subprocess_env(devices: int | None = None) -> dict[str, str]:
     """Environment for CLI subprocesses (spiraljax is imported from the installed package)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_DEFAULT_MATMUL_PRECISION=MATMUL_PRECISION)
     if devices:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env

@@ -62,7 +62,7 @@ def test_the_docs_family_registers_and_documents_its_fields(family):
     text = config.describe([FAMILY])
     assert "model.hidden: int = 256  —  hidden units of the MLP" in text
     assert "model.d_model: int = 64  —  width of the hidden state" in text   # the shared DModel description
-    with pytest.raises(ConfigError, match=f"model.n_heads: unknown key for model.family {FAMILY}"):
+    with pytest.raises(ConfigError, match=f"unknown key model.n_heads for model.family {FAMILY}"):
         config.load(None, [f"model.family={FAMILY}", "model.n_heads=4"])
 
 

@@ -87,7 +87,7 @@ def test_dtype_and_remat_are_fields_of_every_trainable_family(family):
 
 
 def test_holographic_has_no_dtype():
-    with pytest.raises(ConfigError, match="model.dtype: unknown key for model.family holographic"):
+    with pytest.raises(ConfigError, match="unknown key model.dtype for model.family holographic"):
         config.load(None, ["model.family=holographic", "model.dtype=bfloat16"])
 
 

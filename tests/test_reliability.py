@@ -172,12 +172,18 @@ def test_resume_with_a_changed_model_is_refused_in_one_line_and_changes_nothing(
     assert train(config.load(run / "config.yaml"), run, resume=True).step == 10   # ...and resumable
 
 
-def test_resume_may_change_length_and_schedule_and_records_it(saved_run, tmp_path):
+def test_resume_may_change_length_and_schedule_and_records_it(saved_run, tmp_path, capfd):
     run = copy_run(saved_run, tmp_path)
     with pytest.raises(RunError, match=r"cannot resume with train\.seed 0 → 3"):
         train(config.load(run / "config.yaml", ["train.seed=3"]), run, resume=True)
+    before = snapshot(run)
+    with pytest.raises(RunError, match=r"cannot resume with train\.steps 8: the run has already reached step 10"):
+        train(config.load(run / "config.yaml", ["train.steps=8"]), run, resume=True)
+    assert snapshot(run) == before                          # steps are never lowered below the step reached
+    capfd.readouterr()
     result = train(config.load(run / "config.yaml", ["train.steps=12", "train.lr=5e-3"]), run, resume=True)
     assert result.step == 12
+    assert f"resumed {run} at step 10; changed: train.lr 0.01 → 0.005, train.steps 10 → 12\n" in capfd.readouterr().out
     assert config.load(run / "config.yaml").train.steps == 12
     info = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "info" and "resumed_at" in r]
     assert info == [{"step": 10, "kind": "info", "resumed_at": 10,
@@ -203,11 +209,43 @@ def test_corrupt_newest_checkpoint_is_moved_aside_and_the_retrained_step_is_kept
 
 
 def test_every_checkpoint_unreadable_is_one_line(saved_run, tmp_path):
+    """The whole stderr is one line per problem: nothing printed at interpreter exit (before: now and
+    then "coroutine 'Store._get_array_metadatas' was never awaited", "Future exception was never
+    retrieved" or "Event loop is closed" tracebacks after the error line)."""
     run = copy_run(saved_run, tmp_path)
     for step in (5, 10):
         corrupt(run / "checkpoints" / str(step))
     r = cli(ROOT / "train.py", "--workdir", run, "--resume")
-    assert r.returncode == 2 and "every checkpoint is unreadable" in r.stderr.strip().splitlines()[-1], r.stderr
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 3 and r.stderr.endswith("\n"), r.stderr
+    assert [line.split(" is unreadable")[0] for line in lines[:2]] == [
+        f"warning: checkpoint {run}/checkpoints/{step}" for step in (10, 5)], r.stderr
+    assert lines[2] == f"error: {run}/checkpoints: every checkpoint is unreadable (moved to {run}/checkpoints/corrupt)"
+
+
+def test_a_failed_restore_leaves_no_pending_orbax_task(saved_run, tmp_path, monkeypatch, capsys):
+    """The cause of the noise above: Orbax gathers several read tasks on a fresh event loop; when one
+    fails, the loop used to be closed with the others still pending (their coroutines were then
+    garbage-collected unawaited, e.g. at exit). Every loop must now close with no pending task."""
+    import asyncio
+
+    from spiraljax.errors import CheckpointError
+
+    run = copy_run(saved_run, tmp_path)
+    for step in (5, 10):
+        corrupt(run / "checkpoints" / str(step))
+    pending_at_close = []
+    close = asyncio.BaseEventLoop.close
+
+    def spy(loop):
+        pending_at_close.append(sum(not t.done() for t in asyncio.all_tasks(loop)))
+        close(loop)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "close", spy)
+    with pytest.raises(CheckpointError, match="every checkpoint is unreadable"):
+        load_run(run, "latest")
+    assert capsys.readouterr().err.count("is unreadable") == 2
+    assert pending_at_close and not any(pending_at_close), pending_at_close
 
 
 def test_a_run_in_the_old_two_manager_layout_is_read_and_resumed(saved_run, tmp_path, capfd):
@@ -239,44 +277,45 @@ def test_load_run_in_a_notebook_prints_one_line_per_problem(saved_run, tmp_path)
     assert r.stderr.count("\n") == 1 and f"checkpoint {run}/checkpoints/10 is unreadable" in r.stderr, r.stderr
 
 
-def test_only_orbax_leftovers_are_silenced():
-    """The unraisable-exception filter drops what a failed Orbax restore leaves behind and nothing else."""
-    from types import SimpleNamespace
+def test_draining_loops_cancel_and_await_their_pending_tasks_before_closing():
+    """What Orbax's run_sync does (new loop, run_until_complete of a gather that fails fast, close)
+    leaves the slower sibling pending; inside draining_event_loops it is cancelled and awaited (its
+    finally runs) before the loop closes, and the previous policy is back afterwards."""
+    import asyncio
 
-    from spiraljax.train.checkpoint import _is_orbax_leftover
+    from spiraljax.train.async_teardown import DrainingEventLoop, draining_event_loops
 
-    def coroutine_from(filename):
-        scope: dict = {}
-        exec(compile("async def read():\n    pass\n", filename, "exec"), scope)
-        return scope["read"]()
+    ran_finally = []
 
-    orbax_coro = coroutine_from("/x/site-packages/orbax/checkpoint/serialization.py")
-    user_coro = coroutine_from("/x/mine.py")
-    try:
-        assert _is_orbax_leftover(SimpleNamespace(exc_value=RuntimeError("Event loop is closed"), object=None))
-        assert _is_orbax_leftover(SimpleNamespace(exc_value=Exception("read error"), object=orbax_coro))
-        assert not _is_orbax_leftover(SimpleNamespace(exc_value=Exception("read error"), object=user_coro))
-        assert not _is_orbax_leftover(SimpleNamespace(exc_value=RuntimeError("other"), object=None))
-    finally:
-        orbax_coro.close()
-        user_coro.close()
+    async def slow():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            ran_finally.append(True)
 
+    async def fails():
+        raise ValueError("truncated")
 
-def test_only_abandoned_orbax_tasks_are_dropped_from_the_asyncio_log():
-    """Under load a failed restore can also leave asyncio 'Task exception was never retrieved' records
-    (seen once in CI-like runs); only those of Orbax coroutines are dropped."""
-    import logging
+    async def read():
+        await asyncio.gather(slow(), fails())   # the first error is raised at once; slow() goes on
 
-    from spiraljax.train.checkpoint import _drop_orbax_tasks
+    def orbax_like_run_sync():
+        loop = asyncio.new_event_loop()
+        try:
+            with pytest.raises(ValueError):
+                loop.run_until_complete(read())
+            return loop, [t for t in asyncio.all_tasks(loop) if not t.done()]
+        finally:
+            loop.close()
 
-    def record(msg):
-        return logging.LogRecord("asyncio", logging.ERROR, "x.py", 1, msg, None, None)
-
-    orbax = ("Task exception was never retrieved\nfuture: <Task finished coro=<async_deserialize() done, "
-             "defined at /v/lib/site-packages/orbax/checkpoint/_src/serialization/serialization.py:394>>")
-    mine = "Task exception was never retrieved\nfuture: <Task finished coro=<fetch() done, defined at /x/mine.py:3>>"
-    assert not _drop_orbax_tasks(record(orbax))
-    assert _drop_orbax_tasks(record(mine)) and _drop_orbax_tasks(record("Event loop stopped before Future completed."))
+    policy = asyncio.get_event_loop_policy()
+    with draining_event_loops():
+        loop, pending = orbax_like_run_sync()
+    assert isinstance(loop, DrainingEventLoop) and len(pending) == 1 and pending[0].cancelled()
+    assert ran_finally == [True] and asyncio.get_event_loop_policy() is policy
+    loop, pending = orbax_like_run_sync()          # a plain loop: the task is left pending for good
+    assert not isinstance(loop, DrainingEventLoop) and not pending[0].done() and ran_finally == [True]
+    pending[0].get_coro().close()
 
 
 def test_resume_of_a_missing_or_empty_workdir_is_refused(tmp_path):
@@ -368,3 +407,81 @@ def test_evaluate_refuses_unknown_options_and_suites_that_do_not_fit(saved_run, 
         r = cli(ROOT / "evaluate.py", run, "--suite", suite)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, (suite, r.stdout, r.stderr)
         assert "does not fit" in r.stderr and why in r.stderr, (suite, r.stderr)
+
+
+# ----------------------------------------------------------------------------- resume picks the right run; errors point at the fix
+def test_cli_config_errors_name_the_culprit_once_and_suggest_the_fix(tmp_path):
+    r = cli(ROOT / "train.py", "--set", "train.step=100", "--print-config", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr == "error: --set train.step=100: unknown key train.step (did you mean train.steps?)\n", r.stderr
+    r = cli(ROOT / "train.py", "--config", "nope.yaml", cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.count(str(ROOT / "nope.yaml")) == 1, r.stderr
+    r = cli(ROOT / "train.py", "--config", "transformer_tiny", "--print-config", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and config.load(ROOT / "configs" / "transformer_tiny.yaml").to_yaml() == r.stdout, r.stderr
+    with pytest.raises(config.ConfigError, match=r"did you mean configs/transformer_tiny\.yaml\?"):
+        config.load("transformer_tin")
+    with pytest.raises(config.ConfigError, match=r"^--set modle\.d_model=3: unknown key modle\.d_model \(did you mean model\.d_model\?\)$"):
+        config.load(ROOT / "configs" / "transformer_tiny.yaml", ["modle.d_model=3"])
+
+
+def test_a_bare_resume_that_could_mean_two_runs_refuses_and_lists_them(saved_run, tmp_path):
+    """The issue's transcript: a finished runs/spiralformer_femto_default and an interrupted ..._1;
+    a bare ``python train.py --resume`` used to continue the finished one and lower its train.steps
+    to the default experiment's."""
+    runs = tmp_path / "runs"
+    first, second = runs / "spiralformer_femto_default", runs / "spiralformer_femto_default_1"
+    shutil.copytree(saved_run, first)
+    shutil.copytree(saved_run, second)
+    shutil.rmtree(second / "checkpoints" / "10")
+    before = snapshot(first)
+    r = cli(ROOT / "train.py", "--resume", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert ("could mean 2 runs named spiralformer_femto_default: runs/spiralformer_femto_default (finished at "
+            "step 10), runs/spiralformer_femto_default_1 (at step 5 of 10)") in r.stderr, r.stderr
+    assert "python train.py --workdir runs/spiralformer_femto_default_1 --resume" in r.stderr
+    assert snapshot(first) == before
+    shutil.rmtree(second)
+    r = cli(ROOT / "train.py", "--resume", cwd=tmp_path)   # one run of that name: it, with its own config
+    assert r.returncode == 0 and "resumed runs/spiralformer_femto_default at step 10\n" in r.stdout, r.stdout + r.stderr
+    assert config.load(first / "config.yaml").train.steps == 10
+
+
+def test_an_interrupted_run_prints_the_command_that_resumes_it_and_plain_progress_lines(tmp_path, capfd):
+    """SIGTERM mid-run (sent from the evaluation hook at step 5): the message is the complete resume
+    command; with stderr not a terminal, progress comes as plain lines (no carriage-return frames)."""
+    from spiraljax.train.loop import TrainHooks, train as bare_train
+
+    def stop_at_first_eval(cfg, model, dataset):
+        def evaluate(params, step):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return {"loss": 1.0, "bpc": 1.0, "ppl": 1.0}
+        return TrainHooks(evaluate=evaluate)
+
+    run = tmp_path / "my run"
+    result = bare_train(tiny_cfg(tmp_path, "train.progress=true"), run, hooks=stop_at_first_eval)
+    assert result.interrupted and result.step == 5
+    out = capfd.readouterr()
+    assert f"received SIGTERM: saved checkpoint at step 5; resume with: python train.py --workdir '{run}' --resume\n" in out.out
+    assert "\r" not in out.err and "tiny: step 1/10 (10%)" in out.err and out.err.splitlines()[-1].startswith("tiny: step 5/10"), out.err
+
+
+def test_plain_progress_lines_are_periodic():
+    import io
+
+    from spiraljax.train.progress import PlainProgress, progress_bar
+
+    assert isinstance(progress_bar(10, 0, "x", enabled=True, file=io.StringIO()), PlainProgress)
+    f = io.StringIO()
+    bar = PlainProgress(100, initial=20, desc="run", file=f, interval=3600)
+    for _ in range(30):
+        bar.update(1)
+        bar.set_postfix({"loss": "2.500"})
+    bar.write("step 50: val loss 2.4")
+    bar.close()
+    lines = f.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0] == "run: step 21/100 (21%)" and lines[1].startswith("run: step 50/100 (50%), ")
+    assert lines[1].endswith(" steps/s, loss=2.500") and "\r" not in f.getvalue()
+    quiet = io.StringIO()
+    bar = PlainProgress(10, desc="q", file=quiet, disable=True)
+    bar.update(5)
+    bar.close()
+    assert quiet.getvalue() == ""

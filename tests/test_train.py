@@ -267,7 +267,7 @@ def test_signal_then_resume_matches_uninterrupted(full_run, tmp_path, sig):
 def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--set", "model.bogus=1"], cwd=tmp_path,
                        env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "model.bogus: unknown key" in r.stderr
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown key model.bogus" in r.stderr
     r = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tmp_path / "nope")], cwd=tmp_path,
                        env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "run directory not found" in r.stderr

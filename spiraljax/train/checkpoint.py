@@ -15,9 +15,11 @@ resumes, an unreadable step is moved (never deleted) to ``RUN/checkpoints/corrup
 warning line and the previous step is used; reading a run never moves anything. Runs written before
 this layout (``checkpoints/latest/<step>`` and ``checkpoints/best/<step>``) are still read and resumed.
 
-Orbax's routine absl notices and the asyncio tracebacks its reader threads leave behind after a
-failed restore ("Event loop is closed") are filtered (:func:`quiet_orbax`), so every problem is
-reported in exactly one line.
+Orbax's routine absl notices are filtered (:func:`quiet_orbax`). A failed read used to leave Orbax
+tasks pending on a closed event loop (printed at exit as "coroutine … was never awaited", "Event loop
+is closed" …); every read now runs inside :func:`~spiraljax.train.async_teardown.draining_event_loops`,
+whose loops cancel and await their tasks before closing, so every problem is reported in exactly one
+line and nothing follows it.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import orbax.checkpoint as ocp
 
 from spiraljax import config as config_lib
 from spiraljax.errors import CheckpointError
+from spiraljax.train.async_teardown import draining_event_loops
 
 ITEMS = ("params", "opt_state", "meta", "carry")   # carry: only in train.carry_state runs
 LEGACY_KINDS = ("latest", "best")   # the layout before one manager: checkpoints/<kind>/<step>
@@ -52,44 +55,16 @@ def _drop_orbax_notices(record: logging.LogRecord) -> bool:
     return not _is_orbax_notice(record)
 
 
-def _is_orbax_task_leftover(record: logging.LogRecord) -> bool:
-    """asyncio's "Task exception was never retrieved" for an Orbax read task that a failed restore
-    abandoned (logged when the task is garbage-collected, so it appears or not depending on timing)."""
-    text = record.getMessage()
-    return "Task exception was never retrieved" in text and "/orbax/" in text.replace("\\", "/")
-
-
-def _drop_orbax_tasks(record: logging.LogRecord) -> bool:
-    return not _is_orbax_task_leftover(record)
-
-
-def _is_orbax_leftover(unraisable) -> bool:
-    """An unraisable exception left behind by a failed Orbax restore: tensorstore callbacks hitting
-    the closed event loop, or Orbax read coroutines garbage-collected with their read error."""
-    exc, obj = unraisable.exc_value, unraisable.object
-    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-        return True
-    code = getattr(obj, "cr_code", None)
-    return code is not None and "orbax" in code.co_filename.replace("\\", "/").split("/")
-
-
 def quiet_orbax() -> None:
-    """Silence Orbax's below-ERROR absl records and the unraisable tracebacks and abandoned-task
-    errors a failed restore leaves behind (:func:`_is_orbax_leftover`, :func:`_is_orbax_task_leftover`), so each problem is reported once, by us. Everything
-    else is passed on unchanged. Idempotent."""
+    """Silence Orbax's below-ERROR absl records (routine notices), so each problem is reported once,
+    by us. Nothing else is filtered: the asyncio leftovers a failed restore used to leave behind are
+    prevented at their cause (:func:`first_readable` reads inside
+    :func:`~spiraljax.train.async_teardown.draining_event_loops`). Idempotent."""
     global _QUIET_INSTALLED
     if _QUIET_INSTALLED:
         return
     _QUIET_INSTALLED = True
     logging.getLogger("absl").addFilter(_drop_orbax_notices)
-    logging.getLogger("asyncio").addFilter(_drop_orbax_tasks)
-    previous = sys.unraisablehook
-
-    def hook(unraisable) -> None:
-        if not _is_orbax_leftover(unraisable):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
 
 
 # ----------------------------------------------------------------------------- the manager
@@ -208,7 +183,8 @@ def val_loss_of(c: Candidate) -> float | None:
             metrics = c.mngr.metrics(c.step)
             return _val_loss(metrics) if metrics else None
         if c.kind == "best":
-            meta = c.mngr.restore(c.step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            with draining_event_loops():
+                meta = c.mngr.restore(c.step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
             return float(meta["val_loss"])
     except Exception:
         return None
@@ -234,7 +210,8 @@ def first_readable(candidates: list[Candidate], read: Callable[[Candidate], Any]
     ``on_error`` is told of every one that fails (warn, or move aside). None when none reads."""
     for c in candidates:
         try:
-            return c, read(c)
+            with draining_event_loops():   # a failed read leaves no pending Orbax task behind
+                return c, read(c)
         except Exception as err:
             on_error(c, err)
     return None
@@ -297,7 +274,8 @@ class Checkpointer:
         except FileNotFoundError:  # another process of a multi-host run moved it first
             pass
         c.mngr.reload()
-        print(f"warning: checkpoint {c.path} is unreadable ({_problem(err)}); moved it to {dst}", file=sys.stderr)
+        if jax.process_index() == 0:   # every process of a multi-process run meets it: one line
+            print(f"warning: checkpoint {c.path} is unreadable ({_problem(err)}); moved it to {dst}", file=sys.stderr)
         return dst
 
     def restore(self, template: dict) -> dict:

@@ -16,6 +16,8 @@ changes. Only the keys in :data:`RESUMABLE_KEYS` may change on resume; the chang
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
 import signal
 import sys
 import time
@@ -25,7 +27,6 @@ from typing import Any, Callable, Iterable
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from spiraljax import config as config_lib
 from spiraljax.config import Config
@@ -40,6 +41,7 @@ from spiraljax.train.distributed import is_primary
 from spiraljax.train.lock import RunLock
 from spiraljax.train.metrics import MetricsWriter, NullWriter
 from spiraljax.train.optim import lr_schedule, make_optimizer
+from spiraljax.train.progress import progress_bar
 from spiraljax.train.sharding import batch_shardings, make_mesh, replicated, shard_batch, state_shardings
 from spiraljax.train.step import check_carry, init_state, make_train_step
 
@@ -113,15 +115,36 @@ def holds_run(run: Path) -> bool:
     return (run / "config.yaml").is_file() or (run / "checkpoints").is_dir()
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and exits."""
+def reached_step(run: Path) -> int:
+    """The newest step saved in ``run/checkpoints`` (legacy ``latest``/``best`` too), from the directory
+    names alone (0 when none): the step a resume of ``run`` continues from, at most."""
+    root = run / "checkpoints"
+    dirs = [d for base in (root, root / "latest", root / "best") if base.is_dir() for d in base.iterdir()]
+    return max((int(d.name) for d in dirs if d.name.isdigit() and d.is_dir()), default=0)
 
-    def __init__(self) -> None:
+
+def resume_command(run: Path) -> str:
+    """The command that continues ``run`` (its config.yaml is the config; nothing else is needed)."""
+    return f"python train.py --workdir {shlex.quote(str(run))} --resume"
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and exits.
+
+    Several processes: they must stop at the same step, or the checkpoint (written by all of them)
+    is never complete. SIGTERM then stays with JAX's preemption notifier, which tells every process;
+    SIGINT is passed on to it as SIGTERM; and the loop asks
+    ``multihost_utils.reached_preemption_sync_point(step)`` at every step, which becomes true at the
+    same step in every process (one past the furthest step any of them had reached).
+    """
+
+    def __init__(self, processes: int = 1) -> None:
+        self.multi = processes > 1
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT,) if self.multi else (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. a notebook worker): no handlers
@@ -130,6 +153,24 @@ class _StopFlag:
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
+        if self.multi:
+            os.kill(os.getpid(), signal.SIGTERM)   # JAX's preemption notice reaches every process
+
+    def stop_now(self, step: int) -> bool:
+        """Whether to save and stop after ``step`` (called once per step, in every process)."""
+        if self.multi:
+            from jax.experimental import multihost_utils
+
+            try:
+                return multihost_utils.reached_preemption_sync_point(step)
+            except RuntimeError:   # the preemption service is switched off: this process's signals only
+                pass
+        return self.signum is not None
+
+    def describe(self) -> str:
+        if self.multi:
+            return "stopped by a signal to one of the run's processes"
+        return f"received {signal.Signals(self.signum).name}"
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -240,6 +281,11 @@ def _check_resume(cfg: Config, run: Path, ckpt: Checkpointer, abstract_state: di
         return {}
     changes = config_changes(_saved_config(saved), cfg.to_dict()) if saved.is_file() else {}
     refused = [k for k in changes if not resumable(k)]
+    reached = reached_step(run)
+    if cfg.train.steps < reached:
+        raise RunError(f"{run}: cannot resume with train.steps {cfg.train.steps}: the run has already reached step "
+                       f"{reached}. Nothing was changed: resume without lowering train.steps, or extend it with "
+                       f"--set train.steps=N (N > {reached})")
     mismatch = ckpt.incompatibility(abstract_state)
     if mismatch:
         what = _describe(changes, refused or changes) if changes else "no config key (was the model code changed?)"
@@ -276,7 +322,8 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
         state = ckpt.restore(state)
         start, restored = int(state["step"]), True
         train_seconds = float(ckpt.restored_meta.get("train_seconds", 0.0))
-        print(f"resumed {run} at step {start}")
+        said = f"; changed: {_describe(changes, changes, limit=len(changes))}" if changes else ""
+        print(f"resumed {run} at step {start}{said}")
     elif resume:
         print(f"note: {run} has no checkpoint yet; starting from scratch")
     data_sha = getattr(dataset, "sha256", None)
@@ -321,8 +368,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 _warn("sampling", step, err)
         return m
 
-    bar = tqdm(total=tc.steps, initial=start, disable=not (tc.progress and primary), dynamic_ncols=True, mininterval=1.0,
-               desc=cfg.name, file=sys.stderr)
+    bar = progress_bar(tc.steps, start, cfg.name, enabled=tc.progress and primary)   # plain lines unless a terminal
     interrupted = False
     t_last, steps_since = time.time(), 0
     t_mark: float | None = time.time()   # start of the current stretch of training steps
@@ -331,7 +377,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
         """Wall seconds of training so far: the stretches between validation passes."""
         return train_seconds + (time.time() - t_mark if t_mark is not None else 0.0)
 
-    with _StopFlag() as stop:
+    with _StopFlag(jax.process_count()) as stop:
         step = start
         while step < end:
             batch = shard_batch(batch_for_step(dataset, step, tc.grad_accum), mesh, lead)
@@ -354,11 +400,10 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 bar.write(f"step {step}: val loss {val['loss']:.4f}  {unit} {val['bpc']:.4f}  PPL {val['ppl']:.2f}")
             if step % cfg.checkpoint.every == 0 or step == end:
                 ckpt.save(state, meta={"train_seconds": elapsed()})
-            if stop.signum is not None:
+            if stop.stop_now(step):
                 ckpt.save(state, meta={"train_seconds": elapsed()})
                 interrupted = True
-                bar.write(f"received {signal.Signals(stop.signum).name}: saved checkpoint at step {step}; "
-                          f"resume with --resume")
+                bar.write(f"{stop.describe()}: saved checkpoint at step {step}; resume with: {resume_command(run)}")
                 break
     bar.close()
     ckpt.wait()
