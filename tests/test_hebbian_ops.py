@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from spiraljax.ops.hebbian import fast_weights
+from spiraljax.ops.impl import resolve
 
 
 def inputs(t=50, b=2, h=3, d=4, seed=0):
@@ -31,6 +32,34 @@ def test_chunked_equals_scan_with_gradients(chunk, decay):
     np.testing.assert_allclose(sc, ss, rtol=1e-4, atol=1e-4)
     for a, b in zip(gc, gs):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+# per-head decay, C | T = 48: the hand-written backward (1: a chunk per step, 64 > T: one chunk);
+# 5 ∤ T and per-step decays: the JAX-differentiated general variant
+@pytest.mark.parametrize("chunk, decay, variant", [(1, "head", "chunked_per_head"), (16, "head", "chunked_per_head"),
+                                                   (64, "head", "chunked_per_head"), (5, "head", "chunked_general"),
+                                                   (16, "step", "chunked_general")])
+def test_chunked_equals_scan_in_float64(chunk, decay, variant):
+    """Values, final state and every gradient (q, k, v, the log decay, the initial state) to ~1e-12."""
+    with jax.enable_x64(True):
+        q, k, v, key = (x.astype(jnp.float64) if i < 3 else x for i, x in enumerate(inputs(t=48)))
+        s0 = jax.random.normal(key, (2, 3, 4, 4), jnp.float64)
+        g = (jnp.log(jnp.array([0.1, 0.7, 0.999], jnp.float64)) if decay == "head"
+             else -jax.nn.softplus(jax.random.normal(key, (2, 48, 3), jnp.float64)))
+        assert resolve("fast_weights", "chunked", length=48, chunk=chunk, per_head_decay=decay == "head") == variant
+
+        def loss(impl, *a):
+            o, s = fast_weights(*a[:4], initial_state=a[4], impl=impl, chunk=chunk)
+            return jnp.sum(jnp.sin(o)) + 0.1 * jnp.sum(jnp.cos(s)), (o, s)
+
+        (gs, (os_, ss)), (gc, (oc, sc)) = (
+            jax.jit(jax.grad(loss, argnums=(1, 2, 3, 4, 5), has_aux=True), static_argnums=0)(impl, q, k, v, g, s0)
+            for impl in ("scan", "chunked"))
+        assert oc.dtype == jnp.float64 and gc[0].dtype == jnp.float64
+        np.testing.assert_allclose(oc, os_, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(sc, ss, rtol=0, atol=1e-12)
+        for a, b in zip(gc, gs):  # the decay's gradient reaches ~5e3 (λ 0.999): relative 1e-13 there
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-11)
 
 
 def test_hand_written_backward_with_initial_state_equals_scan():

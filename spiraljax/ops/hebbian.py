@@ -3,7 +3,7 @@
     S_t = exp(g_t)·S_{t−1} + k_tᵀ v_t,      o_t = q_t S_t
 
 ``q, k, v`` are ``[B, T, H, D]``, ``log_decay`` g broadcastable to ``[B, T, H]`` (≤ 0), the state
-``S`` is ``[B, H, D, D]`` in fp32. The feature map φ and the plasticity α are the caller's.
+``S`` is ``[B, H, D, D]`` in fp32 (fp64 when an input is fp64: the float64 equality tests). The feature map φ and the plasticity α are the caller's.
 
 Chunked form (chunk C, cumulative in-chunk log decay L_i = Σ_{m≤i} g_m):
 
@@ -32,10 +32,15 @@ import jax.numpy as jnp
 from spiraljax.ops.impl import Impl, resolve
 
 
-def _prepare(q, k, v, log_decay):
+def _dtype(*xs) -> jnp.dtype:
+    """fp32, or fp64 when an input is fp64 (the x64 equality tests)."""
+    return jnp.float64 if any(jnp.asarray(x).dtype == jnp.float64 for x in xs if x is not None) else jnp.float32
+
+
+def _prepare(q, k, v, log_decay, dtype=jnp.float32):
     b, t, h, _ = q.shape
-    g = jnp.broadcast_to(jnp.asarray(log_decay, jnp.float32), (b, t, h))
-    return q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32), g
+    g = jnp.broadcast_to(jnp.asarray(log_decay, dtype), (b, t, h))
+    return q.astype(dtype), k.astype(dtype), v.astype(dtype), g
 
 
 def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array, initial_state: jax.Array | None) -> None:
@@ -60,9 +65,10 @@ def fast_weights_scan(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.A
       ``(o, S_T)`` as :func:`fast_weights`.
     """
     _check_shapes(q, k, v, initial_state)
-    q, k, v, g = _prepare(q, k, v, log_decay)
+    dt = _dtype(q, k, v, log_decay, initial_state)
+    q, k, v, g = _prepare(q, k, v, log_decay, dt)
     b, t, h, d = q.shape
-    s0 = jnp.zeros((b, h, d, v.shape[-1]), jnp.float32) if initial_state is None else initial_state.astype(jnp.float32)
+    s0 = jnp.zeros((b, h, d, v.shape[-1]), dt) if initial_state is None else initial_state.astype(dt)
 
     def step(s, x):
         qt, kt, vt, gt = x
@@ -98,17 +104,17 @@ def fast_weights_chunked(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: ja
         raise ValueError(f"fast_weights_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | chunked_general "
                          "(the scan is fast_weights_scan)")
     c = min(chunk, t)
-    s0 = jnp.zeros((b, h, d, v.shape[-1]), jnp.float32) if initial_state is None else initial_state.astype(jnp.float32)
+    dt = _dtype(q, k, v, log_decay, initial_state)
+    s0 = jnp.zeros((b, h, d, v.shape[-1]), dt) if initial_state is None else initial_state.astype(dt)
     if which is Impl.CHUNKED_PER_HEAD:
-        g = jnp.broadcast_to(jnp.asarray(log_decay, jnp.float32), (h,))
-        return _chunked_per_head(q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32), g, s0, c,
-                                 unroll)
+        g = jnp.broadcast_to(jnp.asarray(log_decay, dt), (h,))
+        return _chunked_per_head(q.astype(dt), k.astype(dt), v.astype(dt), g, s0, c, unroll)
     return _chunked_general(q, k, v, log_decay, s0, c, unroll)
 
 
 def _chunked_general(q, k, v, log_decay, s0, c, unroll):
     """Any decay broadcastable to [B, T, H] (per-step values included); differentiated by JAX."""
-    q, k, v, g = _prepare(q, k, v, log_decay)
+    q, k, v, g = _prepare(q, k, v, log_decay, s0.dtype)
     b, t, h, d = q.shape
     e = v.shape[-1]
     pad = (-t) % c
@@ -140,7 +146,7 @@ def _chunked_general(q, k, v, log_decay, s0, c, unroll):
 def _decay_tables(g, c: int):
     """Per-head tables for a constant log decay g [H]: D [H, C, C], e^{L} and e^{L_{C−1} − L} [H, C, 1],
     e^{L_{C−1}} [H, 1, 1], with L_i = (i+1)·g."""
-    cum = jnp.arange(1, c + 1, dtype=jnp.float32)[None, :] * g[:, None]
+    cum = jnp.arange(1, c + 1, dtype=g.dtype)[None, :] * g[:, None]
     causal = jnp.tril(jnp.ones((c, c), bool))
     dm = jnp.exp(jnp.where(causal, cum[:, :, None] - cum[:, None, :], -jnp.inf))
     return dm, jnp.exp(cum)[..., None], jnp.exp(cum[:, -1:] - cum)[..., None], jnp.exp(cum[:, -1])[:, None, None]
@@ -203,7 +209,7 @@ def _chunked_per_head_bwd(c, unroll, res, cotangents):
     ds0, (dq, dk, dv) = jax.lax.scan(step, d_final, xs, reverse=True, unroll=unroll)
     dq, dk, dv = _from_chunks(dq), _from_chunks(dk), _from_chunks(dv)
     t = q.shape[1]
-    pos = jnp.arange(1, t + 1, dtype=jnp.float32)[None, :, None]  # L_t = (t+1)·g
+    pos = jnp.arange(1, t + 1, dtype=q.dtype)[None, :, None]  # L_t = (t+1)·g
     dl = jnp.sum(q * dq, -1) - jnp.sum(k * dk, -1)               # dL/dL_t, [B, T, H]
     dg = jnp.sum(pos * dl, axis=(0, 1)) + t * jnp.sum(d_final * final, axis=(0, 2, 3))
     return dq, dk, dv, dg, ds0
@@ -229,7 +235,7 @@ def fast_weights(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array 
       chunk: chunk size of the chunked form.
 
     Returns:
-      ``(o [B, T, H, Dv], S_T [B, H, D, Dv])`` in fp32.
+      ``(o [B, T, H, Dv], S_T [B, H, D, Dv])`` in fp32 (fp64 for fp64 inputs).
     """
     _check_shapes(q, k, v, initial_state)
     which = resolve("fast_weights", impl, length=q.shape[1], chunk=chunk, per_head_decay=jnp.ndim(log_decay) <= 1)
