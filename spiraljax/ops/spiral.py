@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
