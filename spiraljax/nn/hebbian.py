@@ -234,7 +234,7 @@ class LocalHead(nn.Module):
     parameters): the reasoning loop's residual z grows without bound (rms 1 → 10 in 50 steps), which
     saturated the gates and hid the byte inputs; ``embed_std``: the byte embedding's init scale, 1 so
     that both halves of ``x_j`` start at unit scale (0.02 made ``E W_i`` 50× smaller than the context's
-    share). Both measured in docs/results/hebbian.md ("Sensitive to float rounding").
+    share). Both measured in docs/results/hebbian.md ("Stable under float rounding").
     """
 
     hidden: int = 256
