@@ -132,3 +132,42 @@ def test_recall_suite_reports_accuracy_by_length(tmp_path):
     res = get_suite("recall").fn(EvalContext(tmp_path / "run", options={"lengths": "16,32", "batches": "1"}))
     accs = list(res.data["accuracy"].values())[0]
     assert set(accs) == {"16", "32"} and all(0.0 <= a <= 1.0 for a in accs.values())
+
+
+@pytest.fixture(scope="module")
+def head_and_inputs():
+    from spiraljax.nn.hebbian import LocalHead
+    head = LocalHead(16)
+    ctx = jax.random.normal(jax.random.key(0), (64, 8))
+    prev = jax.random.randint(jax.random.key(1), (64, 4), 0, 256).at[:, 0].set(256)
+    other = prev.at[:, 1:].set((prev[:, 1:] + 1 + jax.random.randint(jax.random.key(3), (64, 3), 0, 254)) % 256)
+    return head, head.init(jax.random.key(2), ctx, prev), ctx, prev, other
+
+
+def test_head_hears_the_bytes_whatever_the_context_scale(head_and_inputs):
+    """The reasoning loop's residual grows (rms 1 → 10, the head's context projection to rms 20–30 in
+    50 steps at the 300-step budget): with the context unnormalised that saturated the GRU gates, the
+    earlier bytes of a patch stopped reaching the logits and runs sat on a plateau whose escape was
+    decided by float rounding. With ``context_norm`` the head is invariant to the context's scale."""
+    head, params, ctx, prev, other = head_and_inputs
+    logits = jax.jit(lambda c, p: head.apply(params, c, p))
+    np.testing.assert_allclose(logits(30.0 * ctx, prev), logits(ctx, prev), atol=1e-4)
+
+    def byte_effect(scale):  # how much bytes 1..3 of a patch move the logits of the bytes after them
+        return float(jnp.sqrt(jnp.mean((logits(scale * ctx, prev) - logits(scale * ctx, other))[:, 1:] ** 2)))
+
+    assert byte_effect(30.0) > 0.5 * byte_effect(1.0) > 0
+
+
+def test_head_byte_and_context_inputs_start_at_the_same_scale(head_and_inputs):
+    """At init the two halves of the GRU input x_j = [E(b_{j−1}); W_p z] reach the gates at
+    comparable scale (the byte embedding's old init, std 0.02, made its share 50× smaller)."""
+    head, params, ctx, prev, _ = head_and_inputs
+    p = params["params"]
+    h = 16
+    w_i = jnp.concatenate([p["gru"][f"i{g}"]["kernel"] for g in "rzn"], -1)
+    byte_part = p["embed"]["embedding"] @ w_i[:h]
+    norm = (ctx - ctx.mean(-1, keepdims=True)) / ctx.std(-1, keepdims=True)
+    ctx_part = (norm @ p["ctx"]["kernel"] + p["ctx"]["bias"]) @ w_i[h:]
+    ratio = float(jnp.sqrt(jnp.mean(byte_part ** 2) / jnp.mean(ctx_part ** 2)))
+    assert 0.25 < ratio < 4.0, ratio

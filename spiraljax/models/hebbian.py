@@ -43,6 +43,10 @@ class HebbianConfig(AttentionConfig):
     window: int = Field(128, gt=0, description="sliding-window attention span, in patches")
     reasoning_steps: int = Field(3, ge=0, description="iterations of the reasoning loop over the latents")
     head_hidden: int = Field(256, gt=0, description="hidden width of the GRU local head")
+    head_context_norm: bool = Field(True, description="LayerNorm (no parameters) on the head's context latent; "
+                                                      "false: the pre-stability head (docs/results/hebbian.md)")
+    head_embed_std: float = Field(1.0, gt=0, description="init std of the head's byte embedding (0.02 before "
+                                                         "the stability fix)")
     memory_impl: Literal["chunked", "scan"] = Field("chunked", description="fast-weight memory: chunked "
                                                                            "parallel form or a sequential scan")
     memory_chunk: int = Field(64, gt=0, description="patches per chunk of the chunked memory")
@@ -94,7 +98,7 @@ class HebbianLM(nn.Module):
                              cfg.memory_rule, cfg.shift_kernel, name=f"block_{i}") for i in range(cfg.n_layers)]
         self.final_ln = nn.LayerNorm()
         self.reasoning = ReasoningLoop(cfg.reasoning_steps, dtype)
-        self.head = LocalHead(cfg.head_hidden)
+        self.head = LocalHead(cfg.head_hidden, cfg.head_context_norm, cfg.head_embed_std)
         self.empty_latent = self.param("empty_latent", nn.initializers.normal(0.02), (cfg.d_model,))
 
     def latents(self, tokens, alpha, state=None, train: bool = False):

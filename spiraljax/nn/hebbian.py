@@ -229,14 +229,24 @@ class LocalHead(nn.Module):
     Fast path: the input side is linear, so ``W_i x_j = (E W_i^emb)[b_{j−1}] + W_i^ctx W_p z`` — one
     257-row table and one projection per patch instead of a matmul per byte; only ``W_h h`` stays in
     the loop. ``reference=True`` runs ``nn.GRUCell`` on the same parameters (tested equal).
+
+    ``context_norm``: the context enters as ``W_p LN(z)`` (LayerNorm without scale or bias, so no new
+    parameters): the reasoning loop's residual z grows without bound (rms 1 → 10 in 50 steps), which
+    saturated the gates and hid the byte inputs; ``embed_std``: the byte embedding's init scale, 1 so
+    that both halves of ``x_j`` start at unit scale (0.02 made ``E W_i`` 50× smaller than the context's
+    share). Both measured in docs/results/hebbian.md ("Stable under float rounding").
     """
 
     hidden: int = 256
+    context_norm: bool = True
+    embed_std: float = 1.0
 
     @nn.compact
     def __call__(self, context, prev_bytes, reference: bool = False):
         """``context [N, d]``, ``prev_bytes [N, P]`` (start symbol 256 first) → logits ``[N, P, 256]``."""
-        embed = nn.Embed(257, self.hidden, embedding_init=nn.initializers.normal(0.02), name="embed")
+        embed = nn.Embed(257, self.hidden, embedding_init=nn.initializers.normal(self.embed_std), name="embed")
+        if self.context_norm:
+            context = nn.LayerNorm(use_scale=False, use_bias=False, name="context_norm")(context)
         ctx = nn.Dense(self.hidden, name="ctx")(context)
         out = nn.Dense(256, name="out")
         h = jnp.zeros((context.shape[0], self.hidden), ctx.dtype)
