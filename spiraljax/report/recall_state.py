@@ -194,7 +194,7 @@ def build_recall_report(budget: RecallBudget, seeds: int | None = None, name: st
     for seed in seed_list:          # seed-major: an interrupted report has every model at its first seeds
         for entry in picked:
             path = root / f"{entry.name}_s{seed}.json"
-            want = {"budget": key, "overrides": run_overrides(entry, budget, seed)}
+            want = json.loads(json.dumps({"budget": key, "overrides": run_overrides(entry, budget, seed)}))
             try:
                 saved = json.loads(path.read_text(encoding="utf-8"))
                 result = saved["value"] if saved.get("key") == want else None
