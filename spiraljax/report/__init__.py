@@ -124,7 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     every = {**BUDGETS, **LONG_BUDGETS, **RECALL_BUDGETS}
     p.add_argument("--budget", choices=sorted(every), default="small",
-                   help="; ".join(f"{b.name}: {b.description}" for b in every.values()))
+                   help="; ".join(f"{b.name}: {b.description}" for b in every.values()).replace("%", "%%"))
     p.add_argument("--seeds", type=int, help="number of seeds (default: the budget's, 3)")
     p.add_argument("--name", help="report name (default: the budget's name)")
     p.add_argument("--out", default="reports", help="where reports/<name>/ is written (default: reports)")

@@ -70,7 +70,7 @@ _SMOKE_SUITE = ("docs=2", "doc_bytes=2048", "buckets=0,256,1024", "lengths=32,64
 LONG_BUDGETS: dict[str, LongBudget] = {
     "long": LongBudget("long", "long", None, seeds=3,
                        description="the six *_long configs as shipped (T 512, 240 steps × 4 rows) + the "
-                                   "long_context suite, 3 seeds (≈1 h on 2 quiet CPU cores)"),
+                                   "long_context suite, 3 seeds (27 min measured on 2 CPU cores)"),
     "long-smoke": LongBudget("long-smoke", "long", 4, seeds=2, overrides=_TINY, suite=_SMOKE_SUITE,
                              description="the long line-up at tiny sizes, 4 steps: checks the pipeline"),
     "sparse": LongBudget("sparse", "sparse", 120, seeds=3, lengths=(1024, 4096),
