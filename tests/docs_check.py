@@ -178,8 +178,12 @@ def _check_report(argv: list[str]) -> str | None:
     from spiraljax.report.lineup import LM_ENTRIES, RECALL_ENTRIES
     from spiraljax.report.long import LONG_BUDGETS, entry_names
 
+    from spiraljax.report.recall_state import RECALL_BUDGETS
+    from spiraljax.report.recall_state import entry_names as recall_names
+
     args = parse_args(argv)
     names = (entry_names(LONG_BUDGETS[args.budget]) if args.budget in LONG_BUDGETS
+             else recall_names() if args.budget in RECALL_BUDGETS
              else {e.name for e in LM_ENTRIES + RECALL_ENTRIES})
     unknown = set(args.only.split(",")) - names if args.only else set()
     return f"--only: unknown entries {sorted(unknown)}" if unknown else None

@@ -120,8 +120,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m spiraljax.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     from spiraljax.report.long import LONG_BUDGETS
+    from spiraljax.report.recall_state import RECALL_BUDGETS
 
-    every = {**BUDGETS, **LONG_BUDGETS}
+    every = {**BUDGETS, **LONG_BUDGETS, **RECALL_BUDGETS}
     p.add_argument("--budget", choices=sorted(every), default="small",
                    help="; ".join(f"{b.name}: {b.description}" for b in every.values()).replace("%", "%%"))
     p.add_argument("--seeds", type=int, help="number of seeds (default: the budget's, 3)")
@@ -150,11 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None and args.seeds < 1:
         print("error: --seeds must be ≥ 1", file=sys.stderr)
         return 2
+    from spiraljax.report import recall_state
     from spiraljax.report.long import LONG_BUDGETS, build_long_report, entry_names
 
     long = args.budget in LONG_BUDGETS
-    budget = LONG_BUDGETS[args.budget] if long else BUDGETS[args.budget]
-    names = entry_names(budget) if long else {e.name for e in LM_ENTRIES + RECALL_ENTRIES}
+    mqar = args.budget in recall_state.RECALL_BUDGETS
+    budget = (LONG_BUDGETS[args.budget] if long else recall_state.RECALL_BUDGETS[args.budget] if mqar
+              else BUDGETS[args.budget])
+    names = (entry_names(budget) if long else recall_state.entry_names() if mqar
+             else {e.name for e in LM_ENTRIES + RECALL_ENTRIES})
     only = set(args.only.split(",")) if args.only else None
     if only and only - names:
         print(f"error: --only: unknown entries {sorted(only - names)} (choose from {sorted(names)})", file=sys.stderr)
@@ -170,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if long:
             report = build_long_report(budget, args.seeds, args.name, args.out, args.runs, only)
+        elif mqar:
+            report = recall_state.build_recall_report(budget, args.seeds, args.name, args.out, args.runs, only)
         else:
             report = build_report(budget, args.seeds, args.name, args.out, args.runs, only, not args.no_recall)
     except USER_ERRORS as err:
@@ -179,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped: {err or 'interrupted'}", file=sys.stderr)
         return 130
     if targets:
-        from spiraljax.report import render_long
+        from spiraljax.report import render_long, render_recall
 
-        block = render_long.readme_block(report) if long else render.readme_block(report)
+        block = (render_long.readme_block(report) if long else render_recall.block(report) if mqar
+                 else render.readme_block(report))
         updated = render.update_docs(targets, args.name or budget.name, block)
         print(f"updated {', '.join(map(str, updated))}")
     return 0
