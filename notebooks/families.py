@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import spiraljax
+from spiraljax import holographic as H
 from spiraljax.data import glyphs
 from spiraljax.eval.generation import generate_streaming
-from spiraljax.models import holographic as H
 from spiraljax.ops import rhythm
 from spiraljax.ops.hebbian import fast_weights
 from spiraljax.ops.kuramoto import order_parameter

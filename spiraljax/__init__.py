@@ -8,7 +8,7 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-_LAZY = {"config", "models", "ops", "nn", "data", "train", "eval"}
+_LAZY = {"config", "models", "holographic", "ops", "nn", "data", "train", "eval"}
 
 
 def __getattr__(name: str) -> Any:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from spiraljax import config
+from spiraljax import holographic as H
 from spiraljax.eval import holographic as suite
-from spiraljax.models import holographic as H
+from spiraljax.holographic import read
 from spiraljax.ops import clifford as Cl
 from spiraljax.ops.toroidal import satellite_phases, toroidal_attention, toroidal_attention_reference
 
@@ -128,20 +129,20 @@ def test_exact_recall_and_paradox_lanes(substitution):
 def test_similarity_read_in_chunks_equals_one_block(substitution, monkeypatch):
     contexts, _, queries, *_, states = substitution
     state, q = states["general"], jnp.asarray(queries[:10])
-    mixed = jnp.concatenate([q[:3], jnp.asarray(contexts[:5]), q[3:5]])   # blocks of 4: mixed, stored, padded
+    mixed = jnp.concatenate([q[:3], jnp.asarray(contexts[:5]), q[3:5]])   # changed and stored contexts
     def both(st, q_, m_):       # a fresh function each call, so each traces with the QUERY_CHUNK of its time
-        return H.similarity_read(st, q_, 4096), H._best_scores(st, m_, 4096)
+        return H.similarity_read(st, q_, 4096), H.best_scores(st, m_, 4096)
 
     whole, whole_best = jax.jit(lambda *a: both(*a))(state, q, mixed)
-    monkeypatch.setattr(H, "QUERY_CHUNK", 4)                  # 10 queries → 3 chunks, the last one padded
+    monkeypatch.setattr(read, "QUERY_CHUNK", 4)             # 10 queries → 2 batches of 4 and a remainder of 2
     chunked, chunked_best = jax.jit(lambda *a: both(*a))(state, q, mixed)
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(chunked[1], whole[1])
     np.testing.assert_allclose(chunked_best, whole_best, rtol=1e-5, atol=1e-6)
     # which contexts the memory holds: every stored one, none of the changed ones
     stored = {tuple(c) for c in contexts.tolist()}
-    assert bool(H._registered(state, jnp.asarray(contexts), 4096).all())
-    np.testing.assert_array_equal(H._registered(state, jnp.asarray(queries), 4096),
+    assert bool(H.registered(state, jnp.asarray(contexts), 4096).all())
+    np.testing.assert_array_equal(H.registered(state, jnp.asarray(queries), 4096),
                                   [tuple(c) in stored for c in queries.tolist()])
 
 

@@ -26,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spiraljax import holographic as H
 from spiraljax.config import ConfigError
 from spiraljax.data.text import read_corpus
 from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
-from spiraljax.models import holographic as H
 from spiraljax.ops.clifford import context_product
+from spiraljax.ops.constants import PHI
 
 POSITIONS = ("first", "middle", "last")
 # --opt defaults (module docstring): stored contexts, dream seeds, bindings per slot of the overloaded store,
@@ -42,7 +43,7 @@ RECENCY_VARIANTS = (0.5, 1.0)     # position weights φ^(−r·(n−1−i)) also
 _learn = jax.jit(H.learn, static_argnums=3)
 _retrieve = jax.jit(H.retrieve, static_argnums=2)
 _similarity_read = jax.jit(H.similarity_read, static_argnums=(2, 3, 4))
-_best_scores = jax.jit(H._best_scores, static_argnums=2)
+_best_scores = jax.jit(H.best_scores, static_argnums=2)
 
 
 def _cfg(ctx: EvalContext, mode: str, **updates) -> H.HolographicConfig:
@@ -166,7 +167,7 @@ def generalisation(ctx: EvalContext, rng: np.random.Generator, n_items: int, n_q
 def with_recency(state, recency: float):
     """The same memory read with position weights w_i = φ^(−recency·(n−1−i)) (as ``model.recency``)."""
     n = state["position_weights"].shape[0]
-    return {**state, "position_weights": H.PHI ** (-recency * jnp.arange(n - 1, -1, -1, dtype=jnp.float32))}
+    return {**state, "position_weights": PHI ** (-recency * jnp.arange(n - 1, -1, -1, dtype=jnp.float32))}
 
 
 def _scores(state, contexts: np.ndarray, cap: int) -> np.ndarray:

@@ -12,7 +12,7 @@ The master output is Σ_k a_k out_k with a_k ∝ φ^−(k mod 4).
 ``toroidal_attention`` is a standalone sequence op (benchmarked in ``benchmarks/holographic.py``): the
 holographic memory has no sequence to attend over (a context is a few tokens). What the memory shares
 with it is the phase kernel ``phase_kernel`` = (1 + cos Δ)/2, applied there to the angle Δ between
-position-wise multivectors of a query and a stored context (``models/holographic.py``).
+position-wise multivectors of a query and a stored context (``spiraljax/holographic/read.py``).
 """
 from __future__ import annotations
 
