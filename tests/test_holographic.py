@@ -223,13 +223,18 @@ def test_generate_is_seeded_and_batched():
 
 
 def test_suite_refuses_bad_options_in_one_line():
-    from spiraljax.config import ConfigError
-    from spiraljax.eval.suites import EvalContext, get_suite
+    from spiraljax.errors import SuiteError
+    from spiraljax.eval.suites import EvalContext, check_options, get_suite
 
-    ctx = EvalContext(None, options={"config": str(config.PROJECT_ROOT / "configs" / "holographic.yaml"),
-                                     "items": "0"})
-    with pytest.raises(ConfigError, match="items"):
-        get_suite("holographic").fn(ctx)
+    suite = get_suite("holographic")
+    for key, value, match in (("items", "0", "items='0'.*≥ 1"), ("seeds", "two", "seeds='two'.*whole number")):
+        ctx = EvalContext(None, options={"config": str(config.PROJECT_ROOT / "configs" / "holographic.yaml"),
+                                         key: value})
+        with pytest.raises(SuiteError, match=match):
+            suite.fn(ctx)
+        with pytest.raises(SuiteError, match=match):            # evaluate.py's check, before anything runs
+            check_options([suite], ctx.options)
+    assert suite.values(EvalContext(None))["items"] == 2000
 
 
 @pytest.mark.slow

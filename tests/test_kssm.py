@@ -362,13 +362,26 @@ def test_bank_size_must_exceed_twice_the_harmonics_or_be_declared():
         assert m.population_readout or m.full_phase_readout, name
 
 
-def test_causality_option_errors_are_one_line():
-    from spiraljax.eval.causality import parse_values
+def test_causality_options_are_parsed_once_and_errors_are_one_line():
+    """The registry parses the options with the defaults of the registration; the suite checks what
+    the values mean before it loads a model."""
+    from spiraljax.errors import SuiteError
+    from spiraljax.eval.suites import EvalContext, get_suite
 
-    assert parse_values("0.1,0.9") == parse_values([0.1, 0.9]) == [0.1, 0.9]
-    for bad in ("0.1,x", "0.5"):
-        with pytest.raises(KeyError, match="--opt values"):
-            parse_values(bad)
+    suite = get_suite("causality")
+    defaults = {"quantity": "R", "values": [0.1, 0.3, 0.5, 0.7, 0.9], "sequences": 100}
+    assert suite.values(EvalContext(None)) == defaults
+    suite.values(EvalContext(None))["values"].append(2.0)                  # a caller's copy, not the default
+    assert suite.values(EvalContext(None)) == defaults
+    assert suite.values(EvalContext(None, options={"values": "0.1, 0.9", "sequences": "7"})) == \
+        {"quantity": "R", "values": [0.1, 0.9], "sequences": 7}
+    for bad, error, match in (("values=0.1,x", SuiteError, "--opt values='0.1,x'.*comma-separated numbers"),
+                              ("sequences=0", SuiteError, "sequences='0'.*≥ 1"),
+                              ("values=0.5", KeyError, "--opt values.*at least two values"),
+                              ("values=0.5,1.5", KeyError, "R lies in")):
+        key, value = bad.split("=")
+        with pytest.raises(error, match=match):
+            suite.fn(EvalContext(None, options={key: value}))
 
 
 def test_correlation_of_a_constant_quantity_is_zero_not_nan():
