@@ -1,9 +1,12 @@
-"""The suite registry parses ``--opt`` values once (types, defaults, minimums)."""
+"""The suite registry parses ``--opt`` values once (types, defaults, minimums) and the shared helpers of
+the suites: validation batches, mean ± sd."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from spiraljax.errors import SuiteError
+from spiraljax.errors import DataError, SuiteError
+from spiraljax.eval.lm import validation_batches
 from spiraljax.eval.suites import EvalContext, Option, Suite, check_options
 
 
@@ -41,3 +44,24 @@ def test_unknown_keys_and_config_without_a_runless_suite_are_refused():
     with pytest.raises(SuiteError, match="--config is only used by suites that need no run directory"):
         check_options([make_suite()], {"config": "c.yaml"})
     check_options([make_suite(), make_suite(needs_run=False)], {"config": "c.yaml", "n": "2"})
+
+
+class Split:
+    """A validation split of ``batches`` batches of 3 sequences each."""
+
+    def __init__(self, batches: int):
+        self.batches = batches
+
+    def val_batches(self):
+        for i in range(self.batches):
+            yield {"inputs": np.full((3, 4), i)}
+
+
+def test_validation_batches_take_the_first_ones_and_repeat_only_when_asked():
+    ids = lambda batches: [int(b["inputs"][0, 0]) for b in batches]  # noqa: E731
+    assert ids(validation_batches(Split(4), 4)) == [0, 1]
+    assert ids(validation_batches(Split(4), 6)) == [0, 1]
+    assert ids(validation_batches(Split(2), 10)) == [0, 1]                      # what the split has
+    assert ids(validation_batches(Split(2), 10, repeat=True)) == [0, 1, 0, 1]   # read again until 10
+    with pytest.raises(DataError, match="no validation batches"):
+        validation_batches(Split(0), 5, repeat=True)

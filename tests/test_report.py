@@ -10,15 +10,16 @@ import pytest
 
 from conftest import TINY
 from spiraljax import config
+from spiraljax.eval import stats
 from spiraljax.report import render
 from spiraljax.report.lineup import BUDGETS, LM_ENTRIES, RECALL_ENTRIES
 
 
 def test_mean_sd_is_the_sample_sd():
-    m, s, n = render.mean_sd([1.0, 2.0, 4.0, None])
+    m, s, n = stats.mean_sd([1.0, 2.0, 4.0, None])
     assert (m, n) == (7 / 3, 3)
     assert s == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
-    assert render.mean_sd([3.0])[1] == 0.0
+    assert stats.mean_sd([3.0])[1] == 0.0
     assert render.fmt_ms([]) == "—"
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 from spiraljax.eval.contemplative import entropy
+from spiraljax.eval.lm import validation_batches
 from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
 from spiraljax.losses import model_extras, token_nll
 
@@ -43,17 +44,6 @@ def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     r, p = stats.pearsonr(x, y)
     return (float(r), float(p)) if np.isfinite(r) else (0.0, 1.0)
-
-
-def collect_batches(dataset, n_sequences: int) -> list[dict]:
-    batches, n = [], 0
-    while n < n_sequences:
-        for b in dataset.val_batches():
-            batches.append(b)
-            n += len(b["inputs"])
-            if n >= n_sequences:
-                break
-    return batches
 
 
 def token_dependence(logp: np.ndarray, mask: np.ndarray) -> float:
@@ -183,7 +173,7 @@ def causality_suite(ctx: EvalContext, *, quantity: str, values: list[float], seq
     model = ctx.model
     if not accepts(model, f"force_{quantity}"):
         raise KeyError(f"model family {ctx.cfg.model.family!r} does not accept force_{quantity}")
-    batches = collect_batches(ctx.dataset, n_sequences)
+    batches = validation_batches(ctx.dataset, n_sequences, repeat=True)   # the paired tests want the count
     main = run_tests(model, ctx.variables, batches, quantity, values, ctx.step)
     data = {"quantity": quantity, "model": main, "thresholds": THRESHOLDS}
     lines = _format(f"model (step {ctx.step}), quantity {quantity}:", main, quantity)

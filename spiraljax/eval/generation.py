@@ -2,11 +2,11 @@
 (:class:`~spiraljax.eval.sampler.SamplePolicy`: temperature / top-k / top-p), and the ``generate``
 eval suite.
 
-Window models are re-run on the last ``seq_len`` tokens for every new token; a model that offers a
-stream state (``init_cache`` / ``advance`` / ``patch_logits``, the Hebbian byte LM) is sampled by
-``generate_streaming`` instead: the prompt is read once, then each new patch updates the carried
-fast weights and attention window — the prefix is never recomputed. Each call builds (and
-compiles) one sampler; hold a ``Sampler`` to sample repeatedly with one compile.
+Window models are re-run on the last ``seq_len`` tokens for every new token (``Sampler(model, policy,
+seq_len)``); a model that offers a stream state (``init_cache`` / ``advance`` / ``patch_logits``, the
+Hebbian byte LM) is sampled by ``generate_streaming``: the prompt is read once, then each new patch
+updates the carried fast weights and attention window — the prefix is never recomputed. Each call
+builds (and compiles) one sampler; hold a ``Sampler`` to sample repeatedly with one compile.
 """
 from __future__ import annotations
 
@@ -18,17 +18,6 @@ import numpy as np
 
 from spiraljax.eval.sampler import Sampler, SamplePolicy, filter_logits, sample_token  # noqa: F401  (re-exported)
 from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
-
-
-def generate(model: nn.Module, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array, seq_len: int,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, step: int = 0,
-             **extras: Any) -> np.ndarray:
-    """Continue ``prompt`` ([B, P] ids, P ≥ 1) by ``n_new`` tokens with a sliding window of ``seq_len``
-    (or by the stream state when the model carries one)."""
-    if hasattr(model, "advance"):
-        return generate_streaming(model, variables, prompt, n_new, key, temperature, top_k, top_p, step)
-    sampler = Sampler(model, SamplePolicy(temperature, top_k, top_p), seq_len)
-    return sampler(variables, prompt, n_new, key, step=step, **extras)[0]
 
 
 def generate_streaming(model: nn.Module, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array,

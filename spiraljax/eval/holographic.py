@@ -29,6 +29,7 @@ import numpy as np
 from spiraljax import holographic as H
 from spiraljax.config import ConfigError
 from spiraljax.data.text import read_corpus
+from spiraljax.eval.stats import mean_sd, plus_minus
 from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
 from spiraljax.ops.clifford import context_product
 from spiraljax.ops.constants import PHI
@@ -194,7 +195,8 @@ def dream_trial(cfg: H.HolographicConfig, n_items: int, seed: int, keep_states: 
 
 
 def _mean_sd(xs: list[float]) -> dict:
-    return {"mean": float(np.mean(xs)), "sd": float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0}
+    m, sd, _ = mean_sd(xs)
+    return {"mean": m, "sd": sd}
 
 
 def dreams(ctx: EvalContext, n_items: int, seeds: list[int], overload: int) -> dict:
@@ -256,7 +258,7 @@ def _text(res: dict, n_items: int, cfg: H.HolographicConfig) -> str:
             lines.append(f"  target: {name}: {ok(met)}")
     for regime, d in res["dream"].items():
         s = d["summary"]
-        f = lambda k: f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}"  # noqa: E731
+        f = lambda k: plus_minus(s[k]["mean"], s[k]["sd"])  # noqa: E731
         lines.append(f"dream, {regime} store ({d['items']} items, {d['capacity']} slots, seeds {d['seeds']}): "
                      f"pre {f('pre')} → dream {f('post')}; non-REM only {f('nrem_only')}; no-op dream "
                      f"{f('noop')}; post/pre {f('ratio')}")

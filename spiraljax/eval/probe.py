@@ -14,6 +14,7 @@ import numpy as np
 
 from spiraljax.data import glyphs
 from spiraljax.eval.contemplative import ContemplativeSettings, contemplative_generate, contemplative_sampler
+from spiraljax.eval.lm import validation_batches
 from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
 from spiraljax.losses import model_extras, token_nll
 from spiraljax.ops.soma import RESONANCES, field_charge, resonance_label
@@ -50,17 +51,6 @@ def scenario_metrics(ids: np.ndarray, aux: dict) -> dict:
             "proportionality": proportionality(n_active), "holism": float(np.mean([c > 1 for c in categories])),
             "categories": float(np.mean(categories)), "b2q": queries / holds if holds else 0.0,
             "mood_variance": var, "mood": next(m for v, m in MOODS if var < v)}
-
-
-def validation_batches(dataset, n_sequences: int) -> list[dict]:
-    """The first validation batches holding at least ``n_sequences`` sequences (fewer if the split is smaller)."""
-    batches, n = [], 0
-    for batch in dataset.val_batches():
-        if n >= n_sequences:
-            break
-        batches.append(batch)
-        n += len(batch["inputs"])
-    return batches
 
 
 def memory_ablation(model, variables, batches, step: int = 0) -> dict:

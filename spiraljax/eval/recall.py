@@ -23,17 +23,6 @@ from spiraljax.data.recall import MQARDataConfig, mqar_batch
 from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
 
 
-def masked_accuracy(apply_fn, batches) -> float:
-    """Fraction of masked targets where ``argmax apply_fn(inputs)`` equals the target (any task with a
-    loss mask: MQAR answers, induction copies)."""
-    hits = total = 0.0
-    for b in batches:
-        pred = np.asarray(jnp.argmax(apply_fn(jnp.asarray(b["inputs"])), axis=-1))
-        hits += float(np.sum((pred == b["targets"]) * b["mask"]))
-        total += float(np.sum(b["mask"]))
-    return hits / max(total, 1.0)
-
-
 def first_query_mask(inputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``mask`` restricted to queries whose key has not been queried earlier in the sequence."""
     first = np.zeros_like(mask)
@@ -89,12 +78,6 @@ def _table(title: str, columns: list, rows: dict[str, dict[str, float]], head: s
     for name, accs in rows.items():
         lines.append(f"{name:<{width}}  " + "  ".join(f"{accs[str(c)]:>{len(head) + 6}.3f}" for c in columns))
     return lines
-
-
-def recall_accuracy(model, variables, data_cfg: MQARDataConfig, length: int, n_batches: int = 4,
-                    batch: int = 16, seed: int = 12345, step: int = 0, pairs: int | None = None) -> float:
-    """Fraction of query answers predicted exactly (see :func:`recall_stats`)."""
-    return recall_stats(model, variables, data_cfg, length, n_batches, batch, seed, step, pairs)["accuracy"]
 
 
 # --opt (module docstring); lengths default to seq_len/2, seq_len, 2·seq_len and pairs_length to seq_len
