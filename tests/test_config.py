@@ -72,9 +72,13 @@ def test_override_syntax():
     assert config.load(None, ["train.lr=1e-4"]).train.lr == pytest.approx(1e-4)
 
 
-def test_shipped_configs_validate():
-    for path in sorted((config.PROJECT_ROOT / "configs").glob("*.yaml")):
-        config.load(path)
+def test_shipped_configs_validate_and_roundtrip(tmp_path):
+    paths = sorted((config.PROJECT_ROOT / "configs").glob("*.yaml"))
+    assert {"spiralformer_femto.yaml", "holographic.yaml", "kssm_v3_tiny.yaml"} <= {p.name for p in paths}
+    for path in paths:
+        cfg = config.load(path)
+        config.save(cfg, tmp_path / path.name)
+        assert config.load(tmp_path / path.name) == cfg, path.name
 
 
 def test_family_and_source_fields_survive_save_and_load(tmp_path):
