@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from spiraljax.errors import SuiteError
+from spiraljax.errors import CheckpointError, SuiteError
 
 SUITE_MODULES: dict[str, str] = {
     "lm": "spiraljax.eval.lm",
@@ -192,8 +192,6 @@ class EvalContext:
                 self._cache["cfg"] = config.load(self.options.get("config"))
             else:
                 if not (self.run_dir / "config.yaml").is_file():
-                    from spiraljax.train.checkpoint import CheckpointError
-
                     raise CheckpointError(f"{self.run_dir}: not a run directory (no config.yaml)")
                 self._cache["cfg"] = config.load(self.run_dir / "config.yaml")
         return self._cache["cfg"]
