@@ -188,6 +188,9 @@ class TrainConfig(Section):
     b2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW β2")
     clip_norm: float = Field(1.0, gt=0.0, description="global gradient-norm clipping threshold")
     grad_accum: int = Field(1, gt=0, description="micro-batches accumulated per optimizer step")
+    carry_state: bool = Field(False, description="carry the model's state from each window to the next window of "
+                                                 "the same batch row, without gradient (truncated BPTT); reset at "
+                                                 "document starts (data.source: longdocs)")
     trainable: str = Field("all", description='"all", or a substring of the parameter paths to train (e.g. "lora")')
     seed: int = Field(0, description="seed of the parameters, dropout and the data order")
     eval_every: int = Field(200, gt=0, description="steps between validation passes")

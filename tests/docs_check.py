@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OTHER_PROGRAMS = {"pip", "jupyter", "jupytext", "export", "gcloud", "sed", "mv", "git", "cd", "{", "}"}
 OTHER_MODULES = {"venv", "pytest", "pip"}
 # Python blocks that are fragments of an API description rather than runnable snippets: file → reason.
-NOT_RUN = {"docs/carried_state.md": "the carried-state contract as a fragment; tests/test_state.py runs it"}
+NOT_RUN = {"docs/carried_state.md": "the carried-state contract as a fragment; tests/test_state.py runs it",
+           "docs/long_context_attention.md": "the state API as a fragment; tests/test_transformer_cache.py runs it"}
 NEW_FAMILY = ("<!-- example:new-family -->", "<!-- /example:new-family -->")   # run by tests/test_new_family.py
 # Sizes put in front of a doc snippet's own overrides (its values win), where the config has the field.
 TINY = ["model.d_model=32", "model.n_layers=1", "model.seq_len=32", "train.batch_size=4", "train.eval_every=100",
@@ -175,9 +176,12 @@ def _check_evaluate(argv: list[str]) -> str | None:
 def _check_report(argv: list[str]) -> str | None:
     from spiraljax.report import parse_args
     from spiraljax.report.lineup import LM_ENTRIES, RECALL_ENTRIES
+    from spiraljax.report.long import LONG_BUDGETS, entry_names
 
     args = parse_args(argv)
-    unknown = set(args.only.split(",")) - {e.name for e in LM_ENTRIES + RECALL_ENTRIES} if args.only else set()
+    names = (entry_names(LONG_BUDGETS[args.budget]) if args.budget in LONG_BUDGETS
+             else {e.name for e in LM_ENTRIES + RECALL_ENTRIES})
+    unknown = set(args.only.split(",")) - names if args.only else set()
     return f"--only: unknown entries {sorted(unknown)}" if unknown else None
 
 

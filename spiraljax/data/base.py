@@ -3,7 +3,9 @@
 A batch is a dict of numpy arrays: ``inputs`` [B, T] int32, ``targets`` [B, T] int32,
 ``mask`` [B, T] float32 (1 = count this target in the loss), plus optional extra
 model keyword arguments (e.g. ``conditions`` [B, 5]) that the trainer forwards to
-``model.apply``. ``train_batch(step)`` is a pure function of ``(seed, step)`` so a
+``model.apply``. A document-stream source (``longdocs``) adds :data:`STREAM_KEYS`: ``reset`` [B] bool
+(the row starts a new document at this window) and ``doc_pos`` [B] int32 (offset of the window's
+first input in its document), which the trainer consumes and never passes to the model. ``train_batch(step)`` is a pure function of ``(seed, step)`` so a
 resumed run sees exactly the batches it would have seen.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from spiraljax.errors import DataError
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("inputs", "targets", "mask")
+STREAM_KEYS = ("reset", "doc_pos")
 
 
 class Dataset(Protocol):

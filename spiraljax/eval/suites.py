@@ -32,6 +32,7 @@ SUITE_MODULES: dict[str, str] = {
     "probe": "spiraljax.eval.probe",
     "recall": "spiraljax.eval.recall",
     "holographic": "spiraljax.eval.holographic",
+    "long_context": "spiraljax.eval.long_context",
 }
 
 

@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 
 from spiraljax.nn.layers import DenseFactory, SelfAttention, lora_dense
-from spiraljax.ops.attention import apply_rope, causal_mask, masked_attention
+from spiraljax.ops.attention import apply_rope, local_attention
+from spiraljax.ops.delta import delta_rule
 from spiraljax.ops.hebbian import fast_weights
+from spiraljax.ops.shifted import shifted_fast_weights
 
 
 class PatchEncoder(nn.Module):
@@ -25,25 +27,53 @@ class PatchEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, train: bool = False, offset=0):
-        """``offset``: patch index of the first patch (generation continues at the cached position)."""
+        """``offset``: patch index of the first patch, one for all rows (an int or scalar) or one per
+        row (``[B]`` int: a carried state's counter)."""
         b, t = tokens.shape
         x = nn.Embed(256, self.d_model, embedding_init=nn.initializers.normal(0.02), name="byte_embed")(tokens)
         x = x.reshape(b, t // self.patch, self.patch * self.d_model)
         z = nn.Dense(self.d_model, dtype=self.dtype, name="patch_conv")(x)  # = Conv(kernel P, stride P)
-        z = apply_rope(z, offset + jnp.arange(t // self.patch))
+        if jnp.ndim(offset) == 1:  # per-row positions: the same rotation, row by row
+            positions = offset[:, None] + jnp.arange(t // self.patch)
+            z = jax.vmap(lambda zr, pr: apply_rope(zr[None], pr)[0])(z, positions)
+        else:
+            z = apply_rope(z, offset + jnp.arange(t // self.patch))
         z = nn.LayerNorm(name="ln")(z)
         return nn.Dropout(self.dropout, deterministic=not train)(z)
 
 
-class HebbianMemory(nn.Module):
-    """Normalised decayed linear attention per head (fp32):
+def _l2_normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """``x / sqrt(‖x‖² + eps)`` over the last axis."""
+    return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
-    φ(z) = ELU(z) + 1, q = φ(W_q u)/√D, k = φ(W_k u), v = W_v u, λ_h = (0.99 + 0.01σ(w_h))·α,
-    o_t = Σ_{j≤t} λ^{t−j}(q_t·k_j) v_j / (Σ_{j≤t} λ^{t−j} q_t·k_j + 1e−6)  (normaliser: same op with v = 1).
-    Returns the output, the log decay per head, and the final fast-weight state (for generation).
-    ``dense``: factory of the q, k, v, out projections (default: plain, no adapter); with a bfloat16
-    factory only the projections and the output LayerNorm run in bfloat16: φ(q), φ(k), v, the decay,
-    the state and the normaliser are float32.
+
+def _shift_taps_init(key, shape, dtype=jnp.float32):
+    """Causal key-convolution taps ``[H, K]`` starting as the pure shift (tap 1 = 1: ``k̃_t = k_{t−1}``)."""
+    del key
+    return jnp.zeros(shape, dtype).at[:, 1].set(1.0)
+
+
+class HebbianMemory(nn.Module):
+    """Decayed fast-weight memory per head (fp32), with one of three write rules (``rule``). All share
+    the learnable decay λ_h = (0.99 + 0.01σ(w_h))·α and the input projections ``W_q, W_k, W_v`` of u.
+
+    * ``hebbian`` (AGIFORMER's): φ(z) = ELU(z) + 1, q = φ(W_q u)/√D, k = φ(W_k u), v = W_v u,
+      o_t = Σ_{j≤t} λ^{t−j}(q_t·k_j) v_j / (Σ_{j≤t} λ^{t−j} q_t·k_j + 1e−6)  (normaliser: same op with v = 1).
+    * ``shifted``: as ``hebbian`` but the key written at t is k̃_t = φ(Σ_{j<K} c_{h,j} (W_k u)_{t−j}), a
+      learned causal convolution of width K = ``shift_kernel`` over the key inputs, started as the pure
+      shift k̃_t = k_{t−1} (so ``k_{t−1} ⊗ v_t`` is stored). The convolution acts before φ, so k̃ > 0 and
+      the same normaliser (v = 1 column, written with k̃) stays positive; it is kept.
+    * ``delta``: q, k L2-normalised (no φ), β_t = σ(w_β·u_t) per head,
+      S_t = λ S_{t−1} + β_t k_tᵀ(v_t − λ k_t S_{t−1}), o_t = q_t S_t. No normaliser: with ‖k‖ = 1 and
+      β ∈ (0, 1) each step is a contraction, so S stays bounded by the values written (the sum-of-keys
+      normaliser would not describe what the corrected state holds).
+
+    ``carry``: the layer's carried memory, ``{"memory": S [B, H, D, D+1] (delta: [B, H, D, D]),
+    "keys": [B, K−1, H, D]}`` (keys: ``shifted`` only: the last key inputs), or None (zeros). Returns
+    the output, the log decay per head and the final carry (same structure).
+    ``dense``: factory of the q, k, v, (β,) out projections (default: plain, no adapter); with a
+    bfloat16 factory only the projections and the output LayerNorm run in bfloat16: the features,
+    v, the decay, the state and the normaliser are float32.
     """
 
     n_heads: int
@@ -52,30 +82,53 @@ class HebbianMemory(nn.Module):
     dropout: float = 0.0
     dense: DenseFactory | None = None
     dtype: Any = jnp.float32
+    rule: str = "hebbian"
+    shift_kernel: int = 2
 
     @nn.compact
-    def __call__(self, u, alpha, initial_state=None, train: bool = False):
+    def __call__(self, u, alpha, carry=None, train: bool = False):
         b, t, d = u.shape
         hd = d // self.n_heads
         dense = self.dense or lora_dense()
+        carry = carry or {}
         proj = lambda name: dense((self.n_heads, hd), name=name)(u).astype(jnp.float32)  # noqa: E731
         phi = lambda x: nn.elu(x) + 1.0  # noqa: E731
-        q = phi(proj("q")) / jnp.sqrt(hd)
-        k = phi(proj("k"))
+        if self.rule == "delta":
+            q, k = _l2_normalise(proj("q")), _l2_normalise(proj("k"))
+        else:
+            q = phi(proj("q")) / jnp.sqrt(hd)
+            k = phi(proj("k")) if self.rule == "hebbian" else proj("k")  # shifted: key inputs, φ after the conv
         v = proj("v")
         w = self.param("decay_logit", nn.initializers.zeros, (self.n_heads,))
         log_decay = jnp.log(0.99 + 0.01 * nn.sigmoid(w)) + jnp.log(jnp.asarray(alpha, jnp.float32))
-        v1 = jnp.concatenate([v, jnp.ones((b, t, self.n_heads, 1), jnp.float32)], axis=-1)
-        o, state = fast_weights(q, k, v1, log_decay, initial_state=initial_state, impl=self.impl, chunk=self.chunk)
-        o = o[..., :hd] / (o[..., hd:] + 1e-6)
+        out_carry = {}
+        if self.rule == "delta":
+            beta = nn.sigmoid(dense((self.n_heads,), name="beta")(u).astype(jnp.float32))
+            o, out_carry["memory"] = delta_rule(q, k, v, beta, log_decay, initial_state=carry.get("memory"),
+                                                impl=self.impl, chunk=self.chunk)
+        else:
+            v1 = jnp.concatenate([v, jnp.ones((b, t, self.n_heads, 1), jnp.float32)], axis=-1)
+            if self.rule == "hebbian":
+                o, out_carry["memory"] = fast_weights(q, k, v1, log_decay, initial_state=carry.get("memory"),
+                                                      impl=self.impl, chunk=self.chunk)
+            else:
+                taps = self.param("shift_taps", _shift_taps_init, (self.n_heads, self.shift_kernel))
+                o, out_carry["memory"], out_carry["keys"] = shifted_fast_weights(
+                    q, k, v1, log_decay, taps, phi, initial_state=carry.get("memory"),
+                    initial_keys=carry.get("keys"), impl=self.impl, chunk=self.chunk)
+            o = o[..., :hd] / (o[..., hd:] + 1e-6)
         o = dense(d, axis=(-2, -1), name="out")(o)
         o = nn.LayerNorm(dtype=self.dtype, name="ln")(o)
-        return nn.Dropout(self.dropout, deterministic=not train)(o), log_decay, state
+        return nn.Dropout(self.dropout, deterministic=not train)(o), log_decay, out_carry
 
 
 class HybridBlock(nn.Module):
     """``h ← h + W_o(SWA(u) + Mem(u))`` with ``u = LN(h)``, then ``h ← h + MLP(LN h)`` (4d, GELU).
 
+    SWA: patch i attends patches ``i − window + 1 … i`` through :func:`~spiraljax.ops.attention.local_attention`
+    (``auto``: blocked, O(S·w), at S ≥ 128 on CPU; the dense masked reference below that).
+
+    ``carry``: the memory's carried state (:class:`HebbianMemory`), returned updated.
     For streaming, ``history [B, S, d]`` holds the block inputs of the S previous patches
     (``history_valid [B, S]`` marks the filled slots): attention then runs over history + h, so a
     new patch sees the same window it would see in one full pass. ``dense``: factory of every
@@ -91,22 +144,23 @@ class HybridBlock(nn.Module):
     dropout: float = 0.0
     dense: DenseFactory | None = None
     dtype: Any = jnp.float32
+    rule: str = "hebbian"
+    shift_kernel: int = 2
 
     @nn.compact
-    def __call__(self, h, alpha, memory_state=None, train: bool = False, history=None, history_valid=None):
+    def __call__(self, h, alpha, carry=None, train: bool = False, history=None, history_valid=None):
         b, t, d = h.shape
         if history is None:  # a full pass is a stream with nothing before it
             history, history_valid = jnp.zeros((b, 0, d), h.dtype), jnp.zeros((b, 0), bool)
         full = jnp.concatenate([history.astype(h.dtype), h], axis=1)
         valid = jnp.concatenate([history_valid, jnp.ones((b, t), bool)], axis=1)
-        mask = causal_mask(full.shape[1], self.window)[None, None] & valid[:, None, None, :]
         dense = self.dense or lora_dense()
         u_full = nn.LayerNorm(dtype=self.dtype, name="ln_1")(full)
-        swa = SelfAttention(self.n_heads, rope=False, attend=partial(masked_attention, mask=mask), dense=dense,
-                            name="swa")(u_full)[:, -t:]
+        attend = partial(local_attention, window=self.window, key_valid=valid)  # O(S·w), no S×S mask
+        swa = SelfAttention(self.n_heads, rope=False, attend=attend, dense=dense, name="swa")(u_full)[:, -t:]
         u = u_full[:, -t:]
         mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, dense, self.dtype,
-                                              name="memory")(u, alpha, memory_state, train)
+                                              self.rule, self.shift_kernel, name="memory")(u, alpha, carry, train)
         h = h + dense(d, name="mix")(swa + mem)
         m = nn.LayerNorm(dtype=self.dtype, name="ln_2")(h)
         m = dense(d, use_bias=True, name="mlp_down")(nn.gelu(dense(4 * d, use_bias=True, name="mlp_up")(m)))

@@ -1,6 +1,6 @@
 """Kernel choice in one place: which implementation an op runs.
 
-Three ops have more than one implementation, each tested equal to its reference:
+Four ops have more than one implementation, each tested equal to its reference:
 
 ==================  ====================================================================  =========
 op                  implementations                                                       reference
@@ -12,7 +12,23 @@ fast_weights        ``chunked``: chunk-parallel, in two variants (below); ``scan
 kuramoto_scan       ``scan``: one ``lax.scan`` over T; ``remat``: a scan over chunks of    ``scan``
                     ``remat_chunk`` steps under ``jax.checkpoint`` (the backward pass
                     stores one phase vector per chunk)
+local_attention     ``blocked``: blocks of w queries score their own and the previous      ``dense``
+                    block of keys, O(S·w), no S×S array; ``dense``: the [T, S] masked
+                    sliding window, O(T·S)
 ==================  ====================================================================  =========
+
+The fast-weight write rules of ``ops/shifted.py`` and ``ops/delta.py`` have two each, ``auto`` →
+``chunked`` on every platform (``benchmarks/hebbian.py``: chunked ≥ 5× the scan forward+backward at T 4096):
+
+======================  ================================================================  =========
+op                      implementations                                                   reference
+======================  ================================================================  =========
+shifted_fast_weights    ``chunked``: causal key convolution over the window, then          ``scan``
+                        ``fast_weights`` (its ``chunked`` variants); ``scan``: the key
+                        buffer and the state stepped per position
+delta_rule              ``chunked``: the WY/UT chunk form, in the same two variants as      ``scan``
+                        ``fast_weights`` (rule below); ``scan``: one step per position
+======================  ================================================================  =========
 
 Every op takes ``impl`` (an :class:`Impl` or its string, as configs and YAML write it) and hands it to
 :func:`resolve` together with what the choice depends on; the op then runs exactly the
@@ -28,6 +44,7 @@ op                  cpu      gpu      tpu
 spiral_attention    sparse   sparse   sparse   (dense below DENSE_BELOW, see below)
 fast_weights        chunked  chunked  chunked
 kuramoto_scan       remat    remat    remat    (remat only where asked for, see below)
+local_attention     blocked  blocked  blocked  (dense for short keys or wide windows, see below)
 ==================  =======  =======  =======
 
 The CPU row follows the CPU benchmarks (docs/benchmarks.md): sparse spiral attention is 4–116× faster
@@ -37,7 +54,7 @@ chunked fast weights are 5–6× faster than the scan forward+backward, though 0
 those benchmarks are run there (spiral attention has been, on a GPU: :data:`DENSE_BELOW`): change a row
 here, nowhere else.
 
-Three choices depend on the inputs; the rules are these, and they live only here:
+Four choices depend on the inputs; the rules are these, and they live only here:
 
 * **spiral_attention, auto** → ``dense`` when the sequence length T is below
   :data:`DENSE_BELOW` of the platform (CPU: 256), else the table's ``sparse``. At short T the sparse
@@ -49,7 +66,7 @@ Three choices depend on the inputs; the rules are these, and they live only here
   batch (≈ 128 at B 1, ≈ 300–384 at B 16); 256 keeps training batches (16–32) on the faster path and
   costs batch-1 calls at most ≈ 1.8× in 128 ≤ T < 256. Both give the same numbers to float tolerance
   (``tests/test_spiral_ops.py``). ``length`` not given → the table's row.
-* **fast_weights, chunked** → ``chunked_per_head`` when the log decay is a per-head constant (a scalar
+* **fast_weights and delta_rule, chunked** → ``chunked_per_head`` when the log decay is a per-head constant (a scalar
   or ``[H]``, ``per_head_decay``) and the chunk ``C = min(chunk, T)`` divides ``T``: every chunk shares
   one decay table and the backward pass is hand-written. Otherwise ``chunked_general``: any decay
   broadcastable to ``[B, T, H]``, T padded to a multiple of C, differentiated by JAX. Either variant
@@ -75,6 +92,7 @@ class Impl(enum.StrEnum):
     CHUNKED_PER_HEAD = "chunked_per_head"  # fast_weights: shared decay table, hand-written backward
     CHUNKED_GENERAL = "chunked_general"    # fast_weights: any decay, JAX-differentiated
     REMAT = "remat"                        # kuramoto_scan: scan over remat_chunk steps under jax.checkpoint
+    BLOCKED = "blocked"                    # local_attention: blocks of w queries vs 2 blocks of keys, O(S·w)
 
 
 # the values each op accepts besides ``auto``
@@ -82,6 +100,9 @@ CHOICES: dict[str, tuple[Impl, ...]] = {
     "spiral_attention": (Impl.SPARSE, Impl.DENSE),
     "fast_weights": (Impl.CHUNKED, Impl.SCAN, Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL),
     "kuramoto_scan": (Impl.SCAN, Impl.REMAT),
+    "shifted_fast_weights": (Impl.CHUNKED, Impl.SCAN),
+    "delta_rule": (Impl.CHUNKED, Impl.SCAN, Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL),
+    "local_attention": (Impl.BLOCKED, Impl.DENSE),
 }
 PLATFORMS = ("cpu", "gpu", "tpu")
 _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
@@ -91,12 +112,17 @@ _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
 # up to T 128 (dense/sparse fwd+bwd 0.95–1.33 at B 16, 0.8–0.88 at B 1), sparse faster from T 256 (B 16) / 512
 # (B 1) and 9× at 8192, so the GPU keeps sparse. TPU: not measured, keeps the AUTO row.
 DENSE_BELOW: dict[str, int] = {"cpu": 256, "gpu": 0, "tpu": 0}
+# local_attention's ``auto`` runs ``dense`` for key lengths shorter than this, per platform (module docstring)
+LOCAL_DENSE_BELOW: dict[str, int] = {"cpu": 128, "gpu": 0, "tpu": 0}
 
 # what ``auto`` means, per op and platform (module docstring)
 AUTO: dict[str, dict[str, Impl]] = {
     "spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.SPARSE, "tpu": Impl.SPARSE},
     "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
     "kuramoto_scan": {"cpu": Impl.REMAT, "gpu": Impl.REMAT, "tpu": Impl.REMAT},
+    "shifted_fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
+    "delta_rule": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
+    "local_attention": {"cpu": Impl.BLOCKED, "gpu": Impl.BLOCKED, "tpu": Impl.BLOCKED},
 }
 
 
@@ -104,7 +130,8 @@ def allowed(op: str) -> tuple[Impl, ...]:
     """Every value ``op`` accepts, ``auto`` first.
 
     Args:
-      op: "spiral_attention" | "fast_weights" | "kuramoto_scan".
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "shifted_fast_weights" | "delta_rule" |
+          "local_attention".
 
     Returns:
       Tuple of :class:`Impl`.
@@ -152,17 +179,19 @@ def platform_name(platform: str | None = None) -> str:
 
 
 def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = None, length: int | None = None,
-            chunk: int | None = None, per_head_decay: bool = True) -> Impl:
+            chunk: int | None = None, per_head_decay: bool = True, window: int | None = None) -> Impl:
     """The implementation ``op`` runs: ``auto`` through :data:`AUTO`, then the input rules of the module
     docstring. The op dispatches on the result and on nothing else.
 
     Args:
-      op: "spiral_attention" | "fast_weights" | "kuramoto_scan".
-      impl: an :class:`Impl` or its string ("auto", "sparse", "dense", "scan", "chunked", ...).
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "shifted_fast_weights" | "delta_rule" |
+          "local_attention".
+      impl: an :class:`Impl` or its string ("auto", "sparse", "dense", "scan", "chunked", "blocked", ...).
       platform: "cpu" | "gpu" | "tpu" (default: ``jax.default_backend()``).
       length: sequence length T (every op's rule uses it).
       chunk: fast_weights' chunk size, or kuramoto_scan's ``remat_chunk`` (None: not set).
-      per_head_decay: fast_weights only: the log decay is a scalar or ``[H]`` (not per step).
+      per_head_decay: fast_weights and delta_rule: the log decay is a scalar or ``[H]`` (not per step).
+      window: local_attention only: keys per query w.
 
     Returns:
       A concrete :class:`Impl` — never ``auto``. fast_weights' ``chunked`` stays ``chunked`` only
@@ -175,8 +204,11 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
         choice = AUTO[op][row]
         if op == "spiral_attention" and length is not None and length < DENSE_BELOW[row]:
             return Impl.DENSE
-    if op == "fast_weights":
-        return _fast_weights_variant(choice, length, chunk, per_head_decay)
+        if op == "local_attention" and length is not None and (
+                length < LOCAL_DENSE_BELOW[row] or (window is not None and 2 * window >= length)):
+            return Impl.DENSE
+    if op in ("fast_weights", "delta_rule"):
+        return _fast_weights_variant(op, choice, length, chunk, per_head_decay)
     if op == "kuramoto_scan" and choice is Impl.REMAT:
         if chunk is None or (length is not None and chunk >= length):
             if from_auto:
@@ -186,9 +218,10 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
     return choice
 
 
-def _fast_weights_variant(choice: Impl, length: int | None, chunk: int | None, per_head_decay: bool) -> Impl:
-    """``chunked`` → ``chunked_per_head`` or ``chunked_general`` (module docstring); checks an explicit
-    ``chunked_per_head`` against the inputs."""
+def _fast_weights_variant(op: str, choice: Impl, length: int | None, chunk: int | None,
+                          per_head_decay: bool) -> Impl:
+    """``chunked`` → ``chunked_per_head`` or ``chunked_general`` (module docstring; fast_weights and
+    delta_rule alike); checks an explicit ``chunked_per_head`` against the inputs."""
     if choice not in (Impl.CHUNKED, Impl.CHUNKED_PER_HEAD) or length is None or chunk is None:
         return choice
     c = min(chunk, length)
@@ -196,7 +229,7 @@ def _fast_weights_variant(choice: Impl, length: int | None, chunk: int | None, p
     if choice is Impl.CHUNKED:
         return Impl.CHUNKED_PER_HEAD if shared_table else Impl.CHUNKED_GENERAL
     if not shared_table:
-        raise ValueError(f"fast_weights impl 'chunked_per_head' needs a per-head log decay (scalar or [H]) and a "
+        raise ValueError(f"{op} impl 'chunked_per_head' needs a per-head log decay (scalar or [H]) and a "
                          f"chunk dividing T; got T={length}, chunk={chunk}, per-head decay={per_head_decay} "
                          "(use 'chunked' or 'chunked_general')")
     return choice

@@ -2,6 +2,7 @@
 
 Trains the dense baseline and every autoregressive family on TinyShakespeare at equal steps and
 batch for N seeds, the MQAR recall models, and runs the K-SSM causality suite on every K-SSM seed.
+``--budget long`` / ``sparse`` train the long-context line-up instead (:mod:`spiraljax.report.long`).
 Run directories live in ``runs/report_<name>/`` and are reused: re-running skips finished runs and
 resumes unfinished ones, so an interrupted report continues. ``--readme`` rewrites the generated block
 (between ``<!-- report:<name>:begin -->`` and ``<!-- report:<name>:end -->``) wherever it lives: in the
@@ -118,8 +119,11 @@ def build_report(budget: Budget, seeds: int | None = None, name: str | None = No
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m spiraljax.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", choices=sorted(BUDGETS), default="small",
-                   help="; ".join(f"{b.name}: {b.description}" for b in BUDGETS.values()))
+    from spiraljax.report.long import LONG_BUDGETS
+
+    every = {**BUDGETS, **LONG_BUDGETS}
+    p.add_argument("--budget", choices=sorted(every), default="small",
+                   help="; ".join(f"{b.name}: {b.description}" for b in every.values()).replace("%", "%%"))
     p.add_argument("--seeds", type=int, help="number of seeds (default: the budget's, 3)")
     p.add_argument("--name", help="report name (default: the budget's name)")
     p.add_argument("--out", default="reports", help="where reports/<name>/ is written (default: reports)")
@@ -146,12 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None and args.seeds < 1:
         print("error: --seeds must be ≥ 1", file=sys.stderr)
         return 2
-    names = {e.name for e in LM_ENTRIES + RECALL_ENTRIES}
+    from spiraljax.report.long import LONG_BUDGETS, build_long_report, entry_names
+
+    long = args.budget in LONG_BUDGETS
+    budget = LONG_BUDGETS[args.budget] if long else BUDGETS[args.budget]
+    names = entry_names(budget) if long else {e.name for e in LM_ENTRIES + RECALL_ENTRIES}
     only = set(args.only.split(",")) if args.only else None
     if only and only - names:
         print(f"error: --only: unknown entries {sorted(only - names)} (choose from {sorted(names)})", file=sys.stderr)
         return 2
-    budget = BUDGETS[args.budget]
     targets: list[Path] = []
     if args.readme is not None:   # checked before the runs: a missing block must not cost an hour of training
         name = args.name or budget.name
@@ -161,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {where}: no <!-- report:{name}:begin --> … <!-- report:{name}:end --> block", file=sys.stderr)
             return 2
     try:
-        report = build_report(budget, args.seeds, args.name, args.out, args.runs, only, not args.no_recall)
+        if long:
+            report = build_long_report(budget, args.seeds, args.name, args.out, args.runs, only)
+        else:
+            report = build_report(budget, args.seeds, args.name, args.out, args.runs, only, not args.no_recall)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -169,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped: {err or 'interrupted'}", file=sys.stderr)
         return 130
     if targets:
-        updated = render.update_docs(targets, args.name or budget.name, render.readme_block(report))
+        from spiraljax.report import render_long
+
+        block = render_long.readme_block(report) if long else render.readme_block(report)
+        updated = render.update_docs(targets, args.name or budget.name, block)
         print(f"updated {', '.join(map(str, updated))}")
     return 0
