@@ -254,14 +254,16 @@ def describe(data: dict[str, Any]) -> str:
         lines.append(f"  {data['family']} carries no state: carried = reset = the plain model")
     lines.append(f"  {'bucket':<9} {'tokens':>7} {'carried':>8} {'reset':>8} {'carried-reset':>14}")
     for label, b in [*pos["buckets"].items(), ("all", pos["all"])]:
-        lines.append(f"  {label:<9} {b['tokens']:>7} {_f(b['carried']):>8} {_f(b['reset']):>8} {_f(b['gap'], '+.3f'):>14}")
+        lines.append(f"  {label:<9} {b['tokens']:>7} {_f(b['carried']):>8} {_f(b['reset']):>8} "
+                     f"{_f(b['gap'], '+.3f'):>14}")
     ex = data["extrapolation"]
     if "by_length" in ex:
         first = ex["by_length"][str(ex["lengths"][0])]["carried"]["tokens"] if ex["lengths"] else {}
         late = [label for label, n in first.items() if n][-2:]     # the two last buckets the text reaches
-        lines.append(f"length extrapolation ({len(data['extrap_docs'])} document(s), first {ex['bytes']} bytes; trained at "
-                     f"T={ex['trained_length']}; cache = {ex['cache_len']} keys per layer carried)")
-        lines.append(f"  {'length':>6} {'cache':>8} {'no cache':>8}   " + "   ".join(f"{lb + ' cache/no':>20}" for lb in late))
+        lines.append(f"length extrapolation ({len(data['extrap_docs'])} document(s), first {ex['bytes']} bytes; "
+                     f"trained at T={ex['trained_length']}; cache = {ex['cache_len']} keys per layer carried)")
+        lines.append(f"  {'length':>6} {'cache':>8} {'no cache':>8}   "
+                     + "   ".join(f"{lb + ' cache/no':>20}" for lb in late))
         for length in ex["lengths"]:
             row = ex["by_length"][str(length)]
             cells = [f"{_f(row['carried']['buckets'][lb]):>9} /{_f(row['reset']['buckets'][lb]):>9}" for lb in late]
@@ -275,10 +277,12 @@ def describe(data: dict[str, Any]) -> str:
     if "by_distance" in rc:
         lines.append(f"long-range recall ({rc['rows']} rows, {rc['pairs']} queries per distance and row; value = "
                      f"{rc['value_len']} letters after the key prefix; first byte / all bytes)")
-        lines.append(f"  {'windows later':>13} {'queries':>7} {'carried':>13} {'reset':>13} {'chance':>13} {'guess present':>14}")
+        lines.append(f"  {'windows later':>13} {'queries':>7} {'carried':>13} {'reset':>13} {'chance':>13} "
+                     f"{'guess present':>14}")
         for d, x in rc["by_distance"].items():
             lines.append(f"  {d:>13} {x['queries']:>7} {x['carried']['first']:>6.3f}/{x['carried']['all']:.3f} "
-                         f"{x['reset']['first']:>6.3f}/{x['reset']['all']:.3f} {x['chance_first']:>6.3f}/{x['chance_all']:.3f}"
+                         f"{x['reset']['first']:>6.3f}/{x['reset']['all']:.3f} "
+                         f"{x['chance_first']:>6.3f}/{x['chance_all']:.3f}"
                          f" {x['guess_first']:>7.3f}/{x['guess_all']:.3f}")
     else:
         lines.append(f"long-range recall: {rc['skipped']}")
