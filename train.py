@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "family and data source first; with --config, that config's family and source only; NAMEs "
                         "restrict the model and data sections to these families / sources")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    p.add_argument("--distributed", action="store_true", help="multi-process run: jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS, "
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-process run: jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS, "
                         "JAX_NUM_PROCESSES, JAX_PROCESS_ID (or the cluster's own detection); one process per host")
     return p.parse_args(argv)
 

@@ -56,7 +56,8 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
 
 
 def test_launcher_reports_failure_and_usage(capsys):
-    assert launch_local([sys.executable, "-c", "import os, sys; sys.exit(3 if os.environ['JAX_PROCESS_ID'] == '1' else 0)"],
+    assert launch_local([sys.executable, "-c",
+                         "import os, sys; sys.exit(3 if os.environ['JAX_PROCESS_ID'] == '1' else 0)"],
                         processes=2, local_devices=1, timeout=60) == 3
     env = local_env(1, 2, 3, 1234)
     assert env["JAX_PROCESS_ID"] == "1" and env["JAX_NUM_PROCESSES"] == "2"

@@ -151,8 +151,8 @@ def test_ops_run_what_resolve_returns():
     omega = 0.3 * jax.random.normal(jax.random.key(3), (2, 12, 6))
     coupling = jnp.full((2, 12), 2.0)
     plain, _ = kuramoto_scan(theta0, omega, coupling, 0.1)
-    for impl, chunk in (("scan", 5), ("remat", 5), ("remat", 40), ("auto", 12)):
-        out, final = kuramoto_scan(theta0, omega, coupling, 0.1, remat_chunk=chunk, impl=impl)
+    for which, chunk in (("scan", 5), ("remat", 5), ("remat", 40), ("auto", 12)):
+        out, final = kuramoto_scan(theta0, omega, coupling, 0.1, remat_chunk=chunk, impl=which)
         np.testing.assert_allclose(out, plain, atol=1e-6)
         np.testing.assert_array_equal(final, out[:, -1])
     with pytest.raises(ValueError, match="'remat' needs remat_chunk"):

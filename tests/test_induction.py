@@ -24,7 +24,8 @@ def test_induction_batches_are_deterministic_and_mask_only_copyable_tokens():
         pos = np.flatnonzero(mask)
         assert 7 <= len(pos) <= 18 and np.all(np.diff(pos) == 1)          # one run: second copy minus its first token
         seg_len, start = len(pos) + 1, pos[0]
-        found = [s for s in range(start - seg_len + 1) if np.array_equal(seq[s:s + seg_len], seq[start:start + seg_len])]
+        found = [s for s in range(start - seg_len + 1)
+                 if np.array_equal(seq[s:s + seg_len], seq[start:start + seg_len])]
         assert found                                                       # the masked run repeats an earlier segment
         distances.add(start - found[0])
         np.testing.assert_array_equal(tgt[pos], seq[found[0] + 1: found[0] + seg_len])

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -16,13 +15,13 @@ from spiraljax.train.lock import LockError, RunLock
 
 # ----------------------------------------------------------------------------- the run lock
 
-_LOCK_WORKER = textwrap.dedent(f"""
+_LOCK_WORKER = textwrap.dedent("""
     import os, sys, time
     from spiraljax.train.lock import LockError, RunLock
     gate, base, trials = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     for t in range(trials):
         os.read(gate, 1)                       # the barrier: the parent writes every gate at once
-        lock = RunLock(f"{{base}}/t{{t}}")
+        lock = RunLock(f"{base}/t{t}")
         try:
             lock.acquire()
         except LockError:
@@ -63,7 +62,7 @@ def test_lock_never_has_two_holders(tmp_path):
             os.close(w)
 
 
-_HOLDER = textwrap.dedent(f"""
+_HOLDER = textwrap.dedent("""
     import sys, time
     from spiraljax.train.lock import RunLock
     RunLock(sys.argv[1]).acquire()
@@ -103,7 +102,6 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 from conftest import TINY  # noqa: E402
 from spiraljax import config  # noqa: E402

@@ -147,4 +147,5 @@ def test_two_runs_of_one_config_are_bit_identical(tmp_path):
                                        "checkpoint.every=6", "train.eval_every=6", "train.seed=1"])
     train(seeded, tmp_path / "c")
     pc = load_run(tmp_path / "c", "latest")[1]["params"]
-    assert not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pc)))
+    assert not all(np.array_equal(np.asarray(x), np.asarray(y))
+                   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pc)))

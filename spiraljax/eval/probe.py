@@ -104,7 +104,8 @@ def memory_text(m: dict) -> str:
         f"(Δ {m['nll'] - m['nll_cut']:+.4f}; standard error over sequences {m['delta_nll_se']:.4f}); "
         f"{m['nll_charge_only']:.4f} reading by charge only (the old read)",
         f"  positions a read reaches: {100 * m['reached_share']:.1f} % of targets; NLL there "
-        f"{m['nll_reached']:.4f} vs {m['nll_cut_reached']:.4f} cut, {m['nll_charge_only_reached']:.4f} by charge; mean |Δlogit| {m['mean_abs_dlogit_reached']:.4f} "
+        f"{m['nll_reached']:.4f} vs {m['nll_cut_reached']:.4f} cut, {m['nll_charge_only_reached']:.4f} by charge; "
+        f"mean |Δlogit| {m['mean_abs_dlogit_reached']:.4f} "
         f"(max over vocab {m['mean_max_abs_dlogit_reached']:.4f}); gate {m['gate_reached']:.3f}",
         f"  reads per sequence {m['reads_per_sequence']:.2f}, distinct paintings read per sequence "
         f"{m['distinct_slots_per_sequence']:.2f}, share of reads returning slot 0 {m['slot0_share_of_reads']:.2f}, "

@@ -11,15 +11,44 @@ Not a Flax model (``model.family: holographic`` has no ``build()``); evaluated b
   written back as the consolidation D;
 * :mod:`~spiraljax.holographic.sampling`: ``generate`` — sampling by repeated retrieval.
 """
+
 from __future__ import annotations
 
 from spiraljax.holographic.config import HolographicConfig
 from spiraljax.holographic.dream import MAX_DREAM_ITERS, decode, dream, noop_dream, stability
-from spiraljax.holographic.read import (NEIGHBOURS, best_scores, registered, retrieve, retrieve_all, similarity,
-                                        similarity_read, similarity_reference)
+from spiraljax.holographic.read import (
+    NEIGHBOURS,
+    best_scores,
+    registered,
+    retrieve,
+    retrieve_all,
+    similarity,
+    similarity_read,
+    similarity_reference,
+)
 from spiraljax.holographic.sampling import generate
 from spiraljax.holographic.store import SIMILARITY_POWER, State, init, learn, learn_reference, token_kernel
 
-__all__ = ["HolographicConfig", "MAX_DREAM_ITERS", "NEIGHBOURS", "SIMILARITY_POWER", "State", "best_scores", "decode",
-           "dream", "generate", "init", "learn", "learn_reference", "noop_dream", "registered", "retrieve",
-           "retrieve_all", "similarity", "similarity_read", "similarity_reference", "stability", "token_kernel"]
+__all__ = [
+    "HolographicConfig",
+    "MAX_DREAM_ITERS",
+    "NEIGHBOURS",
+    "SIMILARITY_POWER",
+    "State",
+    "best_scores",
+    "decode",
+    "dream",
+    "generate",
+    "init",
+    "learn",
+    "learn_reference",
+    "noop_dream",
+    "registered",
+    "retrieve",
+    "retrieve_all",
+    "similarity",
+    "similarity_read",
+    "similarity_reference",
+    "stability",
+    "token_kernel",
+]

@@ -17,6 +17,7 @@ cross-talk (an overloaded store):
 ``stability`` is the share of the trace's energy that the decoded answers explain. Cost of a dream:
 O(registry·V·16) per non-REM step and O(registry·lanes·V·16) per re-binding pass.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,27 +30,32 @@ from spiraljax.holographic.store import State, first_occurrence, token_hash
 from spiraljax.ops.clifford import context_product
 from spiraljax.ops.constants import PHI
 
-MAX_DREAM_ITERS = math.ceil(PHI ** 5)   # 12 (φ⁵ ≈ 11.09)
-NREM_STEPS = math.ceil(PHI ** 4)        # 7 greedy relabelling steps per non-REM phase
-REM_KICK = PHI ** -2                     # share of bindings kicked per REM phase
-REM_JITTER = 2 * math.pi / PHI           # jitter scale (× the spread of a binding's read)
-REBIND_EPOCHS = math.ceil(PHI ** 8)     # 47 perceptron passes over the registry
-REBIND_RATE = PHI ** -3
-REBIND_MARGIN = PHI ** -1
+MAX_DREAM_ITERS = math.ceil(PHI**5)  # 12 (φ⁵ ≈ 11.09)
+NREM_STEPS = math.ceil(PHI**4)  # 7 greedy relabelling steps per non-REM phase
+REM_KICK = PHI**-2  # share of bindings kicked per REM phase
+REM_JITTER = 2 * math.pi / PHI  # jitter scale (× the spread of a binding's read)
+REBIND_EPOCHS = math.ceil(PHI**8)  # 47 perceptron passes over the registry
+REBIND_RATE = PHI**-3
+REBIND_MARGIN = PHI**-1
 
 
 def _replay(state: State, capacity: int) -> dict[str, jax.Array]:
     """The registry as replay material: per binding its slot, lane, weight, context product C."""
     valid = state["ep_weight"] > 0
     ctx = jnp.maximum(state["ep_ctx"], 0)
-    return {"slot": token_hash(ctx, 0, capacity), "lane": state["ep_lane"], "valid": valid,
-            "w": jnp.where(valid, state["ep_weight"], 0.0), "C": context_product(state["embed"], ctx),
-            "ctx": ctx}
+    return {
+        "slot": token_hash(ctx, 0, capacity),
+        "lane": state["ep_lane"],
+        "valid": valid,
+        "w": jnp.where(valid, state["ep_weight"], 0.0),
+        "C": context_product(state["embed"], ctx),
+        "ctx": ctx,
+    }
 
 
 def _reconstruct(rp, emb, labels, shape) -> jax.Array:
     """Σ_j w_j φ⁻¹ C_j E(a_j) per slot lane ``[capacity, L, 4, 4]``."""
-    write = (rp["w"] * PHI ** -1)[:, None, None] * (rp["C"] @ emb[labels])
+    write = (rp["w"] * PHI**-1)[:, None, None] * (rp["C"] @ emb[labels])
     return jnp.zeros(shape).at[rp["slot"], rp["lane"]].add(write)
 
 
@@ -71,15 +77,16 @@ def _nrem(trace, rp, emb, labels, steps: int = NREM_STEPS) -> jax.Array:
     rows = jnp.arange(labels.shape[0])
 
     def step(_, lab):
-        own = (rp["w"] * PHI ** -1)[:, None, None] * (rp["C"] @ emb[lab])
+        own = (rp["w"] * PHI**-1)[:, None, None] * (rp["C"] @ emb[lab])
         recon = jnp.zeros(trace.shape).at[rp["slot"], rp["lane"]].add(own)
         residual = trace[rp["slot"], rp["lane"]] - recon[rp["slot"], rp["lane"]] + own
         s = _own_read(residual, rp, emb)
         best = jnp.argmax(s, -1)
         gain = jnp.where(rp["valid"], rp["w"] * (s[rows, best] - s[rows, lab]), 0.0)
         top = jax.ops.segment_max(gain, key, num_segments=trace.shape[0] * n_lanes)[key]
-        first = jax.ops.segment_min(jnp.where(gain == top, rows, rows.shape[0]), key,
-                                    num_segments=trace.shape[0] * n_lanes)[key]
+        first = jax.ops.segment_min(
+            jnp.where(gain == top, rows, rows.shape[0]), key, num_segments=trace.shape[0] * n_lanes
+        )[key]
         change = (first == rows) & (gain > 1e-6)
         return jnp.where(change, best, lab)
 
@@ -100,7 +107,7 @@ def _rem(trace, rp, emb, labels, read, key) -> tuple[jax.Array, jax.Array]:
 
 def _explained(trace, rp, emb, labels) -> jax.Array:
     """Share of the trace's energy explained by the decoded answers: 1 − Σ unexplained / Σ ‖M‖²."""
-    return 1.0 - jnp.sum(_unexplained(trace, rp, emb, labels)) / jnp.maximum(jnp.sum(trace ** 2), 1e-12)
+    return 1.0 - jnp.sum(_unexplained(trace, rp, emb, labels)) / jnp.maximum(jnp.sum(trace**2), 1e-12)
 
 
 def _rebind(state: State, rp, labels) -> tuple[jax.Array, jax.Array]:
@@ -111,8 +118,8 @@ def _rebind(state: State, rp, labels) -> tuple[jax.Array, jax.Array]:
     rows = jnp.arange(labels.shape[0])
     first = first_occurrence([rp["ctx"][:, i] for i in range(rp["ctx"].shape[1])] + [(~rp["valid"]).astype(jnp.int32)])
     lanes_per_context = jax.ops.segment_sum(rp["valid"].astype(jnp.int32), first, num_segments=rows.shape[0])[first]
-    active = rp["valid"] & (lanes_per_context == 1)              # paradox contexts keep their lanes as they are
-    step = REBIND_RATE * PHI ** -1
+    active = rp["valid"] & (lanes_per_context == 1)  # paradox contexts keep their lanes as they are
+    step = REBIND_RATE * PHI**-1
 
     def violations(d):
         read = jnp.einsum("elij,vij->elv", jnp.einsum("eji,eljk->elik", rp["C"], (m0 + d)[rp["slot"]]), emb)
@@ -154,11 +161,14 @@ def decode(state: State, key: jax.Array, capacity: int, max_iters: int = MAX_DRE
         _, it, _, changed, _ = carry
         return (it < max_iters) & changed
 
-    lab, iters, _, _, acc = jax.lax.while_loop(
-        cond, body, (labels0, jnp.int32(0), key, jnp.bool_(True), jnp.int32(0)))
-    stats = {"iterations": iters, "stability_before": _explained(trace, rp, emb, labels0),
-             "stability": _explained(trace, rp, emb, lab), "relabelled": jnp.sum((lab != labels0) & rp["valid"]),
-             "rem_lanes_accepted": acc}
+    lab, iters, _, _, acc = jax.lax.while_loop(cond, body, (labels0, jnp.int32(0), key, jnp.bool_(True), jnp.int32(0)))
+    stats = {
+        "iterations": iters,
+        "stability_before": _explained(trace, rp, emb, labels0),
+        "stability": _explained(trace, rp, emb, lab),
+        "relabelled": jnp.sum((lab != labels0) & rp["valid"]),
+        "rem_lanes_accepted": acc,
+    }
     return lab, stats
 
 

@@ -21,17 +21,18 @@ which is a standalone sequence op (a context has no sequence to attend over).
 ``backoff`` is the previous generalisation (prefix and suffix stores superposed when the whole context is
 unknown), kept as a baseline: it cannot answer a change in the middle of a context.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from spiraljax.holographic.store import (SIMILARITY_POWER, State, lookup, store_views, token_hash)
+from spiraljax.holographic.store import SIMILARITY_POWER, State, lookup, store_views, token_hash
 from spiraljax.ops.clifford import context_product, position_cosines
 from spiraljax.ops.toroidal import phase_kernel
 
-NEIGHBOURS = 8                            # stored bindings the similarity read attends to
-QUERY_CHUNK = 1024                        # queries per similarity block in similarity_read
+NEIGHBOURS = 8  # stored bindings the similarity read attends to
+QUERY_CHUNK = 1024  # queries per similarity block in similarity_read
 
 
 def _trace(state: State) -> jax.Array:
@@ -45,8 +46,8 @@ def _lane_scores(state: State, contexts: jax.Array, capacity: int) -> jax.Array:
     out = []
     for s, view in enumerate(store_views(contexts, state["memory"].shape[0])):
         c = context_product(emb, view)
-        m = (_trace(state) if s == 0 else state["memory"][s])[token_hash(view, s, capacity)]   # [B, L, 4, 4]
-        unbound = jnp.einsum("bji,bljk->blik", c, m)   # Cᵀ M = C⁻¹ M (C orthogonal)
+        m = (_trace(state) if s == 0 else state["memory"][s])[token_hash(view, s, capacity)]  # [B, L, 4, 4]
+        unbound = jnp.einsum("bji,bljk->blik", c, m)  # Cᵀ M = C⁻¹ M (C orthogonal)
         out.append(jnp.einsum("blij,vij->blv", unbound, emb))
     return jnp.stack(out)
 
@@ -61,8 +62,9 @@ def kernel_columns(state: State, power: float = SIMILARITY_POWER) -> list[jax.Ar
     return [state["kernel"][:, stored[:, i]] for i in range(stored.shape[1])]
 
 
-def similarity(state: State, contexts: jax.Array, power: float = SIMILARITY_POWER,
-               columns: list[jax.Array] | None = None) -> jax.Array:
+def similarity(
+    state: State, contexts: jax.Array, power: float = SIMILARITY_POWER, columns: list[jax.Array] | None = None
+) -> jax.Array:
     """``[B, registry]``: Σ_i w_i ((1 + cos Δ_i)/2)^power between each context and each registered one
     (−inf for empty registry rows); w_i = φ^(−recency·(n−1−i)) (``state["position_weights"]``).
     For vocabularies up to ``KERNEL_TABLE_MAX`` the kernel is read from the ``[V, V]`` token table
@@ -80,16 +82,24 @@ def similarity(state: State, contexts: jax.Array, power: float = SIMILARITY_POWE
     return jnp.where(state["ep_weight"] > 0, sim, -jnp.inf)
 
 
-def similarity_reference(emb: jax.Array, contexts: jax.Array, stored: jax.Array,
-                         power: float = SIMILARITY_POWER, weights: jax.Array | None = None) -> jax.Array:
+def similarity_reference(
+    emb: jax.Array,
+    contexts: jax.Array,
+    stored: jax.Array,
+    power: float = SIMILARITY_POWER,
+    weights: jax.Array | None = None,
+) -> jax.Array:
     """Σ_i w_i · phase_kernel(cos Δ_i)^power from the position-wise multivector cosines (matmuls)."""
     w = jnp.ones(contexts.shape[-1]) if weights is None else weights
-    return sum(w[i] * phase_kernel(position_cosines(emb, contexts[:, i:i + 1], stored[:, i:i + 1])[..., 0], power)
-               for i in range(contexts.shape[-1]))                  # position by position: no [B, E, n] array
+    return sum(
+        w[i] * phase_kernel(position_cosines(emb, contexts[:, i : i + 1], stored[:, i : i + 1])[..., 0], power)
+        for i in range(contexts.shape[-1])
+    )  # position by position: no [B, E, n] array
 
 
-def similarity_read(state: State, contexts: jax.Array, capacity: int, neighbours: int = NEIGHBOURS,
-                    power: float = SIMILARITY_POWER) -> tuple[jax.Array, jax.Array]:
+def similarity_read(
+    state: State, contexts: jax.Array, capacity: int, neighbours: int = NEIGHBOURS, power: float = SIMILARITY_POWER
+) -> tuple[jax.Array, jax.Array]:
     """Attention over stored bindings: ``(scores [B, V], known [B])`` where scores = Σ_k a_k·read_k over
     the ``neighbours`` most similar registered bindings, a = softmax(φ⁴·sim), read_k = ⟨C_k⁻¹ M[slot_k,
     lane_k], E(v)⟩; ``known``: the registry holds this very context. Queries go through
@@ -97,13 +107,13 @@ def similarity_read(state: State, contexts: jax.Array, capacity: int, neighbours
     memory stays bounded."""
     emb = state["embed"]
     k = min(neighbours, state["ep_ctx"].shape[0])
-    columns = kernel_columns(state, power)     # once per call: inside the map each batch re-gathered them (~2× slower)
+    columns = kernel_columns(state, power)  # once per call: inside the map each batch re-gathered them (~2× slower)
 
-    def one(context: jax.Array) -> tuple[jax.Array, jax.Array]:          # context [n]
+    def one(context: jax.Array) -> tuple[jax.Array, jax.Array]:  # context [n]
         # top-k of a [registry] vector: vmapped, XLA runs it on [chunk, registry] (a [chunk, 1, registry]
         # operand ran ~2× slower on CPU)
         sim, rows = jax.lax.top_k(similarity(state, context[None], power, columns)[0], k)
-        ctx = jnp.maximum(state["ep_ctx"][rows], 0)                      # [K, n]
+        ctx = jnp.maximum(state["ep_ctx"][rows], 0)  # [K, n]
         c = context_product(emb, ctx)
         m = _trace(state)[token_hash(ctx, 0, capacity), state["ep_lane"][rows]]  # [K, 4, 4]
         reads = jnp.einsum("kij,vij->kv", jnp.einsum("kji,kjl->kil", c, m), emb)
@@ -119,12 +129,15 @@ def similarity_read(state: State, contexts: jax.Array, capacity: int, neighbours
 def best_scores(state: State, contexts: jax.Array, capacity: int) -> jax.Array:
     """``[B, V]``: the exact store's strongest lane; for a context the memory does not know, the
     similarity read (general mode) or the prefix + suffix superposition (backoff mode)."""
-    scores = _lane_scores(state, contexts, capacity)                   # [S, B, L, V]
+    scores = _lane_scores(state, contexts, capacity)  # [S, B, L, V]
     best = scores[0].max(axis=1)
     if state["generalise"].shape[0]:
         known, own = registered(state, contexts, capacity), best
-        best = jax.lax.cond(known.all(), lambda: own,                 # every context stored: no search
-                            lambda: jnp.where(known[:, None], own, similarity_read(state, contexts, capacity)[0]))
+        best = jax.lax.cond(
+            known.all(),
+            lambda: own,  # every context stored: no search
+            lambda: jnp.where(known[:, None], own, similarity_read(state, contexts, capacity)[0]),
+        )
     elif scores.shape[0] > 1:
         backoff = scores[1].max(axis=1) + scores[2].max(axis=1)
         best = jnp.where(_known(state, contexts, capacity)[:, None], best, backoff)
@@ -142,7 +155,7 @@ def registered(state: State, contexts: jax.Array, capacity: int) -> jax.Array:
 
 def _known(state: State, contexts: jax.Array, capacity: int) -> jax.Array:
     """True where the exact store's slot was last written by this very context."""
-    return state["fingerprint"][token_hash(contexts, 0, capacity)] == token_hash(contexts, 99, 2 ** 31 - 1)
+    return state["fingerprint"][token_hash(contexts, 0, capacity)] == token_hash(contexts, 99, 2**31 - 1)
 
 
 def retrieve(state: State, contexts: jax.Array, capacity: int, temperature: float = 0.25):

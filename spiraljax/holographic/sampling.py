@@ -1,4 +1,5 @@
 """Sampling from the memory: repeated retrieval with a sliding context window."""
+
 from __future__ import annotations
 
 import jax

@@ -13,6 +13,7 @@
 
 Stores are arrays (no Python dict); ``backoff`` mode keeps three (whole context, prefix, suffix).
 """
+
 from __future__ import annotations
 
 import jax
@@ -24,11 +25,11 @@ from spiraljax.ops.clifford import context_product, token_embeddings
 from spiraljax.ops.constants import PHI
 from spiraljax.ops.toroidal import phase_kernel
 
-SIMILARITY_POWER = PHI ** 4              # sharpening of the phase kernel and of the attention softmax
+SIMILARITY_POWER = PHI**4  # sharpening of the phase kernel and of the attention softmax
 State = dict[str, jax.Array]
 _MULT = jnp.uint32(2654435761)
-INDEX_PROBES = 8                          # open-addressing probes of the registry index (4× the registry)
-KERNEL_TABLE_MAX = 4096                   # vocab sizes up to this read the similarity kernel from a V×V table
+INDEX_PROBES = 8  # open-addressing probes of the registry index (4× the registry)
+KERNEL_TABLE_MAX = 4096  # vocab sizes up to this read the similarity kernel from a V×V table
 
 
 def token_hash(tokens: jax.Array, salt: int, capacity: int) -> jax.Array:
@@ -45,19 +46,21 @@ def init(cfg: HolographicConfig) -> State:
     n_stores = 3 if cfg.mode == "backoff" else 1
     n = cfg.context_len
     emb = token_embeddings(cfg.vocab_size, cfg.seed)
-    return {"memory": jnp.zeros((n_stores, cfg.capacity, cfg.lanes, 4, 4), jnp.float32),
-            "lane_target": jnp.full((n_stores, cfg.capacity, cfg.lanes), -1, jnp.int32),
-            "consolidation": jnp.zeros((cfg.capacity, cfg.lanes, 4, 4), jnp.float32),
-            "fingerprint": jnp.full((cfg.capacity,), -1, jnp.int32),   # which context owns an exact slot
-            "embed": emb,
-            "kernel": token_kernel(emb) if cfg.vocab_size <= KERNEL_TABLE_MAX else jnp.zeros((0, 0), jnp.float32),
-            "ep_ctx": jnp.full((cfg.episodes, n), -1, jnp.int32),
-            "ep_lane": jnp.zeros((cfg.episodes,), jnp.int32),
-            "ep_weight": jnp.zeros((cfg.episodes,), jnp.float32),
-            "ep_count": jnp.zeros((), jnp.int32),
-            "ep_index": jnp.full((4 * cfg.episodes,), -1, jnp.int32),  # hash(context, lane) → registry row
-            "position_weights": PHI ** (-cfg.recency * jnp.arange(n - 1, -1, -1, dtype=jnp.float32)),
-            "generalise": jnp.zeros((1 if cfg.mode == "general" else 0,), jnp.float32)}
+    return {
+        "memory": jnp.zeros((n_stores, cfg.capacity, cfg.lanes, 4, 4), jnp.float32),
+        "lane_target": jnp.full((n_stores, cfg.capacity, cfg.lanes), -1, jnp.int32),
+        "consolidation": jnp.zeros((cfg.capacity, cfg.lanes, 4, 4), jnp.float32),
+        "fingerprint": jnp.full((cfg.capacity,), -1, jnp.int32),  # which context owns an exact slot
+        "embed": emb,
+        "kernel": token_kernel(emb) if cfg.vocab_size <= KERNEL_TABLE_MAX else jnp.zeros((0, 0), jnp.float32),
+        "ep_ctx": jnp.full((cfg.episodes, n), -1, jnp.int32),
+        "ep_lane": jnp.zeros((cfg.episodes,), jnp.int32),
+        "ep_weight": jnp.zeros((cfg.episodes,), jnp.float32),
+        "ep_count": jnp.zeros((), jnp.int32),
+        "ep_index": jnp.full((4 * cfg.episodes,), -1, jnp.int32),  # hash(context, lane) → registry row
+        "position_weights": PHI ** (-cfg.recency * jnp.arange(n - 1, -1, -1, dtype=jnp.float32)),
+        "generalise": jnp.zeros((1 if cfg.mode == "general" else 0,), jnp.float32),
+    }
 
 
 def store_views(contexts: jax.Array, n_stores: int) -> list[jax.Array]:
@@ -69,7 +72,7 @@ def _sorted_groups(keys: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
     """Order of the rows sorted by the key tuple (then by row index) and, in that order, where a new
     key tuple starts."""
     idx = jnp.arange(keys[0].shape[0])
-    order = jnp.lexsort((idx, *reversed(keys)))             # keys[0] is the primary key
+    order = jnp.lexsort((idx, *reversed(keys)))  # keys[0] is the primary key
     starts = jnp.zeros(idx.shape, bool).at[0].set(True)
     for k in keys:
         ks = k[order]
@@ -102,7 +105,7 @@ def _assign_lanes(held: jax.Array, slot: jax.Array, targets: jax.Array) -> tuple
     same = held == targets[:, None]
     has = same.any(-1)
     first = first_occurrence([slot, targets])
-    new_rep = (first == idx) & ~has                  # first appearance of a target the slot lacks
+    new_rep = (first == idx) & ~has  # first appearance of a target the slot lacks
     rank = _rank_in_group(slot, new_rep)[first]
     free = held < 0
     kth_free = jnp.argmax(free & (jnp.cumsum(free, -1) - 1 == rank[:, None]), -1)
@@ -136,7 +139,7 @@ def _register(state: State, contexts: jax.Array, lane: jax.Array) -> State:
     new_rep = (first == idx) & (found < 0)
     new_row = state["ep_count"] + jnp.cumsum(new_rep) - new_rep
     row = jnp.where(found >= 0, found, new_row[first])
-    write_at = jnp.where(new_rep, new_row, rows)                       # out of range → dropped
+    write_at = jnp.where(new_rep, new_row, rows)  # out of range → dropped
     index = state["ep_index"]
     h = token_hash(jnp.concatenate([contexts, lane[:, None]], -1), 11, size)
     placed = ~(new_rep & (new_row < rows))
@@ -147,12 +150,14 @@ def _register(state: State, contexts: jax.Array, lane: jax.Array) -> State:
         won = want & (claim[cell] == new_row)
         index = index.at[jnp.where(won, cell, size)].set(new_row, mode="drop")
         placed = placed | won
-    return {**state,
-            "ep_ctx": state["ep_ctx"].at[write_at].set(contexts, mode="drop"),
-            "ep_lane": state["ep_lane"].at[write_at].set(lane, mode="drop"),
-            "ep_index": index,
-            "ep_weight": state["ep_weight"].at[row].add(1.0, mode="drop"),
-            "ep_count": jnp.minimum(state["ep_count"] + new_rep.sum(), rows)}
+    return {
+        **state,
+        "ep_ctx": state["ep_ctx"].at[write_at].set(contexts, mode="drop"),
+        "ep_lane": state["ep_lane"].at[write_at].set(lane, mode="drop"),
+        "ep_index": index,
+        "ep_weight": state["ep_weight"].at[row].add(1.0, mode="drop"),
+        "ep_count": jnp.minimum(state["ep_count"] + new_rep.sum(), rows),
+    }
 
 
 def learn(state: State, contexts: jax.Array, targets: jax.Array, capacity: int) -> State:
@@ -164,10 +169,10 @@ def learn(state: State, contexts: jax.Array, targets: jax.Array, capacity: int) 
     for s, view in enumerate(store_views(contexts, memory.shape[0])):
         slot = token_hash(view, s, capacity)
         lane, claims = _assign_lanes(lane_target[s, slot], slot, targets)
-        memory = memory.at[s, slot, lane].add(PHI ** -1 * context_product(emb, view) @ emb[targets])
+        memory = memory.at[s, slot, lane].add(PHI**-1 * context_product(emb, view) @ emb[targets])
         lane_target = lane_target.at[s, jnp.where(claims, slot, capacity), lane].set(targets, mode="drop")
         lanes0 = lane if s == 0 else lanes0
-    fingerprint = state["fingerprint"].at[token_hash(contexts, 0, capacity)].set(token_hash(contexts, 99, 2 ** 31 - 1))
+    fingerprint = state["fingerprint"].at[token_hash(contexts, 0, capacity)].set(token_hash(contexts, 99, 2**31 - 1))
     state = {**state, "memory": memory, "lane_target": lane_target, "fingerprint": fingerprint}
     return _register(state, contexts, lanes0)
 
@@ -200,7 +205,7 @@ def learn_reference(state: State, contexts, targets, capacity: int) -> State:
             product = np.eye(4)
             for tok in view[i]:
                 product = product @ emb[tok]
-            memory[s, slots[s][i], lane] += PHI ** -1 * product @ emb[t]
+            memory[s, slots[s][i], lane] += PHI**-1 * product @ emb[t]
             if s == 0:
                 key = (tuple(contexts[i].tolist()), lane)
                 registry[key] = registry.get(key, 0.0) + 1.0
@@ -209,11 +214,21 @@ def learn_reference(state: State, contexts, targets, capacity: int) -> State:
     ep_lane, ep_weight = np.zeros(state["ep_lane"].shape, np.int32), np.zeros(state["ep_weight"].shape, np.float32)
     for r, ((c, lane), w) in enumerate(list(registry.items())[: ep_ctx.shape[0]]):
         ep_ctx[r], ep_lane[r], ep_weight[r] = c, lane, w
-    fingerprint = state["fingerprint"].at[token_hash(jnp.asarray(contexts), 0, capacity)].set(
-        token_hash(jnp.asarray(contexts), 99, 2 ** 31 - 1))
-    return {**state, "memory": jnp.asarray(memory, jnp.float32), "lane_target": jnp.asarray(lane_target),
-            "fingerprint": fingerprint, "ep_ctx": jnp.asarray(ep_ctx), "ep_lane": jnp.asarray(ep_lane),
-            "ep_weight": jnp.asarray(ep_weight), "ep_count": jnp.int32(min(rows, ep_ctx.shape[0]))}
+    fingerprint = (
+        state["fingerprint"]
+        .at[token_hash(jnp.asarray(contexts), 0, capacity)]
+        .set(token_hash(jnp.asarray(contexts), 99, 2**31 - 1))
+    )
+    return {
+        **state,
+        "memory": jnp.asarray(memory, jnp.float32),
+        "lane_target": jnp.asarray(lane_target),
+        "fingerprint": fingerprint,
+        "ep_ctx": jnp.asarray(ep_ctx),
+        "ep_lane": jnp.asarray(ep_lane),
+        "ep_weight": jnp.asarray(ep_weight),
+        "ep_count": jnp.int32(min(rows, ep_ctx.shape[0])),
+    }
 
 
 def token_kernel(emb: jax.Array, power: float = SIMILARITY_POWER) -> jax.Array:

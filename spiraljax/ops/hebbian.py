@@ -95,8 +95,8 @@ def fast_weights_chunked(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: ja
     b, t, h, d = q.shape
     which = resolve("fast_weights", impl, length=t, chunk=chunk, per_head_decay=jnp.ndim(log_decay) <= 1)
     if which not in (Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL):
-        raise ValueError(f"fast_weights_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | chunked_general "
-                         "(the scan is fast_weights_scan)")
+        raise ValueError(f"fast_weights_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | "
+                         "chunked_general (the scan is fast_weights_scan)")
     c = min(chunk, t)
     s0 = jnp.zeros((b, h, d, v.shape[-1]), jnp.float32) if initial_state is None else initial_state.astype(jnp.float32)
     if which is Impl.CHUNKED_PER_HEAD:

@@ -92,7 +92,8 @@ def toroidal_attention(v: jax.Array, theta: jax.Array, causal: bool = True) -> j
     """
     _check_shapes(v, theta)
     c, s = jnp.cos(theta), jnp.sin(theta)                     # [K, n]
-    agg = (lambda x: jnp.cumsum(x, axis=1)) if causal else (lambda x: jnp.broadcast_to(jnp.sum(x, 1, keepdims=True), x.shape))
+    agg = ((lambda x: jnp.cumsum(x, axis=1)) if causal
+           else (lambda x: jnp.broadcast_to(jnp.sum(x, 1, keepdims=True), x.shape)))
     s1 = agg(jnp.broadcast_to(v, (theta.shape[0], *v.shape)))  # [K, n, d]
     sc, ss = agg(c[..., None] * v), agg(s[..., None] * v)
     n1 = agg(jnp.ones_like(c))

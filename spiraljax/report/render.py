@@ -31,7 +31,8 @@ def _num(x: Any, digits: int = 3) -> str:
 
 
 def lm_table(lm: dict[str, dict[int, dict]]) -> list[str]:
-    lines = ["| model | params | seeds | val BPC (mean ± sd) | per seed | tokens/s | step memory (MiB) | wall s / run |",
+    lines = ["| model | params | seeds | val BPC (mean ± sd) | per seed | tokens/s | step memory (MiB) "
+             "| wall s / run |",
              "|---|---|---|---|---|---|---|---|"]
     for name, seeds in lm.items():
         runs = list(seeds.values())
@@ -225,7 +226,8 @@ def figures(report: dict, out: Path) -> dict[str, str]:
         for name, seeds in r_runs.items():
             band(ax, [r["R_curve"] for r in seeds.values()], name)
         ax.set_ylim(0, 1)
-        finish(fig, ax, "R", "step", "R (training batches)", "K-SSM order parameter R over training, mean ± sd over seeds")
+        finish(fig, ax, "R", "step", "R (training batches)",
+               "K-SSM order parameter R over training, mean ± sd over seeds")
 
     if report.get("recall"):
         fig, ax = plt.subplots(figsize=(6, 4))

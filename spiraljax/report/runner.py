@@ -116,7 +116,7 @@ def step_memory_mb(cfg: Config) -> float | None:
                            donate_argnums=0).lower(
             state, batch).compile()
         m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 — a backend without memory analysis: report nothing
+    except Exception:  # a backend without memory analysis: report nothing
         return None
     if m is None:
         return None

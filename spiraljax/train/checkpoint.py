@@ -2,12 +2,12 @@
 
 Layout: ``RUN/checkpoints/<step>/`` with items ``params``, ``opt_state`` (Orbax StandardSave),
 ``meta`` (JSON: step, rng, skipped, val_loss, train_seconds) and, for a ``train.carry_state`` run,
-``carry`` (StandardSave: the carried model state, so a resume mid-document is exact). A step saved right after a validation pass carries
-Orbax metrics ``{"val_loss": …}``; the manager's preservation policy keeps the newest
-``checkpoint.keep`` steps (``LatestN``) plus the step with the lowest ``val_loss`` (``BestN``), so
-"best" is never lost to rotation. Orbax commits atomically: a crash mid-save leaves earlier steps
-intact. Plain Orbax reads every checkpoint (``ocp.CheckpointManager(RUN/checkpoints, item_names=
-("params", "opt_state", "meta"))``, see docs/training.md).
+``carry`` (StandardSave: the carried model state, so a resume mid-document is exact). A step saved
+right after a validation pass carries Orbax metrics ``{"val_loss": …}``; the manager's preservation
+policy keeps the newest ``checkpoint.keep`` steps (``LatestN``) plus the step with the lowest
+``val_loss`` (``BestN``), so "best" is never lost to rotation. Orbax commits atomically: a crash
+mid-save leaves earlier steps intact. Plain Orbax reads every checkpoint
+(``ocp.CheckpointManager(RUN/checkpoints, item_names=("params", "opt_state", "meta"))``, see docs/training.md).
 
 One restore routine (:func:`first_readable`) serves ``--resume``, :func:`load_run` and
 ``evaluate.py``: it walks candidate steps in order and returns the first that restores. When a run
@@ -75,8 +75,8 @@ def _is_orbax_leftover(unraisable) -> bool:
 
 def quiet_orbax() -> None:
     """Silence Orbax's below-ERROR absl records and the unraisable tracebacks and abandoned-task
-    errors a failed restore leaves behind (:func:`_is_orbax_leftover`, :func:`_is_orbax_task_leftover`), so each problem is reported once, by us. Everything
-    else is passed on unchanged. Idempotent."""
+    errors a failed restore leaves behind (:func:`_is_orbax_leftover`, :func:`_is_orbax_task_leftover`),
+    so each problem is reported once, by us. Everything else is passed on unchanged. Idempotent."""
     global _QUIET_INSTALLED
     if _QUIET_INSTALLED:
         return

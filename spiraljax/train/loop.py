@@ -321,8 +321,8 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 _warn("sampling", step, err)
         return m
 
-    bar = tqdm(total=tc.steps, initial=start, disable=not (tc.progress and primary), dynamic_ncols=True, mininterval=1.0,
-               desc=cfg.name, file=sys.stderr)
+    bar = tqdm(total=tc.steps, initial=start, disable=not (tc.progress and primary), dynamic_ncols=True,
+               mininterval=1.0, desc=cfg.name, file=sys.stderr)
     interrupted = False
     t_last, steps_since = time.time(), 0
     t_mark: float | None = time.time()   # start of the current stretch of training steps
