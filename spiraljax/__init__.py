@@ -15,7 +15,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return importlib.import_module(f"spiraljax.{name}")
     if name == "load_run":
-        from spiraljax.train.checkpoint import load_run
+        from spiraljax.runs import load_run
 
         return load_run
     raise AttributeError(f"module 'spiraljax' has no attribute {name!r}")

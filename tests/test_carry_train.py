@@ -20,8 +20,8 @@ from spiraljax.errors import ConfigError
 from spiraljax.experiment import run as train
 from spiraljax.losses import evaluate_lm, make_eval_step
 from spiraljax.state import reset_rows, stream
-from spiraljax.train.checkpoint import load_run
-from spiraljax.train.metrics import read_metrics
+from spiraljax.runs import load_run
+from spiraljax.runs import read_metrics
 from spiraljax.train.optim import make_optimizer
 from spiraljax.train.step import check_carry, init_state, make_train_step
 

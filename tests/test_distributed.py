@@ -27,7 +27,7 @@ def _rows(run, kind):
 
 
 def test_two_processes_match_one_process_with_four_devices(tmp_path):
-    from spiraljax.train.checkpoint import load_run
+    from spiraljax.runs import load_run
 
     args = ["train.py", "--config", "configs/transformer_tiny.yaml", "--set", *SMALL,
             f"data.cache_dir={tmp_path / 'cache'}"]

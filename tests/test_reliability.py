@@ -106,10 +106,10 @@ import shutil  # noqa: E402
 from conftest import TINY  # noqa: E402
 from spiraljax import config  # noqa: E402
 from spiraljax.data.base import DataError  # noqa: E402
-from spiraljax.train.checkpoint import load_run  # noqa: E402
+from spiraljax.runs import load_run  # noqa: E402
 from spiraljax.errors import RunError  # noqa: E402
 from spiraljax.experiment import run as train  # noqa: E402
-from spiraljax.train.metrics import read_metrics  # noqa: E402
+from spiraljax.runs import read_metrics  # noqa: E402
 
 SHORT = ["train.steps=10", "train.eval_every=5", "eval.sample_tokens=0"]
 

@@ -130,7 +130,7 @@ def test_rerun_reuses_runs_and_reproduces_numbers(smoke):
 
 def test_two_runs_of_one_config_are_bit_identical(tmp_path):
     """Same config, same machine → the same parameters, bit for bit (CPU XLA is deterministic)."""
-    from spiraljax.train.checkpoint import load_run
+    from spiraljax.runs import load_run
     from spiraljax.train.loop import train
 
     cfg = config.load(None, TINY + [f"data.cache_dir={tmp_path / 'cache'}", "train.steps=6", "eval.sample_tokens=0",

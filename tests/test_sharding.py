@@ -180,7 +180,7 @@ def test_a_checkpoint_saved_with_fsdp_restores_on_one_and_two_devices(tmp_path, 
     """Saved on 4 devices (fsdp = 4); read back on 1 device (load_run, plain process) and resumed on
     2 devices (fsdp = 2): same parameters, and training continues."""
     from spiraljax import config
-    from spiraljax.train.checkpoint import load_run
+    from spiraljax.runs import load_run
     from spiraljax.train.loop import train
 
     run = tmp_path / "run"
@@ -193,7 +193,7 @@ def test_a_checkpoint_saved_with_fsdp_restores_on_one_and_two_devices(tmp_path, 
     saved = [np.asarray(x) for x in jax.tree.leaves(variables["params"])]
     # resumed on 2 devices with fsdp = 2
     code = ("import sys, numpy as np, jax\nfrom spiraljax import config\n"
-            "from spiraljax.train.checkpoint import load_run\n"
+            "from spiraljax.runs import load_run\n"
             "from spiraljax.train.loop import train\n"
             "cfg = config.load(sys.argv[1] + '/config.yaml', ['train.steps=12', 'mesh.data=1', 'mesh.fsdp=2'])\n"
             "print('step', train(cfg, sys.argv[1], resume=True).step, jax.device_count())")

@@ -19,7 +19,7 @@ from spiraljax.experiment import run as train
 from spiraljax.train import loop
 from spiraljax.train.checkpoint import CheckpointError, Checkpointer, load_run
 from spiraljax.train.lock import LockError, RunLock
-from spiraljax.train.metrics import read_metrics
+from spiraljax.runs import read_metrics
 
 
 def cfg_for(tmp_path, *extra):

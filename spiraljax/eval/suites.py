@@ -178,7 +178,7 @@ class EvalContext:
 
     def _load(self) -> None:
         if "variables" not in self._cache:
-            from spiraljax.train.checkpoint import load_run
+            from spiraljax.runs import load_run
 
             cfg, variables, step = load_run(self.run_dir, self.checkpoint, return_step=True)
             self._cache.update(cfg=cfg, variables=variables, step=step)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from spiraljax.ops.kuramoto import TONE_ZONES, zone_name
-from spiraljax.train.metrics import read_metrics
+from spiraljax.runs import read_metrics
 
 ZONE_COLORS = ("#eeeeee", "#dde7f5", "#dff0e0", "#efe3f5", "#fff4cc", "#ffe0cc", "#f8d0d0")
 
