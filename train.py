@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "family and data source first; with --config, that config's family and source only; NAMEs "
                         "restrict the model and data sections to these families / sources")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    p.add_argument("--distributed", action="store_true", help="multi-process run: jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS, "
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-process run: jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS, "
                         "JAX_NUM_PROCESSES, JAX_PROCESS_ID (or the cluster's own detection); one process per host")
     return p.parse_args(argv)
 
@@ -157,7 +158,8 @@ def runs_named(name: str) -> list[Path]:
     """The run directories runs/<name> and runs/<name>_N that hold a run, in order of N."""
     from spiraljax.train.loop import holds_run
 
-    found = [p for p in Path("runs").glob(f"{glob.escape(name)}*") if re.fullmatch(rf"{re.escape(name)}(_\d+)?", p.name)]
+    pattern = rf"{re.escape(name)}(_\d+)?"
+    found = [p for p in Path("runs").glob(f"{glob.escape(name)}*") if re.fullmatch(pattern, p.name)]
     return sorted((p for p in found if holds_run(p)), key=lambda p: int(p.name[len(name) + 1:] or -1))
 
 

@@ -37,7 +37,8 @@ def emit(rows: list[dict], as_json: bool, columns: list[str], title: str) -> Non
                           "host_memory_reuse": HOST_MEMORY_REUSED, "rows": rows}, indent=2))
         return
     reuse = "on" if HOST_MEMORY_REUSED else "off"
-    print(f"# {title}  (device: {jax.devices()[0].platform}, {jax.device_count()} device(s), host memory reuse {reuse})")
+    device = f"device: {jax.devices()[0].platform}, {jax.device_count()} device(s)"
+    print(f"# {title}  ({device}, host memory reuse {reuse})")
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
     for r in rows:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from common import emit, time_fn
 from spiraljax import config
-from spiraljax.models import holographic as H
+from spiraljax import holographic as H
 from spiraljax.ops.toroidal import satellite_phases, toroidal_attention, toroidal_attention_reference
 
 

@@ -71,7 +71,8 @@ def fmt(x, spec: str) -> str:
 
 def table(rows: list[dict]) -> str:
     mark = lambda ok: "" if ok else " ✗"  # noqa: E731
-    lines = ["| seed | val BPC | R mean | 1 variance (> 0.01) | 2 \\|Δlogits\\| (t-test p) | 3 r(R, entropy) | R share | all |",
+    lines = ["| seed | val BPC | R mean | 1 variance (> 0.01) | 2 \\|Δlogits\\| (t-test p) | 3 r(R, entropy) "
+             "| R share | all |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p1, p2, p3 = r["passed"]

@@ -40,7 +40,8 @@ def scan_rows(n: int, lengths: list[int], batch: int, chunk: int, repeats: int) 
         fwd = jax.jit(lambda om: kuramoto_scan(theta0, om, coupling, 0.1, unroll=4)[0])
         row["fwd_ms"] = time_fn(lambda: fwd(omega), repeats) * 1e3
         for name, c in (("fwdbwd_ms", None), (f"fwdbwd_remat{chunk}_ms", chunk)):
-            loss = lambda om, c=c: jnp.sum(jnp.cos(kuramoto_scan(theta0, om, coupling, 0.1, unroll=4, remat_chunk=c)[0]))  # noqa: E731
+            loss = lambda om, c=c: jnp.sum(  # noqa: E731
+                jnp.cos(kuramoto_scan(theta0, om, coupling, 0.1, unroll=4, remat_chunk=c)[0]))
             grad = jax.jit(jax.grad(loss))
             row[name] = time_fn(lambda: grad(omega), repeats) * 1e3
         row["fwd_tokens_per_s"] = batch * t / (row["fwd_ms"] / 1e3)

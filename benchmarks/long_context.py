@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {family} T={t}: {shown}, peak {r['peak_MiB']:.0f} MiB", file=sys.stderr, flush=True)
         exp = slope(args.lengths, [r["ms_per_step"] for r in runs])
         target = LINEAR_TARGET.get(family)
-        summary.append({"family": family, "exponent": exp, "mem_exponent": slope(args.lengths, [r["peak_MiB"] for r in runs]),
+        summary.append({"family": family, "exponent": exp,
+                        "mem_exponent": slope(args.lengths, [r["peak_MiB"] for r in runs]),
                         "target": None if target is None or exp is None else
                         f"{'met' if exp <= target else 'NOT met'} (<= {target})"})
     if args.json:

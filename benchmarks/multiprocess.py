@@ -110,7 +110,8 @@ def worker(cfg_path: str, overrides: list[str], steps: int, distributed: bool) -
         cores = len(os.sched_getaffinity(0))
         print("RESULT " + json.dumps({
             "processes": jax.process_count(), "devices": n, "init_s": t_init, "prepare_s": t_prepare,
-            "compile_s": t_compile, "step_ms": step_ms, "cpu_ms": cpu_ms, "allreduce_ms": statistics.median(times) * 1e3,
+            "compile_s": t_compile, "step_ms": step_ms, "cpu_ms": cpu_ms,
+            "allreduce_ms": statistics.median(times) * 1e3,
             "eval_ms": eval_ms, "sample_ms": sample_ms,
             "wait_ms": max(step_ms - cpu_ms / cores, 0.0)}), flush=True)
 

@@ -29,7 +29,6 @@ import gzip
 import json
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -41,12 +40,12 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HOST_MEMORY_REUSED, time_fn  # noqa: E402
-from spiraljax import config  # noqa: E402
-from spiraljax.data.base import build_dataset  # noqa: E402
-from spiraljax.models import build  # noqa: E402
-from spiraljax.train.optim import make_optimizer  # noqa: E402
-from spiraljax.train.step import init_state, loss_fn, make_train_step  # noqa: E402
+from common import HOST_MEMORY_REUSED, time_fn
+from spiraljax import config
+from spiraljax.data.base import build_dataset
+from spiraljax.models import build
+from spiraljax.train.optim import make_optimizer
+from spiraljax.train.step import init_state, loss_fn, make_train_step
 
 
 # --------------------------------------------------------------------------- 1. cost analysis

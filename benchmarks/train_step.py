@@ -48,7 +48,7 @@ def memory_mb(compiled) -> tuple[float | None, float | None]:
     """(peak, scratch) MiB of a compiled step from XLA's memory analysis (None where unavailable)."""
     try:
         m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 — a backend without memory analysis
+    except Exception:  # a backend without memory analysis
         m = None
     if m is None:
         return None, None

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import spiraljax
+from spiraljax import holographic as H
 from spiraljax.data import glyphs
 from spiraljax.eval.generation import generate_streaming
-from spiraljax.models import holographic as H
 from spiraljax.ops import rhythm
 from spiraljax.ops.hebbian import fast_weights
 from spiraljax.ops.kuramoto import order_parameter
@@ -74,7 +74,8 @@ variables = model.init(key, tokens, conditions=conditions)
 logits, aux = model.apply(variables, tokens, conditions=conditions)
 print("logits", logits.shape, "| aux keys", sorted(aux))
 print("breath_weight[0]", np.round(np.asarray(aux["breath_weight"][0]), 2))
-print("field_charge", np.round(np.asarray(aux["field_charge"]), 3), "| memory_queries", np.asarray(aux["memory_queries"]))
+print("field_charge", np.round(np.asarray(aux["field_charge"]), 3),
+      "| memory_queries", np.asarray(aux["memory_queries"]))
 ids = glyphs.encode(["🌐ping", "💧08", "…", "🌙rest"])
 print("glyph ids", ids.tolist(), "->", glyphs.decode(ids), "| silence?", glyphs.is_silence(ids).tolist())
 
@@ -90,7 +91,8 @@ cfg, model = load("kssm_v3_tiny.yaml")
 tokens = jax.random.randint(key, (2, 16), 0, cfg.model.vocab_size)
 variables = model.init(key, tokens)
 logits, aux = model.apply(variables, tokens)
-print("aux['R']", aux["R"].shape, "R_layers", aux["R_layers"].shape, "R_mean", round(float(aux["metrics"]["R_mean"]), 3))
+print("aux['R']", aux["R"].shape, "R_layers", aux["R_layers"].shape,
+      "R_mean", round(float(aux["metrics"]["R_mean"]), 3))
 lo, _ = model.apply(variables, tokens, force_R=0.1)
 hi, _ = model.apply(variables, tokens, force_R=0.9)
 cut, _ = model.apply(variables, tokens, cut_R=True)

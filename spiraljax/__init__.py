@@ -8,14 +8,14 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-_LAZY = {"config", "models", "ops", "nn", "data", "train", "eval"}
+_LAZY = {"config", "models", "holographic", "ops", "nn", "data", "train", "eval"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return importlib.import_module(f"spiraljax.{name}")
     if name == "load_run":
-        from spiraljax.train.checkpoint import load_run
+        from spiraljax.runs import load_run
 
         return load_run
     raise AttributeError(f"module 'spiraljax' has no attribute {name!r}")

@@ -221,8 +221,10 @@ class MeshConfig(Section):
     optimizer state are sharded over ``fsdp`` (FSDP) and, for attention/MLP kernels, over ``model``
     (tensor parallel: heads and hidden units). ``data = -1`` means 'all remaining devices'."""
 
-    data: int = Field(-1, description="data-parallel size (batch split, parameters replicated); -1: all remaining devices")
-    fsdp: int = Field(1, gt=0, description="fully-sharded data-parallel size: batch split and parameters/optimizer state sharded")
+    data: int = Field(-1,
+                      description="data-parallel size (batch split, parameters replicated); -1: all remaining devices")
+    fsdp: int = Field(1, gt=0, description="fully-sharded data-parallel size: batch split and parameters/optimizer "
+                                           "state sharded")
     model: int = Field(1, gt=0, description="tensor-parallel size: attention heads and MLP hidden units split")
 
 

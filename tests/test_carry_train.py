@@ -20,8 +20,8 @@ from spiraljax.errors import ConfigError
 from spiraljax.experiment import run as train
 from spiraljax.losses import evaluate_lm, make_eval_step
 from spiraljax.state import reset_rows, stream
-from spiraljax.train.checkpoint import load_run
-from spiraljax.train.metrics import read_metrics
+from spiraljax.runs import load_run
+from spiraljax.runs import read_metrics
 from spiraljax.train.optim import make_optimizer
 from spiraljax.train.step import check_carry, init_state, make_train_step
 
@@ -117,7 +117,7 @@ def test_a_run_resumed_mid_document_is_bit_exact(tmp_path, capsys):
     row's document) and resumed gives the uninterrupted run's metrics and parameters bit for bit."""
     extra = ["train.steps=12", "train.eval_every=6", "train.log_every=2", "checkpoint.every=4"]
     cfg = kssm_cfg(tmp_path, *extra, version="v3")
-    full = train(cfg, tmp_path / "full")
+    train(cfg, tmp_path / "full")
     out = capsys.readouterr().out
     sha = build_dataset(cfg).sha256
     assert f"corpus sha256 {sha}" in out

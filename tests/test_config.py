@@ -72,9 +72,13 @@ def test_override_syntax():
     assert config.load(None, ["train.lr=1e-4"]).train.lr == pytest.approx(1e-4)
 
 
-def test_shipped_configs_validate():
-    for path in sorted((config.PROJECT_ROOT / "configs").glob("*.yaml")):
-        config.load(path)
+def test_shipped_configs_validate_and_roundtrip(tmp_path):
+    paths = sorted((config.PROJECT_ROOT / "configs").glob("*.yaml"))
+    assert {"spiralformer_femto.yaml", "holographic.yaml", "kssm_v3_tiny.yaml"} <= {p.name for p in paths}
+    for path in paths:
+        cfg = config.load(path)
+        config.save(cfg, tmp_path / path.name)
+        assert config.load(tmp_path / path.name) == cfg, path.name
 
 
 def test_family_and_source_fields_survive_save_and_load(tmp_path):
@@ -226,7 +230,8 @@ def test_help_config_starts_with_the_default_experiment_or_the_given_config(caps
     assert train_py.main(["--help-config", "--config", path]) == 0
     out = capsys.readouterr().out
     sections = [ln for ln in out.splitlines() if ln and not ln.startswith(" ")]
-    assert sections[1].startswith("model (model.family: kssm_v3;") and sections[2].startswith("data (data.source: text;")
+    assert sections[1].startswith("model (model.family: kssm_v3;")
+    assert sections[2].startswith("data (data.source: text;")
     assert sum(s.startswith(("model (", "data (")) for s in sections) == 2
     assert sections[-1].startswith("Not shown: ") and "spiralformer" in sections[-1]
 
@@ -279,5 +284,5 @@ def test_a_family_defined_anywhere_trains_through_the_registry(tmp_path):
 
 def test_a_family_name_cannot_be_registered_twice():
     with pytest.raises(TypeError, match="registered twice"):
-        class Again(config.ModelConfig):  # noqa: F811
+        class Again(config.ModelConfig):
             family: Literal["test_bag_of_tokens"] = "test_bag_of_tokens"

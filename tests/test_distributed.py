@@ -27,7 +27,7 @@ def _rows(run, kind):
 
 
 def test_two_processes_match_one_process_with_four_devices(tmp_path):
-    from spiraljax.train.checkpoint import load_run
+    from spiraljax.runs import load_run
 
     args = ["train.py", "--config", "configs/transformer_tiny.yaml", "--set", *SMALL,
             f"data.cache_dir={tmp_path / 'cache'}"]
@@ -56,7 +56,8 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
 
 
 def test_launcher_reports_failure_and_usage(capsys):
-    assert launch_local([sys.executable, "-c", "import os, sys; sys.exit(3 if os.environ['JAX_PROCESS_ID'] == '1' else 0)"],
+    assert launch_local([sys.executable, "-c",
+                         "import os, sys; sys.exit(3 if os.environ['JAX_PROCESS_ID'] == '1' else 0)"],
                         processes=2, local_devices=1, timeout=60) == 3
     assert capsys.readouterr().err == "error: process 1 of 2 exited with status 3; stopped the others\n"
     says = ("import os, sys, time\nif os.environ['JAX_PROCESS_ID'] == '1':\n    print('x', flush=True)\n"
@@ -84,7 +85,8 @@ def test_only_process_zero_speaks(tmp_path):
     assert r.returncode == 0 and r.stderr == "", r.stdout[-2000:] + r.stderr[-2000:]
     run, lines = tmp_path / "run", r.stdout.splitlines()
     assert len(lines) == 4 and lines[0] == f"run directory: {run}" and lines[1].startswith("step 2: val loss "), lines
-    assert lines[2].startswith("finished at step 2 in ") and lines[3].startswith(f"run directory: {run}   (evaluate"), lines
+    assert lines[2].startswith("finished at step 2 in "), lines
+    assert lines[3].startswith(f"run directory: {run}   (evaluate"), lines
 
 
 # ----------------------------------------------------------------------------- lost peers and preemption

@@ -88,7 +88,8 @@ def test_the_readme_quickstart_and_every_snippet_run_as_written(tmp_path):
     assert {(r["path"], r["line"]) for r in ran if r.get("python")} == expected
     assert ("README.md", next(b.line for b in all_blocks() if b.path == "README.md" and b.lang == "python")) in expected
     assert (tmp_path / "runs" / "spiralformer_femto_default" / "samples" / "step_0000800.txt").is_file()  # as docs say
-    assert (tmp_path / "runs" / "tt" / "checkpoints").is_dir() and (tmp_path / "runs" / "notebook" / "config.yaml").is_file()
+    assert (tmp_path / "runs" / "tt" / "checkpoints").is_dir()
+    assert (tmp_path / "runs" / "notebook" / "config.yaml").is_file()
 
 
 def _slug(heading: str) -> str:
@@ -103,7 +104,8 @@ def _anchors(path) -> set[str]:
 
 def test_links_between_the_docs_resolve():
     broken = []
-    for path in [*doc_files(), ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md", ROOT / "notebooks" / "README.md"]:
+    for path in [*doc_files(), ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md",
+                 ROOT / "notebooks" / "README.md"]:
         text = re.sub(r"^```.*?^```$", "", path.read_text(encoding="utf-8"), flags=re.M | re.S)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+://", target):

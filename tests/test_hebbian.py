@@ -98,7 +98,8 @@ def test_plasticity_curriculum_and_forcing(tiny):
 def test_curriculum_data_switches_at_configured_steps(tmp_path):
     cfg = config.load(ROOT / "configs" / "hebbian_tiny.yaml", ["data.source=curriculum", "train.steps=100"])
     ds = build_dataset(cfg)
-    assert [ds.stage(s) for s in (0, 14, 15, 39, 40, 99)] == ["words", "words", "sentences", "sentences", "full", "full"]
+    assert [ds.stage(s) for s in (0, 14, 15, 39, 40, 99)] == ["words", "words", "sentences", "sentences", "full",
+                                                              "full"]
     words = ds.decode(ds.train_batch(0)["inputs"][0])
     assert all(w.islower() or not w.isalpha() for w in words.split())  # dictionary-style lowercase word list
     np.testing.assert_array_equal(ds.train_batch(3)["inputs"], build_dataset(cfg).train_batch(3)["inputs"])
@@ -120,7 +121,7 @@ def test_mqar_generator_is_deterministic_and_well_formed():
             assert pairs[int(inp[pos])] == int(tgt[pos])  # every answer is the value stored for that key
 
 
-@pytest.mark.slow  # the fast set runs the recall suite on a trained Hebbian model in tests/test_report.py (smoke report)
+@pytest.mark.slow  # the fast set runs the recall suite on a trained Hebbian model in tests/test_report.py (smoke)
 def test_recall_suite_reports_accuracy_by_length(tmp_path):
     from spiraljax.eval.suites import EvalContext, get_suite
     from spiraljax.train.loop import train

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from spiraljax import config
+from spiraljax import holographic as H
 from spiraljax.eval import holographic as suite
-from spiraljax.models import holographic as H
+from spiraljax.holographic import read
 from spiraljax.ops import clifford as Cl
 from spiraljax.ops.toroidal import satellite_phases, toroidal_attention, toroidal_attention_reference
 
@@ -13,7 +14,7 @@ from spiraljax.ops.toroidal import satellite_phases, toroidal_attention, toroida
 def test_generators_and_blades_form_cl31():
     g = Cl.GENERATORS
     for i in range(4):
-        np.testing.assert_allclose(g[i] @ g[i], Cl.METRIC[i] * np.eye(4))
+        np.testing.assert_allclose(g[i] @ g[i], (1.0, 1.0, 1.0, -1.0)[i] * np.eye(4))    # signature (3, 1)
         for j in range(i + 1, 4):
             np.testing.assert_allclose(g[i] @ g[j], -g[j] @ g[i])  # anticommute
     flat = Cl.BLADES_NP.reshape(16, 16)
@@ -21,11 +22,16 @@ def test_generators_and_blades_form_cl31():
     assert np.bincount(Cl.GRADES_NP).tolist() == [1, 4, 6, 4, 1]
 
 
+def grade_project(m, grade):
+    """⟨M⟩_g: only the blades of grade g."""
+    return Cl.from_coefficients(Cl.coefficients(m) * (Cl.GRADES == grade))
+
+
 def test_grade_projections_sum_to_identity_and_grace_scales():
     m = jax.random.normal(jax.random.key(0), (5, 4, 4))
-    np.testing.assert_allclose(sum(Cl.grade_project(m, g) for g in range(5)), m, atol=1e-5)
+    np.testing.assert_allclose(sum(grade_project(m, g) for g in range(5)), m, atol=1e-5)
     for g in range(5):
-        part = Cl.grade_project(m, g)
+        part = grade_project(m, g)
         np.testing.assert_allclose(Cl.grace(part), Cl.GRACE_SCALES[g] * part, atol=1e-5)
     a, b = jax.random.normal(jax.random.key(1), (2, 4, 4))
     np.testing.assert_allclose(Cl.reverse(a @ b), Cl.reverse(b) @ Cl.reverse(a), atol=1e-4)  # anti-automorphism
@@ -128,20 +134,20 @@ def test_exact_recall_and_paradox_lanes(substitution):
 def test_similarity_read_in_chunks_equals_one_block(substitution, monkeypatch):
     contexts, _, queries, *_, states = substitution
     state, q = states["general"], jnp.asarray(queries[:10])
-    mixed = jnp.concatenate([q[:3], jnp.asarray(contexts[:5]), q[3:5]])   # blocks of 4: mixed, stored, padded
+    mixed = jnp.concatenate([q[:3], jnp.asarray(contexts[:5]), q[3:5]])   # changed and stored contexts
     def both(st, q_, m_):       # a fresh function each call, so each traces with the QUERY_CHUNK of its time
-        return H.similarity_read(st, q_, 4096), H._best_scores(st, m_, 4096)
+        return H.similarity_read(st, q_, 4096), H.best_scores(st, m_, 4096)
 
     whole, whole_best = jax.jit(lambda *a: both(*a))(state, q, mixed)
-    monkeypatch.setattr(H, "QUERY_CHUNK", 4)                  # 10 queries → 3 chunks, the last one padded
+    monkeypatch.setattr(read, "QUERY_CHUNK", 4)             # 10 queries → 2 batches of 4 and a remainder of 2
     chunked, chunked_best = jax.jit(lambda *a: both(*a))(state, q, mixed)
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(chunked[1], whole[1])
     np.testing.assert_allclose(chunked_best, whole_best, rtol=1e-5, atol=1e-6)
     # which contexts the memory holds: every stored one, none of the changed ones
     stored = {tuple(c) for c in contexts.tolist()}
-    assert bool(H._registered(state, jnp.asarray(contexts), 4096).all())
-    np.testing.assert_array_equal(H._registered(state, jnp.asarray(queries), 4096),
+    assert bool(H.registered(state, jnp.asarray(contexts), 4096).all())
+    np.testing.assert_array_equal(H.registered(state, jnp.asarray(queries), 4096),
                                   [tuple(c) in stored for c in queries.tolist()])
 
 
@@ -222,13 +228,18 @@ def test_generate_is_seeded_and_batched():
 
 
 def test_suite_refuses_bad_options_in_one_line():
-    from spiraljax.config import ConfigError
-    from spiraljax.eval.suites import EvalContext, get_suite
+    from spiraljax.errors import SuiteError
+    from spiraljax.eval.suites import EvalContext, check_options, get_suite
 
-    ctx = EvalContext(None, options={"config": str(config.PROJECT_ROOT / "configs" / "holographic.yaml"),
-                                     "items": "0"})
-    with pytest.raises(ConfigError, match="items"):
-        get_suite("holographic").fn(ctx)
+    suite = get_suite("holographic")
+    for key, value, match in (("items", "0", "items='0'.*≥ 1"), ("seeds", "two", "seeds='two'.*whole number")):
+        ctx = EvalContext(None, options={"config": str(config.PROJECT_ROOT / "configs" / "holographic.yaml"),
+                                         key: value})
+        with pytest.raises(SuiteError, match=match):
+            suite.fn(ctx)
+        with pytest.raises(SuiteError, match=match):            # evaluate.py's check, before anything runs
+            check_options([suite], ctx.options)
+    assert suite.values(EvalContext(None))["items"] == 2000
 
 
 @pytest.mark.slow

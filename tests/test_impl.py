@@ -13,21 +13,29 @@ import numpy as np
 import pytest
 
 import spiraljax.models
+from spiraljax.ops import impl
 from spiraljax.ops.hebbian import fast_weights, fast_weights_chunked
 from spiraljax.ops.impl import AUTO, CHOICES, DENSE_BELOW, Impl, allowed, platform_name, resolve
 from spiraljax.ops.kuramoto import kuramoto_scan
 from spiraljax.ops.spiral import spiral_attention
 
 
-@pytest.mark.parametrize("platform, spiral, fast", [("cpu", "sparse", "chunked"), ("gpu", "sparse", "chunked"),
-                                                    ("tpu", "sparse", "chunked"), ("cuda", "sparse", "chunked"),
-                                                    ("ROCM", "sparse", "chunked")])
-def test_auto_resolves_per_platform(platform, spiral, fast):
-    assert resolve("spiral_attention", "auto", platform=platform) is Impl(spiral)
-    assert resolve("fast_weights", Impl.AUTO, platform=platform) is Impl(fast)          # variant needs T and C
-    assert resolve("fast_weights", "auto", platform=platform, length=64, chunk=16) is Impl.CHUNKED_PER_HEAD
-    assert resolve("kuramoto_scan", "auto", platform=platform) is Impl.SCAN             # no remat_chunk
-    assert resolve("kuramoto_scan", "auto", platform=platform, length=64, chunk=16) is Impl.REMAT
+def test_auto_follows_the_row_of_the_platform(monkeypatch):
+    """``auto`` reads the AUTO row of the given platform (cuda / rocm, in any case, read the gpu row). The
+    shipped rows are identical, so rows that differ are patched in: a resolve that ignored the platform
+    or an alias would pass on the shipped table and fails here."""
+    rows = {"spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.DENSE, "tpu": Impl.SPARSE},
+            "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.SCAN, "tpu": Impl.CHUNKED_GENERAL},
+            "kuramoto_scan": {"cpu": Impl.SCAN, "gpu": Impl.REMAT, "tpu": Impl.SCAN}}
+    monkeypatch.setattr(impl, "AUTO", rows)
+    for platform, row in (("cpu", "cpu"), ("gpu", "gpu"), ("tpu", "tpu"), ("cuda", "gpu"), ("ROCM", "gpu")):
+        assert resolve("spiral_attention", "auto", platform=platform) is rows["spiral_attention"][row], platform
+        assert resolve("fast_weights", Impl.AUTO, platform=platform) is rows["fast_weights"][row], platform
+        got = resolve("kuramoto_scan", "auto", platform=platform, length=64, chunk=16)
+        assert got is rows["kuramoto_scan"][row], platform
+    # the input rules apply to what the row gives: chunked → its variant, remat without a chunk → the scan
+    assert resolve("fast_weights", "auto", platform="cpu", length=64, chunk=16) is Impl.CHUNKED_PER_HEAD
+    assert resolve("kuramoto_scan", "auto", platform="gpu", length=64) is Impl.SCAN
 
 
 def test_auto_defaults_to_the_running_backend_and_every_row_is_concrete():
@@ -143,8 +151,8 @@ def test_ops_run_what_resolve_returns():
     omega = 0.3 * jax.random.normal(jax.random.key(3), (2, 12, 6))
     coupling = jnp.full((2, 12), 2.0)
     plain, _ = kuramoto_scan(theta0, omega, coupling, 0.1)
-    for impl, chunk in (("scan", 5), ("remat", 5), ("remat", 40), ("auto", 12)):
-        out, final = kuramoto_scan(theta0, omega, coupling, 0.1, remat_chunk=chunk, impl=impl)
+    for which, chunk in (("scan", 5), ("remat", 5), ("remat", 40), ("auto", 12)):
+        out, final = kuramoto_scan(theta0, omega, coupling, 0.1, remat_chunk=chunk, impl=which)
         np.testing.assert_allclose(out, plain, atol=1e-6)
         np.testing.assert_array_equal(final, out[:, -1])
     with pytest.raises(ValueError, match="'remat' needs remat_chunk"):

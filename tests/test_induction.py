@@ -8,7 +8,6 @@ import pytest
 from spiraljax import config, models
 from spiraljax.data.base import build_dataset
 from spiraljax.data.induction import induction_batch
-from spiraljax.eval.recall import masked_accuracy
 from spiraljax.train.optim import make_optimizer
 from spiraljax.train.step import init_state, make_train_step
 
@@ -25,11 +24,22 @@ def test_induction_batches_are_deterministic_and_mask_only_copyable_tokens():
         pos = np.flatnonzero(mask)
         assert 7 <= len(pos) <= 18 and np.all(np.diff(pos) == 1)          # one run: second copy minus its first token
         seg_len, start = len(pos) + 1, pos[0]
-        found = [s for s in range(start - seg_len + 1) if np.array_equal(seq[s:s + seg_len], seq[start:start + seg_len])]
+        found = [s for s in range(start - seg_len + 1)
+                 if np.array_equal(seq[s:s + seg_len], seq[start:start + seg_len])]
         assert found                                                       # the masked run repeats an earlier segment
         distances.add(start - found[0])
         np.testing.assert_array_equal(tgt[pos], seq[found[0] + 1: found[0] + seg_len])
     assert len(distances) > 5                                              # no fixed positional shift solves it
+
+
+def masked_accuracy(apply_fn, batches) -> float:
+    """Fraction of masked targets where ``argmax apply_fn(inputs)`` equals the target."""
+    hits = total = 0.0
+    for b in batches:
+        pred = np.asarray(jnp.argmax(apply_fn(jnp.asarray(b["inputs"])), axis=-1))
+        hits += float(np.sum((pred == b["targets"]) * b["mask"]))
+        total += float(np.sum(b["mask"]))
+    return hits / max(total, 1.0)
 
 
 def _train_copy_accuracy(overrides: list[str], steps: int) -> float:

@@ -11,11 +11,9 @@ from spiraljax.ops import kuramoto as K
 ROOT = config.PROJECT_ROOT
 
 
-def test_meanfield_equals_pairwise_and_matrix_form():
+def test_meanfield_equals_pairwise_and_order_parameter_form():
     theta = jax.random.uniform(jax.random.key(0), (3, 50), maxval=2 * np.pi)
     np.testing.assert_allclose(K.coupling_meanfield(theta), K.coupling_pairwise(theta), atol=1e-5)
-    km = jax.random.normal(jax.random.key(1), (50, 50))
-    np.testing.assert_allclose(K.coupling_matrix(theta, km), K.coupling_pairwise(theta, km), atol=1e-4)
     r, psi = K.order_parameter(theta)  # N·R·sin(ψ − θ_i) form of the same sum
     np.testing.assert_allclose(50 * r[:, None] * jnp.sin(psi[:, None] - theta), K.coupling_pairwise(theta), atol=1e-4)
 
@@ -281,14 +279,14 @@ def test_forced_R_is_what_every_readout_sees_on_a_trained_model(trained):
     np.testing.assert_allclose(readout_R(natural, g, h), model.apply(variables, tokens[:, :-1])[1]["R"], atol=1e-5)
 
 
+@pytest.mark.parametrize("trained", ["v3"], indirect=True)     # one version is enough for the suite plumbing
 def test_causality_suite_reports_achieved_R_and_control_fails(trained):
-    """On the trained models the suite's achieved R matches every forced value, the intervention
+    """On the trained v3 model the suite's achieved R matches every forced value, the intervention
     moves the output, and the control with the R path cut fails test 2 (the test can fail)."""
     from spiraljax.eval.causality import run_tests
 
     cfg, model, variables, tokens = trained
-    if cfg.model.family != "kssm_v3":
-        pytest.skip("one version is enough for the suite plumbing")
+    assert cfg.model.family == "kssm_v3"
     batches = [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "mask": jnp.ones((8, 32))}]
     main = run_tests(model, variables, batches, "R", [0.1, 0.5, 0.9])
     control = run_tests(model, variables, batches, "R", [0.1, 0.5, 0.9], cut_R=True)
@@ -362,13 +360,26 @@ def test_bank_size_must_exceed_twice_the_harmonics_or_be_declared():
         assert m.population_readout or m.full_phase_readout, name
 
 
-def test_causality_option_errors_are_one_line():
-    from spiraljax.eval.causality import parse_values
+def test_causality_options_are_parsed_once_and_errors_are_one_line():
+    """The registry parses the options with the defaults of the registration; the suite checks what
+    the values mean before it loads a model."""
+    from spiraljax.errors import SuiteError
+    from spiraljax.eval.suites import EvalContext, get_suite
 
-    assert parse_values("0.1,0.9") == parse_values([0.1, 0.9]) == [0.1, 0.9]
-    for bad in ("0.1,x", "0.5"):
-        with pytest.raises(KeyError, match="--opt values"):
-            parse_values(bad)
+    suite = get_suite("causality")
+    defaults = {"quantity": "R", "values": [0.1, 0.3, 0.5, 0.7, 0.9], "sequences": 100}
+    assert suite.values(EvalContext(None)) == defaults
+    suite.values(EvalContext(None))["values"].append(2.0)                  # a caller's copy, not the default
+    assert suite.values(EvalContext(None)) == defaults
+    assert suite.values(EvalContext(None, options={"values": "0.1, 0.9", "sequences": "7"})) == \
+        {"quantity": "R", "values": [0.1, 0.9], "sequences": 7}
+    for bad, error, match in (("values=0.1,x", SuiteError, "--opt values='0.1,x'.*comma-separated numbers"),
+                              ("sequences=0", SuiteError, "sequences='0'.*≥ 1"),
+                              ("values=0.5", KeyError, "--opt values.*at least two values"),
+                              ("values=0.5,1.5", KeyError, "R lies in")):
+        key, value = bad.split("=")
+        with pytest.raises(error, match=match):
+            suite.fn(EvalContext(None, options={key: value}))
 
 
 def test_correlation_of_a_constant_quantity_is_zero_not_nan():

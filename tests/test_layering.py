@@ -1,6 +1,9 @@
-"""Layers point one way: ``spiraljax.train`` never imports ``spiraljax.eval``; models, nn and ops import
-neither, and models and data do not import each other (both read the glyph table from the neutral
-``spiraljax.glyph_table``); the error types load without JAX or Orbax."""
+"""Layers point one way (docs/architecture.md): ``spiraljax.train`` never imports ``spiraljax.eval``;
+models, nn and ops import neither, and models and data do not import each other (both read the glyph
+table from the neutral ``spiraljax.glyph_table``); eval imports neither train nor the report; losses
+(shared by train and eval) import neither; ``spiraljax.runs`` (reading a run: eval, the report and
+the trainer share it) imports no upper layer; config imports nothing of the package but the error
+types; the error types load without JAX or Orbax."""
 from __future__ import annotations
 
 import ast
@@ -24,17 +27,55 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package, forbidden", [
-    ("train", ("spiraljax.eval", "spiraljax.report", "spiraljax.experiment")),
-    ("ops", ("spiraljax.train", "spiraljax.eval", "spiraljax.models", "spiraljax.nn", "spiraljax.data")),
-    ("nn", ("spiraljax.train", "spiraljax.eval", "spiraljax.models", "spiraljax.data")),
-    ("models", ("spiraljax.train", "spiraljax.eval", "spiraljax.data")),
-    ("data", ("spiraljax.train", "spiraljax.eval", "spiraljax.models")),
-])
-def test_package_does_not_import_upward(package, forbidden):
-    bad = {f"{path.name}: {name}" for path in (PACKAGE / package).glob("*.py")
-           for name in imported_modules(path) if name.startswith(forbidden)}
-    assert not bad, f"spiraljax.{package} imports a higher layer: {sorted(bad)}"
+TOP = ("spiraljax.train", "spiraljax.eval", "spiraljax.report", "spiraljax.experiment", "spiraljax.launch")
+RULES = {   # package or module → what it must not import
+    "train": ("spiraljax.eval", "spiraljax.report", "spiraljax.experiment"),
+    "ops": ("spiraljax.train", "spiraljax.eval", "spiraljax.models", "spiraljax.nn", "spiraljax.data"),
+    "nn": ("spiraljax.train", "spiraljax.eval", "spiraljax.models", "spiraljax.data"),
+    "models": ("spiraljax.train", "spiraljax.eval", "spiraljax.data"),
+    "holographic": (*TOP, "spiraljax.models", "spiraljax.nn", "spiraljax.data"),
+    "data": ("spiraljax.train", "spiraljax.eval", "spiraljax.models"),
+    "eval": ("spiraljax.train", "spiraljax.report", "spiraljax.experiment", "spiraljax.launch"),
+    "losses": TOP,
+    "runs": (*TOP, "spiraljax.models", "spiraljax.nn", "spiraljax.data"),
+}
+# The one edge still to remove: runs.load_run reads checkpoints with the Orbax helpers of
+# train/checkpoint.py (managers, candidates, the restore routine) until they move into runs.py
+# (docs/architecture.md).
+KNOWN_EXCEPTIONS = {
+    "runs": {"runs.py: spiraljax.train.checkpoint"},
+}
+
+
+def sources(name: str) -> list[Path]:
+    """The files of ``spiraljax.<name>``: a package's modules, or the one module."""
+    folder = PACKAGE / name
+    return sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{name}.py"]
+
+
+def upward_imports(name: str, forbidden: tuple[str, ...]) -> set[str]:
+    return {f"{path.name}: {module}" for path in sources(name)
+            for module in imported_modules(path) if module.startswith(forbidden)}
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_package_does_not_import_upward(name):
+    found = upward_imports(name, RULES[name])
+    known = KNOWN_EXCEPTIONS.get(name, set())
+    assert not found - known, f"spiraljax.{name} imports a higher layer: {sorted(found - known)}"
+    assert known <= found, f"spiraljax.{name}: exceptions no longer needed, drop them: {sorted(known - found)}"
+
+
+def test_config_imports_nothing_of_the_package_but_the_error_types():
+    """Families and sources register by subclassing config's classes, so config itself must not import
+    them (it loads ``spiraljax.models`` / ``spiraljax.data`` by name when a family is looked up)."""
+    found = {m for m in imported_modules(PACKAGE / "config.py") if m == "spiraljax" or m.startswith("spiraljax.")}
+    assert found == {"spiraljax.errors"}, found
+
+
+def test_every_layer_has_a_rule():
+    layers = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert layers - set(RULES) == {"report"}          # the top layer: it may import every other one
 
 
 def test_the_checker_sees_lazy_imports(tmp_path):

@@ -168,8 +168,8 @@ def test_the_carried_reader_is_the_scan_of_the_state_api_and_alone_is_state_none
     alone, _ = reader.alone(tokens, T, batch=4)
     for k in range(3):
         lg, _ = model.apply(variables, tokens[:, k * T:(k + 1) * T], train=False, step=kssm.step)
-        np.testing.assert_allclose(alone[:, k * T:(k + 1) * T], np.asarray(token_nll(lg, tokens[:, k * T + 1:(k + 1) * T + 1])),
-                                   rtol=1e-5, atol=1e-5)
+        expected = np.asarray(token_nll(lg, tokens[:, k * T + 1:(k + 1) * T + 1]))
+        np.testing.assert_allclose(alone[:, k * T:(k + 1) * T], expected, rtol=1e-5, atol=1e-5)
     only, opred = reader.alone(tokens, T, batch=4, only=[1])
     np.testing.assert_allclose(only[:, T:2 * T], alone[:, T:2 * T], rtol=1e-6)
     assert (opred[:, :T] == -1).all() and (only[:, 2 * T:] == 0).all()

@@ -99,7 +99,7 @@ def test_the_docs_training_lines_train_the_family(family, tmp_path, monkeypatch)
     assert (run / "config.yaml").is_file() and any((run / "checkpoints").iterdir())
     assert (run / "samples" / "step_0000003.txt").is_file()   # the standard hooks ran (sampling this family)
     monkeypatch.setattr(config, "load", load)
-    from spiraljax.train.checkpoint import load_run   # the run reloads while the family is importable
+    from spiraljax.runs import load_run   # the run reloads while the family is importable
 
     saved, variables = load_run(run, "latest")
     assert saved == cfg

@@ -63,7 +63,8 @@ def test_ipynb_matches_its_paired_script(name: str) -> None:
     """Editing one side only fails here: re-sync with ``jupytext --sync notebooks/*.py``."""
     script = py_cells((NOTEBOOKS / f"{name}.py").read_text(encoding="utf-8"))
     notebook = ipynb_cells(load_ipynb(name))
-    assert len(script) == len(notebook), f"{name}: {len(script)} cells in .py, {len(notebook)} in .ipynb (run jupytext --sync)"
+    assert len(script) == len(notebook), \
+        f"{name}: {len(script)} cells in .py, {len(notebook)} in .ipynb (run jupytext --sync)"
     for i, (a, b) in enumerate(zip(script, notebook)):
         assert a == b, f"{name}: cell {i} differs between .py and .ipynb (run jupytext --sync notebooks/*.py)"
 
@@ -83,7 +84,8 @@ def run_notebook(name: str, tmp_path: Path) -> str:
     """Run the .ipynb's code cells in order, in one fresh interpreter started in notebooks/ with no
     ``__file__`` (as a Jupyter kernel does); temporary run directories land in ``tmp_path``."""
     code = "\n\n".join(src for kind, _, src in ipynb_cells(load_ipynb(name)) if kind == "code")
-    out = subprocess.run([sys.executable, "-"], input=code, cwd=NOTEBOOKS, env=subprocess_env() | {"TMPDIR": str(tmp_path)},
+    out = subprocess.run([sys.executable, "-"], input=code, cwd=NOTEBOOKS,
+                         env=subprocess_env() | {"TMPDIR": str(tmp_path)},
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout

@@ -38,7 +38,8 @@ def test_lock_pins_every_requirement_inside_its_range():
 def test_pyproject_dependencies_are_the_requirement_ranges():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = {canonicalize_name(r.name): str(r.specifier) for r in map(Requirement, project["dependencies"])}
-    test = {canonicalize_name(r.name): str(r.specifier) for r in map(Requirement, project["optional-dependencies"]["test"])}
+    test_extra = project["optional-dependencies"]["test"]
+    test = {canonicalize_name(r.name): str(r.specifier) for r in map(Requirement, test_extra)}
     assert {**deps, **test} == {n: str(r.specifier) for n, r in _ranges().items()}
 
 
@@ -49,7 +50,8 @@ def test_package_imports_from_any_directory(tmp_path):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", "import spiraljax, pathlib; print(pathlib.Path(spiraljax.__file__).parent)"],
+    out = subprocess.run([sys.executable, "-c",
+                          "import spiraljax, pathlib; print(pathlib.Path(spiraljax.__file__).parent)"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(ROOT / "spiraljax")

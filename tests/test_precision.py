@@ -69,7 +69,9 @@ def grad_fn(cfg):
 
 def init_params(cfg, abstract: bool = False):
     model, tokens = cfg.build(), batch_for(cfg)["inputs"]
-    init = (lambda: model.init(jax.random.key(0), tokens)["params"])
+
+    def init():
+        return model.init(jax.random.key(0), tokens)["params"]
     return jax.eval_shape(init) if abstract else jax.jit(init)()
 
 

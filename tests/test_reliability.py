@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -16,13 +15,13 @@ from spiraljax.train.lock import LockError, RunLock
 
 # ----------------------------------------------------------------------------- the run lock
 
-_LOCK_WORKER = textwrap.dedent(f"""
+_LOCK_WORKER = textwrap.dedent("""
     import os, sys, time
     from spiraljax.train.lock import LockError, RunLock
     gate, base, trials = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     for t in range(trials):
         os.read(gate, 1)                       # the barrier: the parent writes every gate at once
-        lock = RunLock(f"{{base}}/t{{t}}")
+        lock = RunLock(f"{base}/t{t}")
         try:
             lock.acquire()
         except LockError:
@@ -63,7 +62,7 @@ def test_lock_never_has_two_holders(tmp_path):
             os.close(w)
 
 
-_HOLDER = textwrap.dedent(f"""
+_HOLDER = textwrap.dedent("""
     import sys, time
     from spiraljax.train.lock import RunLock
     RunLock(sys.argv[1]).acquire()
@@ -103,15 +102,14 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 from conftest import TINY  # noqa: E402
 from spiraljax import config  # noqa: E402
 from spiraljax.data.base import DataError  # noqa: E402
-from spiraljax.train.checkpoint import load_run  # noqa: E402
+from spiraljax.runs import load_run  # noqa: E402
 from spiraljax.errors import RunError  # noqa: E402
 from spiraljax.experiment import run as train  # noqa: E402
-from spiraljax.train.metrics import read_metrics  # noqa: E402
+from spiraljax.runs import read_metrics  # noqa: E402
 
 SHORT = ["train.steps=10", "train.eval_every=5", "eval.sample_tokens=0"]
 
@@ -409,17 +407,19 @@ def test_evaluate_refuses_unknown_options_and_suites_that_do_not_fit(saved_run, 
         assert "does not fit" in r.stderr and why in r.stderr, (suite, r.stderr)
 
 
-# ----------------------------------------------------------------------------- resume picks the right run; errors point at the fix
+# ---------------------------------------------------------------- resume picks the right run; errors point at the fix
 def test_cli_config_errors_name_the_culprit_once_and_suggest_the_fix(tmp_path):
     r = cli(ROOT / "train.py", "--set", "train.step=100", "--print-config", cwd=tmp_path, timeout=120)
-    assert r.returncode == 2 and r.stderr == "error: --set train.step=100: unknown key train.step (did you mean train.steps?)\n", r.stderr
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == "error: --set train.step=100: unknown key train.step (did you mean train.steps?)\n", r.stderr
     r = cli(ROOT / "train.py", "--config", "nope.yaml", cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.count(str(ROOT / "nope.yaml")) == 1, r.stderr
     r = cli(ROOT / "train.py", "--config", "transformer_tiny", "--print-config", cwd=tmp_path, timeout=120)
     assert r.returncode == 0 and config.load(ROOT / "configs" / "transformer_tiny.yaml").to_yaml() == r.stdout, r.stderr
     with pytest.raises(config.ConfigError, match=r"did you mean configs/transformer_tiny\.yaml\?"):
         config.load("transformer_tin")
-    with pytest.raises(config.ConfigError, match=r"^--set modle\.d_model=3: unknown key modle\.d_model \(did you mean model\.d_model\?\)$"):
+    with pytest.raises(config.ConfigError, match=r"^--set modle\.d_model=3: unknown key modle\.d_model "
+                                                  r"\(did you mean model\.d_model\?\)$"):
         config.load(ROOT / "configs" / "transformer_tiny.yaml", ["modle.d_model=3"])
 
 
@@ -460,8 +460,10 @@ def test_an_interrupted_run_prints_the_command_that_resumes_it_and_plain_progres
     result = bare_train(tiny_cfg(tmp_path, "train.progress=true"), run, hooks=stop_at_first_eval)
     assert result.interrupted and result.step == 5
     out = capfd.readouterr()
-    assert f"received SIGTERM: saved checkpoint at step 5; resume with: python train.py --workdir '{run}' --resume\n" in out.out
-    assert "\r" not in out.err and "tiny: step 1/10 (10%)" in out.err and out.err.splitlines()[-1].startswith("tiny: step 5/10"), out.err
+    resume = f"python train.py --workdir '{run}' --resume"
+    assert f"received SIGTERM: saved checkpoint at step 5; resume with: {resume}\n" in out.out
+    assert "\r" not in out.err and "tiny: step 1/10 (10%)" in out.err, out.err
+    assert out.err.splitlines()[-1].startswith("tiny: step 5/10"), out.err
 
 
 def test_plain_progress_lines_are_periodic():

@@ -10,15 +10,16 @@ import pytest
 
 from conftest import TINY
 from spiraljax import config
+from spiraljax.eval import stats
 from spiraljax.report import render
 from spiraljax.report.lineup import BUDGETS, LM_ENTRIES, RECALL_ENTRIES
 
 
 def test_mean_sd_is_the_sample_sd():
-    m, s, n = render.mean_sd([1.0, 2.0, 4.0, None])
+    m, s, n = stats.mean_sd([1.0, 2.0, 4.0, None])
     assert (m, n) == (7 / 3, 3)
     assert s == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
-    assert render.mean_sd([3.0])[1] == 0.0
+    assert stats.mean_sd([3.0])[1] == 0.0
     assert render.fmt_ms([]) == "—"
 
 
@@ -129,7 +130,7 @@ def test_rerun_reuses_runs_and_reproduces_numbers(smoke):
 
 def test_two_runs_of_one_config_are_bit_identical(tmp_path):
     """Same config, same machine → the same parameters, bit for bit (CPU XLA is deterministic)."""
-    from spiraljax.train.checkpoint import load_run
+    from spiraljax.runs import load_run
     from spiraljax.train.loop import train
 
     cfg = config.load(None, TINY + [f"data.cache_dir={tmp_path / 'cache'}", "train.steps=6", "eval.sample_tokens=0",
@@ -146,4 +147,5 @@ def test_two_runs_of_one_config_are_bit_identical(tmp_path):
                                        "checkpoint.every=6", "train.eval_every=6", "train.seed=1"])
     train(seeded, tmp_path / "c")
     pc = load_run(tmp_path / "c", "latest")[1]["params"]
-    assert not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pc)))
+    assert not all(np.array_equal(np.asarray(x), np.asarray(y))
+                   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pc)))

@@ -14,7 +14,7 @@ import pytest
 from spiraljax import config, models
 from spiraljax.data import glyphs
 from spiraljax.eval.contemplative import ContemplativeSettings, contemplative_generate, contemplative_sampler, entropy
-from spiraljax.eval.generation import generate, generate_streaming, sample_text
+from spiraljax.eval.generation import generate_streaming, sample_text
 from spiraljax.eval.sampler import SamplePolicy, Sampler, filter_logits, sample_token
 from spiraljax.ops.soma import field_charge, resonance_label
 
@@ -188,9 +188,10 @@ def test_window_sampling_matches_the_reference_loop(glyph_model):
     """40 new tokens after a 3-token prompt: the window slides past seq_len=32."""
     _, model, variables, cond = glyph_model
     prompt = np.array([[3, 5, 7], [9, 11, 13]], np.int32)
-    args = (model, variables, prompt, 40, jax.random.key(4), 32)
-    kw = dict(temperature=0.8, top_k=10, top_p=0.9, step=3, conditions=jnp.asarray(cond))
-    np.testing.assert_array_equal(generate(*args, **kw), reference_generate(*args, **kw))
+    kw = dict(step=3, conditions=jnp.asarray(cond))
+    sampled, _ = Sampler(model, SamplePolicy(0.8, 10, 0.9), 32)(variables, prompt, 40, jax.random.key(4), **kw)
+    reference = reference_generate(model, variables, prompt, 40, jax.random.key(4), 32, 0.8, 10, 0.9, **kw)
+    np.testing.assert_array_equal(sampled, reference)
 
 
 def test_contemplative_matches_the_reference_loop(glyph_model):
@@ -269,7 +270,7 @@ def test_generation_does_not_keep_the_model_alive(glyph_model):
     """No module-level cache keyed by ``id(model)``: once the caller drops a model, it is freed."""
     cfg, _, variables, _ = glyph_model
     model = models.build(cfg.model)  # a fresh module only this test holds
-    generate(model, variables, np.ones((1, 1), np.int32), 2, jax.random.key(0), 32)
+    Sampler(model, SamplePolicy(), 32)(variables, np.ones((1, 1), np.int32), 2, jax.random.key(0))
     contemplative_generate(model, variables, np.full((1, 5), 0.5, np.float32), 2, jax.random.key(0), 32)
     ref = weakref.ref(model)
     del model

@@ -22,8 +22,8 @@ from spiraljax.train.sharding import leaf_spec
 @pytest.mark.parametrize("path, shape, fsdp, model, expected", [
     ("block_0/attn/qkv/kernel", (128, 3, 4, 32), 1, 2, P(None, None, "model")),         # heads of the input projection
     ("block_0/attn/out/kernel", (4, 32, 128), 1, 2, P("model")),                        # heads of the output projection
-    ("block_0/mlp/up/kernel", (128, 341), 1, 2, P()),                                   # 341 hidden units: 2 does not divide
-    ("block_0/mlp_up/kernel", (128, 512), 4, 2, P("fsdp", "model")),                    # column split + fsdp on the rest
+    ("block_0/mlp/up/kernel", (128, 341), 1, 2, P()),                                   # 341 units: 2 does not divide
+    ("block_0/mlp_up/kernel", (128, 512), 4, 2, P("fsdp", "model")),                    # column split + fsdp on rest
     ("block_0/mlp_down/kernel", (512, 128), 4, 2, P("model", "fsdp")),                  # row split + fsdp on the rest
     ("block_0/attn/qkv/kernel", (128, 384), 1, 2, P(None, "model")),                    # a flat (LoRA) qkv kernel
     ("1/0/mu/block_0/attn/qkv/kernel", (128, 3, 4, 32), 2, 2, P("fsdp", None, "model")),  # AdamW moment: same rule
@@ -90,7 +90,8 @@ _WORKER = textwrap.dedent("""
         if perturb_key is not None:
             leaves, tree = jax.tree.flatten(params)
             keys = jax.random.split(jax.random.key(perturb_key), len(leaves))
-            params = tree.unflatten([l * (1 + 1e-7 * jax.random.rademacher(k, l.shape, l.dtype)) for l, k in zip(leaves, keys)])
+            params = tree.unflatten([x * (1 + 1e-7 * jax.random.rademacher(k, x.shape, x.dtype))
+                                     for x, k in zip(leaves, keys)])
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 0)
         grad = jax.jit(jax.grad(lambda p, b: loss_and_weight(p, model, b, 0, rng)[0]),
                        out_shardings=shardings["params"])
@@ -109,7 +110,8 @@ _WORKER = textwrap.dedent("""
             if name == "one" or (name == "data_model" and entry.name.startswith("kssm")):
                 continue   # K-SSM has no attention/MLP kernels: data x model is plain 2-way data parallelism
             losses, params, split, model_split, n = run(entry, sizes)
-            row = {"param_rel": rel(params, ref_params), "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses)),
+            row = {"param_rel": rel(params, ref_params),
+                   "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses)),
                    "split": split, "model_split": model_split, "leaves": n}
             if entry.name.startswith("kssm"):
                 row["grad_rel"] = rel(gradient(entry, sizes), whole)
@@ -131,7 +133,8 @@ def four_device_results():
 FAMILIES = ("transformer", "spiralformer", "kssm_v1", "kssm_v3", "hebbian")
 
 
-CASES = [(f, m) for f in FAMILIES for m in ("data", "fsdp", "data_model") if not (f.startswith("kssm") and m == "data_model")]
+CASES = [(f, m) for f in FAMILIES for m in ("data", "fsdp", "data_model")
+         if not (f.startswith("kssm") and m == "data_model")]
 
 
 @pytest.mark.parametrize("family, mesh", CASES)
@@ -177,7 +180,7 @@ def test_a_checkpoint_saved_with_fsdp_restores_on_one_and_two_devices(tmp_path, 
     """Saved on 4 devices (fsdp = 4); read back on 1 device (load_run, plain process) and resumed on
     2 devices (fsdp = 2): same parameters, and training continues."""
     from spiraljax import config
-    from spiraljax.train.checkpoint import load_run
+    from spiraljax.runs import load_run
     from spiraljax.train.loop import train
 
     run = tmp_path / "run"
@@ -189,7 +192,8 @@ def test_a_checkpoint_saved_with_fsdp_restores_on_one_and_two_devices(tmp_path, 
     assert step == 10 and jax.device_count() == 1
     saved = [np.asarray(x) for x in jax.tree.leaves(variables["params"])]
     # resumed on 2 devices with fsdp = 2
-    code = ("import sys, numpy as np, jax\nfrom spiraljax import config\nfrom spiraljax.train.checkpoint import load_run\n"
+    code = ("import sys, numpy as np, jax\nfrom spiraljax import config\n"
+            "from spiraljax.runs import load_run\n"
             "from spiraljax.train.loop import train\n"
             "cfg = config.load(sys.argv[1] + '/config.yaml', ['train.steps=12', 'mesh.data=1', 'mesh.fsdp=2'])\n"
             "print('step', train(cfg, sys.argv[1], resume=True).step, jax.device_count())")
@@ -199,5 +203,6 @@ def test_a_checkpoint_saved_with_fsdp_restores_on_one_and_two_devices(tmp_path, 
     _, again = load_run(run, 10)
     for a, b in zip(saved, jax.tree.leaves(again["params"])):
         np.testing.assert_array_equal(a, np.asarray(b))
-    resumed = train(config.load(run / "config.yaml", ["train.steps=14", "mesh.data=1", "mesh.fsdp=1"]), run, resume=True)
+    resumed = train(config.load(run / "config.yaml", ["train.steps=14", "mesh.data=1", "mesh.fsdp=1"]), run,
+                    resume=True)
     assert resumed.step == 14

@@ -38,7 +38,8 @@ def qkv(b=2, t=37, h=2, d=8, seed=0):
     return tuple(jax.random.normal(k, (b, t, h, d)) for k in ks)
 
 
-@pytest.mark.parametrize("offsets", [None, make_offsets(37, "phi", n_back=(5,)), make_offsets(37, every=6, every_count=3)])
+@pytest.mark.parametrize("offsets", [None, make_offsets(37, "phi", n_back=(5,)),
+                                     make_offsets(37, every=6, every_count=3)])
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_sparse_equals_dense_with_gradients(offsets, with_mask):
     q, k, v = qkv()
@@ -58,7 +59,8 @@ def test_sparse_equals_dense_with_gradients(offsets, with_mask):
 def test_bidirectional_and_empty_rows_are_finite():
     q, k, v = qkv(t=12)
     offs = make_offsets(12, bidirectional=True)
-    np.testing.assert_allclose(spiral_attention(q, k, v, offsets=offs), spiral_attention(q, k, v, offsets=offs, impl="dense"),
+    np.testing.assert_allclose(spiral_attention(q, k, v, offsets=offs),
+                               spiral_attention(q, k, v, offsets=offs, impl="dense"),
                                atol=1e-5)
     none = jnp.zeros((2, 12), bool)
     for impl in ("sparse", "dense"):

@@ -131,7 +131,8 @@ def test_datagen_is_deterministic_and_valid(tmp_path):
     out = tmp_path / "d.jsonl"
     assert datagen_main(["--num_echoes", "5", "--seed", "1", "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 5 and set(rows[0]) == {"conditions", "glyph_sequence", "effectiveness", "metadata", "text_input"}
+    assert len(rows) == 5 and set(rows[0]) == {"conditions", "glyph_sequence", "effectiveness", "metadata",
+                                               "text_input"}
 
 
 def test_soma_field_charge():
@@ -182,7 +183,8 @@ def test_lora_zero_b_equals_base_and_merge_roundtrip():
 def test_lora_training_freezes_base(tmp_path):
     from spiraljax.train.optim import make_optimizer
 
-    cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.lora_rank=2", "train.trainable=lora", "train.warmup_steps=0"])
+    cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml",
+                      SMALL + ["model.lora_rank=2", "train.trainable=lora", "train.warmup_steps=0"])
     model = models.build(cfg.model)
     params = model.init(jax.random.key(0), random_glyphs(jax.random.key(1)))["params"]
     tx = make_optimizer(cfg.train)
@@ -224,7 +226,8 @@ def test_probe_runs_on_short_trained_checkpoint(tmp_path):
         "data.num_echoes=200", "train.steps=6", "train.batch_size=4", "train.eval_every=3", "eval.batches=1",
         "eval.batch_size=4", "train.progress=false", "eval.sample_tokens=4", "checkpoint.every=3"])
     train(cfg, tmp_path / "run")
-    res = get_suite("probe").fn(EvalContext(tmp_path / "run", options={"tokens": "6", "samples": "1", "memory_sequences": "4"}))
+    res = get_suite("probe").fn(EvalContext(tmp_path / "run", options={"tokens": "6", "samples": "1",
+                                                                       "memory_sequences": "4"}))
     assert set(res.data["scenarios"]) == {"calm", "high_latency", "power_surge", "overheating", "packet_loss",
                                           "low_bandwidth", "multi_fault_crisis", "wisdom_question"}
     for row in res.data["scenarios"].values():

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,7 +19,7 @@ from spiraljax.experiment import run as train
 from spiraljax.train import loop
 from spiraljax.train.checkpoint import CheckpointError, Checkpointer, load_run
 from spiraljax.train.lock import LockError, RunLock
-from spiraljax.train.metrics import read_metrics
+from spiraljax.runs import read_metrics
 
 
 def cfg_for(tmp_path, *extra):
@@ -87,27 +86,23 @@ def test_stop_and_resume_is_exact(full_run, tmp_path):
     assert steps == sorted(set(steps))  # no duplicated history after resume
 
 
-def test_grad_accumulation_runs(tmp_path):
-    result = train(cfg_for(tmp_path, "train.grad_accum=2", "train.steps=4", "eval.sample_tokens=0"), tmp_path / "r")
-    assert result.step == 4 and np.isfinite(result.val["loss"])
-
-
 def test_grad_accumulation_equals_one_large_batch(tmp_path):
     """Two steps with grad_accum=2 on the trainer's micro-batches (``batch_for_step``) give the loss
     and parameters of two plain steps on the same rows as one batch twice as large — also when the
     micro-batches count different numbers of targets, where a plain mean of the micro-batch losses
-    would over-weight the sparser one."""
+    would over-weight the sparser one. The training loop with grad_accum=2 runs exactly these steps."""
     from spiraljax.data.base import build_dataset
     from spiraljax.models import build
     from spiraljax.train.loop import batch_for_step
     from spiraljax.train.optim import make_optimizer
     from spiraljax.train.step import init_state, make_train_step
 
-    cfg = cfg_for(tmp_path, "train.grad_accum=2")
+    cfg = cfg_for(tmp_path, "train.grad_accum=2", "train.steps=2", "eval.sample_tokens=0")
     dataset, model, tx = build_dataset(cfg), build(cfg.model), make_optimizer(cfg.train)
     accum, plain = jax.jit(make_train_step(model, tx, 2)), jax.jit(make_train_step(model, tx, 1))
-    state_a = state_p = init_state(model, tx, dataset.train_batch(0)["inputs"][:1], cfg.train.seed)
+    state_a = state_p = state_loop = init_state(model, tx, dataset.train_batch(0)["inputs"][:1], cfg.train.seed)
     for step in range(2):
+        state_loop, _ = accum(state_loop, batch_for_step(dataset, step, 2))    # what the loop should run
         micro = batch_for_step(dataset, step, 2)           # [2, B, T]: micro-batch i on axis 0
         micro["mask"][1, :, ::3] = 0.0                      # the second micro-batch counts fewer targets
         large = {k: v.reshape(-1, *v.shape[2:]) for k, v in micro.items()}   # [2B, T]
@@ -116,6 +111,9 @@ def test_grad_accumulation_equals_one_large_batch(tmp_path):
         np.testing.assert_allclose(out_a["loss"], out_p["loss"], rtol=1e-5)
         np.testing.assert_allclose(out_a["grad_norm"], out_p["grad_norm"], rtol=1e-4)
     assert_same_params(state_a["params"], state_p["params"], atol=1e-5)
+    result = train(cfg, tmp_path / "r")
+    assert result.step == 2 and np.isfinite(result.val["loss"])
+    assert_same_params(params_of(tmp_path / "r"), state_loop["params"], atol=1e-6)
 
 
 def test_nan_batch_is_skipped_and_counted(tmp_path, monkeypatch):

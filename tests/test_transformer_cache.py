@@ -78,7 +78,8 @@ def test_initial_state_layout_and_equals_no_state(dense, local):
         carried, aux = apply(toks, state)
         np.testing.assert_allclose(carried, plain, atol=1e-6)
         assert jax.tree.structure(aux["state"]) == jax.tree.structure(state)
-        assert jax.tree.map(lambda x: (x.shape, x.dtype), aux["state"]) == jax.tree.map(lambda x: (x.shape, x.dtype), state)
+        shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)  # noqa: E731
+        assert shapes(aux["state"]) == shapes(state)
 
 
 def test_xl_cache_two_windows_equal_one_window_of_twice_the_length(dense):

@@ -5,8 +5,9 @@ A batch is a dict of numpy arrays: ``inputs`` [B, T] int32, ``targets`` [B, T] i
 model keyword arguments (e.g. ``conditions`` [B, 5]) that the trainer forwards to
 ``model.apply``. A document-stream source (``longdocs``) adds :data:`STREAM_KEYS`: ``reset`` [B] bool
 (the row starts a new document at this window) and ``doc_pos`` [B] int32 (offset of the window's
-first input in its document), which the trainer consumes and never passes to the model. ``train_batch(step)`` is a pure function of ``(seed, step)`` so a
-resumed run sees exactly the batches it would have seen.
+first input in its document), which the trainer consumes and never passes to the model.
+``train_batch(step)`` is a pure function of ``(seed, step)`` so a resumed run sees exactly the batches it
+would have seen.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from spiraljax.config import Config
-from spiraljax.errors import DataError
+from spiraljax.errors import DataError  # noqa: F401  (re-exported: the sources import it from here)
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("inputs", "targets", "mask")

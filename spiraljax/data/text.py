@@ -94,7 +94,8 @@ class TokenStream:
         n = self.eval_batches * self.eval_batch_size
         starts = np.linspace(0, hi, n).astype(np.int64)
         for i in range(self.eval_batches):
-            yield windows_at(self.val_tokens, starts[i * self.eval_batch_size:(i + 1) * self.eval_batch_size], self.seq_len)
+            yield windows_at(self.val_tokens, starts[i * self.eval_batch_size:(i + 1) * self.eval_batch_size],
+                             self.seq_len)
 
     def encode(self, text: str) -> np.ndarray:
         return self.tokenizer.encode(text)

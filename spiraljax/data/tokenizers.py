@@ -133,7 +133,8 @@ def build_tokenizer(name: str, bpe_path: str | None = None):
     if name == "bpe":
         from spiraljax.config import resolve_path
 
-        return BPETokenizer(str(resolve_path(bpe_path)) if bpe_path and bpe_path.endswith(".tiktoken") else (bpe_path or "gpt2"))
+        local = bpe_path and bpe_path.endswith(".tiktoken")
+        return BPETokenizer(str(resolve_path(bpe_path)) if local else (bpe_path or "gpt2"))
     raise DataError(f"unknown tokenizer {name!r} (byte | bpe)")
 
 

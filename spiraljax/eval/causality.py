@@ -27,12 +27,11 @@ import numpy as np
 from scipy import stats
 
 from spiraljax.eval.contemplative import entropy
-from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
+from spiraljax.eval.lm import validation_batches
+from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
 from spiraljax.losses import model_extras, token_nll
 
 THRESHOLDS = {"variance_std": 0.01, "delta_logits": 0.1, "t_test_p": 0.01, "abs_r": 0.05, "r_p": 0.01}
-# --opt defaults: the quantity forced (K-SSM's order parameter R), the values it is forced to, sequences tested
-DEFAULTS = {"quantity": "R", "values": "0.1,0.3,0.5,0.7,0.9", "sequences": 100}
 
 
 def accepts(model, keyword: str) -> bool:
@@ -45,17 +44,6 @@ def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     r, p = stats.pearsonr(x, y)
     return (float(r), float(p)) if np.isfinite(r) else (0.0, 1.0)
-
-
-def collect_batches(dataset, n_sequences: int) -> list[dict]:
-    batches, n = [], 0
-    while n < n_sequences:
-        for b in dataset.val_batches():
-            batches.append(b)
-            n += len(b["inputs"])
-            if n >= n_sequences:
-                break
-    return batches
 
 
 def token_dependence(logp: np.ndarray, mask: np.ndarray) -> float:
@@ -170,33 +158,22 @@ def _format(title: str, res: dict, quantity: str) -> list[str]:
             f"held at its mean {s['held_at']:.3f}"]
 
 
-def parse_values(text: str | list[float]) -> list[float]:
-    """``"0.1,0.3"`` (or an already parsed list) → ``[0.1, 0.3]``; a bad list is a one-line error naming it."""
-    try:
-        values = [float(x) for x in (text if isinstance(text, (list, tuple)) else str(text).split(","))]
-    except ValueError:
-        raise KeyError(f"--opt values={text!r} must be comma-separated numbers, e.g. 0.1,0.5,0.9") from None
-    if len(values) < 2:
-        raise KeyError(f"--opt values={text!r} needs at least two values to compare")
-    return values
-
-
-@register_suite("causality", options={"quantity": str, "values": list[float], "sequences": int},
-                fits=lambda ctx: accepts(ctx.model, f"force_{ctx.options.get('quantity', DEFAULTS['quantity'])}"),
+# --opt: the quantity forced (K-SSM's order parameter R), the values it is forced to, sequences tested
+@register_suite("causality",
+                options={"quantity": Option(str, "R"), "values": Option(list[float], [0.1, 0.3, 0.5, 0.7, 0.9]),
+                         "sequences": Option(int, 100, minimum=1)},
+                fits=lambda ctx, options: accepts(ctx.model, f"force_{options['quantity']}"),
                 requires="a model that accepts force_<quantity> (--opt quantity=, default R)")
-def causality_suite(ctx: EvalContext) -> SuiteResult:
-    quantity = ctx.options.get("quantity", DEFAULTS["quantity"])
-    values = parse_values(ctx.options.get("values", DEFAULTS["values"]))
+def causality_suite(ctx: EvalContext, *, quantity: str, values: list[float], sequences: int) -> SuiteResult:
+    if len(values) < 2:
+        raise KeyError(f"--opt values={values}: needs at least two values to compare")
     if quantity == "R" and not all(0.0 <= v <= 1.0 for v in values):
         raise KeyError(f"--opt values: an order parameter R lies in [0, 1], got {values}")
-    try:
-        n_sequences = int(ctx.options.get("sequences", DEFAULTS["sequences"]))
-    except ValueError:
-        raise KeyError(f"--opt sequences={ctx.options['sequences']!r} must be a whole number") from None
+    n_sequences = sequences
     model = ctx.model
     if not accepts(model, f"force_{quantity}"):
         raise KeyError(f"model family {ctx.cfg.model.family!r} does not accept force_{quantity}")
-    batches = collect_batches(ctx.dataset, n_sequences)
+    batches = validation_batches(ctx.dataset, n_sequences, repeat=True)   # the paired tests want the count
     main = run_tests(model, ctx.variables, batches, quantity, values, ctx.step)
     data = {"quantity": quantity, "model": main, "thresholds": THRESHOLDS}
     lines = _format(f"model (step {ctx.step}), quantity {quantity}:", main, quantity)

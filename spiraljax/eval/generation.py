@@ -2,11 +2,11 @@
 (:class:`~spiraljax.eval.sampler.SamplePolicy`: temperature / top-k / top-p), and the ``generate``
 eval suite.
 
-Window models are re-run on the last ``seq_len`` tokens for every new token; a model that offers a
-stream state (``init_cache`` / ``advance`` / ``patch_logits``, the Hebbian byte LM) is sampled by
-``generate_streaming`` instead: the prompt is read once, then each new patch updates the carried
-fast weights and attention window — the prefix is never recomputed. Each call builds (and
-compiles) one sampler; hold a ``Sampler`` to sample repeatedly with one compile.
+Window models are re-run on the last ``seq_len`` tokens for every new token (``Sampler(model, policy,
+seq_len)``); a model that offers a stream state (``init_cache`` / ``advance`` / ``patch_logits``, the
+Hebbian byte LM) is sampled by ``generate_streaming``: the prompt is read once, then each new patch
+updates the carried fast weights and attention window — the prefix is never recomputed. Each call
+builds (and compiles) one sampler; hold a ``Sampler`` to sample repeatedly with one compile.
 """
 from __future__ import annotations
 
@@ -17,18 +17,7 @@ import jax
 import numpy as np
 
 from spiraljax.eval.sampler import Sampler, SamplePolicy, filter_logits, sample_token  # noqa: F401  (re-exported)
-from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
-
-
-def generate(model: nn.Module, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array, seq_len: int,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, step: int = 0,
-             **extras: Any) -> np.ndarray:
-    """Continue ``prompt`` ([B, P] ids, P ≥ 1) by ``n_new`` tokens with a sliding window of ``seq_len``
-    (or by the stream state when the model carries one)."""
-    if hasattr(model, "advance"):
-        return generate_streaming(model, variables, prompt, n_new, key, temperature, top_k, top_p, step)
-    sampler = Sampler(model, SamplePolicy(temperature, top_k, top_p), seq_len)
-    return sampler(variables, prompt, n_new, key, step=step, **extras)[0]
+from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
 
 
 def generate_streaming(model: nn.Module, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array,
@@ -63,17 +52,17 @@ def sample_text(ctx_model, variables, dataset, cfg, key: jax.Array, step: int = 
     return dataset.decode(ids[0])
 
 
-@register_suite("generate", options={"tokens": int, "samples": int, "prompt": str})
-def generate_suite(ctx: EvalContext) -> SuiteResult:
+@register_suite("generate", options={"tokens": Option(int, minimum=1), "samples": Option(int, 2, minimum=1),
+                                     "prompt": str})
+def generate_suite(ctx: EvalContext, *, tokens: int | None, samples: int, prompt: str | None) -> SuiteResult:
     """``--opt prompt=TEXT`` (default ``eval.sample_prompt``; glyph models: space-separated glyphs),
-    ``tokens=N`` new tokens, ``samples=N``."""
-    n = int(ctx.options.get("tokens", ctx.cfg.eval.sample_tokens))
-    prompt = ctx.options.get("prompt")
+    ``tokens=N`` new tokens (default ``eval.sample_tokens``), ``samples=N``."""
+    n = tokens or ctx.cfg.eval.sample_tokens
     if prompt is not None:
         ctx.dataset.encode(prompt)  # an unknown glyph fails here in one line, before any compile
     sampler = text_sampler(ctx.model, ctx.cfg)
     samples = [sample_text(ctx.model, ctx.variables, ctx.dataset, ctx.cfg, jax.random.key(ctx.seed + i), ctx.step, n,
                            prompt, sampler)
-               for i in range(int(ctx.options.get("samples", 2)))]
+               for i in range(samples)]
     text = "\n".join(f"--- sample {i} ---\n{s}" for i, s in enumerate(samples))
     return SuiteResult({"samples": samples}, text)

@@ -26,23 +26,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spiraljax import holographic as H
 from spiraljax.config import ConfigError
 from spiraljax.data.text import read_corpus
-from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
-from spiraljax.models import holographic as H
+from spiraljax.eval.stats import mean_sd, plus_minus
+from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
 from spiraljax.ops.clifford import context_product
+from spiraljax.ops.constants import PHI
 
 POSITIONS = ("first", "middle", "last")
-# --opt defaults (module docstring): stored contexts, dream seeds, bindings per slot of the overloaded store,
-# generation temperature, TinyShakespeare train / test positions
-DEFAULTS = {"items": 2000, "seeds": 3, "overload": 4, "temperature": 0.5, "train_positions": 200_000,
-            "test_positions": 20_000}
 GENERATION_SEED_OFFSET = 1  # generation samples with jax.random.key(seed + 1); the dreams use seed, seed + 1, ...
 RECENCY_VARIANTS = (0.5, 1.0)     # position weights φ^(−r·(n−1−i)) also reported on TinyShakespeare
 _learn = jax.jit(H.learn, static_argnums=3)
 _retrieve = jax.jit(H.retrieve, static_argnums=2)
 _similarity_read = jax.jit(H.similarity_read, static_argnums=(2, 3, 4))
-_best_scores = jax.jit(H._best_scores, static_argnums=2)
+_best_scores = jax.jit(H.best_scores, static_argnums=2)
 
 
 def _cfg(ctx: EvalContext, mode: str, **updates) -> H.HolographicConfig:
@@ -51,17 +49,6 @@ def _cfg(ctx: EvalContext, mode: str, **updates) -> H.HolographicConfig:
         raise ConfigError("the holographic suite needs a config with model.family: holographic "
                           "(e.g. --config configs/holographic.yaml)")
     return base.model_copy(update={"mode": mode, **updates})
-
-
-def _int_option(ctx: EvalContext, name: str, low: int = 1) -> int:
-    raw = ctx.options.get(name, DEFAULTS[name])
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--opt {name}={raw!r}: expected an integer") from None
-    if value < low:
-        raise ConfigError(f"--opt {name}={value}: must be ≥ {low}")
-    return value
 
 
 def _registry_size(n_items: int) -> int:
@@ -166,7 +153,7 @@ def generalisation(ctx: EvalContext, rng: np.random.Generator, n_items: int, n_q
 def with_recency(state, recency: float):
     """The same memory read with position weights w_i = φ^(−recency·(n−1−i)) (as ``model.recency``)."""
     n = state["position_weights"].shape[0]
-    return {**state, "position_weights": H.PHI ** (-recency * jnp.arange(n - 1, -1, -1, dtype=jnp.float32))}
+    return {**state, "position_weights": PHI ** (-recency * jnp.arange(n - 1, -1, -1, dtype=jnp.float32))}
 
 
 def _scores(state, contexts: np.ndarray, cap: int) -> np.ndarray:
@@ -208,7 +195,8 @@ def dream_trial(cfg: H.HolographicConfig, n_items: int, seed: int, keep_states: 
 
 
 def _mean_sd(xs: list[float]) -> dict:
-    return {"mean": float(np.mean(xs)), "sd": float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0}
+    m, sd, _ = mean_sd(xs)
+    return {"mean": m, "sd": sd}
 
 
 def dreams(ctx: EvalContext, n_items: int, seeds: list[int], overload: int) -> dict:
@@ -270,7 +258,7 @@ def _text(res: dict, n_items: int, cfg: H.HolographicConfig) -> str:
             lines.append(f"  target: {name}: {ok(met)}")
     for regime, d in res["dream"].items():
         s = d["summary"]
-        f = lambda k: f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}"  # noqa: E731
+        f = lambda k: plus_minus(s[k]["mean"], s[k]["sd"])  # noqa: E731
         lines.append(f"dream, {regime} store ({d['items']} items, {d['capacity']} slots, seeds {d['seeds']}): "
                      f"pre {f('pre')} → dream {f('post')}; non-REM only {f('nrem_only')}; no-op dream "
                      f"{f('noop')}; post/pre {f('ratio')}")
@@ -303,14 +291,17 @@ def _text(res: dict, n_items: int, cfg: H.HolographicConfig) -> str:
     return "\n".join(lines)
 
 
+# --opt (module docstring): stored contexts, dream seeds, bindings per slot of the overloaded store,
+# generation temperature, TinyShakespeare train / test positions
 @register_suite("holographic", needs_run=False, families=("holographic",),
-                options={"items": int, "temperature": float, "train_positions": int, "test_positions": int,
-                         "config": str, "seeds": int, "overload": int})
-def holographic_suite(ctx: EvalContext) -> SuiteResult:
+                options={"items": Option(int, 2000, minimum=1), "temperature": Option(float, 0.5),
+                         "train_positions": Option(int, 200_000, minimum=1),
+                         "test_positions": Option(int, 20_000, minimum=1),
+                         "seeds": Option(int, 3, minimum=1), "overload": Option(int, 4, minimum=1)})
+def holographic_suite(ctx: EvalContext, *, items: int, seeds: int, overload: int, temperature: float,
+                      train_positions: int, test_positions: int) -> SuiteResult:
     rng = np.random.default_rng(ctx.seed)
-    n_items = _int_option(ctx, "items")
-    n_seeds = _int_option(ctx, "seeds")
-    overload = _int_option(ctx, "overload")
+    n_items, n_seeds = items, seeds
     cfg = _cfg(ctx, "general", episodes=_registry_size(n_items))
     v, cap = cfg.vocab_size, cfg.capacity
     res: dict = {}
@@ -331,15 +322,13 @@ def holographic_suite(ctx: EvalContext) -> SuiteResult:
     both = [(x[i] in lanes[i][strong[i]]) and (y[i] in lanes[i][strong[i]]) for i in range(200)]
     res["paradox_both_retrievable"] = float(np.mean(both))
     # generation diversity on the learned random contexts
-    temperature = float(ctx.options.get("temperature", DEFAULTS["temperature"]))
     key = jax.random.key(ctx.seed + GENERATION_SEED_OFFSET)
     out = np.asarray(H.generate(state, jnp.asarray(contexts[:64]), 16, key, cap, temperature=temperature))
     out = out[:, cfg.context_len:]
     trigrams = [tuple(r[i:i + 3]) for r in out for i in range(len(r) - 2)]
     res["generation"] = {"distinct_tokens": int(len(set(out.ravel().tolist()))),
                          "distinct_trigram_ratio": len(set(trigrams)) / max(len(trigrams), 1)}
-    res["shakespeare"] = shakespeare_ngrams(ctx, _cfg(ctx, "general"), _int_option(ctx, "train_positions"),
-                                            _int_option(ctx, "test_positions"))
+    res["shakespeare"] = shakespeare_ngrams(ctx, _cfg(ctx, "general"), train_positions, test_positions)
     acc = res["generalisation"]["accuracy"]
     ours = acc["similarity (ours)"]
     mid = "middle" if "middle" in ours else list(ours)[len(ours) // 2]

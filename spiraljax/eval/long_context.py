@@ -38,14 +38,15 @@ import numpy as np
 
 from spiraljax.errors import SuiteError
 from spiraljax.eval import long_probe
-from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
+from spiraljax.eval.suites import EvalContext, Option, SuiteResult, get_suite, register_suite
 from spiraljax.losses import token_nll
 
-DEFAULTS: dict[str, Any] = {"docs": 4, "doc_bytes": 32768, "buckets": "0,256,1024,4096,16384",
-                            "lengths": "512,1024,2048,4096,8192", "extrap_docs": 1, "extrap_bytes": 16384,
-                            "probe_rows": 16, "pairs": 2, "distances": "1,2,4,8", "batch": 8, "plots": "true"}
-OPTIONS = {"docs": int, "doc_bytes": int, "buckets": list[int], "lengths": list[int], "extrap_docs": int,
-           "extrap_bytes": int, "probe_rows": int, "pairs": int, "distances": list[int], "batch": int, "plots": bool}
+OPTIONS = {"docs": Option(int, 4, minimum=1), "doc_bytes": Option(int, 32768, minimum=1),
+           "buckets": Option(list[int], [0, 256, 1024, 4096, 16384]),
+           "lengths": Option(list[int], [512, 1024, 2048, 4096, 8192]), "extrap_docs": Option(int, 1, minimum=1),
+           "extrap_bytes": Option(int, 16384), "probe_rows": Option(int, 16, minimum=0),
+           "pairs": Option(int, 2, minimum=1), "distances": Option(list[int], [1, 2, 4, 8]),
+           "batch": Option(int, 8, minimum=1), "plots": Option(bool, True)}
 ATTENTION_FAMILIES = ("transformer", "spiralformer")   # families with a key/value cache and a window length
 LN2 = math.log(2.0)
 
@@ -253,14 +254,16 @@ def describe(data: dict[str, Any]) -> str:
         lines.append(f"  {data['family']} carries no state: carried = reset = the plain model")
     lines.append(f"  {'bucket':<9} {'tokens':>7} {'carried':>8} {'reset':>8} {'carried-reset':>14}")
     for label, b in [*pos["buckets"].items(), ("all", pos["all"])]:
-        lines.append(f"  {label:<9} {b['tokens']:>7} {_f(b['carried']):>8} {_f(b['reset']):>8} {_f(b['gap'], '+.3f'):>14}")
+        lines.append(f"  {label:<9} {b['tokens']:>7} {_f(b['carried']):>8} {_f(b['reset']):>8} "
+                     f"{_f(b['gap'], '+.3f'):>14}")
     ex = data["extrapolation"]
     if "by_length" in ex:
         first = ex["by_length"][str(ex["lengths"][0])]["carried"]["tokens"] if ex["lengths"] else {}
         late = [label for label, n in first.items() if n][-2:]     # the two last buckets the text reaches
-        lines.append(f"length extrapolation ({len(data['extrap_docs'])} document(s), first {ex['bytes']} bytes; trained at "
-                     f"T={ex['trained_length']}; cache = {ex['cache_len']} keys per layer carried)")
-        lines.append(f"  {'length':>6} {'cache':>8} {'no cache':>8}   " + "   ".join(f"{lb + ' cache/no':>20}" for lb in late))
+        lines.append(f"length extrapolation ({len(data['extrap_docs'])} document(s), first {ex['bytes']} bytes; "
+                     f"trained at T={ex['trained_length']}; cache = {ex['cache_len']} keys per layer carried)")
+        lines.append(f"  {'length':>6} {'cache':>8} {'no cache':>8}   "
+                     + "   ".join(f"{lb + ' cache/no':>20}" for lb in late))
         for length in ex["lengths"]:
             row = ex["by_length"][str(length)]
             cells = [f"{_f(row['carried']['buckets'][lb]):>9} /{_f(row['reset']['buckets'][lb]):>9}" for lb in late]
@@ -274,10 +277,12 @@ def describe(data: dict[str, Any]) -> str:
     if "by_distance" in rc:
         lines.append(f"long-range recall ({rc['rows']} rows, {rc['pairs']} queries per distance and row; value = "
                      f"{rc['value_len']} letters after the key prefix; first byte / all bytes)")
-        lines.append(f"  {'windows later':>13} {'queries':>7} {'carried':>13} {'reset':>13} {'chance':>13} {'guess present':>14}")
+        lines.append(f"  {'windows later':>13} {'queries':>7} {'carried':>13} {'reset':>13} {'chance':>13} "
+                     f"{'guess present':>14}")
         for d, x in rc["by_distance"].items():
             lines.append(f"  {d:>13} {x['queries']:>7} {x['carried']['first']:>6.3f}/{x['carried']['all']:.3f} "
-                         f"{x['reset']['first']:>6.3f}/{x['reset']['all']:.3f} {x['chance_first']:>6.3f}/{x['chance_all']:.3f}"
+                         f"{x['reset']['first']:>6.3f}/{x['reset']['all']:.3f} "
+                         f"{x['chance_first']:>6.3f}/{x['chance_all']:.3f}"
                          f" {x['guess_first']:>7.3f}/{x['guess_all']:.3f}")
     else:
         lines.append(f"long-range recall: {rc['skipped']}")
@@ -343,21 +348,10 @@ def plot(data: dict[str, Any], out: Path) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- the suite
-def _option(ctx: EvalContext, key: str):
-    from spiraljax.eval.suites import parse_option
-
-    return parse_option(OPTIONS[key], str(ctx.options.get(key, DEFAULTS[key])))
-
-
 def long_context(ctx: EvalContext, plots: bool | None = None) -> dict[str, Any]:
-    """All four parts on ``ctx``'s run (the suite's JSON)."""
+    """All four parts on ``ctx``'s run (the suite's JSON); the options are ``ctx.options`` parsed by the registry."""
     t0 = time.perf_counter()
-    opt = {k: _option(ctx, k) for k in DEFAULTS}
-    for key in ("docs", "doc_bytes", "extrap_docs", "batch"):
-        if opt[key] < 1:
-            raise SuiteError(f"--opt {key}={opt[key]}: must be ≥ 1")
-    if opt["probe_rows"] < 0 or opt["pairs"] < 1:
-        raise SuiteError("--opt probe_rows must be ≥ 0 and pairs ≥ 1")
+    opt = get_suite("long_context").values(ctx)
     cfg = ctx.cfg
     window = cfg.model.seq_len
     reader = Reader(ctx.model, ctx.variables, ctx.step)
@@ -396,6 +390,6 @@ def long_context(ctx: EvalContext, plots: bool | None = None) -> dict[str, Any]:
 
 
 @register_suite("long_context", sources=("longdocs",), options=OPTIONS)
-def long_context_suite(ctx: EvalContext) -> SuiteResult:
+def long_context_suite(ctx: EvalContext, **options: Any) -> SuiteResult:
     data = long_context(ctx)
     return SuiteResult(data, describe(data))

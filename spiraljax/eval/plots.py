@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from spiraljax.data.base import loss_unit
-from spiraljax.train.metrics import read_metrics
+from spiraljax.runs import read_metrics
 
 CORE = ("loss", "grad_norm", "lr", "tokens_per_s")
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from spiraljax.data import glyphs
 from spiraljax.eval.contemplative import ContemplativeSettings, contemplative_generate, contemplative_sampler
-from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
+from spiraljax.eval.lm import validation_batches
+from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
 from spiraljax.losses import model_extras, token_nll
 from spiraljax.ops.soma import RESONANCES, field_charge, resonance_label
 
@@ -30,9 +31,6 @@ SCENARIOS: dict[str, list[float]] = {
     "wisdom_question": [0.15, 0.5, 0.5, 0.05, 0.8],
 }
 MOODS = ((0.5, "🕊️ serene"), (1.0, "🌿 attentive"), (float("inf"), "🔥 stirred"))
-# --opt defaults: glyphs generated per sample, samples per scenario, validation sequences of the TowerMemory
-# ablation (threshold and temperature default to ContemplativeSettings')
-DEFAULTS = {"tokens": 24, "samples": 4, "memory_sequences": 400}
 SCENARIO_KEY_STRIDE = 1000  # scenario i samples with jax.random.key(seed · 1000 + i): distinct per scenario and seed
 
 
@@ -53,17 +51,6 @@ def scenario_metrics(ids: np.ndarray, aux: dict) -> dict:
             "proportionality": proportionality(n_active), "holism": float(np.mean([c > 1 for c in categories])),
             "categories": float(np.mean(categories)), "b2q": queries / holds if holds else 0.0,
             "mood_variance": var, "mood": next(m for v, m in MOODS if var < v)}
-
-
-def validation_batches(dataset, n_sequences: int) -> list[dict]:
-    """The first validation batches holding at least ``n_sequences`` sequences (fewer if the split is smaller)."""
-    batches, n = [], 0
-    for batch in dataset.val_batches():
-        if n >= n_sequences:
-            break
-        batches.append(batch)
-        n += len(batch["inputs"])
-    return batches
 
 
 def memory_ablation(model, variables, batches, step: int = 0) -> dict:
@@ -117,21 +104,25 @@ def memory_text(m: dict) -> str:
         f"(Δ {m['nll'] - m['nll_cut']:+.4f}; standard error over sequences {m['delta_nll_se']:.4f}); "
         f"{m['nll_charge_only']:.4f} reading by charge only (the old read)",
         f"  positions a read reaches: {100 * m['reached_share']:.1f} % of targets; NLL there "
-        f"{m['nll_reached']:.4f} vs {m['nll_cut_reached']:.4f} cut, {m['nll_charge_only_reached']:.4f} by charge; mean |Δlogit| {m['mean_abs_dlogit_reached']:.4f} "
+        f"{m['nll_reached']:.4f} vs {m['nll_cut_reached']:.4f} cut, {m['nll_charge_only_reached']:.4f} by charge; "
+        f"mean |Δlogit| {m['mean_abs_dlogit_reached']:.4f} "
         f"(max over vocab {m['mean_max_abs_dlogit_reached']:.4f}); gate {m['gate_reached']:.3f}",
         f"  reads per sequence {m['reads_per_sequence']:.2f}, distinct paintings read per sequence "
         f"{m['distinct_slots_per_sequence']:.2f}, share of reads returning slot 0 {m['slot0_share_of_reads']:.2f}, "
         f"slot histogram {m['slot_histogram']}"])
 
 
+# --opt: glyphs generated per sample, samples per scenario, the ContemplativeSettings threshold and temperature,
+# validation sequences of the TowerMemory ablation
 @register_suite("probe", families=("spiralformer",), sources=("mycelial",),
-                options={"tokens": int, "samples": int, "threshold": float, "temperature": float,
-                         "memory_sequences": int})
-def probe_suite(ctx: EvalContext) -> SuiteResult:
-    opts = ctx.options
-    n_tokens, samples = int(opts.get("tokens", DEFAULTS["tokens"])), int(opts.get("samples", DEFAULTS["samples"]))
-    settings = ContemplativeSettings(threshold=float(opts.get("threshold", ContemplativeSettings.threshold)),
-                                     temperature=float(opts.get("temperature", ContemplativeSettings.temperature)))
+                options={"tokens": Option(int, 24, minimum=1), "samples": Option(int, 4, minimum=1),
+                         "threshold": Option(float, ContemplativeSettings.threshold),
+                         "temperature": Option(float, ContemplativeSettings.temperature),
+                         "memory_sequences": Option(int, 400, minimum=1)})
+def probe_suite(ctx: EvalContext, *, tokens: int, samples: int, threshold: float, temperature: float,
+                memory_sequences: int) -> SuiteResult:
+    n_tokens = tokens
+    settings = ContemplativeSettings(threshold=threshold, temperature=temperature)
     seq_len = ctx.cfg.model.seq_len
     sampler = contemplative_sampler(ctx.model, seq_len, settings)  # one compile for all scenarios
     rows = {}
@@ -157,6 +148,6 @@ def probe_suite(ctx: EvalContext) -> SuiteResult:
     data = {"scenarios": rows, "step": ctx.step}
     if ctx.cfg.model.memory.enabled:
         data["memory"] = memory_ablation(ctx.model, ctx.variables, validation_batches(
-            ctx.dataset, int(opts.get("memory_sequences", DEFAULTS["memory_sequences"]))), ctx.step)
+            ctx.dataset, memory_sequences), ctx.step)
         lines += ["", memory_text(data["memory"])]
     return SuiteResult(data, "\n".join(lines))

@@ -20,18 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spiraljax.data.recall import MQARDataConfig, mqar_batch
-from spiraljax.eval.suites import EvalContext, SuiteResult, register_suite
-
-
-def masked_accuracy(apply_fn, batches) -> float:
-    """Fraction of masked targets where ``argmax apply_fn(inputs)`` equals the target (any task with a
-    loss mask: MQAR answers, induction copies)."""
-    hits = total = 0.0
-    for b in batches:
-        pred = np.asarray(jnp.argmax(apply_fn(jnp.asarray(b["inputs"])), axis=-1))
-        hits += float(np.sum((pred == b["targets"]) * b["mask"]))
-        total += float(np.sum(b["mask"]))
-    return hits / max(total, 1.0)
+from spiraljax.eval.suites import EvalContext, Option, SuiteResult, register_suite
 
 
 def first_query_mask(inputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -83,16 +72,6 @@ def recall_stats(model, variables, data_cfg: MQARDataConfig, length: int, n_batc
             "guess_present": guess / max(total, 1.0)}
 
 
-def recall_accuracy(model, variables, data_cfg: MQARDataConfig, length: int, n_batches: int = 4,
-                    batch: int = 16, seed: int = 12345, step: int = 0, pairs: int | None = None) -> float:
-    """Fraction of query answers predicted exactly (see :func:`recall_stats`)."""
-    return recall_stats(model, variables, data_cfg, length, n_batches, batch, seed, step, pairs)["accuracy"]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in str(text).split(",") if x.strip()]
-
-
 def _table(title: str, columns: list, rows: dict[str, dict[str, float]], head: str) -> list[str]:
     width = max([len(n) for n in rows] + [len("model")])
     lines = [title, f"{'model':<{width}}  " + "  ".join(f"{head}={c:>5}" for c in columns)]
@@ -101,23 +80,23 @@ def _table(title: str, columns: list, rows: dict[str, dict[str, float]], head: s
     return lines
 
 
+# --opt (module docstring); lengths default to seq_len/2, seq_len, 2·seq_len and pairs_length to seq_len
 @register_suite("recall", sources=("mqar",),
-                options={"lengths": list[int], "pairs": list[int], "pairs_length": int, "plasticity": list[float],
-                         "batches": int, "baseline": list[str]})
-def recall_suite(ctx: EvalContext) -> SuiteResult:
+                options={"lengths": Option(list[int], minimum=1), "pairs": Option(list[int], [], minimum=1),
+                         "pairs_length": Option(int, minimum=1), "plasticity": Option(list[float], []),
+                         "batches": Option(int, 4, minimum=1), "baseline": Option(list[str], [])})
+def recall_suite(ctx: EvalContext, *, lengths: list[int] | None, pairs: list[int], pairs_length: int | None,
+                 plasticity: list[float], batches: int, baseline: list[str]) -> SuiteResult:
     cfg = ctx.cfg
     data_cfg = cfg.data if cfg.data.source == "mqar" else MQARDataConfig()
     seq = cfg.model.seq_len
-    lengths = _ints(ctx.options.get("lengths", f"{seq // 2},{seq},{seq * 2}"))
-    pair_counts = _ints(ctx.options.get("pairs", ""))
-    pairs_length = int(ctx.options.get("pairs_length", seq))
-    forced = [float(x) for x in str(ctx.options.get("plasticity", "")).split(",") if x.strip()]
-    n_batches = int(ctx.options.get("batches", 4))
+    lengths = lengths or [seq // 2, seq, seq * 2]
+    pair_counts, forced, n_batches = pairs, plasticity, batches
+    pairs_length = pairs_length or seq
     runs = {f"{cfg.model.family} ({ctx.run_dir.name})": ctx}
-    for path in str(ctx.options.get("baseline", "")).split(","):
-        if path.strip():
-            base = EvalContext(Path(path.strip()), ctx.checkpoint, ctx.seed)
-            runs[f"{base.cfg.model.family} ({base.run_dir.name})"] = base
+    for path in baseline:
+        base = EvalContext(Path(path), ctx.checkpoint, ctx.seed)
+        runs[f"{base.cfg.model.family} ({base.run_dir.name})"] = base
     settings: dict[str, tuple] = {}
     for name, c in runs.items():
         settings[name] = (c, None)

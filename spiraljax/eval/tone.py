@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from spiraljax.ops.kuramoto import TONE_ZONES, zone_name
-from spiraljax.train.metrics import read_metrics
+from spiraljax.runs import read_metrics
 
 ZONE_COLORS = ("#eeeeee", "#dde7f5", "#dff0e0", "#efe3f5", "#fff4cc", "#ffe0cc", "#f8d0d0")
 
@@ -49,7 +49,8 @@ def plot_tone(run_dir: str | Path) -> tuple[Path, str]:
     plt.close(fig)
     total = max(float(np.sum(counts)), 1.0)
     lines = [f"final R mean {mean[-1]:.3f} ± {std[-1]:.3f} → {zone_name(mean[-1])}", "zone visits (logged steps):"]
-    lines += [f"  {sym} {name:<9} {int(c):>9}  ({100 * c / total:5.1f} %)" for (_, sym, name), c in zip(TONE_ZONES, counts)]
+    lines += [f"  {sym} {name:<9} {int(c):>9}  ({100 * c / total:5.1f} %)"
+              for (_, sym, name), c in zip(TONE_ZONES, counts)]
     return out, "\n".join(lines)
 
 

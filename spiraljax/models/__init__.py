@@ -1,12 +1,14 @@
 """Model families. Each family module defines a config class (a :class:`spiraljax.config.ModelConfig`
 subclass that registers itself under its ``family``) whose ``build()`` returns the Flax module;
-importing this package imports every family, which is how a config finds its class."""
+importing this package imports every family, which is how a config finds its class. The holographic
+memory's config (``spiraljax.holographic``: not a Flax model, its ``build()`` refuses) registers here too."""
 from __future__ import annotations
 
 import flax.linen as nn
 
+from spiraljax import holographic  # noqa: F401  (registers model.family holographic)
 from spiraljax.config import ModelConfig
-from spiraljax.models import hebbian, holographic, kssm, spiralformer, transformer  # noqa: F401  (registers them)
+from spiraljax.models import hebbian, kssm, spiralformer, transformer  # noqa: F401  (registers them)
 
 
 def build(cfg: ModelConfig) -> nn.Module:

@@ -32,7 +32,6 @@ from __future__ import annotations
 from typing import Literal
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from pydantic import Field, model_validator
 

@@ -52,7 +52,8 @@ class OscillatorLayer(nn.Module):
         internals = {}
         if self.core == "bistable":
             p = nn.Dense(10, name="core", kernel_init=nn.initializers.normal(0.1),
-                         bias_init=lambda k, s, d=jnp.float32: jnp.array([1, 0.5, 0.2, 1, 0.2, 0.5, 1, 0.2, 0, 0], d))(h)
+                         bias_init=lambda k, s, d=jnp.float32: jnp.array(
+                             [1, 0.5, 0.2, 1, 0.2, 0.5, 1, 0.2, 0, 0], d))(h)
             u, sat = bistable_u(p)
             coupling = jnp.broadcast_to(self.coupling_scale * jax.nn.sigmoid(u)[..., None], (b, t, g))
             internals.update(u=u, u_saturated=sat.astype(jnp.float32), reg=bistable_regulariser(p, u))

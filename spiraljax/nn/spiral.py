@@ -29,8 +29,9 @@ class SpiralBlock(nn.Module):
     with the flat 2-D kernel layout. ``w_t`` is the breath weight of position t (pause → 0: the block
     is skipped there), ``g_t`` the silence gate times the rhythmic-attention gate; ``drop_rates`` the
     per-position (contemplative) dropout rates, or None when every rate is 0 (no dropout and no RNG
-    draw: a zero rate keeps every unit, so skipping changes no number). ``dtype``: compute dtype of the projections and the
-    MLP (queries/keys, scores, gates and the residual stream stay float32: :mod:`spiraljax.nn.precision`).
+    draw: a zero rate keeps every unit, so skipping changes no number). ``dtype``: compute dtype of the
+    projections and the MLP (queries/keys, scores, gates and the residual stream stay float32:
+    :mod:`spiraljax.nn.precision`).
 
     With ``cache`` (a layer cache of :func:`~spiraljax.nn.layers.init_cache`, its ``valid`` = usable
     key) the window's queries attend the cached keys and their own (the offsets are those of the

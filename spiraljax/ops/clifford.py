@@ -28,7 +28,6 @@ _sz = np.array([[1.0, 0.0], [0.0, -1.0]])
 _ep = np.array([[0.0, 1.0], [-1.0, 0.0]])
 _I2 = np.eye(2)
 GENERATORS = np.stack([np.kron(_sx, _I2), np.kron(_sz, _I2), np.kron(_ep, _ep), np.kron(_ep, _sx)])
-METRIC = np.array([1.0, 1.0, 1.0, -1.0])  # signature (3, 1)
 
 
 def _blades() -> tuple[np.ndarray, np.ndarray]:
@@ -72,19 +71,6 @@ def from_coefficients(c: jax.Array) -> jax.Array:
     """
     chex.assert_axis_dimension(c, -1, 16)
     return jnp.einsum("...k,kij->...ij", c, BLADES)
-
-
-def grade_project(m: jax.Array, grade: int) -> jax.Array:
-    """⟨M⟩_g: keep only the blades of grade g.
-
-    Args:
-      m: ``[..., 4, 4]`` multivectors.
-      grade: g in 0..4.
-
-    Returns:
-      ``[..., 4, 4]``.
-    """
-    return from_coefficients(coefficients(m) * (GRADES == grade))
 
 
 def reverse(m: jax.Array) -> jax.Array:

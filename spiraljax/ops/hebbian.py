@@ -3,7 +3,8 @@
     S_t = exp(g_t)·S_{t−1} + k_tᵀ v_t,      o_t = q_t S_t
 
 ``q, k, v`` are ``[B, T, H, D]``, ``log_decay`` g broadcastable to ``[B, T, H]`` (≤ 0), the state
-``S`` is ``[B, H, D, D]`` in fp32 (fp64 when an input is fp64: the float64 equality tests). The feature map φ and the plasticity α are the caller's.
+``S`` is ``[B, H, D, D]`` in fp32 (fp64 when an input is fp64: the float64 equality tests).
+The feature map φ and the plasticity α are the caller's.
 
 Chunked form (chunk C, cumulative in-chunk log decay L_i = Σ_{m≤i} g_m):
 
@@ -101,8 +102,8 @@ def fast_weights_chunked(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: ja
     b, t, h, d = q.shape
     which = resolve("fast_weights", impl, length=t, chunk=chunk, per_head_decay=jnp.ndim(log_decay) <= 1)
     if which not in (Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL):
-        raise ValueError(f"fast_weights_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | chunked_general "
-                         "(the scan is fast_weights_scan)")
+        raise ValueError(f"fast_weights_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | "
+                         "chunked_general (the scan is fast_weights_scan)")
     c = min(chunk, t)
     dt = _dtype(q, k, v, log_decay, initial_state)
     s0 = jnp.zeros((b, h, d, v.shape[-1]), dt) if initial_state is None else initial_state.astype(dt)

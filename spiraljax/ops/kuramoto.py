@@ -166,21 +166,6 @@ def coupling_pairwise(theta: jax.Array, k_matrix: jax.Array | None = None) -> ja
     return jnp.sum(diff, axis=-1)
 
 
-def coupling_matrix(theta: jax.Array, k_matrix: jax.Array) -> jax.Array:
-    """General coupling Σ_j K_ij sin(θ_j − θ_i) = ``cos θ_i (K sin θ)_i − sin θ_i (K cos θ)_i``
-    (O(N²) only through K·v).
-
-    Args:
-      theta: ``[..., N]`` phases.
-      k_matrix: ``[N, N]`` couplings K_ij.
-
-    Returns:
-      ``[..., N]``.
-    """
-    chex.assert_shape(k_matrix, (theta.shape[-1], theta.shape[-1]))
-    return jnp.cos(theta) * (jnp.sin(theta) @ k_matrix.T) - jnp.sin(theta) * (jnp.cos(theta) @ k_matrix.T)
-
-
 def kuramoto_step(theta: jax.Array, omega: jax.Array, coupling: jax.Array, dt: float,
                   noise: jax.Array | None = None, global_mix: float = 0.0) -> jax.Array:
     """One Euler step: ``θ + dt·(ω + (K/N)·Σ_j sin(θ_j − θ_i)) [+ noise]``; ``coupling`` is K per row.

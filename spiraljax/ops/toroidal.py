@@ -12,7 +12,7 @@ The master output is Σ_k a_k out_k with a_k ∝ φ^−(k mod 4).
 ``toroidal_attention`` is a standalone sequence op (benchmarked in ``benchmarks/holographic.py``): the
 holographic memory has no sequence to attend over (a context is a few tokens). What the memory shares
 with it is the phase kernel ``phase_kernel`` = (1 + cos Δ)/2, applied there to the angle Δ between
-position-wise multivectors of a query and a stored context (``models/holographic.py``).
+position-wise multivectors of a query and a stored context (``spiraljax/holographic/read.py``).
 """
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def toroidal_attention(v: jax.Array, theta: jax.Array, causal: bool = True) -> j
     """
     _check_shapes(v, theta)
     c, s = jnp.cos(theta), jnp.sin(theta)                     # [K, n]
-    agg = (lambda x: jnp.cumsum(x, axis=1)) if causal else (lambda x: jnp.broadcast_to(jnp.sum(x, 1, keepdims=True), x.shape))
+    agg = ((lambda x: jnp.cumsum(x, axis=1)) if causal
+           else (lambda x: jnp.broadcast_to(jnp.sum(x, 1, keepdims=True), x.shape)))
     s1 = agg(jnp.broadcast_to(v, (theta.shape[0], *v.shape)))  # [K, n, d]
     sc, ss = agg(c[..., None] * v), agg(s[..., None] * v)
     n1 = agg(jnp.ones_like(c))

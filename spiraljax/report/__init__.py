@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         targets = render.holding_block([Path(f) for f in args.readme] or render.doc_files(Path.cwd()), name)
         if not targets:
             where = ", ".join(args.readme) or "README.md and docs/"
-            print(f"error: {where}: no <!-- report:{name}:begin --> … <!-- report:{name}:end --> block", file=sys.stderr)
+            print(f"error: {where}: no <!-- report:{name}:begin --> … <!-- report:{name}:end --> block",
+                  file=sys.stderr)
             return 2
     try:
         if long:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from spiraljax.train.metrics import read_metrics
+from spiraljax.runs import read_metrics
 
 
 @dataclass(frozen=True)

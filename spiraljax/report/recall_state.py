@@ -91,7 +91,7 @@ def entry_names() -> set[str]:
 def run_overrides(entry: RecallEntry, budget: RecallBudget, seed: int, length: int | None = None) -> list[str]:
     """The config overrides of ``entry``'s run (``length``: the model's ``seq_len``, default T_train)."""
     heads = 2
-    out = [f"model.vocab_size=256", f"model.seq_len={length or budget.train_length}", f"model.d_model={budget.d_model}",
+    out = ["model.vocab_size=256", f"model.seq_len={length or budget.train_length}", f"model.d_model={budget.d_model}",
            f"model.n_layers={budget.n_layers}", "data.source=mqar", f"data.min_pairs={budget.train_pairs[0]}",
            f"data.max_pairs={budget.train_pairs[1]}", f"train.steps={budget.steps}", f"train.batch_size={budget.batch}",
            f"train.lr={budget.lr}", f"train.warmup_steps={max(1, budget.steps // 10)}", f"train.seed={seed}"]

@@ -8,25 +8,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from spiraljax.eval.stats import mean_sd, plus_minus
 from spiraljax.ops.kuramoto import TONE_ZONES
 
 README_BEGIN = "<!-- report:{name}:begin -->"
 README_END = "<!-- report:{name}:end -->"
 
 
-def mean_sd(values: Sequence[float | None]) -> tuple[float, float, int]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single value) of the non-missing values."""
-    xs = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
-    if len(xs) == 0:
-        return float("nan"), float("nan"), 0
-    return float(xs.mean()), float(xs.std(ddof=1)) if len(xs) > 1 else 0.0, len(xs)
-
-
 def fmt_ms(values: Sequence[float | None], digits: int = 3) -> str:
     m, s, n = mean_sd(values)
     if n == 0:
         return "—"
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    return plus_minus(m, s, digits)
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -38,7 +31,8 @@ def _num(x: Any, digits: int = 3) -> str:
 
 
 def lm_table(lm: dict[str, dict[int, dict]]) -> list[str]:
-    lines = ["| model | params | seeds | val BPC (mean ± sd) | per seed | tokens/s | step memory (MiB) | wall s / run |",
+    lines = ["| model | params | seeds | val BPC (mean ± sd) | per seed | tokens/s | step memory (MiB) "
+             "| wall s / run |",
              "|---|---|---|---|---|---|---|---|"]
     for name, seeds in lm.items():
         runs = list(seeds.values())
@@ -232,7 +226,8 @@ def figures(report: dict, out: Path) -> dict[str, str]:
         for name, seeds in r_runs.items():
             band(ax, [r["R_curve"] for r in seeds.values()], name)
         ax.set_ylim(0, 1)
-        finish(fig, ax, "R", "step", "R (training batches)", "K-SSM order parameter R over training, mean ± sd over seeds")
+        finish(fig, ax, "R", "step", "R (training batches)",
+               "K-SSM order parameter R over training, mean ± sd over seeds")
 
     if report.get("recall"):
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -28,7 +28,8 @@ def header(report: dict) -> list[str]:
             f"{', '.join(map(str, steps))} steps per model; seeds {', '.join(map(str, report['seeds']))}; "
             "mean ± sample sd over seeds, then every seed.",
             f"Corpus: longdocs/python, SHA-256 {', '.join(report['data_sha256']) or '—'}.",
-            f"Made with commit {commit}, Python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']} on "
+            f"Made with commit {commit}, Python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, "
+            f"flax {v['flax']} on "
             f"{info['device']['platform']} × {info['device']['device_count']} ({info['device']['machine']}); "
             f"the runs were trained at commit {', '.join(made) or '—'} (each run's `run.json`)."]
 
@@ -193,6 +194,7 @@ def figures(report: dict, out: Path) -> dict[str, str]:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, seeds in report["runs"].items():
+        color = None   # the first seed's line picks it; the others reuse it
         for i, r in enumerate(seeds.values()):
             if r["curve"]:
                 line, = ax.plot([p[1] for p in r["curve"]], [p[2] for p in r["curve"]], marker="o", ms=3, lw=1,
@@ -224,10 +226,12 @@ def figures(report: dict, out: Path) -> dict[str, str]:
             ax.bar(np.arange(len(labels)) + i * width, m, width, yerr=sd, label=name, capsize=2)
         ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
         ax.axhline(0, color="0.4", lw=0.8)
-        ax.set(xlabel="byte offset in the document", ylabel="carried − reset BPC", title="what the carried state is worth")
+        ax.set(xlabel="byte offset in the document", ylabel="carried − reset BPC",
+               title="what the carried state is worth")
         ax.legend(fontsize=7)
         save(fig, "gap")
-    extrap = {n: [s["extrapolation"] for s in ss if s.get("extrapolation", {}).get("lengths")] for n, ss in suites.items()}
+    extrap = {n: [s["extrapolation"] for s in ss if s.get("extrapolation", {}).get("lengths")]
+              for n, ss in suites.items()}
     extrap = {n: e for n, e in extrap.items() if e}
     if extrap:
         fig, ax = plt.subplots(figsize=(7, 4))

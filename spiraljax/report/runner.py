@@ -16,7 +16,7 @@ import numpy as np
 from spiraljax import config as config_lib
 from spiraljax.config import Config, ConfigError
 from spiraljax.runinfo import describe, read_run_info
-from spiraljax.train.metrics import read_metrics
+from spiraljax.runs import read_metrics
 
 STATUS = "report_status.json"
 STANDARD_KEYS = {"step", "kind", "loss", "ce", "lr", "grad_norm", "tokens_per_s", "skipped"}
@@ -116,7 +116,7 @@ def step_memory_mb(cfg: Config) -> float | None:
                            donate_argnums=0).lower(
             state, batch).compile()
         m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 — a backend without memory analysis: report nothing
+    except Exception:  # a backend without memory analysis: report nothing
         return None
     if m is None:
         return None

@@ -2,14 +2,14 @@
 
 Layout: ``RUN/checkpoints/<step>/`` with items ``params``, ``opt_state`` (Orbax StandardSave),
 ``meta`` (JSON: step, rng, skipped, val_loss, train_seconds) and, for a ``train.carry_state`` run,
-``carry`` (StandardSave: the carried model state, so a resume mid-document is exact). A step saved right after a validation pass carries
-Orbax metrics ``{"val_loss": …}``; the manager's preservation policy keeps the newest
-``checkpoint.keep`` steps (``LatestN``) plus the step with the lowest ``val_loss`` (``BestN``), so
-"best" is never lost to rotation. Orbax commits atomically: a crash mid-save leaves earlier steps
-intact. Plain Orbax reads every checkpoint (``ocp.CheckpointManager(RUN/checkpoints, item_names=
-("params", "opt_state", "meta"))``, see docs/training.md).
+``carry`` (StandardSave: the carried model state, so a resume mid-document is exact). A step saved
+right after a validation pass carries Orbax metrics ``{"val_loss": …}``; the manager's preservation
+policy keeps the newest ``checkpoint.keep`` steps (``LatestN``) plus the step with the lowest
+``val_loss`` (``BestN``), so "best" is never lost to rotation. Orbax commits atomically: a crash
+mid-save leaves earlier steps intact. Plain Orbax reads every checkpoint
+(``ocp.CheckpointManager(RUN/checkpoints, item_names=("params", "opt_state", "meta"))``, see docs/training.md).
 
-One restore routine (:func:`first_readable`) serves ``--resume``, :func:`load_run` and
+One restore routine (:func:`first_readable`) serves ``--resume``, :func:`spiraljax.runs.load_run` and
 ``evaluate.py``: it walks candidate steps in order and returns the first that restores. When a run
 resumes, an unreadable step is moved (never deleted) to ``RUN/checkpoints/corrupt/<step>`` with one
 warning line and the previous step is used; reading a run never moves anything. Runs written before
@@ -34,7 +34,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from spiraljax import config as config_lib
 from spiraljax.errors import CheckpointError
 from spiraljax.train.async_teardown import draining_event_loops
 
@@ -310,51 +309,3 @@ class Checkpointer:
         self.wait()
         for m in self.managers.values():
             m.close()
-
-
-# ----------------------------------------------------------------------------- reading a run
-def load_run(run_dir: str | Path, checkpoint: str | int = "best", return_step: bool = False):
-    """Load a trained run's config and parameters (nothing in the run is changed).
-
-    Args:
-      run_dir: a run directory (``config.yaml`` + ``checkpoints/``).
-      checkpoint: ``"best"`` (lowest validation loss; falls back to the newest step when no
-        validation has happened yet), ``"latest"``, or a step number.
-      return_step: also return the step that was loaded.
-
-    Returns:
-      ``(cfg, {"params": …})`` or ``(cfg, variables, step)``; parameters are placed on this process's
-      first device whatever topology saved them. An unreadable step falls back to the next candidate
-      with a one-line warning; :class:`CheckpointError` when none is readable.
-    """
-    run = Path(run_dir)
-    cfg_file = run / "config.yaml"
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{run}: not a run directory (no config.yaml)")
-    cfg = config_lib.load(cfg_file)
-    managers = run_managers(run / "checkpoints")
-    if isinstance(checkpoint, int) or str(checkpoint).isdigit():
-        want = int(checkpoint)
-        candidates = [c for c in newest_first(managers) if c.step == want]
-        if not candidates:
-            raise CheckpointError(f"{run}: no checkpoint at step {want}")
-    elif checkpoint in ("best", "latest"):
-        candidates = best_first(managers) if checkpoint == "best" else newest_first(managers)
-    else:
-        raise CheckpointError(f"--checkpoint must be best, latest or a step number, got {checkpoint!r}")
-    if not candidates:
-        raise CheckpointError(f"{run}: no checkpoints saved yet")
-
-    def read(c: Candidate):
-        target = _local_target(c.mngr.item_metadata(c.step)["params"])
-        return c.mngr.restore(c.step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))).params
-
-    def warn(c: Candidate, err: BaseException) -> None:
-        print(f"warning: checkpoint {c.path} is unreadable ({_problem(err)}); falling back to an earlier one",
-              file=sys.stderr)
-
-    found = first_readable(candidates, read, warn)
-    if found is None:
-        raise CheckpointError(f"{run}: every checkpoint is unreadable")
-    variables = {"params": found[1]}
-    return (cfg, variables, found[0].step) if return_step else (cfg, variables)

@@ -314,7 +314,8 @@ def local_env(process_id: int, processes: int, local_devices: int, port: int) ->
     return env
 
 
-def launch_local(command: Sequence[str], processes: int = 2, local_devices: int = 2, timeout: float | None = None) -> int:
+def launch_local(command: Sequence[str], processes: int = 2, local_devices: int = 2,
+                 timeout: float | None = None) -> int:
     """Run ``command`` (e.g. ``[python, train.py, --distributed, ...]``) as ``processes`` local processes.
 
     Process 0's output is shown as it comes; the others' standard output is dropped and their

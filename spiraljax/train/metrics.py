@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from spiraljax.runs import read_metrics  # resume truncates the rows past the checkpoint
+
 
 def to_jsonable(v: Any) -> Any:
     v = np.asarray(v)
@@ -15,19 +17,6 @@ def to_jsonable(v: Any) -> Any:
         x = v.item()
         return None if isinstance(x, float) and not math.isfinite(x) else x
     return v.tolist()
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line after a kill
-    return rows
 
 
 class MetricsWriter:

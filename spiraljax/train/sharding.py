@@ -45,7 +45,8 @@ def make_mesh(cfg: MeshConfig, batch_size: int) -> Mesh:
     if data < 1 or total > n or (total < n and (cfg.data <= 0 or jax.process_count() > 1)):
         raise ConfigError(f"mesh: data={data} x fsdp={cfg.fsdp} x model={cfg.model} does not match {n} devices")
     if batch_size % (data * cfg.fsdp):
-        raise ConfigError(f"train.batch_size={batch_size} is not divisible by mesh.data x mesh.fsdp = {data * cfg.fsdp}")
+        raise ConfigError(f"train.batch_size={batch_size} is not divisible by mesh.data x mesh.fsdp = "
+                          f"{data * cfg.fsdp}")
     auto = (jax.sharding.AxisType.Auto,) * 3  # let XLA propagate shardings between the declared ones
     return jax.make_mesh((data, cfg.fsdp, cfg.model), AXES, axis_types=auto, devices=jax.devices()[:total])
 

@@ -125,8 +125,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
 
     def grads_of(params, batch, step, rng):
         """Flat (loss, ce, metrics, grads, W) for one (micro-)batch."""
-        (l, (c, m, w)), g = jax.value_and_grad(loss_and_weight, has_aux=True)(params, model, batch, step, rng)
-        return l, c, m, g, w
+        (loss, (c, m, w)), g = jax.value_and_grad(loss_and_weight, has_aux=True)(params, model, batch, step, rng)
+        return loss, c, m, g, w
 
     def train_step(state: TrainState, batch: dict):
         step = state["step"]
@@ -140,13 +140,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
         else:
             def micro(total, xs):
                 i, mb = xs
-                l, c, m, g, w = grads_of(state["params"], mb, step, jax.random.fold_in(rng, i))
-                weighted = jax.tree.map(lambda x: (w * x).astype(x.dtype), (l, c, g))
+                lo, c, m, g, w = grads_of(state["params"], mb, step, jax.random.fold_in(rng, i))
+                weighted = jax.tree.map(lambda x: (w * x).astype(x.dtype), (lo, c, g))
                 return jax.tree.map(jnp.add, total, (weighted, m, w)), None
 
             first = jax.tree.map(lambda x: x[0], batch)
-            l, c, m, g, w = jax.eval_shape(grads_of, state["params"], first, step, rng)
-            zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), ((l, c, g), m, w))
+            lo, c, m, g, w = jax.eval_shape(grads_of, state["params"], first, step, rng)
+            zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), ((lo, c, g), m, w))
             (weighted, metric_sum, weight), _ = jax.lax.scan(micro, zero, (jnp.arange(grad_accum), batch))
             loss, ce, grads = jax.tree.map(lambda x: x / jnp.maximum(weight, 1e-9), weighted)
             metrics = jax.tree.map(lambda x: x / grad_accum, metric_sum)
