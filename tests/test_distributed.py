@@ -141,7 +141,7 @@ def _wait_for_step(run, procs, step, timeout=300):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted run: 1 process x 4 devices, 60 steps."""
-    from spiraljax.train.checkpoint import load_run
+    from spiraljax.runs import load_run
 
     tmp = tmp_path_factory.mktemp("reference")
     r = subprocess.run(_train_args(tmp, tmp / "run"), cwd=ROOT, env=subprocess_env(devices=4), capture_output=True,
@@ -151,7 +151,7 @@ def reference(tmp_path_factory):
 
 
 def _assert_same_run(run, reference):
-    from spiraljax.train.checkpoint import load_run
+    from spiraljax.runs import load_run
 
     rows, params = reference
     got = {r["step"]: r["loss"] for r in _rows(run, "train")}

@@ -17,7 +17,8 @@ from spiraljax import config
 from spiraljax.errors import RunError
 from spiraljax.experiment import run as train
 from spiraljax.train import loop
-from spiraljax.train.checkpoint import CheckpointError, Checkpointer, load_run
+from spiraljax.runs import load_run
+from spiraljax.train.checkpoint import CheckpointError, Checkpointer
 from spiraljax.train.lock import LockError, RunLock
 from spiraljax.runs import read_metrics
 
