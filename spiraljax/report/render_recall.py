@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spiraljax.eval import stats
+
 
 def _cells(report: dict) -> list[str]:
     return [f"T{t}_p{p}" for t, p in report["budget"]["cells"]]
@@ -15,7 +17,9 @@ def _values(report: dict, entry: str, cell: str, key: str) -> list[float]:
 
 
 def _mean_sd(xs: list[float]) -> str:
-    return f"{np.mean(xs):.3f} ± {np.std(xs, ddof=1):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+    """``"mean ± sd"`` over seeds, or the one value when there is a single seed."""
+    mean, sd, n = stats.mean_sd(xs)
+    return stats.plus_minus(mean, sd) if n > 1 else f"{mean:.3f}"
 
 
 def _head(cell: str, report: dict) -> str:
