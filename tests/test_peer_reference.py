@@ -70,3 +70,85 @@ def test_torch_train_step_runs():
     x = torch.randint(0, 256, (2, 16))
     first = step({"inputs": x, "targets": x, "mask": torch.ones(2, 16)})
     assert np.isfinite(float(first["loss"])) and float(first["grad_norm"]) > 0
+
+
+# --------------------------------------------------------------------------- rows against the originals
+# The original programs are not in the repository (benchmarks take their folder as an argument): these
+# tests look for them beside the checkout (../shared/peers or ../../shared/peers) and skip without them.
+PEERS = next((p for p in (ROOT.parent / "shared" / "peers", ROOT.parent.parent / "shared" / "peers")
+              if (p / "README.md").is_file()), None)
+needs_peers = pytest.mark.skipif(PEERS is None, reason="the original programs (shared/peers) are not beside this checkout")
+
+
+def _peer_module():
+    sys.path.insert(0, str(BENCH))
+    import peer
+
+    return peer
+
+
+def test_peer_skips_rows_without_their_source_folder():
+    from argparse import Namespace
+
+    peer = _peer_module()
+    args = Namespace(agiformer_src=None, spiralformer_src="somewhere", nanogpt_src=None)
+    todo, lines = peer.selected(peer.WORKLOADS, None, args)
+    names = [w.name for w in todo]
+    assert all(w.needs in (None, "spiralformer") for w in todo)
+    assert any(w.needs == "spiralformer" for w in todo) and "dense baseline b32 T128" in names
+    assert len(lines) == 2 and lines[0].startswith("skipped (no --agiformer-src PATH): Hebbian LM vs AGIFORMER d256")
+    assert lines[1].startswith("skipped (no --nanogpt-src PATH): dense baseline vs nanoGPT")
+    todo, lines = peer.selected(peer.WORKLOADS, ["AGIFORMER"], args)  # --only narrows first
+    assert todo == [] and len(lines) == 1
+
+
+def test_peer_wrong_source_folder_is_one_line(tmp_path):
+    pytest.importorskip("torch", reason="torch is the optional bench extra: pip install -e '.[bench]'")
+    out = subprocess.run([sys.executable, str(BENCH / "peer.py"), "--only", "nanoGPT", "--nanogpt-src", str(tmp_path)],
+                         capture_output=True, text=True, env=subprocess_env(), cwd=ROOT, timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"benchmarks/peer.py: --nanogpt-src {tmp_path}: no model.py in that "
+                                               "folder (expected the original nanogpt sources)"]
+
+
+def test_count_params_counts_tied_weights_once():
+    torch = pytest.importorskip("torch", reason="torch is the optional bench extra: pip install -e '.[bench]'")
+    sys.path.insert(0, str(BENCH))
+    from originals import count_params
+
+    emb, head = torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False)
+    head.weight = emb.weight  # tied, as nanoGPT's wte / lm_head
+    model = torch.nn.ModuleDict({"emb": emb, "head": head, "ln": torch.nn.LayerNorm(4)})
+    assert count_params(model) == 10 * 4 + 2 * 4
+
+
+@needs_peers
+def test_nanogpt_original_param_count_and_step():
+    torch = pytest.importorskip("torch", reason="torch is the optional bench extra: pip install -e '.[bench]'")
+    peer = _peer_module()
+    import originals
+
+    d, n_layer, vocab, block = 128, 4, 256, 128  # the benchmark's shape, bias-free: 12 d² per block + wte + wpe + LNs
+    model = originals.nanogpt_model(PEERS / "nanogpt", **peer.NANOGPT_SHAPE)
+    assert originals.count_params(model) == n_layer * 12 * d * d + vocab * d + block * d + (2 * n_layer + 1) * d
+    x = torch.randint(0, 256, (2, 16))
+    step, n = originals.nanogpt_step(PEERS / "nanogpt", x, x, vocab_size=256, block_size=16, n_layer=1, n_head=2,
+                                     n_embd=16)
+    losses = [step() for _ in range(3)]
+    assert n > 0 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+@needs_peers
+def test_agiformer_and_spiralformer_original_steps_run():
+    torch = pytest.importorskip("torch", reason="torch is the optional bench extra: pip install -e '.[bench]'")
+    _peer_module()
+    import originals
+
+    x = torch.randint(0, 256, (1, 64))
+    step, n = originals.agiformer_step(PEERS / "agiformer", x, x, d_model=32, n_layers=1, n_heads=2, window=4)
+    assert n > 0 and np.isfinite(step())
+    tokens = torch.randint(1, 60, (2, 32))
+    step, n = originals.spiralformer_step(PEERS / "spiralformer", tokens, tokens, torch.rand(2, 5))
+    assert n > 0 and np.isfinite(step())
+    with pytest.raises(originals.ConfigError, match="not an inhale phase"):
+        originals.spiralformer_step(PEERS / "spiralformer", tokens, tokens, torch.rand(2, 5), t=5.0)
