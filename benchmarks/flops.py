@@ -5,7 +5,8 @@ limit is this step" (``train_step.py --flops``, ``gpu.py``).
 its trip count (checked: a 10-step scan of a 64×128×128 matmul reports 2.1 MFLOP, not 21). Steps with
 scans (the Hebbian LM's chunked fast weights) are therefore under-counted. :func:`dot_flops` reads the
 optimized HLO text instead and counts every ``dot`` — ``2 · |output| · |contracted|`` FLOPs — times the
-trip counts of the loops around it (XLA writes ``known_trip_count`` on each ``while``): the matrix-product
+trip counts of the loops around it (XLA writes ``known_trip_count`` on each ``while``; on a GPU the cuBLAS
+gemm custom calls count as dots too): the matrix-product
 work the step really does. :func:`dominant_dot` is the product shape with the most of that work, and
 :func:`matmul_rate` times a plain jitted ``[b, m, k] @ [b, k, n]`` of that shape: the rate the step
 could reach if all its FLOPs ran like its biggest matmul.
@@ -98,6 +99,26 @@ def _dot_shape(ins: dict) -> DotShape:
     return DotShape(batch, m, k, n)
 
 
+_GEMM_TARGET = re.compile(r'custom_call_target="__cublas\$(?:gemm|lt\$matmul)"')
+
+
+def _json_dims(rest: str, key: str) -> list[int]:
+    m = re.search(r'"' + key + r'":\[([^\]]*)\]', rest)
+    return [int(x.strip().strip('"')) for x in m.group(1).split(",") if x.strip()] if m else []
+
+
+def _gemm_shape(ins: dict) -> DotShape:
+    """A cuBLAS gemm custom call (GPU): dims from its ``dot_dimension_numbers``, output = the tuple's first."""
+    lhs = _dims(ins["operand_shapes"][0])
+    out = _dims(ins["shape"].lstrip("("))
+    rest = ins["rest"]
+    batch = math.prod(lhs[i] for i in _json_dims(rest, "lhs_batch_dimensions"))
+    k = math.prod(lhs[i] for i in _json_dims(rest, "lhs_contracting_dimensions"))
+    m = math.prod(lhs) // max(batch * k, 1)
+    n = math.prod(out) // max(batch * m, 1)
+    return DotShape(batch, m, k, n)
+
+
 def _called(ins: dict) -> list[tuple[str, int]]:
     """(computation, times per execution of ``ins``) for what ``ins`` calls."""
     rest = ins["rest"]
@@ -129,6 +150,8 @@ def dot_flops(hlo_text: str) -> dict[DotShape, int]:
         for ins in comps.get(name, []):
             if ins["op"] == "dot":
                 counts[_dot_shape(ins)] += 1
+            elif ins["op"] == "custom-call" and _GEMM_TARGET.search(ins["rest"]):
+                counts[_gemm_shape(ins)] += 1
             for callee, times in _called(ins):
                 for shape, c in visit(callee).items():
                     counts[shape] += c * times
@@ -194,3 +217,42 @@ def summary(counts: dict[DotShape, int], top: int = 5) -> str:
     """The ``top`` dot shapes by FLOPs, one line of JSON (for logs)."""
     rows = sorted(counts.items(), key=lambda kv: -kv[0].flops * kv[1])[:top]
     return json.dumps([{"shape": str(s), "runs": c, "GFLOP": s.flops * c / 1e9} for s, c in rows])
+
+
+def step_row(cfg, repeats: int, big: DotShape = DotShape(1, 1024, 1024, 1024)) -> dict:
+    """Achieved FLOP/s of a config's jitted train step beside a plain matmul of its dominant dot shape
+    and of ``big`` (in the model's compute dtype), all timed interleaved in one loop.
+
+    FLOPs: the larger of ``cost_analysis()`` and the dot count (which counts scan bodies per trip)."""
+    import jax
+
+    from spiraljax.data.base import build_dataset
+    from spiraljax.models import build
+    from spiraljax.train.optim import make_optimizer
+    from spiraljax.train.step import init_state, make_train_step
+
+    model = build(cfg.model)
+    tx = make_optimizer(cfg.train)
+    batch = build_dataset(cfg).train_batch(0)
+    state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
+    step = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile()
+    xla = xla_flops(step)
+    dots = dot_flops(step.as_text())
+    dot_total = total_dot_flops(dots)
+    main = dominant_dot(dots)
+    dtype = getattr(cfg.model, "dtype", "float32")
+    holder = {"state": state}
+
+    def run():
+        holder["state"], out = step(holder["state"], batch)
+        return out["loss"]
+
+    t_step, t_main, t_big = interleaved_medians([run, matmul_fn(main, dtype), matmul_fn(big, dtype)], repeats,
+                                                warmup=2)
+    rate = max(xla, dot_total) / t_step  # the dot count where cost_analysis under-counts a scan
+    main_rate = main.flops / t_main
+    return {"batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}", "dtype": dtype, "ms_per_step": t_step * 1e3,
+            "xla_GFLOP": xla / 1e9, "dot_GFLOP": dot_total / 1e9, "GFLOPs": rate / 1e9,
+            "dominant_dot": str(main), "dot_share": main.flops * dots[main] / max(dot_total, 1),
+            "matmul_GFLOPs": main_rate / 1e9, "x_matmul": rate / main_rate,
+            "big_matmul": str(big), "big_matmul_GFLOPs": big.flops / t_big / 1e9}

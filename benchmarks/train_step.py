@@ -97,38 +97,6 @@ def measure(cfg: config.Config, repeats: int) -> dict:
             "ms_per_step": sec * 1e3, "tokens_per_s": tokens / sec, "peak_MiB": peak, "scratch_MiB": scratch}
 
 
-def flops_row(cfg: config.Config, repeats: int) -> dict:
-    """Achieved FLOP/s of the train step beside a plain matmul of its dominant dot shape (same run)."""
-    import flops
-    from spiraljax.data.base import build_dataset
-
-    model = build(cfg.model)
-    tx = make_optimizer(cfg.train)
-    batch = build_dataset(cfg).train_batch(0)
-    state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
-    step = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile()
-    xla = flops.xla_flops(step)
-    dots = flops.dot_flops(step.as_text())
-    dot_total = flops.total_dot_flops(dots)
-    main = flops.dominant_dot(dots)
-    big = flops.DotShape(1, 1024, 1024, 1024)
-    holder = {"state": state}
-
-    def run():
-        holder["state"], out = step(holder["state"], batch)
-        return out["loss"]
-
-    t_step, t_main, t_big = flops.interleaved_medians([run, flops.matmul_fn(main), flops.matmul_fn(big)], repeats,
-                                                      warmup=2)
-    rate = max(xla, dot_total) / t_step  # the dot count where cost_analysis under-counts a scan
-    main_rate = main.flops / t_main
-    return {"batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}", "ms_per_step": t_step * 1e3,
-            "xla_GFLOP": xla / 1e9, "dot_GFLOP": dot_total / 1e9, "GFLOPs": rate / 1e9,
-            "dominant_dot": str(main), "dot_share": main.flops * dots[main] / max(dot_total, 1),
-            "matmul_GFLOPs": main_rate / 1e9, "x_matmul": rate / main_rate,
-            "matmul_1024_GFLOPs": big.flops / t_big / 1e9}
-
-
 def precision_rows(families: list[str], overrides: list[str], repeats: int) -> list[dict]:
     """Every family × VARIANTS, with ratios to the family's float32 / remat-off row."""
     rows = []
@@ -164,14 +132,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     rows = []
     if args.flops:
+        import flops
+
         todo = ({Path(args.config).stem: (args.config, [])} if args.config else FLOPS_ROWS)
         for name, (path, sets) in todo.items():
             cfg = config.load(path, [*sets, *args.set])
-            rows.append({"model": name, **flops_row(cfg, args.repeats)})
+            rows.append({"model": name, **flops.step_row(cfg, args.repeats)})
             print(f"  {name}: {rows[-1]['GFLOPs']:.1f} GFLOP/s, x_matmul {rows[-1]['x_matmul']:.2f}", file=sys.stderr,
                   flush=True)
         emit(rows, args.json, ["model", "batch", "ms_per_step", "xla_GFLOP", "dot_GFLOP", "GFLOPs", "dominant_dot",
-                               "dot_share", "matmul_GFLOPs", "x_matmul", "matmul_1024_GFLOPs"],
+                               "dot_share", "matmul_GFLOPs", "x_matmul", "big_matmul_GFLOPs"],
              "train step FLOP/s vs a plain XLA matmul of its dominant dot shape (interleaved, medians)")
         return
     if args.precision:

@@ -54,3 +54,34 @@ def test_matmul_rate_is_positive():
 def test_unparseable_text_is_an_error():
     with pytest.raises(ValueError, match="ENTRY"):
         flops.dot_flops("not hlo")
+
+
+def test_cublas_gemm_custom_call_counts_as_a_dot():
+    # the form XLA's GPU backend writes after rewriting a dot to cuBLAS (output: a (result, workspace) tuple)
+    hlo = """HloModule m
+ENTRY %main (a: f32[8,4096,128], b: f32[8,128,384]) -> f32[8,4096,384] {
+  %a = f32[8,4096,128]{2,1,0} parameter(0)
+  %b = f32[8,128,384]{2,1,0} parameter(1)
+  %custom-call.1 = (f32[8,4096,384]{2,1,0}, s8[4194304]{0}) custom-call(%a, %b), custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"alpha_real":1,"dot_dimension_numbers":{"lhs_contracting_dimensions":["2"],"rhs_contracting_dimensions":["1"],"lhs_batch_dimensions":["0"],"rhs_batch_dimensions":["0"]}}}
+  ROOT %get-tuple-element = f32[8,4096,384]{2,1,0} get-tuple-element(%custom-call.1), index=0
+}
+"""
+    assert flops.dot_flops(hlo) == {flops.DotShape(8, 4096, 128, 384): 1}
+
+
+def test_gpu_script_quick_runs_on_cpu(tmp_path):
+    import json
+    import subprocess
+
+    from conftest import subprocess_env
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--json-out",
+                          str(tmp_path / "gpu.json")], capture_output=True, text=True, env=subprocess_env(), cwd=ROOT,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "gpu.json").read_text())
+    assert [r["model"] for r in res["mfu"]] == ["dense baseline (quick)", "Hebbian LM (quick)"]
+    assert all(r["GFLOPs"] > 0 and r["MFU_big_matmul"] > 0 for r in res["mfu"])
+    assert [r["T"] for r in res["attention"]] == [64, 128] and all(r["spiral_sparse_ms"] > 0 for r in res["attention"])
+    assert res["fast_weights"][0]["scan_over_chunked"] > 0
+    assert "train-step MFU" in out.stdout and "scan (reference) vs chunked" in out.stdout
