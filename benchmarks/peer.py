@@ -179,7 +179,7 @@ def port_check_pair(args):
     tb = torch_batch(data_batch("configs/transformer_tiny.yaml", ["train.batch_size=32"]))
     s = NANOGPT_SHAPE
     torch.manual_seed(0)
-    port = DenseLM(s["vocab_size"], s["n_embd"], s["n_layer"], s["n_head"], mlp_ratio=4.0, mlp_kind="gelu",
+    port = DenseLM(s["vocab_size"], s["n_embd"], s["n_layer"], s["n_head"], mlp_ratio=4.0, mlp_kind="gelu_exact",
                    tie_embeddings=True, smear_keys=False)
 
     def port_loss(x, y):
