@@ -28,8 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="continue the run in --workdir from its newest readable checkpoint (refused when the "
                         "directory holds no run, or when the model/data config would change)")
     p.add_argument("--help-config", nargs="*", metavar="NAME",
-                   help="list every config field (type, default, description) and exit; NAMEs restrict the model "
-                        "and data sections to these families / sources")
+                   help="list every config field (type, default, description) and exit, the default experiment's "
+                        "family and data source first; with --config, that config's family and source only; NAMEs "
+                        "restrict the model and data sections to these families / sources")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--distributed", action="store_true", help="multi-process run: jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS, "
                         "JAX_NUM_PROCESSES, JAX_PROCESS_ID (or the cluster's own detection); one process per host")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.help_config is not None:
-            print(config_lib.describe(args.help_config))
+            print(help_config(args.help_config, args.config))
             return 0
         if args.distributed:  # before loading a config: that imports the model families, which may touch JAX
             from spiraljax.train.distributed import initialize
@@ -78,6 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{state} at step {result.step} in {result.seconds:.0f}s{summary}")
     print(f"run directory: {result.run_dir}   (evaluate: python evaluate.py {result.run_dir})")
     return 0
+
+
+def help_config(names: list[str], config_path: str | None) -> str:
+    """``--help-config``: the named families/sources; with none named, those of ``--config`` only, or every
+    one with the default experiment's family and source first."""
+    from spiraljax import config as config_lib
+
+    if names:
+        return config_lib.describe(names)
+    raw = config_lib.read_yaml(config_path or DEFAULT_CONFIG)
+    raw = raw if isinstance(raw, dict) else {}   # a malformed file still gets its help; load() names the problem
+    defaults = config_lib.load(None)
+    picked = [(raw.get("model") or {}).get("family", defaults.model.family),
+              (raw.get("data") or {}).get("source", defaults.data.source)]
+    return config_lib.describe(picked) if config_path else config_lib.describe(first=picked)
 
 
 def default_workdir(name: str, resume: bool) -> Path:

@@ -3,11 +3,14 @@
 
   python benchmarks/spiral_attention.py [--lengths 512 2048 8192] [--sparse-only 32768] [--json]
   python benchmarks/spiral_attention.py --lengths 16 32 64 128 256 --sparse-only --batch 16 --key-mask --repeats 15
+  python benchmarks/spiral_attention.py --lengths 1024 4096 --sparse-only --local   # + local attention, same keys/query
 
 Where both run, dense and sparse calls alternate (dense, sparse, dense, …) and the medians are
 compared, so machine noise hits both sides; ``--key-mask`` adds a random PAD-key mask ``[B, T]`` as
 Spiralformer passes (diagonal kept). The crossover length below which ``auto`` picks ``dense``
-(``spiraljax.ops.impl.DENSE_BELOW``) was measured with the second command.
+(``spiraljax.ops.impl.DENSE_BELOW``) was measured with the second command. ``--local`` adds the fair
+sparse baseline (SPEC §6): blocked sliding-window attention with as many keys per query as spiral
+attention has offsets, timed in the same interleaved rounds.
 """
 from __future__ import annotations
 
@@ -19,11 +22,15 @@ import jax
 import jax.numpy as jnp
 
 from common import emit
+from spiraljax.ops.attention import local_attention
 from spiraljax.ops.spiral import powers_of_two, spiral_attention
 
 
 def fns(impl: str, offsets, key_mask=None):
-    attend = lambda q, k, v: spiral_attention(q, k, v, offsets=offsets, key_mask=key_mask, impl=impl)  # noqa: E731
+    if impl == "local":  # blocked sliding window of w = |offsets| keys per query
+        attend = lambda q, k, v: local_attention(q, k, v, len(offsets), impl="blocked")  # noqa: E731
+    else:
+        attend = lambda q, k, v: spiral_attention(q, k, v, offsets=offsets, key_mask=key_mask, impl=impl)  # noqa: E731
     fwd = jax.jit(attend)
     loss = lambda q, k, v: jnp.sum(attend(q, k, v) ** 2)  # noqa: E731
     bwd = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
@@ -61,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--head-dim", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--key-mask", action="store_true", help="random PAD-key mask [B, T] (as Spiralformer)")
+    p.add_argument("--local", action="store_true", help="also time blocked local attention, w = |offsets|")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     rows = []
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         key_mask = jax.random.bernoulli(jax.random.key(7), 0.9, shape[:2]) if args.key_mask else None
         row = {"T": t, "offsets": len(offsets)}
         impls = ["sparse"] if t in args.sparse_only and t not in args.lengths else ["dense", "sparse"]
+        impls += ["local"] if args.local else []
         compiled = {impl: fns(impl, offsets, key_mask) for impl in impls}
         for kind, which in (("fwd", 0), ("fwdbwd", 1)):
             ms = time_interleaved({impl: (lambda f=f[which]: f(q, k, v)) for impl, f in compiled.items()},
@@ -82,9 +91,13 @@ def main(argv: list[str] | None = None) -> None:
         if "dense" in impls:
             row["fwd_speedup"] = row["dense_fwd_ms"] / row["sparse_fwd_ms"]
             row["fwdbwd_speedup"] = row["dense_fwdbwd_ms"] / row["sparse_fwdbwd_ms"]
+        if "local" in impls:
+            row["local_vs_sparse_fwdbwd"] = row["sparse_fwdbwd_ms"] / row["local_fwdbwd_ms"]
         rows.append(row)
     cols = ["T", "offsets", "dense_fwd_ms", "sparse_fwd_ms", "fwd_speedup", "dense_fwdbwd_ms", "sparse_fwdbwd_ms",
             "fwdbwd_speedup", "dense_fwdbwd_temp_mb", "sparse_fwdbwd_temp_mb"]
+    if args.local:
+        cols += ["local_fwd_ms", "local_fwdbwd_ms", "local_vs_sparse_fwdbwd", "local_fwdbwd_temp_mb"]
     emit(rows, args.json, cols, f"spiral attention B={args.batch} H={args.heads} D={args.head_dim}"
                                 f"{' key mask' if args.key_mask else ''}")
 

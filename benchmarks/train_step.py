@@ -74,7 +74,9 @@ def memory_mb(compiled) -> tuple[float | None, float | None]:
     return peak / 2 ** 20, m.temp_size_in_bytes / 2 ** 20
 
 
-def measure(cfg: config.Config, repeats: int) -> dict:
+def measure(cfg: config.Config, repeats: int, max_peak_mib: float | None = None) -> dict:
+    """ms/step, tokens/s and compiled memory of ``cfg``'s train step; with ``max_peak_mib``, a step whose
+    compiled peak is larger is not run (its times are None)."""
     from spiraljax.data.base import build_dataset
 
     model = build(cfg.model)
@@ -84,6 +86,11 @@ def measure(cfg: config.Config, repeats: int) -> dict:
     # as the training loop runs it; compiled once, for the timing and the memory analysis
     step = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile()
     peak, scratch = memory_mb(step)
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    row = {"params_M": n_params / 1e6, "batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}", "peak_MiB": peak,
+           "scratch_MiB": scratch}
+    if max_peak_mib is not None and peak is not None and peak > max_peak_mib:
+        return {**row, "ms_per_step": None, "tokens_per_s": None}
     holder = {"state": state}
 
     def run():
@@ -92,9 +99,7 @@ def measure(cfg: config.Config, repeats: int) -> dict:
 
     sec = time_fn(run, repeats=repeats, warmup=2)
     tokens = cfg.train.batch_size * cfg.model.seq_len
-    n_params = sum(x.size for x in jax.tree.leaves(holder["state"]["params"]))
-    return {"params_M": n_params / 1e6, "batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}",
-            "ms_per_step": sec * 1e3, "tokens_per_s": tokens / sec, "peak_MiB": peak, "scratch_MiB": scratch}
+    return {**row, "ms_per_step": sec * 1e3, "tokens_per_s": tokens / sec}
 
 
 def precision_rows(families: list[str], overrides: list[str], repeats: int) -> list[dict]:

@@ -30,27 +30,23 @@ import spiraljax
 from spiraljax.data.base import build_dataset
 from spiraljax.eval.generation import sample_text
 from spiraljax.eval.lm import evaluate_lm
-from spiraljax.train.loop import train
-
-# The project root (configs/, data/) of the editable install, so the paths below hold whatever the
-# working directory is (Jupyter starts in notebooks/, `python notebooks/quickstart.py` in the root).
-ROOT = Path(spiraljax.__file__).resolve().parent.parent
+from spiraljax.experiment import run
 
 # %% A config with overrides, a model, one forward pass
-cfg = spiraljax.config.load(ROOT / "configs" / "transformer_tiny.yaml",
+# A relative config path is looked up in the working directory, then in the project root, and so is the
+# corpus (data.path): this runs from notebooks/ (where Jupyter starts) as well as from the project root.
+cfg = spiraljax.config.load("configs/transformer_tiny.yaml",
                             overrides=["model.d_model=64", "model.n_layers=2", "train.steps=40",
-                                       "train.eval_every=20", "train.progress=false", "eval.sample_tokens=60",
-                                       f"data.path={ROOT / 'data' / 'tinyshakespeare.txt'}",
-                                       f"data.cache_dir={ROOT / '.cache' / 'tokens'}"])
+                                       "train.eval_every=20", "train.progress=false", "eval.sample_tokens=60"])
 model = spiraljax.models.build(cfg.model)
 tokens = jnp.zeros((2, cfg.model.seq_len), jnp.int32)
 variables = model.init(jax.random.key(0), tokens)
 logits, aux = model.apply(variables, tokens)
 print("logits", logits.shape, "params", sum(x.size for x in jax.tree.leaves(variables)))
 
-# %% Train in a temporary run directory, then load it back like a saved experiment
+# %% Train in a temporary run directory (what train.py runs), then load it back like a saved experiment
 run_dir = Path(tempfile.mkdtemp()) / "quickstart"
-result = train(cfg, run_dir)
+result = run(cfg, run_dir)   # RunResult(run_dir, step, interrupted, val, seconds, unit)
 cfg, variables = spiraljax.load_run(run_dir, checkpoint="best")
 
 # %% Validation metrics and a sample

@@ -188,6 +188,9 @@ class TrainConfig(Section):
     b2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW β2")
     clip_norm: float = Field(1.0, gt=0.0, description="global gradient-norm clipping threshold")
     grad_accum: int = Field(1, gt=0, description="micro-batches accumulated per optimizer step")
+    carry_state: bool = Field(False, description="carry the model's state from each window to the next window of "
+                                                 "the same batch row, without gradient (truncated BPTT); reset at "
+                                                 "document starts (data.source: longdocs)")
     trainable: str = Field("all", description='"all", or a substring of the parameter paths to train (e.g. "lora")')
     seed: int = Field(0, description="seed of the parameters, dropout and the data order")
     eval_every: int = Field(200, gt=0, description="steps between validation passes")
@@ -402,25 +405,40 @@ def _field_lines(cls: type[BaseModel], prefix: str) -> list[str]:
     return lines
 
 
-def describe(names: list[str] | None = None) -> str:
+def describe(names: list[str] | None = None, first: list[str] | tuple[str, ...] = ()) -> str:
     """Every config field with its type, default and description (``python train.py --help-config``).
-    ``names``: model families and/or data sources to show (default: all of them)."""
+
+    ``names``: model families and/or data sources to show (default: all of them). ``first``: families
+    and sources printed at the top, before the train/eval/checkpoint/mesh sections (default: ``names``;
+    ``train.py`` passes the default experiment's); the other shown families and sources follow those
+    sections. When ``names`` leaves some out, a last line names them."""
     families, sources = ModelConfig.registered(), DataConfig.registered()
     names = list(names or [])
-    unknown = [n for n in names if n not in families and n not in sources]
+    unknown = [n for n in [*names, *first] if n not in families and n not in sources]
     if unknown:
         raise ConfigError(f"--help-config: unknown family or source {unknown[0]!r} (families: "
                           f"{', '.join(families)}; sources: {', '.join(sources)})")
     shown_families = [n for n in names if n in families] or list(families)
     shown_sources = [n for n in names if n in sources] or list(sources)
+    top = [n for n in (first or names) if n in shown_families + shown_sources]
     out = ["Config fields: YAML sections as below, or --set section.key=value (key: type = default  —  meaning)."]
     out.append(f"  name: str = \"{Config.model_fields['name'].default}\"  —  {field_description(Config, 'name')}")
-    for section, base, shown in (("model", ModelConfig, shown_families), ("data", DataConfig, shown_sources)):
-        for name in shown:
-            cls = base.REGISTRY[name]
-            out += ["", f"{section} ({section}.{base.KEY}: {name}; {cls.__module__}.{cls.__qualname__})"]
-            out += _field_lines(cls, f"{section}.")
+
+    def registered_sections(pick: list[str]) -> list[str]:
+        lines = []
+        for section, base, shown in (("model", ModelConfig, shown_families), ("data", DataConfig, shown_sources)):
+            for name in (n for n in shown if n in pick):
+                cls = base.REGISTRY[name]
+                lines += ["", f"{section} ({section}.{base.KEY}: {name}; {cls.__module__}.{cls.__qualname__})"]
+                lines += _field_lines(cls, f"{section}.")
+        return lines
+
+    out += registered_sections(top)
     for section in ("train", "eval", "checkpoint", "mesh"):
         out += ["", f"{section} ({field_description(Config, section)})"]
         out += _field_lines(Config.model_fields[section].annotation, f"{section}.")
+    out += registered_sections([n for n in shown_families + shown_sources if n not in top])
+    hidden = [n for n in [*families, *sources] if n not in shown_families + shown_sources]
+    if hidden:
+        out += ["", f"Not shown: {', '.join(hidden)} (python train.py --help-config NAME ...)."]
     return "\n".join(out)

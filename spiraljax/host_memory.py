@@ -4,7 +4,7 @@ XLA's CPU runtime allocates each execution's scratch buffer (every intermediate 
 358 MiB for ``transformer_tiny`` at 32 × 128) with ``malloc`` and frees it when the step ends. glibc
 serves a block that large with a fresh ``mmap`` and returns it with ``munmap``, so every step
 page-faults its whole scratch in again and the kernel zeroes it: ≈ 100k page faults per dense-baseline
-step, over a third of its time (benchmarks/README.md, "Round 2"). :func:`reuse_host_memory` keeps it:
+step, over a third of its time (docs/benchmarks.md, "Host-memory reuse"). :func:`reuse_host_memory` keeps it:
 
 * ``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, -1)``: large blocks come from the heap and
   freed memory stays with the process (its resident size stays at its peak instead of dropping

@@ -212,6 +212,25 @@ def test_help_config_lists_every_field_with_type_default_and_description(capsys)
     assert "unknown family or source 'nonsense'" in capsys.readouterr().err
 
 
+def test_help_config_starts_with_the_default_experiment_or_the_given_config(capsys):
+    """A bare --help-config shows the default experiment's family and source before anything else; with
+    --config, only that config's family and source (the others are named on the last line)."""
+    train_py = _train_module()
+    default = config.read_yaml(train_py.DEFAULT_CONFIG)
+    assert train_py.main(["--help-config"]) == 0
+    sections = [ln for ln in capsys.readouterr().out.splitlines() if ln and not ln.startswith(" ")]
+    assert sections[1].startswith(f"model (model.family: {default['model']['family']};")
+    assert sections[2].startswith(f"data (data.source: {default['data']['source']};")
+    assert sections[3].startswith("train (") and len([s for s in sections if s.startswith("model (")]) > 1
+    path = str(config.PROJECT_ROOT / "configs" / "kssm_v3_shakespeare.yaml")
+    assert train_py.main(["--help-config", "--config", path]) == 0
+    out = capsys.readouterr().out
+    sections = [ln for ln in out.splitlines() if ln and not ln.startswith(" ")]
+    assert sections[1].startswith("model (model.family: kssm_v3;") and sections[2].startswith("data (data.source: text;")
+    assert sum(s.startswith(("model (", "data (")) for s in sections) == 2
+    assert sections[-1].startswith("Not shown: ") and "spiralformer" in sections[-1]
+
+
 def test_print_config_prints_the_resolved_config(capsys, tmp_path):
     train_py = _train_module()
     path = config.PROJECT_ROOT / "configs" / "kssm_v1_tiny.yaml"
@@ -221,7 +240,7 @@ def test_print_config_prints_the_resolved_config(capsys, tmp_path):
 
 
 # --------------------------------------------------------------------------- a new family, defined right here
-# The README's example: one config class and one Flax module make a family that train.py can train; no table
+# The example of docs/configs.md: one config class and one Flax module make a family that train.py can train; no table
 # is edited anywhere (defining the class registers it).
 class BagOfTokensConfig(config.ModelConfig):
     family: Literal["test_bag_of_tokens"] = "test_bag_of_tokens"

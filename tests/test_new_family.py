@@ -1,6 +1,6 @@
-"""The README's "Adding a model family" example, run exactly as written (so it cannot rot).
+"""The "Adding a model family" example of docs/configs.md, run exactly as written (so it cannot rot).
 
-The block between ``<!-- example:new-family -->`` and ``<!-- /example:new-family -->`` in README.md holds
+The block between ``<!-- example:new-family -->`` and ``<!-- /example:new-family -->`` in docs/configs.md holds
 three fenced blocks: the family's module (python), its config (yaml) and the training lines (python). The
 module is executed as the module ``bigram``, the YAML written to ``bigram.yaml`` in a temporary directory, and
 the training lines run there for real, with only the sizes and step count made tiny.
@@ -23,39 +23,40 @@ from spiraljax.errors import ConfigError
 
 START, END = "<!-- example:new-family -->", "<!-- /example:new-family -->"
 FAMILY, MODULE = "bigram", "bigram"
+DOC = "docs/configs.md"
 # Sizes for a test: a few steps of tiny shapes, one validation pass, a short sample.
 TINY = ["model.seq_len=16", "model.hidden=32", "train.steps=3", "train.batch_size=4", "train.warmup_steps=1",
         "train.eval_every=3", "train.log_every=1", "train.progress=false", "checkpoint.every=3", "eval.batches=1",
         "eval.batch_size=4", "eval.sample_tokens=8"]
 
 
-def readme_blocks() -> list[tuple[str, str]]:
-    """``(language, code)`` of every fenced block between the example's markers."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert text.count(START) == 1 and text.count(END) == 1, "README.md: the new-family example's markers"
+def example_blocks() -> list[tuple[str, str]]:
+    """``(language, code)`` of every fenced block between the example's markers in :data:`DOC`."""
+    text = (ROOT / DOC).read_text(encoding="utf-8")
+    assert text.count(START) == 1 and text.count(END) == 1, f"{DOC}: the new-family example's markers"
     example = text[text.index(START) + len(START):text.index(END)]
     return re.findall(r"^```(\w+)\n(.*?)^```$", example, flags=re.M | re.S)
 
 
 @pytest.fixture
 def family(monkeypatch):
-    """The README's module, imported as ``bigram``; unregistered afterwards."""
-    blocks = readme_blocks()
+    """The example's module, imported as ``bigram``; unregistered afterwards."""
+    blocks = example_blocks()
     assert [lang for lang, _ in blocks] == ["python", "yaml", "python"]
     module = types.ModuleType(MODULE)
     monkeypatch.setitem(sys.modules, MODULE, module)
-    exec(compile(blocks[0][1], f"README.md:{MODULE}.py", "exec"), module.__dict__)
+    exec(compile(blocks[0][1], f"{DOC}:{MODULE}.py", "exec"), module.__dict__)
     yield module, blocks
     config.ModelConfig.REGISTRY.pop(FAMILY, None)
 
 
-def test_the_readme_example_is_about_20_lines():
-    module = readme_blocks()[0][1]
+def test_the_docs_example_is_about_20_lines():
+    module = example_blocks()[0][1]
     code = [line for line in module.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    assert len(code) <= 30, f"the README's new family grew to {len(code)} lines"
+    assert len(code) <= 30, f"the new family of {DOC} grew to {len(code)} lines"
 
 
-def test_the_readme_family_registers_and_documents_its_fields(family):
+def test_the_docs_family_registers_and_documents_its_fields(family):
     module, _ = family
     assert config.ModelConfig.lookup(FAMILY, "test") is module.BigramConfig
     text = config.describe([FAMILY])
@@ -65,7 +66,7 @@ def test_the_readme_family_registers_and_documents_its_fields(family):
         config.load(None, [f"model.family={FAMILY}", "model.n_heads=4"])
 
 
-def test_the_readme_family_is_causal_with_the_loop_signature(family):
+def test_the_docs_family_is_causal_with_the_loop_signature(family):
     module, _ = family
     cfg = config.load(None, [f"model.family={FAMILY}", "model.seq_len=8", "model.hidden=16"])
     model = cfg.model.build()
@@ -77,7 +78,7 @@ def test_the_readme_family_is_causal_with_the_loop_signature(family):
     assert_future_independent(lambda t: model.apply(variables, t)[0], tokens, [0, 3, 6], cfg.model.vocab_size)
 
 
-def test_the_readme_training_lines_train_the_family(family, tmp_path, monkeypatch):
+def test_the_docs_training_lines_train_the_family(family, tmp_path, monkeypatch):
     """The YAML and the training lines as written; only ``config.load`` is given the tiny sizes on top."""
     _, blocks = family
     (tmp_path / "bigram.yaml").write_text(blocks[1][1], encoding="utf-8")
@@ -88,8 +89,8 @@ def test_the_readme_training_lines_train_the_family(family, tmp_path, monkeypatc
         return load(path, [*(overrides or []), *TINY, f"data.cache_dir={tmp_path / 'cache'}"])
 
     monkeypatch.setattr(config, "load", tiny_load)
-    namespace: dict = {"__name__": "readme_training"}
-    exec(compile(blocks[2][1], "README.md:training", "exec"), namespace)
+    namespace: dict = {"__name__": "docs_training"}
+    exec(compile(blocks[2][1], f"{DOC}:training", "exec"), namespace)
     cfg, result = namespace["cfg"], namespace["result"]
     assert cfg.model.family == FAMILY and cfg.model.d_model == 32 and cfg.model.hidden == 32   # YAML, then --set
     assert result.step == 3 and not result.interrupted

@@ -337,6 +337,7 @@ def test_glyph_models_report_bits_per_glyph(glyph_run, saved_run):
     assert evals and all(r["unit"] == "bits/glyph" and "bpc" in r for r in evals)   # key kept, unit added
     r = cli(ROOT / "evaluate.py", run)
     assert r.returncode == 0 and "bits/glyph" in r.stdout and "BPC" not in r.stdout, r.stdout + r.stderr
+    assert "nats/glyph" in r.stdout and "nats/token" not in r.stdout, r.stdout   # one unit family: per glyph
     r = cli(ROOT / "evaluate.py", saved_run, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["lm"]["unit"] == "BPC", r.stderr
     from spiraljax.eval.plots import summary

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -29,16 +30,52 @@ def test_update_readme_rewrites_only_its_block(tmp_path):
     assert not render.update_readme(readme, "other", "nothing")
 
 
+def test_generated_blocks_are_found_in_readme_and_docs(tmp_path):
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    readme, page = tmp_path / "README.md", tmp_path / "docs" / "results" / "x.md"
+    readme.write_text("# no block here\n")
+    page.write_text("a\n<!-- report:x:begin -->\nold\n<!-- report:x:end -->\nb\n")
+    (tmp_path / "docs" / "notes.md").write_text("<!-- report:y:begin -->\n<!-- report:y:end -->\n")
+    assert render.holding_block(render.doc_files(tmp_path), "x") == [page]
+    assert render.update_docs(render.doc_files(tmp_path), "x", "new") == [page]
+    assert page.read_text() == "a\n<!-- report:x:begin -->\nnew\n<!-- report:x:end -->\nb\n"
+    assert readme.read_text() == "# no block here\n"
+
+
+def test_a_missing_block_is_refused_before_anything_is_trained(tmp_path, monkeypatch, capsys):
+    from spiraljax.report import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text("# no block\n")
+    argv = ["--budget", "smoke", "--out", "reports", "--runs", "runs"]
+    assert main([*argv, "--readme"]) == 2
+    assert "README.md and docs/: no <!-- report:smoke:begin -->" in capsys.readouterr().err
+    assert main([*argv, "--readme", "README.md", "docs/absent.md"]) == 2
+    assert "README.md, docs/absent.md: no <!-- report:smoke:begin -->" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """``python -m spiraljax.report --budget smoke`` once, into a temporary directory."""
+    """``python -m spiraljax.report --budget smoke --readme`` once, in a temporary directory whose
+    docs/results/report.md holds the generated block (found there by the search of README + docs/)."""
+    import os
+
     from spiraljax.report import main
 
     tmp = tmp_path_factory.mktemp("report")
-    readme = tmp / "README.md"
+    (tmp / "README.md").write_text("# x\n")
+    readme = tmp / "docs" / "results" / "report.md"
+    readme.parent.mkdir(parents=True)
     readme.write_text("# x\n<!-- report:smoke:begin -->\n<!-- report:smoke:end -->\n")
-    argv = ["--budget", "smoke", "--out", str(tmp / "reports"), "--runs", str(tmp / "runs"), "--readme", str(readme)]
-    assert main(argv) == 0
+    argv = ["--budget", "smoke", "--out", str(tmp / "reports"), "--runs", str(tmp / "runs"), "--readme"]
+    cwd = Path.cwd()
+    os.chdir(tmp)
+    try:
+        assert main(argv) == 0
+    finally:
+        os.chdir(cwd)
+    assert (tmp / "README.md").read_text() == "# x\n"
     return tmp, argv, readme
 
 

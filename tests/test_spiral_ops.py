@@ -100,3 +100,43 @@ def test_rhythm_options():
     w = rhythm.rhythmic_token_weights(jnp.array([[0, 5, 5, 0]]), jnp.array([1.0, 1.0, 0.0, 0.5]),
                                       jnp.array([0]), active_boost=2.0)
     assert np.asarray(w).tolist() == [[1.0, 2.0, 0.0, 0.5]]
+
+
+@pytest.mark.parametrize("impl", ["sparse", "dense"])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_queries_after_a_cache_equal_the_last_rows_of_the_full_sequence(impl, with_mask):
+    """Keys [B, S] with the queries as the last T positions (a cache of S − T keys in front) give the last T
+    rows of the whole S-long attention, with the offsets of S."""
+    q, k, v = qkv(t=29)
+    key_mask = jax.random.bernoulli(jax.random.key(4), 0.7, (2, 29)) if with_mask else None
+    offsets = make_offsets(29, n_back=(3,))
+    full = spiral_attention(q, k, v, offsets=offsets, key_mask=key_mask, impl=impl)
+    for p in (1, 13, 28):
+        part = spiral_attention(q[:, p:], k, v, offsets=offsets, key_mask=key_mask, impl=impl)
+        np.testing.assert_allclose(part, full[:, p:], atol=1e-5)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_sparse_equals_dense_with_a_cache_with_gradients(with_mask):
+    q, _, _ = qkv(t=11, seed=1)
+    _, k, v = qkv(t=30, seed=2)
+    key_mask = jax.random.bernoulli(jax.random.key(5), 0.6, (2, 30)) if with_mask else None
+    offsets = make_offsets(30, every=7, every_count=2)
+
+    def run(impl):
+        f = lambda q, k, v: spiral_attention(q, k, v, offsets=offsets, key_mask=key_mask, impl=impl)  # noqa: E731
+        return f(q, k, v), jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=(0, 1, 2))(q, k, v)
+
+    (os_, gs), (od, gd) = run("sparse"), run("dense")
+    np.testing.assert_allclose(os_, od, atol=1e-5)
+    for a, b in zip(gs, gd):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_mask_with_a_cache_matches_definition():
+    m = np.asarray(spiral_mask(3, None, 9))   # queries at positions 6, 7, 8 of 9 keys; offsets of 9
+    for i in range(3):
+        for j in range(9):
+            d = 6 + i - j
+            assert m[i, j] == (d in (0, 1, 2, 4, 8)), (i, j)
+    np.testing.assert_array_equal(spiral_mask(7, None, 7), spiral_mask(7))

@@ -3,7 +3,9 @@
 A batch is a dict of numpy arrays: ``inputs`` [B, T] int32, ``targets`` [B, T] int32,
 ``mask`` [B, T] float32 (1 = count this target in the loss), plus optional extra
 model keyword arguments (e.g. ``conditions`` [B, 5]) that the trainer forwards to
-``model.apply``. ``train_batch(step)`` is a pure function of ``(seed, step)`` so a
+``model.apply``. A document-stream source (``longdocs``) adds :data:`STREAM_KEYS`: ``reset`` [B] bool
+(the row starts a new document at this window) and ``doc_pos`` [B] int32 (offset of the window's
+first input in its document), which the trainer consumes and never passes to the model. ``train_batch(step)`` is a pure function of ``(seed, step)`` so a
 resumed run sees exactly the batches it would have seen.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from spiraljax.errors import DataError
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("inputs", "targets", "mask")
+STREAM_KEYS = ("reset", "doc_pos")
 
 
 class Dataset(Protocol):
@@ -36,6 +39,12 @@ class Dataset(Protocol):
 def metric_unit(dataset) -> str:
     """The name of the validation 'bpc' number for this dataset (a dataset may set ``unit``)."""
     return getattr(dataset, "unit", "BPC")
+
+
+def loss_unit(unit: str) -> str:
+    """The unit of the validation loss beside a 'bpc' number in ``unit``: per glyph where the number is
+    bits/glyph (a token is a glyph), per token otherwise (a byte with the byte tokenizer)."""
+    return "nats/glyph" if unit == "bits/glyph" else "nats/token"
 
 
 def build_dataset(cfg: Config) -> Dataset:

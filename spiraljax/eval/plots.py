@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from spiraljax.data.base import loss_unit
 from spiraljax.train.metrics import read_metrics
 
 CORE = ("loss", "grad_norm", "lr", "tokens_per_s")
@@ -43,7 +44,7 @@ def plot_run(run_dir: str | Path) -> Path:
             unit = eval_unit(rows)
             for k in ("loss", "bpc"):
                 x, y = series(rows, "eval", k)
-                ax.plot(x, y, marker="o", label=f"val {unit if k == 'bpc' else 'loss (nats/token)'}")
+                ax.plot(x, y, marker="o", label=f"val {unit if k == 'bpc' else f'loss ({loss_unit(unit)})'}")
             ax.legend(fontsize=7)
         else:
             x, y = series(rows, "train", key)

@@ -21,6 +21,11 @@ aux: ``R [B, T]`` (last layer), ``R_layers [L, B, T]``, ``R_readout [B, T]`` (R 
 last readout's features: equals a forced R), ``u [B, T]`` (v3, last layer), ``metrics``.
 Keywords: ``force_R`` (float or [B, T] in [0, 1]) sets the R every readout sees; ``cut_R=True`` is the
 control.
+
+Carried state (docs/carried_state.md): ``initial_state(B) = {"theta": [B, L, N] phases of every layer,
+"started": [B] bool}``; a row with ``started`` False starts from the learned θ₀. ``state=`` starts
+each layer's scan from the carried phases and ``aux["state"]`` holds the phases after the window
+(wrapped to [0, 2π): the model reads only e^{iθ}), so two carried windows equal one of twice the length.
 """
 from __future__ import annotations
 
@@ -111,8 +116,14 @@ class KSSMv3Config(KSSMConfig):
 class KSSM(nn.Module):
     cfg: KSSMConfig
 
+    def initial_state(self, batch_size: int) -> dict:
+        """The state before any text: ``theta [B, L, N]`` (unused until ``started``), ``started [B]`` False."""
+        cfg = self.cfg
+        return {"theta": jnp.zeros((batch_size, cfg.n_layers, cfg.n_oscillators), jnp.float32),
+                "started": jnp.zeros((batch_size,), bool)}
+
     @nn.compact
-    def __call__(self, tokens, *, train: bool = False, step=0, force_R=None, cut_R: bool = False):
+    def __call__(self, tokens, *, train: bool = False, step=0, force_R=None, cut_R: bool = False, state=None):
         """Next-token logits through ``n_layers`` oscillator layers.
 
         Args:
@@ -122,12 +133,14 @@ class KSSM(nn.Module):
           force_R: set every layer's global order parameter R to this value in [0, 1] (scalar or
             broadcastable to ``[B, T]``): the causality suite's intervention.
           cut_R: replace every |Z_n| the readout sees by a constant (the control; ignores ``force_R``).
+          state: a carried state (:meth:`initial_state`): every layer's scan starts from its phases.
 
         Returns:
           ``(logits, aux)``: ``logits [B, T, vocab_size]`` float32 (causal); ``aux`` holds ``R`` ``[B, T]``
           (last layer), ``R_layers`` ``[L, B, T]``, ``R_readout`` / ``R_readout_layers`` (R as the readout
           sees it: the forced value when forcing), ``coupling`` ``[B, T]``, ``metrics`` (R mean/sd, tone-zone
-          counts) and, for the bistable core, ``u`` and ``aux_loss`` (``reg_weight`` × the regulariser).
+          counts), for the bistable core ``u`` and ``aux_loss`` (``reg_weight`` × the regulariser), and
+          ``state`` (the phases after the window) when a state was given.
         """
         cfg = self.cfg
         bistable = cfg.core == "bistable"
@@ -137,21 +150,23 @@ class KSSM(nn.Module):
         if force_R is not None and not cut_R:
             check_forced_R(force_R)  # here: under remat a Python float reaches the layer as a tracer
 
-        def layer(mdl, h, force_R, train, cut_R, i):
+        def layer(mdl, h, force_R, train, cut_R, i, theta_start, started):
             """Layer i: LayerNorm → oscillators (float32) → readout MLP (``dtype``); its modules belong to
             ``mdl`` (the KSSM), so the parameter tree is the same with and without remat."""
             osc = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise, unroll=cfg.unroll,
                                   remat_chunk=cfg.remat_chunk, n_groups=cfg.n_groups, global_mix=cfg.global_mix,
                                   core=cfg.core, **scale, name=f"osc_{i}", parent=mdl)
             feats, inner = osc(nn.LayerNorm(name=f"ln_in_{i}", parent=mdl)(h), train=train, force_R=force_R,
-                               cut_R=cut_R)
+                               cut_R=cut_R, theta_start=theta_start, started=started)
             h = nn.Dense(cfg.readout_hidden, dtype=dtype, name=f"readout_{i}", parent=mdl)(feats)
             return nn.Dense(cfg.d_model, dtype=dtype, name=f"readout_out_{i}", parent=mdl)(nn.gelu(h)), inner
 
         layer = maybe_remat(layer, cfg.remat, static_argnums=(3, 4, 5))  # train, cut_R, i
         rs, seen, internals = [], [], []
+        started = None if state is None else jnp.asarray(state["started"], bool)
         for i in range(cfg.n_layers):
-            h, inner = layer(self, h, force_R, train, cut_R, i)
+            h, inner = layer(self, h, force_R, train, cut_R, i, None if state is None else state["theta"][:, i],
+                             started)
             rs.append(inner["R"])
             seen.append(inner["R_readout"])
             internals.append(inner)
@@ -166,4 +181,7 @@ class KSSM(nn.Module):
             aux.update(u=u, aux_loss=cfg.reg_weight * reg)
             metrics.update(u_mean=jnp.mean(u), u_clamp_frac=jnp.mean(internals[-1]["u_saturated"]), reg=reg)
         aux["metrics"] = metrics
+        if state is not None:
+            aux["state"] = {"theta": jnp.stack([x["theta_end"] for x in internals], axis=1),
+                            "started": jnp.ones_like(started)}
         return logits, aux

@@ -38,7 +38,11 @@ class OscillatorLayer(nn.Module):
     coupling_scale: float = 2.0
 
     @nn.compact
-    def __call__(self, h, *, train: bool = False, force_R=None, cut_R: bool = False):
+    def __call__(self, h, *, train: bool = False, force_R=None, cut_R: bool = False, theta_start=None,
+                 started=None):
+        """``theta_start [B, N]`` / ``started [B]`` (carried state): rows with ``started`` begin from
+        ``theta_start``, the others from the learned θ₀ (None: every row from θ₀). The internals hold
+        ``theta_end [B, N]``, the phases after the last position, wrapped to [0, 2π)."""
         b, t, _ = h.shape
         g, m = self.n_groups, self.n_osc // self.n_groups
         h = h.astype(jnp.float32)
@@ -57,8 +61,12 @@ class OscillatorLayer(nn.Module):
         noise = None
         if train and self.noise > 0:
             noise = self.noise * jnp.sqrt(self.dt) * jax.random.normal(self.make_rng("noise"), (b, t, g, m))
-        theta, _ = kuramoto_scan(jnp.broadcast_to(theta0.reshape(g, m), (b, g, m)), omega, coupling, self.dt, noise,
-                                 self.unroll, self.remat_chunk, self.global_mix)
+        start = jnp.broadcast_to(theta0, (b, self.n_osc))
+        if theta_start is not None:
+            start = jnp.where(started[:, None], theta_start.astype(jnp.float32), start)
+        theta, theta_end = kuramoto_scan(start.reshape(b, g, m), omega, coupling, self.dt, noise,
+                                         self.unroll, self.remat_chunk, self.global_mix)
+        internals["theta_end"] = jnp.mod(theta_end.reshape(b, self.n_osc), 2 * jnp.pi)  # exact: only e^{iθ} is read
         mag, cos, sin = multiscale_features(theta, self.n_harmonics)  # [B, T, G, H] each
         r = global_order_parameter(mag, cos, sin)  # R of all N oscillators, a function of the features
         if cut_R:

@@ -70,7 +70,7 @@ def as_matrix_product(x: jax.Array, kernel: jax.Array, n_axes: int, out_shape: t
     tested): contracting ``[B, T, in]`` with ``dot_general`` makes the weight gradient
     ``Σ_{b,t} x_btᵀ g_bt`` a contraction over two axes, for which XLA's CPU backend materialises
     transposed copies of the activations; as one 2-D product it needs none (one SwiGLU MLP layer
-    fwd+bwd at [32, 128, 128]: 22 → 11 ms, benchmarks/README.md).
+    fwd+bwd at [32, 128, 128]: 22 → 11 ms, docs/benchmarks.md).
     """
     batch = x.shape[: x.ndim - n_axes]
     n_in = math.prod(x.shape[x.ndim - n_axes:])

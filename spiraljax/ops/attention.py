@@ -1,9 +1,12 @@
-"""Dense causal attention and rotary position codes (shapes ``[B, T, H, D]``)."""
+"""Dense causal attention, sliding-window (local) attention and rotary position codes (shapes
+``[B, T, H, D]``; keys may carry a cache of earlier positions in front: ``[B, S, H, D]``, S ≥ T)."""
 from __future__ import annotations
 
 import chex
 import jax
 import jax.numpy as jnp
+
+from spiraljax.ops.impl import Impl, resolve
 
 
 def rope_angles(positions: jax.Array, dim: int, base: float = 10000.0) -> jax.Array:
@@ -48,18 +51,23 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax
     return out.astype(x.dtype)
 
 
-def causal_mask(n: int, window: int | None = None) -> jax.Array:
-    """Query i sees key j iff ``j <= i`` (and ``i - j < window`` if given).
+def causal_mask(n: int, window: int | None = None, n_keys: int | None = None) -> jax.Array:
+    """Query i sees key j iff ``j <= i + P`` (and ``i + P - j < window`` if given), ``P = n_keys − n``.
+
+    The queries are the last ``n`` of ``n_keys`` positions (the first ``P`` keys are a cache of earlier
+    positions); ``n_keys = None`` is ``n`` (``P = 0``: the plain causal mask).
 
     Args:
-      n: sequence length T.
+      n: number of queries T.
       window: optional sliding-window size.
+      n_keys: number of keys S ≥ T (default T).
 
     Returns:
-      Bool ``[T, T]`` (query, key).
+      Bool ``[T, S]`` (query, key).
     """
-    i = jnp.arange(n)[:, None]
-    j = jnp.arange(n)[None, :]
+    s = n if n_keys is None else n_keys
+    i = jnp.arange(n)[:, None] + (s - n)
+    j = jnp.arange(s)[None, :]
     allowed = j <= i
     if window is not None:
         allowed &= (i - j) < window
@@ -137,20 +145,108 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, 
     return jnp.einsum("bhts,bshd->bthd", w.astype(v.dtype), v)
 
 
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None = None) -> jax.Array:
-    """Dense causal (optionally sliding-window) softmax attention, O(T²):
-    ``o_i = Σ_{j ≤ i, i − j < window} softmax_j(q_i·k_j/√D) v_j``.
+def _check_prefix_keys(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array | None) -> None:
+    """Shapes of an attention whose queries are the last T of S ≥ T keys (the first S − T: a cache)."""
+    chex.assert_rank([q, k, v], 4)
+    chex.assert_equal_shape([q, k], dims=(0, 2, 3))
+    chex.assert_equal_shape_prefix([k, v], 3)
+    if k.shape[1] < q.shape[1]:
+        raise AssertionError(f"keys {k.shape} are fewer than the queries {q.shape} (the queries are the last T keys)")
+    if key_valid is not None:
+        chex.assert_shape(key_valid, k.shape[:2])
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None = None, *,
+                     key_valid: jax.Array | None = None) -> jax.Array:
+    """Dense causal (optionally sliding-window) softmax attention, O(T·S):
+    ``o_i = Σ_{j ≤ i+P, i+P − j < window, valid_j} softmax_j(q_i·k_j/√D) v_j``.
+
+    The queries are the last T of the S keys (``P = S − T`` cached keys of earlier positions come first;
+    ``S = T``: plain causal attention). This is also the reference of :func:`local_attention`.
 
     Args:
       q: ``[B, T, H, D]``.
-      k: ``[B, T, H, D]``.
-      v: ``[B, T, H, Dv]``.
+      k: ``[B, S, H, D]``, S ≥ T.
+      v: ``[B, S, H, Dv]``.
       window: optional sliding-window size.
+      key_valid: optional bool ``[B, S]``: keys that exist (e.g. filled cache slots).
 
     Returns:
       ``[B, T, H, Dv]``.
     """
-    chex.assert_rank([q, k, v], 4)
-    chex.assert_equal_shape([q, k])
-    chex.assert_equal_shape_prefix([q, v], 3)
-    return masked_attention(q, k, v, causal_mask(q.shape[1], window), empty_rows=False)  # the diagonal is allowed
+    _check_prefix_keys(q, k, v, key_valid)
+    mask = causal_mask(q.shape[1], window, k.shape[1])
+    if key_valid is None:
+        return masked_attention(q, k, v, mask, empty_rows=False)  # the diagonal is allowed
+    return masked_attention(q, k, v, mask & key_valid[:, None, None, :])
+
+
+def local_attention_blocked(q: jax.Array, k: jax.Array, v: jax.Array, window: int, *,
+                            key_valid: jax.Array | None = None, block: int | None = None) -> jax.Array:
+    """Sliding-window attention in O(S·w) time and memory: :func:`causal_attention` with ``window`` (same
+    values and gradients, tested), without an S×S array.
+
+    The S key positions are cut into blocks of ``c ≥ w`` (default ``c = w``; ``c = S`` when ``w ≥ S``).
+    Query i of block n needs keys ``i − w + 1 … i``, which lie in block n or n − 1, so each block of
+    queries scores its own and the previous block of keys (``[c, 2c]``, masked to ``0 ≤ i − j < w``).
+    The first ``S − T`` positions (the cache) get zero queries whose outputs are dropped.
+
+    Args:
+      q: ``[B, T, H, D]``; k: ``[B, S, H, D]``, S ≥ T; v: ``[B, S, H, Dv]``.
+      window: w ≥ 1 keys per query.
+      key_valid: optional bool ``[B, S]``.
+      block: block size c (raised to at least w, capped at S).
+
+    Returns:
+      ``[B, T, H, Dv]``.
+    """
+    _check_prefix_keys(q, k, v, key_valid)
+    if window < 1:
+        raise ValueError(f"local attention window must be >= 1, got {window}")
+    b, t, h, d = q.shape
+    s = k.shape[1]
+    c = min(max(block or window, window), s)
+    n = -(-s // c)
+    pad = n * c - s
+    q = jnp.pad(q, ((0, 0), (s - t, pad), (0, 0), (0, 0)))     # queries aligned with the keys
+    k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (k, v))
+    valid = jnp.ones((b, s), bool) if key_valid is None else key_valid
+    valid = jnp.pad(valid, ((0, 0), (0, pad)))
+
+    def with_previous(x):  # [B, n·c, ...] → [B, n, 2c, ...]: the previous block (zeros before block 0), then the own
+        x = x.reshape(b, n, c, *x.shape[2:])
+        prev = jnp.pad(x, ((0, 0), (1, 0)) + ((0, 0),) * (x.ndim - 2))[:, :-1]
+        return jnp.concatenate([prev, x], axis=2)
+
+    kb, vb = with_previous(k), with_previous(v)
+    vk = with_previous(valid)                                           # block 0's "previous" keys: padding, invalid
+    qb = q.reshape(b, n, c, h, d)
+    diff = jnp.arange(c)[:, None] + c - jnp.arange(2 * c)[None, :]      # i − j within a block pair
+    mask = ((diff >= 0) & (diff < window))[None, None, None] & vk[:, :, None, None, :]   # [B, n, 1, c, 2c]
+    scores = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, kb) * d ** -0.5
+    # a query whose own key is valid never has an empty row; the padded queries' rows are dropped
+    w = masked_softmax(scores, mask, empty_rows=key_valid is not None)
+    out = jnp.einsum("bnhqk,bnkhd->bnqhd", w.astype(vb.dtype), vb).reshape(b, n * c, h, -1)
+    return out[:, s - t:s]
+
+
+def local_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int, *, key_valid: jax.Array | None = None,
+                    impl: str | Impl = Impl.AUTO) -> jax.Array:
+    """Sliding-window causal attention: query i attends keys ``i − w + 1 … i`` (that exist and are valid).
+
+    ``impl`` (resolved in :mod:`spiraljax.ops.impl`): ``blocked`` (:func:`local_attention_blocked`,
+    O(S·w)), ``dense`` (the reference :func:`causal_attention` with ``window``, O(T·S)) or ``auto``.
+
+    Args:
+      q: ``[B, T, H, D]``; k: ``[B, S, H, D]``, S ≥ T (the first S − T keys: a cache); v: ``[B, S, H, Dv]``.
+      window: w ≥ 1.
+      key_valid: optional bool ``[B, S]``.
+      impl: "auto" | "blocked" | "dense" (or an :class:`~spiraljax.ops.impl.Impl`).
+
+    Returns:
+      ``[B, T, H, Dv]``.
+    """
+    which = resolve("local_attention", impl, length=k.shape[1], window=window)
+    if which is Impl.BLOCKED:
+        return local_attention_blocked(q, k, v, window, key_valid=key_valid)
+    return causal_attention(q, k, v, window, key_valid=key_valid)

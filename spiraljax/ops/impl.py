@@ -1,6 +1,6 @@
 """Kernel choice in one place: which implementation an op runs.
 
-Three ops have more than one implementation, each tested equal to its reference:
+Four ops have more than one implementation, each tested equal to its reference:
 
 ==================  ====================================================================  =========
 op                  implementations                                                       reference
@@ -12,6 +12,9 @@ fast_weights        ``chunked``: chunk-parallel, in two variants (below); ``scan
 kuramoto_scan       ``scan``: one ``lax.scan`` over T; ``remat``: a scan over chunks of    ``scan``
                     ``remat_chunk`` steps under ``jax.checkpoint`` (the backward pass
                     stores one phase vector per chunk)
+local_attention     ``blocked``: blocks of w queries score their own and the previous      ``dense``
+                    block of keys, O(S·w), no S×S array; ``dense``: the [T, S] masked
+                    sliding window, O(T·S)
 ==================  ====================================================================  =========
 
 Every op takes ``impl`` (an :class:`Impl` or its string, as configs and YAML write it) and hands it to
@@ -28,16 +31,17 @@ op                  cpu      gpu      tpu
 spiral_attention    sparse   sparse   sparse   (dense below DENSE_BELOW, see below)
 fast_weights        chunked  chunked  chunked
 kuramoto_scan       remat    remat    remat    (remat only where asked for, see below)
+local_attention     blocked  blocked  blocked  (dense for short keys or wide windows, see below)
 ==================  =======  =======  =======
 
-The CPU row follows the README's CPU benchmarks: sparse spiral attention is 4–116× faster than dense
-for T 512–8192 (``benchmarks/spiral_attention.py``), but slower below a crossover length (rule below);
+The CPU row follows the CPU benchmarks (docs/benchmarks.md): sparse spiral attention is 4–116× faster
+than dense for T 512–8192 (``benchmarks/spiral_attention.py``), but slower below a crossover length (rule below);
 chunked fast weights are 5–6× faster than the scan forward+backward, though 0.56–0.88× forward only
 (``benchmarks/hebbian.py``), so training picks chunked. The GPU and TPU rows make the same choices until
 those benchmarks are run there (spiral attention has been, on a GPU: :data:`DENSE_BELOW`): change a row
 here, nowhere else.
 
-Three choices depend on the inputs; the rules are these, and they live only here:
+Four choices depend on the inputs; the rules are these, and they live only here:
 
 * **spiral_attention, auto** → ``dense`` when the sequence length T is below
   :data:`DENSE_BELOW` of the platform (CPU: 256), else the table's ``sparse``. At short T the sparse
@@ -75,6 +79,7 @@ class Impl(enum.StrEnum):
     CHUNKED_PER_HEAD = "chunked_per_head"  # fast_weights: shared decay table, hand-written backward
     CHUNKED_GENERAL = "chunked_general"    # fast_weights: any decay, JAX-differentiated
     REMAT = "remat"                        # kuramoto_scan: scan over remat_chunk steps under jax.checkpoint
+    BLOCKED = "blocked"                    # local_attention: blocks of w queries vs 2 blocks of keys, O(S·w)
 
 
 # the values each op accepts besides ``auto``
@@ -82,6 +87,7 @@ CHOICES: dict[str, tuple[Impl, ...]] = {
     "spiral_attention": (Impl.SPARSE, Impl.DENSE),
     "fast_weights": (Impl.CHUNKED, Impl.SCAN, Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL),
     "kuramoto_scan": (Impl.SCAN, Impl.REMAT),
+    "local_attention": (Impl.BLOCKED, Impl.DENSE),
 }
 PLATFORMS = ("cpu", "gpu", "tpu")
 _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
@@ -91,12 +97,15 @@ _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
 # up to T 128 (dense/sparse fwd+bwd 0.95–1.33 at B 16, 0.8–0.88 at B 1), sparse faster from T 256 (B 16) / 512
 # (B 1) and 9× at 8192, so the GPU keeps sparse. TPU: not measured, keeps the AUTO row.
 DENSE_BELOW: dict[str, int] = {"cpu": 256, "gpu": 0, "tpu": 0}
+# local_attention's ``auto`` runs ``dense`` for key lengths shorter than this, per platform (module docstring)
+LOCAL_DENSE_BELOW: dict[str, int] = {"cpu": 128, "gpu": 0, "tpu": 0}
 
 # what ``auto`` means, per op and platform (module docstring)
 AUTO: dict[str, dict[str, Impl]] = {
     "spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.SPARSE, "tpu": Impl.SPARSE},
     "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
     "kuramoto_scan": {"cpu": Impl.REMAT, "gpu": Impl.REMAT, "tpu": Impl.REMAT},
+    "local_attention": {"cpu": Impl.BLOCKED, "gpu": Impl.BLOCKED, "tpu": Impl.BLOCKED},
 }
 
 
@@ -104,7 +113,7 @@ def allowed(op: str) -> tuple[Impl, ...]:
     """Every value ``op`` accepts, ``auto`` first.
 
     Args:
-      op: "spiral_attention" | "fast_weights" | "kuramoto_scan".
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "local_attention".
 
     Returns:
       Tuple of :class:`Impl`.
@@ -152,17 +161,18 @@ def platform_name(platform: str | None = None) -> str:
 
 
 def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = None, length: int | None = None,
-            chunk: int | None = None, per_head_decay: bool = True) -> Impl:
+            chunk: int | None = None, per_head_decay: bool = True, window: int | None = None) -> Impl:
     """The implementation ``op`` runs: ``auto`` through :data:`AUTO`, then the input rules of the module
     docstring. The op dispatches on the result and on nothing else.
 
     Args:
-      op: "spiral_attention" | "fast_weights" | "kuramoto_scan".
-      impl: an :class:`Impl` or its string ("auto", "sparse", "dense", "scan", "chunked", ...).
+      op: "spiral_attention" | "fast_weights" | "kuramoto_scan" | "local_attention".
+      impl: an :class:`Impl` or its string ("auto", "sparse", "dense", "scan", "chunked", "blocked", ...).
       platform: "cpu" | "gpu" | "tpu" (default: ``jax.default_backend()``).
       length: sequence length T (every op's rule uses it).
       chunk: fast_weights' chunk size, or kuramoto_scan's ``remat_chunk`` (None: not set).
       per_head_decay: fast_weights only: the log decay is a scalar or ``[H]`` (not per step).
+      window: local_attention only: keys per query w.
 
     Returns:
       A concrete :class:`Impl` — never ``auto``. fast_weights' ``chunked`` stays ``chunked`` only
@@ -174,6 +184,9 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
         row = platform_name(platform)
         choice = AUTO[op][row]
         if op == "spiral_attention" and length is not None and length < DENSE_BELOW[row]:
+            return Impl.DENSE
+        if op == "local_attention" and length is not None and (
+                length < LOCAL_DENSE_BELOW[row] or (window is not None and 2 * window >= length)):
             return Impl.DENSE
     if op == "fast_weights":
         return _fast_weights_variant(choice, length, chunk, per_head_decay)

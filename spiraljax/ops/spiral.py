@@ -9,6 +9,9 @@ Two implementations with identical results (chosen by ``impl``, resolved in :mod
 * ``sparse`` — for each offset o, shift k and v by o along time (pad the front, slice),
   score ``s_o = ⟨q_i, k_{i−o}⟩/√D``, softmax over the offset axis, weighted sum of shifted v.
   O(n·|offsets|) compute and memory; no n×n array is built.
+
+Keys may carry a cache: with ``S > T`` keys the queries are the last T positions (query i is position
+``P + i``, ``P = S − T``) and attend keys ``P + i − o``; ``key_mask [B, S]`` marks the usable ones.
 """
 from __future__ import annotations
 
@@ -83,18 +86,21 @@ def make_offsets(n: int, pattern: str = "pow2", n_back: Sequence[int] = (), ever
     return tuple(sorted(offs))
 
 
-def spiral_mask(n: int, offsets: Iterable[int] | None = None) -> jax.Array:
-    """``mask[i, j] = (i − j) ∈ offsets`` (and 0 ≤ j < n). Causal for offsets ≥ 0.
+def spiral_mask(n: int, offsets: Iterable[int] | None = None, n_keys: int | None = None) -> jax.Array:
+    """``mask[i, j] = (i + P − j) ∈ offsets`` (and 0 ≤ j < S), ``P = n_keys − n``: the queries are the last
+    n of ``n_keys`` positions (default n, P = 0). Causal for offsets ≥ 0.
 
     Args:
-      n: sequence length T.
-      offsets: allowed ``i − j`` (default :func:`powers_of_two`).
+      n: number of queries T.
+      offsets: allowed ``i − j`` (default :func:`powers_of_two` of ``n_keys``).
+      n_keys: number of keys S ≥ T (default T).
 
     Returns:
-      Bool ``[T, T]`` (query, key).
+      Bool ``[T, S]`` (query, key).
     """
-    offsets = powers_of_two(n) if offsets is None else list(offsets)
-    diff = np.arange(n)[:, None] - np.arange(n)[None, :]
+    s = n if n_keys is None else n_keys
+    offsets = powers_of_two(s) if offsets is None else list(offsets)
+    diff = (np.arange(n)[:, None] + (s - n)) - np.arange(s)[None, :]
     return jnp.asarray(np.isin(diff, np.asarray(offsets)))
 
 
@@ -121,15 +127,17 @@ def shift_time(x: jax.Array, offset: int) -> jax.Array:
     return jnp.pad(x, pad)[:, -offset:]
 
 
-def _valid_keys(n: int, offsets: Sequence[int], key_mask: jax.Array | None, keep_diagonal: bool) -> jax.Array:
-    """Bool ``[B or 1, n, |offsets|]``: key ``i − o`` exists (and is allowed by ``key_mask``)."""
-    i = jnp.arange(n)
+def _valid_keys(n: int, n_keys: int, offsets: Sequence[int], key_mask: jax.Array | None,
+                keep_diagonal: bool) -> jax.Array:
+    """Bool ``[B or 1, n, |offsets|]``: key ``P + i − o`` exists (and is allowed by ``key_mask``)."""
+    p = n_keys - n
+    i = jnp.arange(n) + p
     cols = []
     for o in offsets:
-        ok = ((i - o) >= 0) & ((i - o) < n)
+        ok = ((i - o) >= 0) & ((i - o) < n_keys)
         ok = ok[None, :]
         if key_mask is not None and not (keep_diagonal and o == 0):
-            ok = ok & shift_time(key_mask, o)
+            ok = ok & shift_time(key_mask, o)[:, p:]
         cols.append(ok)
     return jnp.stack(jnp.broadcast_arrays(*cols), axis=-1)
 
@@ -141,21 +149,22 @@ def _can_have_empty_rows(offsets, key_mask, keep_diagonal) -> bool:
 
 def _sparse(q, k, v, offsets, key_mask, keep_diagonal):
     scale = q.shape[-1] ** -0.5
-    k_sh = jnp.stack([shift_time(k, o) for o in offsets], axis=2)  # [B, T, O, H, D]
-    v_sh = jnp.stack([shift_time(v, o) for o in offsets], axis=2)
+    t, p = q.shape[1], k.shape[1] - q.shape[1]
+    k_sh = jnp.stack([shift_time(k, o)[:, p:] for o in offsets], axis=2)  # [B, T, O, H, D]
+    v_sh = jnp.stack([shift_time(v, o)[:, p:] for o in offsets], axis=2)
     scores = jnp.einsum("bthd,btohd->btho", q, k_sh) * scale
-    valid = _valid_keys(q.shape[1], offsets, key_mask, keep_diagonal)[:, :, None, :]  # [B, T, 1, O]
+    valid = _valid_keys(t, k.shape[1], offsets, key_mask, keep_diagonal)[:, :, None, :]  # [B, T, 1, O]
     w = masked_softmax(scores, valid, empty_rows=_can_have_empty_rows(offsets, key_mask, keep_diagonal))
     return jnp.einsum("btho,btohd->bthd", w.astype(v.dtype), v_sh)
 
 
 def _dense(q, k, v, offsets, key_mask, keep_diagonal):
-    n = q.shape[1]
-    mask = spiral_mask(n, offsets)[None, None]  # [1, 1, T, S]
+    n, s = q.shape[1], k.shape[1]
+    mask = spiral_mask(n, offsets, s)[None, None]  # [1, 1, T, S]
     if key_mask is not None:
         keys = key_mask[:, None, None, :]
         if keep_diagonal:
-            keys = keys | jnp.eye(n, dtype=bool)[None, None]
+            keys = keys | jnp.eye(n, s, s - n, dtype=bool)[None, None]
         mask = mask & keys
     return masked_attention(q, k, v, mask, empty_rows=_can_have_empty_rows(offsets, key_mask, keep_diagonal))
 
@@ -163,18 +172,20 @@ def _dense(q, k, v, offsets, key_mask, keep_diagonal):
 def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Sequence[int] | None = None,
                      key_mask: jax.Array | None = None, impl: str | Impl = Impl.AUTO,
                      keep_diagonal: bool = True) -> jax.Array:
-    """softmax(q·k/√D) over the spiral-allowed keys; shapes ``[B, T, H, D]``.
+    """softmax(q·k/√D) over the spiral-allowed keys; shapes ``[B, T, H, D]`` (keys ``[B, S, H, D]``,
+    S ≥ T, when the first S − T keys are a cache of earlier positions).
 
-    ``key_mask`` ``[B, T]`` (True = key usable, e.g. not silence) removes keys per sequence; the
-    diagonal stays unless ``keep_diagonal=False``. Rows with no usable key return zeros, never NaN.
+    ``key_mask`` ``[B, S]`` (True = key usable, e.g. not silence, or a filled cache slot) removes keys
+    per sequence; the diagonal stays unless ``keep_diagonal=False``. Rows with no usable key return
+    zeros, never NaN.
 
     Args:
-      q: ``[B, T, H, D]`` queries.
-      k: ``[B, T, H, D]`` keys.
-      v: ``[B, T, H, Dv]`` values.
-      offsets: allowed ``i − j`` (default :func:`powers_of_two` of T).
-      key_mask: optional bool ``[B, T]``.
-      impl: "sparse" (O(T·|offsets|)), "dense" (O(T²) reference) or "auto" (per platform and T:
+      q: ``[B, T, H, D]`` queries (positions ``S − T … S − 1``).
+      k: ``[B, S, H, D]`` keys, S ≥ T.
+      v: ``[B, S, H, Dv]`` values.
+      offsets: allowed ``i − j`` (default :func:`powers_of_two` of S).
+      key_mask: optional bool ``[B, S]``.
+      impl: "sparse" (O(T·|offsets|)), "dense" (O(T·S) reference) or "auto" (per platform and S:
         dense below a crossover length, :mod:`spiraljax.ops.impl`); an :class:`~spiraljax.ops.impl.Impl`
         or its string.
       keep_diagonal: the key ``j = i`` survives ``key_mask``.
@@ -183,11 +194,13 @@ def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Seque
       ``[B, T, H, Dv]``.
     """
     chex.assert_rank([q, k, v], 4)
-    chex.assert_equal_shape([q, k])
-    chex.assert_equal_shape_prefix([q, v], 3)
+    chex.assert_equal_shape([q, k], dims=(0, 2, 3))
+    chex.assert_equal_shape_prefix([k, v], 3)
+    if k.shape[1] < q.shape[1]:
+        raise AssertionError(f"keys {k.shape} are fewer than the queries {q.shape} (the queries are the last T keys)")
     if key_mask is not None:
-        chex.assert_shape(key_mask, q.shape[:2])
-    which = resolve("spiral_attention", impl, length=q.shape[1])
-    offsets = tuple(powers_of_two(q.shape[1]) if offsets is None else offsets)
+        chex.assert_shape(key_mask, k.shape[:2])
+    which = resolve("spiral_attention", impl, length=k.shape[1])
+    offsets = tuple(powers_of_two(k.shape[1]) if offsets is None else offsets)
     run = _sparse if which is Impl.SPARSE else _dense
     return run(q, k, v, offsets, key_mask, keep_diagonal)

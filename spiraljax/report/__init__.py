@@ -3,8 +3,9 @@
 Trains the dense baseline and every autoregressive family on TinyShakespeare at equal steps and
 batch for N seeds, the MQAR recall models, and runs the K-SSM causality suite on every K-SSM seed.
 Run directories live in ``runs/report_<name>/`` and are reused: re-running skips finished runs and
-resumes unfinished ones, so an interrupted report continues. ``--readme README.md`` rewrites the
-README's generated block (between ``<!-- report:<name>:begin -->`` and ``<!-- report:<name>:end -->``).
+resumes unfinished ones, so an interrupted report continues. ``--readme`` rewrites the generated block
+(between ``<!-- report:<name>:begin -->`` and ``<!-- report:<name>:end -->``) wherever it lives: in the
+files given (``--readme README.md``), or, with none given, in README.md and docs/**/*.md.
 """
 from __future__ import annotations
 
@@ -125,7 +126,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", default="runs", help="where runs/report_<name>/ run directories live (default: runs)")
     p.add_argument("--only", help="comma-separated entry names, e.g. transformer,kssm_v3")
     p.add_argument("--no-recall", action="store_true", help="skip the MQAR recall models")
-    p.add_argument("--readme", help="rewrite this README's <!-- report:<name>:begin/end --> block")
+    p.add_argument("--readme", nargs="*", metavar="FILE",
+                   help="rewrite the <!-- report:<name>:begin/end --> block in these Markdown files (with no FILE: "
+                        "wherever it is in README.md and docs/**/*.md under the current directory)")
     return p.parse_args(argv)
 
 
@@ -149,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --only: unknown entries {sorted(only - names)} (choose from {sorted(names)})", file=sys.stderr)
         return 2
     budget = BUDGETS[args.budget]
+    targets: list[Path] = []
+    if args.readme is not None:   # checked before the runs: a missing block must not cost an hour of training
+        name = args.name or budget.name
+        targets = render.holding_block([Path(f) for f in args.readme] or render.doc_files(Path.cwd()), name)
+        if not targets:
+            where = ", ".join(args.readme) or "README.md and docs/"
+            print(f"error: {where}: no <!-- report:{name}:begin --> … <!-- report:{name}:end --> block", file=sys.stderr)
+            return 2
     try:
         report = build_report(budget, args.seeds, args.name, args.out, args.runs, only, not args.no_recall)
     except USER_ERRORS as err:
@@ -157,12 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"stopped: {err or 'interrupted'}", file=sys.stderr)
         return 130
-    if args.readme:
-        readme = Path(args.readme)
-        name = args.name or budget.name
-        if not readme.is_file() or not render.update_readme(readme, name, render.readme_block(report)):
-            print(f"error: {readme}: no <!-- report:{name}:begin --> … <!-- report:{name}:end --> block",
-                  file=sys.stderr)
-            return 2
-        print(f"updated {readme}")
+    if targets:
+        updated = render.update_docs(targets, args.name or budget.name, render.readme_block(report))
+        print(f"updated {', '.join(map(str, updated))}")
     return 0

@@ -1,4 +1,4 @@
-"""Turn the report's numbers into ``report.md``, PNG figures and the README's generated block."""
+"""Turn the report's numbers into ``report.md``, PNG figures and the generated blocks of README.md / docs/."""
 from __future__ import annotations
 
 import math
@@ -170,6 +170,23 @@ def update_readme(readme: Path, name: str, block: str) -> bool:
         return False
     readme.write_text(pattern.sub(lambda _: f"{begin}\n{block}\n{end}", text), encoding="utf-8")
     return True
+
+
+def doc_files(root: Path) -> list[Path]:
+    """Where generated blocks may live: ``root/README.md`` and every Markdown file under ``root/docs``."""
+    readme = root / "README.md"
+    return ([readme] if readme.is_file() else []) + sorted((root / "docs").rglob("*.md"))
+
+
+def holding_block(paths: Sequence[Path], name: str) -> list[Path]:
+    """The files among ``paths`` that hold both report markers for ``name``."""
+    begin, end = README_BEGIN.format(name=name), README_END.format(name=name)
+    return [p for p in paths if p.is_file() and begin in (text := p.read_text(encoding="utf-8")) and end in text]
+
+
+def update_docs(paths: Sequence[Path], name: str, block: str) -> list[Path]:
+    """:func:`update_readme` on each of ``paths`` that holds the markers for ``name``; the files updated."""
+    return [p for p in paths if p.is_file() and update_readme(p, name, block)]
 
 
 def figures(report: dict, out: Path) -> dict[str, str]:

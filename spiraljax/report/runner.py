@@ -107,11 +107,13 @@ def step_memory_mb(cfg: Config) -> float | None:
 
     model, tx = build(cfg.model), make_optimizer(cfg.train)
     batch = build_dataset(cfg).train_batch(0)
-    state = jax.eval_shape(lambda x: init_state(model, tx, x, cfg.train.seed), batch["inputs"][:1])
+    carry = cfg.train.batch_size if cfg.train.carry_state else None   # the step as the loop runs it
+    state = jax.eval_shape(lambda x: init_state(model, tx, x, cfg.train.seed, carry), batch["inputs"][:1])
     if cfg.train.grad_accum > 1:
         batch = {k: np.stack([v] * cfg.train.grad_accum) for k, v in batch.items()}
     try:
-        compiled = jax.jit(make_train_step(model, tx, cfg.train.grad_accum), donate_argnums=0).lower(
+        compiled = jax.jit(make_train_step(model, tx, cfg.train.grad_accum, cfg.train.carry_state),
+                           donate_argnums=0).lower(
             state, batch).compile()
         m = compiled.memory_analysis()
     except Exception:  # noqa: BLE001 — a backend without memory analysis: report nothing

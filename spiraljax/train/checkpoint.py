@@ -1,12 +1,13 @@
 """Orbax checkpoints: one ``CheckpointManager`` per run, keeping the newest K steps and the best one.
 
-Layout: ``RUN/checkpoints/<step>/`` with items ``params``, ``opt_state`` (Orbax StandardSave) and
-``meta`` (JSON: step, rng, skipped, val_loss). A step saved right after a validation pass carries
+Layout: ``RUN/checkpoints/<step>/`` with items ``params``, ``opt_state`` (Orbax StandardSave),
+``meta`` (JSON: step, rng, skipped, val_loss, train_seconds) and, for a ``train.carry_state`` run,
+``carry`` (StandardSave: the carried model state, so a resume mid-document is exact). A step saved right after a validation pass carries
 Orbax metrics ``{"val_loss": …}``; the manager's preservation policy keeps the newest
 ``checkpoint.keep`` steps (``LatestN``) plus the step with the lowest ``val_loss`` (``BestN``), so
 "best" is never lost to rotation. Orbax commits atomically: a crash mid-save leaves earlier steps
 intact. Plain Orbax reads every checkpoint (``ocp.CheckpointManager(RUN/checkpoints, item_names=
-("params", "opt_state", "meta"))``, see the README).
+("params", "opt_state", "meta"))``, see docs/training.md).
 
 One restore routine (:func:`first_readable`) serves ``--resume``, :func:`load_run` and
 ``evaluate.py``: it walks candidate steps in order and returns the first that restores. When a run
@@ -34,7 +35,7 @@ import orbax.checkpoint as ocp
 from spiraljax import config as config_lib
 from spiraljax.errors import CheckpointError
 
-ITEMS = ("params", "opt_state", "meta")
+ITEMS = ("params", "opt_state", "meta", "carry")   # carry: only in train.carry_state runs
 LEGACY_KINDS = ("latest", "best")   # the layout before one manager: checkpoints/<kind>/<step>
 CORRUPT = "corrupt"
 
@@ -94,7 +95,7 @@ def quiet_orbax() -> None:
 # ----------------------------------------------------------------------------- the manager
 def _handlers() -> dict[str, ocp.CheckpointHandler]:
     return {"params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),
-            "meta": ocp.JsonCheckpointHandler()}
+            "meta": ocp.JsonCheckpointHandler(), "carry": ocp.StandardCheckpointHandler()}
 
 
 def _val_loss(metrics: Any) -> float:
@@ -120,9 +121,10 @@ def _abstract(tree):
 
 
 def _save_args(state: dict, meta: dict) -> ocp.args.Composite:
+    carry = {"carry": ocp.args.StandardSave(state["carry"])} if "carry" in state else {}
     return ocp.args.Composite(params=ocp.args.StandardSave(state["params"]),
                               opt_state=ocp.args.StandardSave(state["opt_state"]),
-                              meta=ocp.args.JsonSave(meta))
+                              meta=ocp.args.JsonSave(meta), **carry)
 
 
 def state_meta(state: dict, **extra: Any) -> dict:
@@ -253,14 +255,16 @@ class Checkpointer:
         self.root = Path(run_dir) / "checkpoints"
         self.mngr = make_manager(self.root, keep, async_save)
         self.managers = run_managers(self.root, self.mngr)
+        self.restored_meta: dict = {}   # the meta item of the step restore() read
 
-    def save(self, state: dict, val_loss: float | None = None) -> None:
-        """Save ``state`` at its step (once per step); ``val_loss`` marks it as a candidate for best."""
+    def save(self, state: dict, val_loss: float | None = None, meta: dict | None = None) -> None:
+        """Save ``state`` at its step (once per step); ``val_loss`` marks it as a candidate for best;
+        ``meta``: more JSON values for the meta item (e.g. ``train_seconds``)."""
         step = int(state["step"])
         if step in self.mngr.all_steps():
             return
         extra = {} if val_loss is None else {"val_loss": float(val_loss)}
-        self.mngr.save(step, args=_save_args(state, state_meta(state, **extra)),
+        self.mngr.save(step, args=_save_args(state, state_meta(state, **(meta or {}), **extra)),
                        metrics=extra or None, force=True)
 
     def best_val_loss(self) -> float:
@@ -297,22 +301,29 @@ class Checkpointer:
         return dst
 
     def restore(self, template: dict) -> dict:
-        """The newest step that restores in full (params, optimizer state, meta); every unreadable
-        step met on the way is moved aside, so the steps retrained after the fallback are saved."""
+        """The newest step that restores in full (params, optimizer state, meta, and the carry when
+        ``template`` has one); every unreadable step met on the way is moved aside, so the steps
+        retrained after the fallback are saved. The step's meta is kept in ``self.restored_meta``."""
+        carry = {"carry": ocp.args.StandardRestore(_abstract(template["carry"]))} if "carry" in template else {}
+
         def read(c: Candidate):
             return c.mngr.restore(c.step, args=ocp.args.Composite(
                 params=ocp.args.StandardRestore(_abstract(template["params"])),
                 opt_state=ocp.args.StandardRestore(_abstract(template["opt_state"])),
-                meta=ocp.args.JsonRestore()))
+                meta=ocp.args.JsonRestore(), **carry))
 
         found = first_readable(newest_first(self.managers), read, self.move_aside)
         if found is None:
             raise CheckpointError(f"{self.root}: every checkpoint is unreadable (moved to {self.root / CORRUPT})")
         r = found[1]
+        self.restored_meta = dict(r.meta)
         rng = np.asarray(r.meta["rng"], dtype=np.asarray(template["rng"]).dtype)
-        return {"params": r.params, "opt_state": r.opt_state,
-                "step": jax.numpy.asarray(r.meta["step"], jax.numpy.int32),
-                "rng": jax.numpy.asarray(rng), "skipped": jax.numpy.asarray(r.meta["skipped"], jax.numpy.int32)}
+        state = {"params": r.params, "opt_state": r.opt_state,
+                 "step": jax.numpy.asarray(r.meta["step"], jax.numpy.int32),
+                 "rng": jax.numpy.asarray(rng), "skipped": jax.numpy.asarray(r.meta["skipped"], jax.numpy.int32)}
+        if carry:
+            state["carry"] = r.carry
+        return state
 
     def wait(self) -> None:
         self.mngr.wait_until_finished()

@@ -41,7 +41,7 @@ from spiraljax.train.lock import RunLock
 from spiraljax.train.metrics import MetricsWriter, NullWriter
 from spiraljax.train.optim import lr_schedule, make_optimizer
 from spiraljax.train.sharding import batch_shardings, make_mesh, replicated, shard_batch, state_shardings
-from spiraljax.train.step import init_state, make_train_step
+from spiraljax.train.step import check_carry, init_state, make_train_step
 
 
 @dataclass
@@ -175,11 +175,18 @@ def _prepare(cfg: Config) -> _Prepared:
         except DataError as err:
             raise DataError(f"eval.sample_prompt: {err}") from None
     model = build(cfg.model)
+    first = dataset.train_batch(0)
+    check_carry(cfg, model, first)
     mesh = make_mesh(cfg.mesh, tc.batch_size)
     tx = make_optimizer(tc)
-    sample_inputs = np.asarray(dataset.train_batch(0)["inputs"][:1])
-    abstract = jax.eval_shape(lambda x: init_state(model, tx, x, tc.seed), sample_inputs)
+    sample_inputs = np.asarray(first["inputs"][:1])
+    abstract = jax.eval_shape(lambda x: init_state(model, tx, x, tc.seed, _carry_batch(cfg)), sample_inputs)
     return _Prepared(dataset, model, mesh, tx, sample_inputs, abstract)
+
+
+def _carry_batch(cfg: Config) -> int | None:
+    """The batch size of the carried state (``train.carry_state``), or None."""
+    return cfg.train.batch_size if cfg.train.carry_state else None
 
 
 def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int | None = None,
@@ -261,14 +268,20 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     schedule = lr_schedule(tc)
     unit = metric_unit(dataset)
     shardings = state_shardings(prepared.abstract_state, mesh)   # FSDP / tensor-parallel specs per leaf
-    state = jax.jit(lambda x: init_state(model, tx, x, tc.seed), out_shardings=shardings)(prepared.sample_inputs)
+    state = jax.jit(lambda x: init_state(model, tx, x, tc.seed, _carry_batch(cfg)),
+                    out_shardings=shardings)(prepared.sample_inputs)
     start, restored = 0, False
+    train_seconds = 0.0   # wall seconds of training steps (validation excluded), carried by checkpoints
     if resume and ckpt.has_checkpoints():
         state = ckpt.restore(state)
         start, restored = int(state["step"]), True
+        train_seconds = float(ckpt.restored_meta.get("train_seconds", 0.0))
         print(f"resumed {run} at step {start}")
     elif resume:
         print(f"note: {run} has no checkpoint yet; starting from scratch")
+    data_sha = getattr(dataset, "sha256", None)
+    if data_sha is not None:   # a corpus that names its content: a different install shows here
+        print(dataset.describe() if hasattr(dataset, "describe") else f"data sha256 {data_sha}")
     primary = is_primary()   # multi-process: every process computes, process 0 writes the run's files
     if primary:
         config_lib.save(cfg, run / "config.yaml")
@@ -277,16 +290,17 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     writer = (MetricsWriter(run, resume_step=start if restored else None, tensorboard=tc.tensorboard)
               if primary else NullWriter())
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    sha = {} if data_sha is None else {"data_sha256": data_sha}
     if start == 0:
-        writer.write(0, "info", {"params": n_params, "devices": jax.device_count(), "family": cfg.model.family})
+        writer.write(0, "info", {"params": n_params, "devices": jax.device_count(), "family": cfg.model.family, **sha})
     if restored:
-        writer.write(start, "info", {"resumed_at": start,
+        writer.write(start, "info", {"resumed_at": start, **sha,
                                      "changed": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}})
     lead = 1 if tc.grad_accum > 1 else 0
     batch_specs = batch_shardings(batch_for_step(dataset, start, tc.grad_accum), mesh, lead)
-    train_step = jax.jit(make_train_step(model, tx, tc.grad_accum), donate_argnums=0,
+    train_step = jax.jit(make_train_step(model, tx, tc.grad_accum, tc.carry_state), donate_argnums=0,
                          in_shardings=(shardings, batch_specs), out_shardings=(shardings, replicated(mesh)))
-    eval_step = jax.jit(make_eval_step(model, dataset.token_bytes))
+    eval_step = jax.jit(make_eval_step(model, dataset.token_bytes, tc.carry_state))
     tokens_per_step = tc.batch_size * tc.grad_accum * cfg.model.seq_len
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
     val = None
@@ -295,9 +309,9 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
         if hooks.evaluate is not None:
             m = hooks.evaluate(state["params"], step)
         else:
-            m = evaluate_lm(model, state["params"], dataset, step, eval_step)
-        writer.write(step, "eval", {**m, "unit": unit})
-        ckpt.save(state, val_loss=m["loss"])   # the manager keeps it while it is the best (or among the newest)
+            m = evaluate_lm(model, state["params"], dataset, step, eval_step, tc.carry_state)
+        writer.write(step, "eval", {**m, "unit": unit, "train_seconds": train_seconds})
+        ckpt.save(state, val_loss=m["loss"], meta={"train_seconds": train_seconds})   # kept while best or newest
         if hooks.sample is not None:
             try:
                 text = hooks.sample(state["params"], step)   # every process: the sampler's jits span all devices
@@ -311,6 +325,12 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                desc=cfg.name, file=sys.stderr)
     interrupted = False
     t_last, steps_since = time.time(), 0
+    t_mark: float | None = time.time()   # start of the current stretch of training steps
+
+    def elapsed() -> float:
+        """Wall seconds of training so far: the stretches between validation passes."""
+        return train_seconds + (time.time() - t_mark if t_mark is not None else 0.0)
+
     with _StopFlag() as stop:
         step = start
         while step < end:
@@ -327,12 +347,15 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 writer.write(step, "train", {**out, "lr": float(schedule(step - 1)), "tokens_per_s": tok_s})
                 bar.set_postfix(_postfix(out, tok_s), refresh=False)
             if step % tc.eval_every == 0 or step == tc.steps:
+                jax.block_until_ready(state)   # training time stops here: validation is not counted
+                train_seconds, t_mark = elapsed(), None
                 val = run_eval(step)
+                t_mark = time.time()
                 bar.write(f"step {step}: val loss {val['loss']:.4f}  {unit} {val['bpc']:.4f}  PPL {val['ppl']:.2f}")
             if step % cfg.checkpoint.every == 0 or step == end:
-                ckpt.save(state)
+                ckpt.save(state, meta={"train_seconds": elapsed()})
             if stop.signum is not None:
-                ckpt.save(state)
+                ckpt.save(state, meta={"train_seconds": elapsed()})
                 interrupted = True
                 bar.write(f"received {signal.Signals(stop.signum).name}: saved checkpoint at step {step}; "
                           f"resume with --resume")

@@ -97,11 +97,15 @@ def leaf_spec(path: str, shape: tuple[int, ...], fsdp: int, model: int) -> P:
 
 
 def state_shardings(tree, mesh: Mesh):
-    """``NamedSharding`` for every array leaf of a (train-state or abstract) tree, by :func:`leaf_spec`."""
+    """``NamedSharding`` for every array leaf of a (train-state or abstract) tree, by :func:`leaf_spec`;
+    the leaves of a train state's ``"carry"`` (batch-first carried state) are split over the batch axes
+    like a batch."""
     fsdp, model = mesh.shape["fsdp"], mesh.shape["model"]
 
     def one(path, leaf):
         shape = tuple(getattr(leaf, "shape", ()))
+        if path and _path_str(path[:1]) == "carry":
+            return batch_sharding(mesh)
         return NamedSharding(mesh, leaf_spec(_path_str(path), shape, fsdp, model))
 
     return jax.tree_util.tree_map_with_path(one, tree)
