@@ -18,9 +18,10 @@ Three kinds of row:
   at the 2-core shape (d 256, 4 layers) and at AGIFORMER's training shape (d 512, 6 layers), the
   dense baseline against nanoGPT's ``model.py`` at about equal parameters, the Spiralformer femto
   against ``MycelialSpiralformer`` (batch 16 and 1);
-* the **port check**: the dense torch port in nanoGPT's configuration (GELU MLP 4d, no smeared keys)
-  against nanoGPT's ``model.py``, same optimizer and step — a reference port must be at least as fast
-  as the original it stands for (ratio ≥ 1).
+* the **port check**: the dense torch port in nanoGPT's configuration (GELU MLP 4d, no smeared keys,
+  learned absolute positions) against nanoGPT's ``model.py``, same optimizer and step — a reference
+  port must be at least as fast as the original it stands for (ratio ≥ 1); a second row keeps the
+  port's RoPE (work nanoGPT does not do: its cost).
 
 torch runs on ``--threads`` intra-op threads (default 2); JAX uses what XLA uses. ratio = peer ms /
 ours ms: > 1 means the "ours" side (spiraljax, or the port in the port check) is faster. Both
@@ -168,28 +169,31 @@ def nanogpt_pair(args):
     return jax_step, n_jax, step, n_peer
 
 
-def port_check_pair(args):
-    """torch_reference.DenseLM in nanoGPT's configuration vs nanoGPT's model.py: same batch, optimizer, step."""
-    import torch
-    import torch.nn.functional as F
-    from torch_reference import DenseLM
+def port_check_pair(rope: bool = False):
+    """torch_reference.DenseLM in nanoGPT's configuration (GELU MLP 4d, no smeared keys, learned absolute
+    positions; ``rope``: RoPE instead, the port's own) vs nanoGPT's model.py: same batch, optimizer, step."""
+    def build(args):
+        import torch
+        import torch.nn.functional as F
+        from torch_reference import DenseLM
 
-    import originals
+        import originals
 
-    tb = torch_batch(data_batch("configs/transformer_tiny.yaml", ["train.batch_size=32"]))
-    s = NANOGPT_SHAPE
-    torch.manual_seed(0)
-    port = DenseLM(s["vocab_size"], s["n_embd"], s["n_layer"], s["n_head"], mlp_ratio=4.0, mlp_kind="gelu_exact",
-                   tie_embeddings=True, smear_keys=False)
+        tb = torch_batch(data_batch("configs/transformer_tiny.yaml", ["train.batch_size=32"]))
+        s = NANOGPT_SHAPE
+        torch.manual_seed(0)
+        port = DenseLM(s["vocab_size"], s["n_embd"], s["n_layer"], s["n_head"], mlp_ratio=4.0, mlp_kind="gelu_exact",
+                       tie_embeddings=True, smear_keys=False, learned_positions=0 if rope else s["block_size"])
 
-    def port_loss(x, y):
-        logits, _ = port(x)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        def port_loss(x, y):
+            logits, _ = port(x)
+            return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
 
-    port_step = originals.nanogpt_train_step(port, port_loss, originals.decay_adamw(port),
-                                             tb["inputs"], tb["targets"])
-    nano_step, n_nano = originals.nanogpt_step(args.nanogpt_src, tb["inputs"], tb["targets"], **s)
-    return port_step, originals.count_params(port), nano_step, n_nano
+        port_step = originals.nanogpt_train_step(port, port_loss, originals.decay_adamw(port),
+                                                 tb["inputs"], tb["targets"])
+        nano_step, n_nano = originals.nanogpt_step(args.nanogpt_src, tb["inputs"], tb["targets"], **s)
+        return port_step, originals.count_params(port), nano_step, n_nano
+    return build
 
 
 def spiralformer_pair(batch_size: int):
@@ -224,7 +228,9 @@ WORKLOADS = [
              needs="spiralformer"),
     Workload("Spiralformer femto b1 vs original", "spiraljax", "Mycelial", spiralformer_pair(1),
              needs="spiralformer"),
-    Workload("port check: torch DenseLM (nanoGPT config) vs nanoGPT", "torch port", "nanoGPT", port_check_pair,
+    Workload("port check: torch DenseLM (nanoGPT config) vs nanoGPT", "torch port", "nanoGPT", port_check_pair(),
+             needs="nanogpt"),
+    Workload("port check, RoPE instead of learned positions", "torch port", "nanoGPT", port_check_pair(rope=True),
              needs="nanogpt"),
 ]
 

@@ -103,9 +103,9 @@ def powers_of_two(n: int) -> list[int]:
 class Attention(nn.Module):
     """``W_o · attend(RoPE(x W_q), RoPE(x W_k) [smeared], x W_v)`` on ``[B, T, d]``."""
 
-    def __init__(self, d: int, n_heads: int, smear: bool = False):
+    def __init__(self, d: int, n_heads: int, smear: bool = False, rope: bool = True):
         super().__init__()
-        self.h, self.dh = n_heads, d // n_heads
+        self.h, self.dh, self.rope = n_heads, d // n_heads, rope
         self.qkv = _linear(d, 3 * d)
         self.out = _linear(d, d)
         self.smear = nn.Parameter(torch.zeros(n_heads)) if smear else None
@@ -114,7 +114,7 @@ class Attention(nn.Module):
         b, t, d = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.h, self.dh)
         qk, v = qkv.split([2, 1], dim=2)  # split/unbind: their backward concatenates (indexing's zero-fills)
-        q, k = rope(qk).unbind(2)
+        q, k = (rope(qk) if self.rope else qk).unbind(2)
         v = v.squeeze(2)
         if self.smear is not None:
             m = torch.sigmoid(self.smear)[:, None]                          # [H, 1]
@@ -145,10 +145,10 @@ class MLP(nn.Module):
 
 
 class DenseBlock(nn.Module):
-    def __init__(self, d, n_heads, hidden, kind, smear):
+    def __init__(self, d, n_heads, hidden, kind, smear, rope: bool = True):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d, eps=LN_EPS), nn.LayerNorm(d, eps=LN_EPS)
-        self.attn = Attention(d, n_heads, smear)
+        self.attn = Attention(d, n_heads, smear, rope)
         self.mlp = MLP(d, hidden, kind)
 
     def forward(self, x):
@@ -157,15 +157,23 @@ class DenseBlock(nn.Module):
 
 
 class DenseLM(nn.Module):
-    """The dense baseline of ``spiraljax.models.transformer`` (see the module docstring)."""
+    """The dense baseline of ``spiraljax.models.transformer`` (see the module docstring).
+
+    ``learned_positions = N > 0`` (only for the port check against nanoGPT, whose configuration it is):
+    a learned absolute position table ``[N, d]`` added to the embedding, ``x = E[tok] + P[pos]``, and no
+    RoPE; 0 (spiraljax's model): RoPE on q and k."""
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, mlp_ratio: float = 4.0,
-                 mlp_kind: str = "swiglu", tie_embeddings: bool = True, smear_keys: bool = True):
+                 mlp_kind: str = "swiglu", tie_embeddings: bool = True, smear_keys: bool = True,
+                 learned_positions: int = 0):
         super().__init__()
         hidden = int(mlp_ratio * d_model * (2 / 3 if mlp_kind == "swiglu" else 1))  # kinds: swiglu, gelu, gelu_exact
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
-        self.blocks = nn.ModuleList(DenseBlock(d_model, n_heads, hidden, mlp_kind, smear_keys)
+        self.pos = nn.Embedding(learned_positions, d_model) if learned_positions else None
+        if self.pos is not None:
+            nn.init.normal_(self.pos.weight, std=0.02)
+        self.blocks = nn.ModuleList(DenseBlock(d_model, n_heads, hidden, mlp_kind, smear_keys, rope=self.pos is None)
                                     for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model, eps=LN_EPS)
         self.head = None if tie_embeddings else _linear(d_model, vocab_size)
@@ -180,6 +188,8 @@ class DenseLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, **_) -> tuple[torch.Tensor, dict]:
         x = self.embed(tokens)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(tokens.shape[1], device=tokens.device))  # a lookup, as nanoGPT's wpe
         for blk in self.blocks:
             x = blk(x)
         x = self.ln_f(x)

@@ -152,3 +152,45 @@ def test_agiformer_and_spiralformer_original_steps_run():
     assert n > 0 and np.isfinite(step())
     with pytest.raises(originals.ConfigError, match="not an inhale phase"):
         originals.spiralformer_step(PEERS / "spiralformer", tokens, tokens, torch.rand(2, 5), t=5.0)
+
+
+@needs_peers
+def test_port_in_nanogpt_configuration_computes_nanogpts_function():
+    """The port check times like against like: DenseLM with learned positions and the erf GELU, given
+    nanoGPT's weights (and its LayerNorm ε 1e-5 for Flax's 1e-6, zero LN biases), gives nanoGPT's logits."""
+    torch = pytest.importorskip("torch", reason="torch is the optional bench extra: pip install -e '.[bench]'")
+    _peer_module()
+    import originals
+    from torch_reference import DenseLM
+
+    s = dict(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    nano = originals.nanogpt_model(PEERS / "nanogpt", **s)
+    port = DenseLM(256, 32, 2, 2, mlp_ratio=4.0, mlp_kind="gelu_exact", tie_embeddings=True, smear_keys=False,
+                   learned_positions=16)
+    src = dict(nano.named_parameters())
+    names = {"embed.weight": "transformer.wte.weight", "pos.weight": "transformer.wpe.weight",
+             "ln_f.weight": "transformer.ln_f.weight"}
+    for i in range(2):
+        for ours, theirs in [("ln1", "ln_1"), ("ln2", "ln_2"), ("attn.qkv", "attn.c_attn"), ("attn.out", "attn.c_proj"),
+                             ("mlp.up", "mlp.c_fc"), ("mlp.down", "mlp.c_proj")]:
+            names[f"blocks.{i}.{ours}.weight"] = f"transformer.h.{i}.{theirs}.weight"
+    with torch.no_grad():
+        for name, p in port.named_parameters():
+            if name in names:
+                p.copy_(src[names[name]])
+            else:
+                assert name.endswith(".bias"), name  # the port's LayerNorm biases (nanoGPT: bias=False)
+                p.zero_()
+    for m in port.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            m.eps = 1e-5  # nanoGPT's (the port keeps Flax's 1e-6: same work)
+    nano.eval()
+    x = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        y = torch.randint(0, 256, (2, 16))
+        theirs, _ = nano(x, y)          # with targets: logits at every position
+        ours, _ = port(x)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4, rtol=1e-4)
+    # and without its learned positions (RoPE instead) it is a different function
+    rope = DenseLM(256, 32, 2, 2, mlp_ratio=4.0, mlp_kind="gelu_exact", tie_embeddings=True, smear_keys=False)
+    assert originals.count_params(port) == originals.count_params(rope) + 16 * 32
