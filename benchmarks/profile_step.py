@@ -75,12 +75,17 @@ def _attend_fn(mcfg, inputs):
 
     from spiraljax.ops.attention import causal_attention
 
-    return partial(causal_attention, window=getattr(mcfg, "window", None)), "dense causal"
+    window = getattr(mcfg, "window", None)
+    label = "dense causal" if window is None else f"window {window}" + (" (patches)" if mcfg.family == "hebbian_lm" else "")
+    return partial(causal_attention, window=window), label
 
 
 def sub_pieces(cfg, model, tx, state, batch, repeats: int) -> list[dict]:
     m = cfg.model
     b, t = np.shape(batch["inputs"])
+    hebbian = m.family == "hebbian_lm"
+    if hebbian:  # its blocks run over patch latents [B, T/P, d]
+        t //= m.patch
     d, h, n_layers = m.d_model, m.n_heads, m.n_layers
     rng = jax.random.key(1)
     params = state["params"]
@@ -114,11 +119,20 @@ def sub_pieces(cfg, model, tx, state, batch, repeats: int) -> list[dict]:
     attend, label = _attend_fn(m, batch["inputs"])
     att = jax.value_and_grad(lambda q, k, v: jnp.sum(attend(q, k, v) ** 2), argnums=(0, 1, 2))
     add(f"attention core {label}, fwd+bwd", att, q, k, v, per=n_layers)
+    if hebbian:
+        from functools import partial
+
+        from spiraljax.ops.hebbian import fast_weights
+
+        v1 = jnp.concatenate([v, jnp.ones((b, t, h, 1))], -1)  # value + normaliser column, as HebbianMemory
+        fw = partial(fast_weights, log_decay=jnp.log(jnp.full((h,), 0.99)), impl=m.memory_impl, chunk=m.memory_chunk)
+        mem = jax.value_and_grad(lambda q, k, v: jnp.sum(fw(q, k, v)[0] ** 2), argnums=(0, 1, 2))
+        add(f"fast weights {m.memory_impl} chunk {m.memory_chunk}, fwd+bwd", mem, q, k, v1, per=n_layers)
 
     from spiraljax.nn.layers import MLP
 
     kind = getattr(m, "mlp_kind", "gelu")
-    hidden = int(m.mlp_ratio * d * (2 / 3 if kind == "swiglu" else 1))
+    hidden = int(getattr(m, "mlp_ratio", 4.0) * d * (2 / 3 if kind == "swiglu" else 1))  # Hebbian: 4d GELU
     mlp = MLP(hidden, kind)
     x = jax.random.normal(keys[3], (b, t, d))
     mp = mlp.init(jax.random.key(3), x[:1])
@@ -131,7 +145,8 @@ def sub_pieces(cfg, model, tx, state, batch, repeats: int) -> list[dict]:
     def ce(x, w):
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(x @ w, targets))
 
-    add(f"logits {d}->{m.vocab_size} + CE, fwd+bwd", jax.value_and_grad(ce, argnums=(0, 1)), x, w)
+    if not hebbian:  # the Hebbian LM's logits come from its GRU head (in the trace's part table)
+        add(f"logits {d}->{m.vocab_size} + CE, fwd+bwd", jax.value_and_grad(ce, argnums=(0, 1)), x, w)
     return rows
 
 
@@ -200,6 +215,13 @@ def variants(cfg, batch, repeats: int) -> list[dict]:
 # --------------------------------------------------------------------------- 3. trace breakdown
 _INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+?)[{ ].*?metadata=\{op_name=\"([^\"]*)\"")
 _PART_RULES = [  # (regex on op_name, part), first match wins
+    (r"block_\d+/memory/", "Hebbian fast-weight memory"),  # Hebbian LM (before the generic rules)
+    (r"block_\d+/swa/", "attn core + projections (Hebbian window)"),
+    (r"block_\d+/mlp_(up|down)", "MLP"),
+    (r"block_\d+/mix/", "attn projections (qkv, out)"),
+    (r"latents/reasoning/", "reasoning loop (Hebbian)"),
+    (r"HebbianLM(\.decode)?\)?/head/", "GRU local head (Hebbian)"),
+    (r"latents/encoder/", "patch encoder (Hebbian)"),
     (r"_uniform|random_bits|threefry|phase_dropout", "dropout RNG (phase_dropout)"),
     (r"(attn|attention)/(qkv|out)/", "attn projections (qkv, out)"),
     (r"(attn|attention)/", "attn core (rope, smear, scores, softmax, PV)"),

@@ -45,6 +45,7 @@ draws (Flax truncates the lecun normal; irrelevant to speed).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -64,14 +65,23 @@ def _linear(fan_in: int, fan_out: int, bias: bool = False) -> nn.Linear:
     return lin
 
 
-def rope(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotate-half RoPE on ``[B, T, H, D]``: ``[x1, x2] → [x1 cos − x2 sin, x2 cos + x1 sin]``."""
-    t, d = x.shape[1], x.shape[-1]
+@functools.lru_cache(maxsize=16)
+def rope_tables(t: int, d: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``C = [cos, cos]``, ``S = [−sin, sin]`` ``[T, 1, D]`` of angle ``pos · base^(−2i/D)``, made once per (T, D)."""
     inv_freq = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
     ang = torch.arange(t, dtype=torch.float32)[:, None] * inv_freq  # [T, D/2]
-    cos, sin = ang.cos()[:, None, :], ang.sin()[:, None, :]
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+    cos, sin = ang.cos(), ang.sin()
+    return torch.cat([cos, cos], -1)[:, None, :], torch.cat([-sin, sin], -1)[:, None, :]
+
+
+def rope(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotate-half RoPE on ``[B, T, ..., D]`` (time second): ``[x1, x2] → [x1 cos − x2 sin, x2 cos + x1 sin]``,
+    computed as ``x·C + roll(x, D/2)·S`` (two products instead of four, no split)."""
+    c, s = rope_tables(x.shape[1], x.shape[-1], base)
+    if x.ndim > 4:  # e.g. q and k stacked [B, T, 2, H, D]: one pass for both
+        c, s = (a.view(a.shape[0], *([1] * (x.ndim - 3)), a.shape[-1]) for a in (c, s))
+    xf = x.float()
+    return torch.addcmul(xf * c, xf.roll(x.shape[-1] // 2, dims=-1), s).to(x.dtype)
 
 
 def shift_time(x: torch.Tensor, offset: int) -> torch.Tensor:
@@ -93,9 +103,9 @@ def powers_of_two(n: int) -> list[int]:
 class Attention(nn.Module):
     """``W_o · attend(RoPE(x W_q), RoPE(x W_k) [smeared], x W_v)`` on ``[B, T, d]``."""
 
-    def __init__(self, d: int, n_heads: int, smear: bool = False):
+    def __init__(self, d: int, n_heads: int, smear: bool = False, rope: bool = True):
         super().__init__()
-        self.h, self.dh = n_heads, d // n_heads
+        self.h, self.dh, self.rope = n_heads, d // n_heads, rope
         self.qkv = _linear(d, 3 * d)
         self.out = _linear(d, d)
         self.smear = nn.Parameter(torch.zeros(n_heads)) if smear else None
@@ -103,7 +113,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, attend) -> torch.Tensor:
         b, t, d = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.h, self.dh)
-        q, k, v = rope(qkv[:, :, 0]), rope(qkv[:, :, 1]), qkv[:, :, 2]
+        qk, v = qkv.split([2, 1], dim=2)  # split/unbind: their backward concatenates (indexing's zero-fills)
+        q, k = (rope(qk) if self.rope else qk).unbind(2)
+        v = v.squeeze(2)
         if self.smear is not None:
             m = torch.sigmoid(self.smear)[:, None]                          # [H, 1]
             k = m * k + (1.0 - m) * shift_time(k, 1)
@@ -127,14 +139,16 @@ class MLP(nn.Module):
     def forward(self, x):
         if self.kind == "swiglu":
             return self.down(F.silu(self.gate(x)) * self.up(x))
-        return self.down(F.gelu(self.up(x), approximate="tanh"))
+        # "gelu": tanh approximation, Flax's default (spiraljax's function); "gelu_exact": erf GELU, nanoGPT's
+        # (only for the port check against nanoGPT: torch's CPU tanh-GELU kernel is ≈ 2.8× slower fwd+bwd)
+        return self.down(F.gelu(self.up(x), approximate="tanh" if self.kind == "gelu" else "none"))
 
 
 class DenseBlock(nn.Module):
-    def __init__(self, d, n_heads, hidden, kind, smear):
+    def __init__(self, d, n_heads, hidden, kind, smear, rope: bool = True):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d, eps=LN_EPS), nn.LayerNorm(d, eps=LN_EPS)
-        self.attn = Attention(d, n_heads, smear)
+        self.attn = Attention(d, n_heads, smear, rope)
         self.mlp = MLP(d, hidden, kind)
 
     def forward(self, x):
@@ -143,15 +157,23 @@ class DenseBlock(nn.Module):
 
 
 class DenseLM(nn.Module):
-    """The dense baseline of ``spiraljax.models.transformer`` (see the module docstring)."""
+    """The dense baseline of ``spiraljax.models.transformer`` (see the module docstring).
+
+    ``learned_positions = N > 0`` (only for the port check against nanoGPT, whose configuration it is):
+    a learned absolute position table ``[N, d]`` added to the embedding, ``x = E[tok] + P[pos]``, and no
+    RoPE; 0 (spiraljax's model): RoPE on q and k."""
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, mlp_ratio: float = 4.0,
-                 mlp_kind: str = "swiglu", tie_embeddings: bool = True, smear_keys: bool = True):
+                 mlp_kind: str = "swiglu", tie_embeddings: bool = True, smear_keys: bool = True,
+                 learned_positions: int = 0):
         super().__init__()
-        hidden = int(mlp_ratio * d_model * (2 / 3 if mlp_kind == "swiglu" else 1))
+        hidden = int(mlp_ratio * d_model * (2 / 3 if mlp_kind == "swiglu" else 1))  # kinds: swiglu, gelu, gelu_exact
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
-        self.blocks = nn.ModuleList(DenseBlock(d_model, n_heads, hidden, mlp_kind, smear_keys)
+        self.pos = nn.Embedding(learned_positions, d_model) if learned_positions else None
+        if self.pos is not None:
+            nn.init.normal_(self.pos.weight, std=0.02)
+        self.blocks = nn.ModuleList(DenseBlock(d_model, n_heads, hidden, mlp_kind, smear_keys, rope=self.pos is None)
                                     for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model, eps=LN_EPS)
         self.head = None if tie_embeddings else _linear(d_model, vocab_size)
@@ -166,6 +188,8 @@ class DenseLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, **_) -> tuple[torch.Tensor, dict]:
         x = self.embed(tokens)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(tokens.shape[1], device=tokens.device))  # a lookup, as nanoGPT's wpe
         for blk in self.blocks:
             x = blk(x)
         x = self.ln_f(x)

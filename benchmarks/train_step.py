@@ -5,11 +5,19 @@
   python benchmarks/train_step.py --config configs/X.yaml --set model.d_model=256 train.batch_size=4
   python benchmarks/train_step.py --precision          # every family: float32/bfloat16 × remat off/on
   python benchmarks/train_step.py --precision --families transformer kssm_v3 --set train.batch_size=8
+  python benchmarks/train_step.py --flops              # achieved FLOP/s vs a plain matmul of the step's main shape
 
 ``--precision`` trains one step of each family's report configuration (32 × 128 tokens) in the four
 combinations of ``model.dtype`` and ``model.remat`` and prints ms/step and XLA's compiled peak memory
 (arguments + outputs + scratch − donated; "scratch" alone is where the activations live), each with its
 ratio to float32 without remat. On a CPU without native bfloat16 matmuls bfloat16 is usually slower.
+
+``--flops`` (the dense baseline, the Hebbian LM at AGIFORMER's 2-core shape and at its report shape, the
+Spiralformer femto; or ``--config``): the step's FLOPs from ``cost_analysis()`` and from its dots with loop
+trip counts (``benchmarks/flops.py``; ``cost_analysis`` counts a scan body once), the achieved FLOP/s
+(the larger of the two counts over the step time),
+and beside it the FLOP/s of a plain jitted matmul of the step's dominant dot shape and of a 1024³
+matmul, all timed interleaved in the same run; ``x_matmul`` = step FLOP/s ÷ dominant-shape matmul FLOP/s.
 """
 from __future__ import annotations
 
@@ -42,6 +50,16 @@ PRECISION_FAMILIES = {
     "hebbian_lm": ("configs/hebbian_shakespeare.yaml", []),
 }
 VARIANTS = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)]
+
+# --flops: the issue's two targets (dense ≥ 60 %, Hebbian ≥ 40 % of the matmul rate) and two context rows
+HEBBIAN_2CORE = ["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "model.seq_len=1024", "train.batch_size=4",
+                 "model.window=128", "model.head_hidden=256", "model.memory_chunk=64"]
+FLOPS_ROWS = {
+    "dense baseline b32 T128": ("configs/transformer_tiny.yaml", ["train.batch_size=32"]),
+    "Hebbian LM d256 L4 b4x1024": ("configs/hebbian_shakespeare.yaml", HEBBIAN_2CORE),
+    "Hebbian LM report b32x128": ("configs/hebbian_shakespeare.yaml", []),
+    "Spiralformer femto b16": ("configs/spiralformer_femto.yaml", ["train.batch_size=16"]),
+}
 
 
 def memory_mb(compiled) -> tuple[float | None, float | None]:
@@ -114,8 +132,23 @@ def main(argv: list[str] | None = None) -> None:
                    help="every family: float32/bfloat16 × remat off/on, ms/step and peak memory with ratios")
     p.add_argument("--families", nargs="*", default=list(PRECISION_FAMILIES), choices=list(PRECISION_FAMILIES),
                    help="with --precision: the families to measure (default: all)")
+    p.add_argument("--flops", action="store_true",
+                   help="achieved FLOP/s (cost_analysis) vs a plain matmul of the step's dominant dot shape")
     args = p.parse_args(argv)
     rows = []
+    if args.flops:
+        import flops
+
+        todo = ({Path(args.config).stem: (args.config, [])} if args.config else FLOPS_ROWS)
+        for name, (path, sets) in todo.items():
+            cfg = config.load(path, [*sets, *args.set])
+            rows.append({"model": name, **flops.step_row(cfg, args.repeats)})
+            print(f"  {name}: {rows[-1]['GFLOPs']:.1f} GFLOP/s, x_matmul {rows[-1]['x_matmul']:.2f}", file=sys.stderr,
+                  flush=True)
+        emit(rows, args.json, ["model", "batch", "ms_per_step", "xla_GFLOP", "dot_GFLOP", "GFLOPs", "dominant_dot",
+                               "dot_share", "matmul_GFLOPs", "x_matmul", "big_matmul_GFLOPs"],
+             "train step FLOP/s vs a plain XLA matmul of its dominant dot shape (interleaved, medians)")
+        return
     if args.precision:
         rows = precision_rows(args.families, args.set, args.repeats)
         emit(rows, args.json, ["family", "dtype", "remat", "batch", "params_M", "ms_per_step", "x_time", "peak_MiB",
