@@ -209,6 +209,25 @@ def spiralformer_pair(batch_size: int):
     return build
 
 
+def matmul_pair(b: int, m: int, k: int, n: int):
+    """A plain float32 ``[b, m, k] @ [b, k, n]`` (b 1: one 2-D product), jitted XLA vs ``torch.matmul``: the
+    matrix-product rate each framework's CPU backend (XLA's own kernels vs torch's oneDNN/MKL) gets at one of
+    the dense step's shapes, without any model around it. Parameter columns hold 0."""
+    def build(args):
+        import jax
+        import numpy as np
+        import torch
+
+        rng = np.random.default_rng(0)
+        shape_x, shape_w = ((m, k), (k, n)) if b == 1 else ((b, m, k), (b, k, n))
+        x, w = (rng.standard_normal(s_).astype(np.float32) for s_ in (shape_x, shape_w))
+        f = jax.jit(lambda x, w: x @ w)
+        xj, wj = jax.device_put(x), jax.device_put(w)
+        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+        return (lambda: jax.block_until_ready(f(xj, wj))), 0, (lambda: torch.matmul(xt, wt)), 0
+    return build
+
+
 FEMTO = "configs/spiralformer_femto.yaml"
 # Spiralformer's model.spiral.impl is "auto": spiraljax runs what spiraljax.ops.impl picks (dense-masked at
 # T 32 on the CPU), the torch port the original's sparse algorithm; "both dense" runs dense-masked on both.
@@ -230,6 +249,12 @@ WORKLOADS = [
              needs="spiralformer"),
     Workload("port check: torch DenseLM (nanoGPT config) vs nanoGPT", "torch port", "nanoGPT", port_check_pair(),
              needs="nanogpt"),
+    # the matrix-product rate of each side at the dense step's shapes (2·b·m·k·n FLOPs per call)
+    Workload("matmul [4096,128]x[128,512] (MLP up at 4d, 0.54 GFLOP)", "XLA", "torch",
+             matmul_pair(1, 4096, 128, 512)),
+    Workload("matmul [4096,128]x[128,384] (qkv, 0.40 GFLOP)", "XLA", "torch", matmul_pair(1, 4096, 128, 384)),
+    Workload("matmul [128: 128,32]x[32,128] (attention scores, 0.13 GFLOP)", "XLA", "torch",
+             matmul_pair(128, 128, 32, 128)),
     Workload("port check, RoPE instead of learned positions", "torch port", "nanoGPT", port_check_pair(rope=True),
              needs="nanogpt"),
 ]
