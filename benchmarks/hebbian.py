@@ -96,11 +96,11 @@ def matmuls(rule: str, c: int, d: int, e: int) -> list[tuple[int, int, int, floa
                 (c, c, e, 2), (c, c, d, 2),            # A V, Aᵀ dO; dA K, dAᵀ Q
                 (c, d, e, 2), (c, e, d, 2),            # Q S, K dS; dO Sᵀ, V dSᵀ
                 (d, c, e, 2)]                          # Kᵀ V, Qᵀ dO
-    # ops/delta.py chunked_per_head: forward 7 (+ the inverse), backward 14 (+ 2 C×C×C)
-    return [(c, d, c, 3),                              # K Kᵀ (fwd, bwd), Q Kᵀ
+    # ops/delta.py chunked_per_head: forward 7 (+ the inverse), backward 13
+    return [(c, d, c, 2),                              # K Kᵀ (saved for the backward), Q Kᵀ
             (c, c, d + e, 2),                          # T [Kb | Vb]; Tᵀ [dW | dU]
-            (c, d + e, c, 1),                          # [dW | dU] [Kb | Vb]ᵀ
-            (c, c, c, 2 + 2 / 3),                      # Tᵀ dT Tᵀ; the block inverse ≈ (2/3)·C³·2 FLOPs
+            (c, d + e, c, 1),                          # dA = −[dKb | dVb] [W | U]ᵀ
+            (c, c, c, 2 / 3),                          # the block inverse ≈ (2/3)·C³·2 FLOPs
             (c, d, e, 3), (d, c, e, 3),                # W S, Q S, Kd dS; Kdᵀ U', Qᵀ dO, Wᵀ dU
             (c, c, e, 2), (c, e, c, 1),                # P U', Pᵀ dO; dO U'ᵀ
             (c, c, d, 3), (c, e, d, 3)]                # dP K, dPᵀ Q, (X + Xᵀ) K; dO Sᵀ, dU Sᵀ, U' dSᵀ
