@@ -6,6 +6,7 @@
   python benchmarks/train_step.py --precision          # every family: float32/bfloat16 × remat off/on
   python benchmarks/train_step.py --precision --families transformer kssm_v3 --set train.batch_size=8
   python benchmarks/train_step.py --flops              # achieved FLOP/s vs a plain matmul of the step's main shape
+  python benchmarks/train_step.py --rules              # the Hebbian LM's write rules, interleaved, ratio to hebbian
 
 ``--precision`` trains one step of each family's report configuration (32 × 128 tokens) in the four
 combinations of ``model.dtype`` and ``model.remat`` and prints ms/step and XLA's compiled peak memory
@@ -102,6 +103,39 @@ def measure(cfg: config.Config, repeats: int, max_peak_mib: float | None = None)
     return {**row, "ms_per_step": sec * 1e3, "tokens_per_s": tokens / sec}
 
 
+def rules_rows(path: str, overrides: list[str], repeats: int, rules: tuple[str, ...] = ("hebbian", "shifted", "delta"),
+               calls: int = 3) -> list[dict]:
+    """ms/step of the train step of ``path`` (default: the report's Hebbian LM, 32 × 128 bytes) for each
+    ``model.memory_rule``, timed in alternation (``repeats`` rounds of ``calls`` steps per rule), so load on a
+    shared machine hits every rule alike; ``x_time`` is the ratio to the first rule."""
+    import time
+
+    from spiraljax.data.base import build_dataset
+
+    steps, holders = {}, {}
+    for rule in rules:
+        cfg = config.load(path, [*overrides, f"model.memory_rule={rule}"])
+        model, tx = build(cfg.model), make_optimizer(cfg.train)
+        batch = build_dataset(cfg).train_batch(0)
+        state = jax.jit(lambda x, m=model, t=tx: init_state(m, t, x, 0))(batch["inputs"][:1])
+        steps[rule] = (jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile(), batch)
+        holders[rule] = state
+    times: dict[str, list[float]] = {r: [] for r in rules}
+    for round_ in range(repeats + 1):            # round 0 warms up
+        for rule in rules:
+            step, batch = steps[rule]
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                holders[rule], out = step(holders[rule], batch)
+            jax.block_until_ready(out["loss"])
+            if round_:
+                times[rule].append((time.perf_counter() - t0) / calls)
+    ms = {r: 1e3 * float(np.median(t)) for r, t in times.items()}
+    tokens = batch["inputs"].size
+    return [{"rule": r, "batch": "x".join(map(str, batch["inputs"].shape)), "ms_per_step": ms[r],
+             "tokens_per_s": tokens / ms[r] * 1e3, "x_time": ms[r] / ms[rules[0]]} for r in rules]
+
+
 def precision_rows(families: list[str], overrides: list[str], repeats: int) -> list[dict]:
     """Every family × VARIANTS, with ratios to the family's float32 / remat-off row."""
     rows = []
@@ -134,8 +168,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --precision: the families to measure (default: all)")
     p.add_argument("--flops", action="store_true",
                    help="achieved FLOP/s (cost_analysis) vs a plain matmul of the step's dominant dot shape")
+    p.add_argument("--rules", action="store_true",
+                   help="the Hebbian LM (--config, default its report config) with each model.memory_rule, "
+                        "interleaved, with the ratio to the hebbian rule")
     args = p.parse_args(argv)
     rows = []
+    if args.rules:
+        rows = rules_rows(args.config or "configs/hebbian_shakespeare.yaml", args.set, args.repeats)
+        emit(rows, args.json, ["rule", "batch", "ms_per_step", "tokens_per_s", "x_time"],
+             "Hebbian LM train step by write rule (interleaved rounds, medians)")
+        return
     if args.flops:
         import flops
 

@@ -95,6 +95,21 @@ def test_plasticity_curriculum_and_forcing(tiny):
     assert not np.allclose(lo, hi)
 
 
+def test_recall_stats_forces_plasticity_into_the_model(tiny):
+    """The recall suite's ``plasticity=`` option reaches the model: the α it reports is the forced one,
+    not the curriculum's (0.1 at step 0)."""
+    from spiraljax.data.recall import MQARDataConfig
+    from spiraljax.eval.recall import recall_stats
+
+    cfg, model, variables, _ = tiny
+    data = MQARDataConfig(min_pairs=2, max_pairs=4)
+    natural = recall_stats(model, variables, data, 32, n_batches=1, batch=2, step=0)
+    assert natural["plasticity"] == pytest.approx(0.1)
+    for alpha in (0.5, 1.0):
+        got = recall_stats(model, variables, data, 32, n_batches=1, batch=2, step=0, force_plasticity=alpha)
+        assert got["plasticity"] == pytest.approx(alpha)
+
+
 def test_curriculum_data_switches_at_configured_steps(tmp_path):
     cfg = config.load(ROOT / "configs" / "hebbian_tiny.yaml", ["data.source=curriculum", "train.steps=100"])
     ds = build_dataset(cfg)

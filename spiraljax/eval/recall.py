@@ -53,14 +53,24 @@ def recall_stats(model, variables, data_cfg: MQARDataConfig, length: int, n_batc
                  seed: int = 12345, step: int = 0, pairs: int | None = None,
                  force_plasticity: float | None = None) -> dict[str, float]:
     """``{"accuracy", "first_accuracy", "guess_present"}`` over ``n_batches`` MQAR batches of ``length``
-    (``pairs`` fixes the number of key–value pairs; default: the data config's range)."""
+    (``pairs`` fixes the number of key–value pairs; default: the data config's range), plus
+    ``"plasticity"``: the α the model reports in ``aux["plasticity"]`` (the forced one, if it reached
+    the model), where it has one."""
     kwargs = {} if force_plasticity is None else {"force_plasticity": force_plasticity}
-    apply = jax.jit(lambda t: model.apply(variables, t, train=False, step=step, **kwargs)[0])
+
+    @jax.jit
+    def apply(tokens):
+        logits, aux = model.apply(variables, tokens, train=False, step=step, **kwargs)
+        return jnp.argmax(logits, axis=-1), {k: jnp.mean(aux[k]) for k in ("plasticity",) if k in aux}
+
     lo, hi = (pairs, pairs) if pairs is not None else (data_cfg.min_pairs, data_cfg.max_pairs)
     hits = total = first_hits = first_total = guess = 0.0
+    used: list[float] = []
     for i in range(n_batches):
         b = mqar_batch(seed, i, batch, length, lo, hi, data_cfg.n_keys, data_cfg.n_values)
-        pred = np.asarray(jnp.argmax(apply(jnp.asarray(b["inputs"])), axis=-1))
+        pred, aux = apply(jnp.asarray(b["inputs"]))
+        pred = np.asarray(pred)
+        used += [float(aux["plasticity"])] if "plasticity" in aux else []
         right = pred == b["targets"]
         first = first_query_mask(b["inputs"], b["mask"])
         hits += float(np.sum(right * b["mask"]))
@@ -69,7 +79,7 @@ def recall_stats(model, variables, data_cfg: MQARDataConfig, length: int, n_batc
         first_total += float(np.sum(first))
         guess += guess_present_accuracy(b["inputs"], b["mask"]) * float(np.sum(b["mask"]))
     return {"accuracy": hits / max(total, 1.0), "first_accuracy": first_hits / max(first_total, 1.0),
-            "guess_present": guess / max(total, 1.0)}
+            "guess_present": guess / max(total, 1.0), **({"plasticity": float(np.mean(used))} if used else {})}
 
 
 def _table(title: str, columns: list, rows: dict[str, dict[str, float]], head: str) -> list[str]:
@@ -116,10 +126,16 @@ def recall_suite(ctx: EvalContext, *, lengths: list[int] | None, pairs: list[int
     lines += _table("accuracy on first queries (answer only in the pairs)", lengths, first, "T")
     lines.append("guess among present values: " + "  ".join(f"T={n}: {guess[str(n)]:.3f}" for n in lengths))
     data = {"accuracy": table, "first_accuracy": first, "guess_present": guess, "lengths": lengths}
+    first_cell = {name: r[str(lengths[0])] for name, r in by_length.items()}
+    used = {name: cell["plasticity"] for name, cell in first_cell.items() if "plasticity" in cell}
+    if forced and used:
+        data["plasticity_used"] = used
+        lines.append("plasticity α the model used: " + ", ".join(f"{name}: {a:.3f}" for name, a in used.items()))
     if pair_counts:
         by_pairs = {name: {str(p): stats(c, a, pairs_length, p) for p in pair_counts}
                     for name, (c, a) in settings.items()}
         data["by_pairs"] = {name: {k: v["accuracy"] for k, v in r.items()} for name, r in by_pairs.items()}
+        data["by_pairs_first"] = {name: {k: v["first_accuracy"] for k, v in r.items()} for name, r in by_pairs.items()}
         data["pairs_guess_present"] = {str(p): next(iter(by_pairs.values()))[str(p)]["guess_present"]
                                        for p in pair_counts}
         data["pairs"], data["pairs_length"] = pair_counts, pairs_length
@@ -127,6 +143,8 @@ def recall_suite(ctx: EvalContext, *, lengths: list[int] | None, pairs: list[int
                         f"(capped at {max(1, (pairs_length - 2) // 4)})", pair_counts, data["by_pairs"], "n")
         lines.append("guess among present values: " + "  ".join(
             f"n={p}: {data['pairs_guess_present'][str(p)]:.3f}" for p in pair_counts))
+        lines += _table(f"accuracy on first queries vs number of pairs at T={pairs_length}", pair_counts,
+                        data["by_pairs_first"], "n")
     lines.append(f"(MQAR: {data_cfg.min_pairs}-{data_cfg.max_pairs} key-value pairs, then queries to the end; "
                  f"trained at T={seq}; chance 1/{data_cfg.n_values})")
     return SuiteResult(data, "\n".join(lines))
