@@ -134,11 +134,9 @@ def port_pair(cfg_path: str, overrides: list[str]):
     return build
 
 
-# AGIFORMER's settings that are not shape: dropout 0.1, AdamW lr 3e-4 / wd 0.01, clip 0.5 (both sides);
-# its write rule is the plain Hebbian one (k_t ⊗ v_t)
+# AGIFORMER's settings that are not shape: dropout 0.1, AdamW lr 3e-4 / wd 0.01, clip 0.5 (both sides)
 HEBBIAN_AS_AGIFORMER = ["train.batch_size=4", "model.seq_len=1024", "model.patch=4", "model.window=128",
                         "model.head_hidden=256", "model.reasoning_steps=3", "model.memory_chunk=64",
-                        "model.memory_rule=hebbian",
                         "model.dropout=0.1", "train.lr=3e-4", "train.weight_decay=0.01", "train.clip_norm=0.5"]
 
 

@@ -51,7 +51,7 @@ class HebbianConfig(AttentionConfig):
                                                                            "parallel form or a sequential scan")
     memory_chunk: int = Field(64, gt=0, description="patches per chunk of the chunked memory")
     memory_rule: Literal["hebbian", "shifted", "delta"] = Field(
-        "shifted", description="fast-weight write rule: hebbian (k_t ⊗ v_t, normalised), shifted (keys from a "
+        "hebbian", description="fast-weight write rule: hebbian (k_t ⊗ v_t, normalised), shifted (keys from a "
                                "causal convolution over positions t−K+1…t, started as k_{t−1}), delta (DeltaNet "
                                "error-correcting write, learned β_t, L2-normalised q and k)")
     shift_kernel: int = Field(2, ge=2, description="width K of the shifted rule's causal key convolution")
