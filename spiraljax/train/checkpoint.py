@@ -112,19 +112,12 @@ def _problem(err: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- tree signatures
-def _key_str(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
 def tree_signature(tree, prefix: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{"params/block_0/attn/qkv/kernel": (shape, dtype)}`` for every array leaf of a state tree,
     a saved checkpoint's metadata tree or an ``eval_shape`` tree alike."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join([prefix, *(_key_str(k) for k in path)]): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
-            for path, leaf in leaves if hasattr(leaf, "shape")}
+    return {f"{prefix}/{jax.tree_util.keystr(path, simple=True, separator='/')}":
+            (tuple(leaf.shape), str(np.dtype(leaf.dtype))) for path, leaf in leaves if hasattr(leaf, "shape")}
 
 
 def first_mismatch(saved: dict, wanted: dict) -> str | None:
