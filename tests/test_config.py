@@ -114,6 +114,18 @@ def test_families_and_sources_register_themselves():
     assert not hasattr(config, "MODEL_MODULES") and not hasattr(config, "DATA_MODULES")
 
 
+def test_the_family_and_source_tables_list_exactly_the_registered_in_tree_classes():
+    """spiraljax.models.FAMILIES / spiraljax.data.SOURCES are the one visible list: every class of the package
+    that registers is in it under its own name (tests may register out-of-tree classes beside them)."""
+    from spiraljax.data import SOURCES
+    from spiraljax.models import FAMILIES
+
+    for table, base in ((FAMILIES, config.ModelConfig), (SOURCES, config.DataConfig)):
+        in_tree = {name: cls for name, cls in base.registered().items() if cls.__module__.startswith("spiraljax.")}
+        assert table == in_tree
+        assert all(cls.model_fields[base.KEY].default == name for name, cls in table.items())
+
+
 @pytest.mark.parametrize("family, key", [
     ("kssm_v1", "n_heads"), ("kssm_v3", "dropout"), ("kssm_v2", "window"), ("spiralformer", "dropout"),
     ("spiralformer", "mlp_kind"), ("hebbian_lm", "mlp_kind"), ("holographic", "d_model"), ("kssm_v1", "coupling_scale"),
