@@ -298,3 +298,28 @@ def test_a_family_name_cannot_be_registered_twice():
     with pytest.raises(TypeError, match="registered twice"):
         class Again(config.ModelConfig):
             family: Literal["test_bag_of_tokens"] = "test_bag_of_tokens"
+
+
+def test_docs_configs_names_every_field_of_every_family():
+    """docs/configs.md's "Family and source keys" paragraph names each family's fields (a new field
+    must be documented there; ``--help-config`` has the descriptions)."""
+    import re
+    from pathlib import Path
+
+    from spiraljax.models import FAMILIES
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "configs.md").read_text(encoding="utf-8")
+    para = " ".join(text[text.index("Family and source keys"):text.index("; text data")].split())
+    labels = {"transformer": "baseline", "spiralformer": "Spiralformer", "kssm_v1": "K-SSM", "kssm_v2": "K-SSM",
+              "kssm_v3": "K-SSM", "hebbian_lm": "Hebbian", "holographic": "holographic"}
+    order = ["baseline", "Spiralformer", "K-SSM", "Hebbian", "holographic", None]
+    missing = []
+    for family, cls in FAMILIES.items():
+        label = labels[family]
+        start = para.index(f"; {label} `" if label != "baseline" else f"{label} `")
+        nxt = order[order.index(label) + 1]
+        part = para[start:para.index(f"; {nxt} `") if nxt else len(para)]
+        words = set(re.findall(r"\w+", part))
+        missing += [f"{family}.{f}" for f in cls.model_fields if f not in ("family", "vocab_size", "seq_len")
+                    and f not in words]
+    assert not missing, f"docs/configs.md lacks {missing}"
