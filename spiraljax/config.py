@@ -43,6 +43,7 @@ class Registered(Section):
     #                                         FAMILIES / SOURCES table lists the in-tree ones
     REGISTRY: ClassVar[dict[str, type["Registered"]]]
     # Fields this class no longer has, with the value old saved configs carry for them: see without_retired.
+    # Accepted until version 0.2.0, which drops RETIRED and without_retired (docs/training.md).
     RETIRED: ClassVar[dict[str, Any]] = {}
 
     @classmethod
