@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 _HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->\s*.*\{\s*$")
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\([^=]*?\)|\w+\[[^\]]*\](?:\{[^}]*\})?|\w+\[\])\s+([\w\-]+)\((.*)$")
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*"  # name =
+                    r"(\([^=]*?\)|\w+\[[^\]]*\](?:\{[^}]*\})?|\w+\[\])\s+([\w\-]+)\((.*)$")  # shape op(operands
 _PARAM = re.compile(r"([\w.\-]+):\s*(\w+\[[^\]]*\])")
 _SHAPE = re.compile(r"^\w+\[([^\]]*)\]")
 

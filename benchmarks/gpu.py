@@ -90,7 +90,7 @@ def mfu_rows(sizes: dict, kind: str) -> list[dict]:
         cfg = config.load(str(ROOT / path), sets)
         try:
             r = flops.step_row(cfg, sizes["repeats"], big=sizes["big"])
-        except Exception as e:  # noqa: BLE001 — report and go on: one size too big must not lose the rest
+        except Exception as e:
             rows.append({"model": name, "error": "OOM" if _oom(e) else f"{type(e).__name__}: {str(e)[:80]}"})
             continue
         rate = r["GFLOPs"] * 1e9
@@ -116,7 +116,7 @@ def attention_rows(lengths: list[int], repeats: int, heads: int = 8, dim: int = 
             g = jax.jit(jax.grad(lambda q, k, v, f=f: jnp.sum(f(q, k, v).astype(jnp.float32) ** 2), argnums=(0, 1, 2)))
             try:
                 row[f"{name}_ms"] = time_call(lambda g=g: g(q, k, v), repeats) * 1e3
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 row[f"{name}_ms"] = "OOM" if _oom(e) else type(e).__name__
         for name in ("dense_spiraljax", "dense_fused"):
             d, s = row[f"{name}_ms"], row["spiral_sparse_ms"]
@@ -140,7 +140,7 @@ def fast_weight_rows(lengths: list[int], shape: tuple[int, int, int], repeats: i
             grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
             try:
                 row[f"{impl}_ms"] = time_call(lambda grad=grad: grad(q, k, v), repeats) * 1e3
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 row[f"{impl}_ms"] = "OOM" if _oom(e) else type(e).__name__
         s, c = row["scan_ms"], row["chunked_ms"]
         row["scan_over_chunked"] = s / c if isinstance(s, float) and isinstance(c, float) else None
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         emit(out["mfu"], False, ["model", "batch", "dtype", "ms_per_step", "xla_GFLOP", "dot_GFLOP", "GFLOPs",
                                  "peak_TFLOPs", "MFU_peak", "big_matmul_GFLOPs", "MFU_big_matmul", "dominant_dot",
                                  "matmul_GFLOPs", "x_matmul", "error"],
-             f"train-step MFU (achieved FLOP/s over the nominal bf16 peak and over a measured {sizes['big']} bf16 matmul)")
+             "train-step MFU (achieved FLOP/s over the nominal bf16 peak and over a measured "
+             f"{sizes['big']} bf16 matmul)")
     if "attention" in args.parts:
         out["attention"] = attention_rows(sizes["attention_T"], sizes["repeats"])
         emit(out["attention"], False, ["T", "spiral_sparse_ms", "dense_spiraljax_ms", "dense_fused_ms",

@@ -76,7 +76,8 @@ def _attend_fn(mcfg, inputs):
     from spiraljax.ops.attention import causal_attention
 
     window = getattr(mcfg, "window", None)
-    label = "dense causal" if window is None else f"window {window}" + (" (patches)" if mcfg.family == "hebbian_lm" else "")
+    patches = " (patches)" if mcfg.family == "hebbian_lm" else ""
+    label = "dense causal" if window is None else f"window {window}{patches}"
     return partial(causal_attention, window=window), label
 
 

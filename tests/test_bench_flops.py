@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import flops  # noqa: E402
+import flops
 
 
 def _compiled(f, *args):
@@ -58,14 +58,16 @@ def test_unparseable_text_is_an_error():
 
 def test_cublas_gemm_custom_call_counts_as_a_dot():
     # the form XLA's GPU backend writes after rewriting a dot to cuBLAS (output: a (result, workspace) tuple)
+    backend = ('{"gemm_backend_config":{"alpha_real":1,"dot_dimension_numbers":{"lhs_contracting_dimensions":["2"],'
+               '"rhs_contracting_dimensions":["1"],"lhs_batch_dimensions":["0"],"rhs_batch_dimensions":["0"]}}}')
     hlo = """HloModule m
 ENTRY %main (a: f32[8,4096,128], b: f32[8,128,384]) -> f32[8,4096,384] {
   %a = f32[8,4096,128]{2,1,0} parameter(0)
   %b = f32[8,128,384]{2,1,0} parameter(1)
-  %custom-call.1 = (f32[8,4096,384]{2,1,0}, s8[4194304]{0}) custom-call(%a, %b), custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"alpha_real":1,"dot_dimension_numbers":{"lhs_contracting_dimensions":["2"],"rhs_contracting_dimensions":["1"],"lhs_batch_dimensions":["0"],"rhs_batch_dimensions":["0"]}}}
+  %custom-call.1 = (f32[8,4096,384]{2,1,0}, s8[4194304]{0}) custom-call(%a, %b), CALL_ATTRIBUTES
   ROOT %get-tuple-element = f32[8,4096,384]{2,1,0} get-tuple-element(%custom-call.1), index=0
 }
-"""
+""".replace("CALL_ATTRIBUTES", f'custom_call_target="__cublas$gemm", backend_config={backend}')
     assert flops.dot_flops(hlo) == {flops.DotShape(8, 4096, 128, 384): 1}
 
 

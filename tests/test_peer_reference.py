@@ -77,7 +77,8 @@ def test_torch_train_step_runs():
 # tests look for them beside the checkout (../shared/peers or ../../shared/peers) and skip without them.
 PEERS = next((p for p in (ROOT.parent / "shared" / "peers", ROOT.parent.parent / "shared" / "peers")
               if (p / "README.md").is_file()), None)
-needs_peers = pytest.mark.skipif(PEERS is None, reason="the original programs (shared/peers) are not beside this checkout")
+needs_peers = pytest.mark.skipif(PEERS is None,
+                                 reason="the original programs (shared/peers) are not beside this checkout")
 
 
 def _peer_module():

@@ -59,6 +59,8 @@ def test_recall_smoke_budget_end_to_end(tmp_path):
     assert (out / "report.md").is_file() and (out / "recall_vs_state.png").is_file()
     text = render_recall.block(report)
     assert "| transformer |" in text and "First-query accuracy per seed" not in text   # no T256_p16 cell here
+    commit = report["provenance"]["git"]["commit"]
+    assert f"commit {commit[:7]}" in text if commit else "commit ?" in text
     logs.clear()
     R.build_recall_report(budget, None, "recall-smoke", tmp_path / "reports", tmp_path / "runs", command="test",
                           log=logs.append)

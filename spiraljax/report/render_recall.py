@@ -58,6 +58,12 @@ def seeds_line(report: dict, cell: str) -> list[str]:
     return out
 
 
+def _commit(report: dict) -> str:
+    """The report's commit (7 hex digits, "(dirty)" when the tree had changes), or "?"."""
+    git = report["provenance"].get("git") or {}
+    return (git.get("commit") or "?")[:7] + (" (dirty)" if git.get("dirty") else "")
+
+
 def block(report: dict, figs: dict[str, str] | None = None) -> str:
     """The generated block: budget, both tables, the per-seed line at the target cell, the figure."""
     b = report["budget"]
@@ -65,7 +71,7 @@ def block(report: dict, figs: dict[str, str] | None = None) -> str:
              f"{b['train_pairs'][0]}–{b['train_pairs'][1]} pairs, lr {b['lr']}, d {b['d_model']}, "
              f"{b['n_layers']} layers; seeds {', '.join(map(str, report['seeds']))}; {b['eval_batches']} × "
              f"{b['batch']} fresh sequences per cell. Command: `{report['command']}`; commit "
-             f"{report['provenance'].get('git_commit', '?')[:7]}.", "",
+             f"{_commit(report)}.", "",
              "**Accuracy on first queries** (mean ± sd over seeds; the answer is only in the pairs):", "",
              *table(report, "first_accuracy"), "", "**Accuracy on all queries:**", "",
              *table(report, "accuracy"), "", *seeds_line(report, "T256_p16"), ""]
