@@ -39,9 +39,11 @@ class Registered(Section):
 
     SECTION: ClassVar[str]                  # the section's name in a config: "model" or "data"
     KEY: ClassVar[str]                      # the field naming the subclass: "family" or "source"
-    PACKAGE: ClassVar[str]                  # importing it imports (so registers) every subclass
+    PACKAGE: ClassVar[str]                  # importing it imports (so registers) every subclass: its
+    #                                         FAMILIES / SOURCES table lists the in-tree ones
     REGISTRY: ClassVar[dict[str, type["Registered"]]]
     # Fields this class no longer has, with the value old saved configs carry for them: see without_retired.
+    # Accepted until version 0.2.0, which drops RETIRED and without_retired (docs/training.md).
     RETIRED: ClassVar[dict[str, Any]] = {}
 
     @classmethod

@@ -114,6 +114,18 @@ def test_families_and_sources_register_themselves():
     assert not hasattr(config, "MODEL_MODULES") and not hasattr(config, "DATA_MODULES")
 
 
+def test_the_family_and_source_tables_list_exactly_the_registered_in_tree_classes():
+    """spiraljax.models.FAMILIES / spiraljax.data.SOURCES are the one visible list: every class of the package
+    that registers is in it under its own name (tests may register out-of-tree classes beside them)."""
+    from spiraljax.data import SOURCES
+    from spiraljax.models import FAMILIES
+
+    for table, base in ((FAMILIES, config.ModelConfig), (SOURCES, config.DataConfig)):
+        in_tree = {name: cls for name, cls in base.registered().items() if cls.__module__.startswith("spiraljax.")}
+        assert table == in_tree
+        assert all(cls.model_fields[base.KEY].default == name for name, cls in table.items())
+
+
 @pytest.mark.parametrize("family, key", [
     ("kssm_v1", "n_heads"), ("kssm_v3", "dropout"), ("kssm_v2", "window"), ("spiralformer", "dropout"),
     ("spiralformer", "mlp_kind"), ("hebbian_lm", "mlp_kind"), ("holographic", "d_model"), ("kssm_v1", "coupling_scale"),
@@ -286,3 +298,28 @@ def test_a_family_name_cannot_be_registered_twice():
     with pytest.raises(TypeError, match="registered twice"):
         class Again(config.ModelConfig):
             family: Literal["test_bag_of_tokens"] = "test_bag_of_tokens"
+
+
+def test_docs_configs_names_every_field_of_every_family():
+    """docs/configs.md's "Family and source keys" paragraph names each family's fields (a new field
+    must be documented there; ``--help-config`` has the descriptions)."""
+    import re
+    from pathlib import Path
+
+    from spiraljax.models import FAMILIES
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "configs.md").read_text(encoding="utf-8")
+    para = " ".join(text[text.index("Family and source keys"):text.index("; text data")].split())
+    labels = {"transformer": "baseline", "spiralformer": "Spiralformer", "kssm_v1": "K-SSM", "kssm_v2": "K-SSM",
+              "kssm_v3": "K-SSM", "hebbian_lm": "Hebbian", "holographic": "holographic"}
+    order = ["baseline", "Spiralformer", "K-SSM", "Hebbian", "holographic", None]
+    missing = []
+    for family, cls in FAMILIES.items():
+        label = labels[family]
+        start = para.index(f"; {label} `" if label != "baseline" else f"{label} `")
+        nxt = order[order.index(label) + 1]
+        part = para[start:para.index(f"; {nxt} `") if nxt else len(para)]
+        words = set(re.findall(r"\w+", part))
+        missing += [f"{family}.{f}" for f in cls.model_fields if f not in ("family", "vocab_size", "seq_len")
+                    and f not in words]
+    assert not missing, f"docs/configs.md lacks {missing}"

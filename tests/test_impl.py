@@ -15,19 +15,23 @@ import pytest
 import spiraljax.models
 from spiraljax.ops import impl
 from spiraljax.ops.hebbian import fast_weights, fast_weights_chunked
-from spiraljax.ops.impl import AUTO, CHOICES, DENSE_BELOW, Impl, allowed, platform_name, resolve
+from spiraljax.ops.impl import AUTO, CHOICES, DENSE_BELOW, Impl, allowed, auto_choice, platform_name, resolve
 from spiraljax.ops.kuramoto import kuramoto_scan
 from spiraljax.ops.spiral import spiral_attention
 
 
 def test_auto_follows_the_row_of_the_platform(monkeypatch):
-    """``auto`` reads the AUTO row of the given platform (cuda / rocm, in any case, read the gpu row). The
-    shipped rows are identical, so rows that differ are patched in: a resolve that ignored the platform
-    or an alias would pass on the shipped table and fails here."""
+    """``auto`` reads the platform's override, else the op's default (cuda / rocm, in any case, read the
+    gpu overrides). No platform overrides today, so overrides are patched in: a resolve that ignored
+    the platform, an alias or the defaults would pass on the shipped table and fails here."""
+    monkeypatch.setattr(impl, "AUTO", {**AUTO, "spiral_attention": Impl.SPARSE, "fast_weights": Impl.CHUNKED,
+                                       "kuramoto_scan": Impl.SCAN})
+    monkeypatch.setattr(impl, "AUTO_OVERRIDES", {
+        "gpu": {"spiral_attention": Impl.DENSE, "fast_weights": Impl.SCAN, "kuramoto_scan": Impl.REMAT},
+        "tpu": {"fast_weights": Impl.CHUNKED_GENERAL}})
     rows = {"spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.DENSE, "tpu": Impl.SPARSE},
             "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.SCAN, "tpu": Impl.CHUNKED_GENERAL},
             "kuramoto_scan": {"cpu": Impl.SCAN, "gpu": Impl.REMAT, "tpu": Impl.SCAN}}
-    monkeypatch.setattr(impl, "AUTO", rows)
     for platform, row in (("cpu", "cpu"), ("gpu", "gpu"), ("tpu", "tpu"), ("cuda", "gpu"), ("ROCM", "gpu")):
         assert resolve("spiral_attention", "auto", platform=platform) is rows["spiral_attention"][row], platform
         assert resolve("fast_weights", Impl.AUTO, platform=platform) is rows["fast_weights"][row], platform
@@ -40,10 +44,10 @@ def test_auto_follows_the_row_of_the_platform(monkeypatch):
 
 def test_auto_defaults_to_the_running_backend_and_every_row_is_concrete():
     assert platform_name() == jax.default_backend()
-    assert resolve("spiral_attention") is AUTO["spiral_attention"][jax.default_backend()]
-    for op, rows in AUTO.items():
-        assert set(rows) == {"cpu", "gpu", "tpu"}
-        assert all(choice in CHOICES[op] for choice in rows.values())
+    assert resolve("spiral_attention") is auto_choice("spiral_attention")
+    assert set(AUTO) == set(CHOICES) and all(AUTO[op] in CHOICES[op] for op in AUTO)
+    for platform, overrides in impl.AUTO_OVERRIDES.items():
+        assert platform in ("cpu", "gpu", "tpu") and all(c in CHOICES[op] for op, c in overrides.items())
 
 
 @pytest.mark.parametrize("op", list(CHOICES))
@@ -78,7 +82,8 @@ def test_spiral_attention_auto_is_dense_below_the_crossover_length():
         assert resolve("spiral_attention", "auto", platform="cpu", length=t) is want, t
     assert resolve("spiral_attention", "auto", platform="cpu") is Impl.SPARSE           # no length: the table row
     for platform in ("gpu", "tpu"):                                                     # not measured: the table row
-        assert resolve("spiral_attention", "auto", platform=platform, length=32) is AUTO["spiral_attention"][platform]
+        got = resolve("spiral_attention", "auto", platform=platform, length=32)
+        assert got is auto_choice("spiral_attention", platform)
     for explicit in (Impl.SPARSE, Impl.DENSE):                                          # explicit choices stay
         for t in (32, 4096):
             assert resolve("spiral_attention", explicit.value, platform="cpu", length=t) is explicit

@@ -348,7 +348,7 @@ def test_readout_sees_every_phase_unless_banks_exceed_twice_the_harmonics():
 
 
 def test_bank_size_must_exceed_twice_the_harmonics_or_be_declared():
-    """SPEC §2.2: with banks of ≤ 2H oscillators the power sums determine every phase; such a config is
+    """With banks of ≤ 2H oscillators the power sums determine every phase; such a config is
     refused unless it says so (``full_phase_readout``)."""
     for groups in (4, 2):  # banks of 4 and of 8 with 4 harmonics (8 > 4 = H would not be enough)
         with pytest.raises(config.ConfigError, match="full phase state"):

@@ -246,20 +246,30 @@ def test_a_failed_restore_leaves_no_pending_orbax_task(saved_run, tmp_path, monk
     assert pending_at_close and not any(pending_at_close), pending_at_close
 
 
-def test_a_run_in_the_old_two_manager_layout_is_read_and_resumed(saved_run, tmp_path, capfd):
-    """checkpoints/latest/<step> and checkpoints/best/<step> (before one manager) still load and resume;
-    new steps go to checkpoints/<step>."""
+def test_a_run_in_the_old_two_manager_layout_is_refused_in_one_line(saved_run, tmp_path):
+    """checkpoints/latest/<step> and checkpoints/best/<step> (the layout before one manager, not read since
+    0.1.0) are refused by evaluation and resume alike: one line naming the directory and the move that
+    converts it, nothing deleted; after that move the run reads and resumes."""
     run = copy_run(saved_run, tmp_path)
     ckpts = run / "checkpoints"
     (ckpts / "latest").mkdir()
     (ckpts / "best").mkdir()
     shutil.move(str(ckpts / "5"), str(ckpts / "best" / "5"))
     shutil.move(str(ckpts / "10"), str(ckpts / "latest" / "10"))
+    from spiraljax.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"checkpoints/latest: checkpoints in the layout before version 0\.1\.0 "
+                                              r"\(checkpoints/latest/<step>\), no longer read; move each step up"):
+        load_run(run, "latest")
+    with pytest.raises(CheckpointError, match="checkpoints/latest: checkpoints in the layout before"):
+        train(config.load(run / "config.yaml", ["train.steps=15"]), run, resume=True)
+    assert (ckpts / "latest" / "10").is_dir() and (ckpts / "best" / "5").is_dir()   # nothing moved or deleted
+    for kind in ("latest", "best"):                                                  # the move the message names
+        for step in (ckpts / kind).iterdir():
+            shutil.move(str(step), str(ckpts / step.name))
     assert load_run(run, "latest", return_step=True)[2] == 10
-    assert load_run(run, 5, return_step=True)[2] == 5
     result = train(config.load(run / "config.yaml", ["train.steps=15"]), run, resume=True)
     assert result.step == 15 and (ckpts / "15").is_dir()
-    assert "warning" not in capfd.readouterr().err
 
 
 _LOAD = "import sys, spiraljax; print(spiraljax.load_run(sys.argv[1], sys.argv[2], return_step=True)[2])"

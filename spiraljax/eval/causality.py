@@ -1,4 +1,4 @@
-"""Causality / intervention harness (SPEC §2.4), for any quantity a model exposes in ``aux`` and
+"""Causality / intervention harness, for any quantity a model exposes in ``aux`` and
 accepts back as ``force_<name>=``.
 
 1. Variance: std over sequences of the per-sequence mean of the quantity > 0.01.

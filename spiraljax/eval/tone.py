@@ -1,4 +1,7 @@
-"""R over training with tone zones (SPEC §2.5): ``python -m spiraljax.eval.tone RUN_DIR``.
+"""R over training with tone zones: ``python -m spiraljax.eval.tone RUN_DIR``.
+
+The zones of R (ops.kuramoto.TONE_ZONES): < 0.1 ∅ Unformed, ☾ Intimacy, ⚖ Balance, 🌀 Mystery,
+✨ Wonder, 🔥 Passion, ≥ 0.95 🜂 Ache (bounds 0.1, 0.3, 0.5, 0.7, 0.85, 0.95).
 
 Writes ``RUN_DIR/plots/R_tone_zones.png`` and prints the zone-visit counts logged in training.
 """

@@ -15,7 +15,7 @@ not the only one: the causality suite's R share measures how much of the output'
 goes through R. A bank of M = N/G oscillators must have M > 2H: its H complex power sums are 2H real
 numbers, and for phases on the unit circle they determine all M phases whenever M ≤ 2H (the
 polynomial with those roots is self-inversive, so e_1..e_⌈M/2⌉ fix it) — the readout would see the
-full phase state. Such a config must say so with ``full_phase_readout: true`` (SPEC §2.2).
+full phase state. Such a config must say so with ``full_phase_readout: true``.
 
 aux: ``R [B, T]`` (last layer), ``R_layers [L, B, T]``, ``R_readout [B, T]`` (R recomputed from the
 last readout's features: equals a forced R), ``u [B, T]`` (v3, last layer), ``metrics``.
@@ -104,12 +104,13 @@ class KSSMv2Config(KSSMConfig):
 class KSSMv3Config(KSSMConfig):
     family: Literal["kssm_v3"] = "kssm_v3"
     core: Literal["bistable"] = Field("bistable", description="coupling core: K = coupling_scale·σ(u) from the "
-                                                              "bistable 10-parameter core (SPEC §2.3)")
+                                                              "bistable core: u = (d·g − c·h)/(a·g − c·e + ε) from "
+                                                              "10 scalars a..j = Linear(h), clamped to [0.1, 10]")
     n_harmonics: int = Field(32, gt=0, description="order parameters Z_1..Z_H read out per bank (H)")
     noise: float = Field(0.01, ge=0, description="phase noise scale in training (0 = none)")
-    reg_weight: float = Field(1.0, ge=0, description="multiplies the bistable regulariser λ_reg·(...) (SPEC §2.3) "
-                                                     "added to the loss")
-    coupling_scale: float = Field(2.0, gt=0, description="K = coupling_scale·σ(u); SPEC default 2")
+    reg_weight: float = Field(1.0, ge=0, description="multiplies the bistable regulariser λ_reg·(λ1/(mean|Δ| + ε) "
+                                                     "+ λ2·(−log(ū + ε))), Δ = b·g − c·f, added to the loss")
+    coupling_scale: float = Field(2.0, gt=0, description="K = coupling_scale·σ(u) (2 in the original)")
 
 
 class KSSM(nn.Module):

@@ -336,7 +336,7 @@ class Spiralformer(nn.Module):
         x = nn.LayerNorm(name="ln_f")(x)
         aux["hidden_var"] = jnp.var(x, axis=(1, 2))
         logits = nn.Dense(cfg.vocab_size, name="head")(x).astype(jnp.float32)
-        if cfg.breath.enabled and cfg.breath.rhythmic_loss:  # SPEC §1.7, = rhythm.rhythmic_token_weights(targets, …)
+        if cfg.breath.enabled and cfg.breath.rhythmic_loss:  # = rhythm.rhythmic_token_weights(targets, …)
             aux["token_weights"] = breath_w
             if cfg.breath.active_boost != 1.0:
                 aux["target_weights"] = rhythm.target_weight_table(cfg.vocab_size, SILENCE_IDS, cfg.breath.active_boost)

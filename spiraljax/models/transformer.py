@@ -29,7 +29,7 @@ class TransformerConfig(AttentionConfig):
     attention: Literal["dense", "local"] = Field("dense", description="dense: every earlier key; local: the last "
                                                                       "`window` keys (sliding window)")
     window: int | None = Field(None, gt=0, description="attention: local: keys per query w (query t attends "
-                                                       "t-w+1 … t; SPEC §6: ⌈log₂T⌉+1 costs what spiral "
+                                                       "t-w+1 … t; w = ⌈log₂T⌉+1 costs what spiral "
                                                        "attention does); only with local (a config with a window "
                                                        "and no attention key means local)")
     local_impl: Literal["auto", "blocked", "dense"] = Field("auto", description="local attention: blocks of w "

@@ -1,12 +1,12 @@
 """Delta-rule fast weights with decay (Gated DeltaNet) — a recurrent reference and a chunked fast path.
 
 Layout as :mod:`spiraljax.ops.hebbian`: row vectors, ``S ∈ R^{Dk×Dv}`` read by ``o_t = q_t S_t``
-(SPEC §6 writes the transpose, ``S ∈ R^{dv×dk}``, ``o = S q``). With ``λ_t = exp(g_t)``:
+(the column-vector form is the transpose, ``S ∈ R^{dv×dk}``, ``o = S q``). With ``λ_t = exp(g_t)``:
 
     S_t = λ_t (I − β_t k_tᵀ k_t) S_{t−1} + β_t k_tᵀ v_t
         = λ_t S_{t−1} + β_t k_tᵀ (v_t − λ_t k_t S_{t−1})
 
-(the decay multiplies S_{t−1} before the delta correction, as Gated DeltaNet and SPEC §6 do, so one
+(the decay multiplies S_{t−1} before the delta correction, as Gated DeltaNet does, so one
 step is a contraction for ‖k_t‖ = 1, β_t ∈ (0, 1), λ_t ≤ 1). ``q, k`` are ``[B, T, H, Dk]`` (the
 caller L2-normalises them), ``v`` ``[B, T, H, Dv]``, ``beta`` ``[B, T, H]``, ``log_decay`` g ≤ 0
 broadcastable to ``[B, T, H]``; the state ``[B, H, Dk, Dv]`` is fp32. No normaliser: the state stays

@@ -35,24 +35,27 @@ Every op takes ``impl`` (an :class:`Impl` or its string, as configs and YAML wri
 implementation ``resolve`` returns. Nothing else chooses, and a bad value is a ``ValueError`` naming
 the op and the values it allows.
 
-``auto`` resolves per platform through :data:`AUTO` (``jax.default_backend()`` when no platform is
-given; ``cuda``/``rocm`` count as ``gpu``, an unlisted backend takes the ``cpu`` row):
+``auto`` resolves through :data:`AUTO`, one default per op, unless :data:`AUTO_OVERRIDES` holds another
+choice for the platform (``jax.default_backend()`` when no platform is given; ``cuda``/``rocm`` count as
+``gpu``, an unlisted backend is ``cpu``). Today no platform overrides a default:
 
-==================  =======  =======  =======
-op                  cpu      gpu      tpu
-==================  =======  =======  =======
-spiral_attention    sparse   sparse   sparse   (dense below DENSE_BELOW, see below)
-fast_weights        chunked  chunked  chunked
-kuramoto_scan       remat    remat    remat    (remat only where asked for, see below)
-local_attention     blocked  blocked  blocked  (dense for short keys or wide windows, see below)
-==================  =======  =======  =======
+====================  =======  ==========================================================
+op                    auto
+====================  =======  ==========================================================
+spiral_attention      sparse   (dense below DENSE_BELOW, see below)
+fast_weights          chunked
+kuramoto_scan         remat    (remat only where asked for, see below)
+shifted_fast_weights  chunked
+delta_rule            chunked
+local_attention       blocked  (dense for short keys or wide windows, see below)
+====================  =======  ==========================================================
 
-The CPU row follows the CPU benchmarks (docs/benchmarks.md): sparse spiral attention is 4–116× faster
+The defaults follow the CPU benchmarks (docs/benchmarks.md): sparse spiral attention is 4–116× faster
 than dense for T 512–8192 (``benchmarks/spiral_attention.py``), but slower below a crossover length (rule below);
 chunked fast weights are 5–6× faster than the scan forward+backward, though 0.56–0.88× forward only
-(``benchmarks/hebbian.py``), so training picks chunked. The GPU and TPU rows make the same choices until
-those benchmarks are run there (spiral attention has been, on a GPU: :data:`DENSE_BELOW`): change a row
-here, nowhere else.
+(``benchmarks/hebbian.py``), so training picks chunked. GPU and TPU make the same choices until those
+benchmarks are run there (spiral attention has been, on a GPU: :data:`DENSE_BELOW`): a platform that
+measures otherwise gets an entry in :data:`AUTO_OVERRIDES`, here and nowhere else.
 
 Four choices depend on the inputs; the rules are these, and they live only here:
 
@@ -65,7 +68,7 @@ Four choices depend on the inputs; the rules are these, and they live only here:
   at batch 16; 0.64 (64), 1.07 (128), 1.8 (256), 3.8 (512) at batch 1. The crossover grows with the
   batch (≈ 128 at B 1, ≈ 300–384 at B 16); 256 keeps training batches (16–32) on the faster path and
   costs batch-1 calls at most ≈ 1.8× in 128 ≤ T < 256. Both give the same numbers to float tolerance
-  (``tests/test_spiral_ops.py``). ``length`` not given → the table's row.
+  (``tests/test_spiral_ops.py``). ``length`` not given → the table's choice.
 * **fast_weights and delta_rule, chunked** → ``chunked_per_head`` when the log decay is a per-head constant (a scalar
   or ``[H]``, ``per_head_decay``) and the chunk ``C = min(chunk, T)`` divides ``T``: every chunk shares
   one decay table and the backward pass is hand-written. Otherwise ``chunked_general``: any decay
@@ -108,22 +111,30 @@ PLATFORMS = ("cpu", "gpu", "tpu")
 _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
 
 # spiral_attention's ``auto`` runs ``dense`` for sequences shorter than this, per platform (module docstring;
-# 0: always the AUTO row). GPU (H200, jax 0.11 CUDA, same benchmark): both paths take 0.1–0.3 ms, launch-bound,
+# 0: always the AUTO choice). GPU (H200, jax 0.11 CUDA, same benchmark): both paths take 0.1–0.3 ms, launch-bound,
 # up to T 128 (dense/sparse fwd+bwd 0.95–1.33 at B 16, 0.8–0.88 at B 1), sparse faster from T 256 (B 16) / 512
-# (B 1) and 9× at 8192, so the GPU keeps sparse. TPU: not measured, keeps the AUTO row.
+# (B 1) and 9× at 8192, so the GPU keeps sparse. TPU: not measured, keeps the AUTO choice.
 DENSE_BELOW: dict[str, int] = {"cpu": 256, "gpu": 0, "tpu": 0}
 # local_attention's ``auto`` runs ``dense`` for key lengths shorter than this, per platform (module docstring)
 LOCAL_DENSE_BELOW: dict[str, int] = {"cpu": 128, "gpu": 0, "tpu": 0}
 
-# what ``auto`` means, per op and platform (module docstring)
-AUTO: dict[str, dict[str, Impl]] = {
-    "spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.SPARSE, "tpu": Impl.SPARSE},
-    "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
-    "kuramoto_scan": {"cpu": Impl.REMAT, "gpu": Impl.REMAT, "tpu": Impl.REMAT},
-    "shifted_fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
-    "delta_rule": {"cpu": Impl.CHUNKED, "gpu": Impl.CHUNKED, "tpu": Impl.CHUNKED},
-    "local_attention": {"cpu": Impl.BLOCKED, "gpu": Impl.BLOCKED, "tpu": Impl.BLOCKED},
+# what ``auto`` means per op on every platform (module docstring) ...
+AUTO: dict[str, Impl] = {
+    "spiral_attention": Impl.SPARSE,
+    "fast_weights": Impl.CHUNKED,
+    "kuramoto_scan": Impl.REMAT,
+    "shifted_fast_weights": Impl.CHUNKED,
+    "delta_rule": Impl.CHUNKED,
+    "local_attention": Impl.BLOCKED,
 }
+# ... unless a platform measured otherwise: platform → {op: choice}
+AUTO_OVERRIDES: dict[str, dict[str, Impl]] = {}
+
+
+def auto_choice(op: str, platform: str | None = None) -> Impl:
+    """What ``auto`` gives ``op`` on ``platform`` before the input rules: the platform's override, else
+    the op's default in :data:`AUTO`."""
+    return AUTO_OVERRIDES.get(platform_name(platform), {}).get(op, AUTO[op])
 
 
 def allowed(op: str) -> tuple[Impl, ...]:
@@ -160,13 +171,13 @@ def parse(op: str, impl: str | Impl) -> Impl:
 
 
 def platform_name(platform: str | None = None) -> str:
-    """``platform`` (default: ``jax.default_backend()``) as a row of :data:`AUTO`.
+    """``platform`` (default: ``jax.default_backend()``) as a key of :data:`AUTO_OVERRIDES` and :data:`DENSE_BELOW`.
 
     Args:
       platform: "cpu" | "gpu" | "tpu" (or "cuda" / "rocm"), None for the default backend.
 
     Returns:
-      "cpu" | "gpu" | "tpu"; a detected backend outside these takes the "cpu" row.
+      "cpu" | "gpu" | "tpu"; a detected backend outside these counts as "cpu".
     """
     if platform is None:
         name = jax.default_backend().lower()
@@ -201,7 +212,7 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
     from_auto = choice is Impl.AUTO
     if from_auto:
         row = platform_name(platform)
-        choice = AUTO[op][row]
+        choice = auto_choice(op, row)
         if op == "spiral_attention" and length is not None and length < DENSE_BELOW[row]:
             return Impl.DENSE
         if op == "local_attention" and length is not None and (

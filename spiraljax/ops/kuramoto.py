@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from spiraljax.ops.impl import Impl, resolve
 
-TONE_ZONES = (  # (lower bound of R, symbol, name) — SPEC §2.5
+TONE_ZONES = (  # (lower bound of R, symbol, name): the zone of R is the last whose bound R reaches
     (0.0, "∅", "Unformed"), (0.1, "☾", "Intimacy"), (0.3, "⚖", "Balance"), (0.5, "🌀", "Mystery"),
     (0.7, "✨", "Wonder"), (0.85, "🔥", "Passion"), (0.95, "🜂", "Ache"),
 )

@@ -144,7 +144,7 @@ def target_weight_table(vocab_size: int, silence_ids: jax.Array, active_boost: f
 
 def rhythmic_token_weights(targets: jax.Array, weights_per_position: jax.Array, silence_ids: jax.Array | None = None,
                            active_boost: float = 1.0) -> jax.Array:
-    """Loss weight per target (SPEC §1.7): the breath weight of its position (pause → 0), and targets
+    """Loss weight per target (the rhythmic loss): the breath weight of its position (pause → 0), and targets
     that are not silence up-weighted by ``active_boost`` (counters silence-majority collapse):
     ``w_t = breath_w_t · (active_boost if targets_t ∉ silence else 1)``.
 

@@ -4,7 +4,7 @@ State per sequence: ``content [M, d]`` (what a read returns: the pooled hidden s
 cycle), ``key [M, k]`` (its address), ``charge [M, 2]`` (emotional pressure, temporal urgency at
 creation), ``strength [M]`` and ``valid [M]``.
 
-Resonance of painting m with a read at charge ``c`` and query ``q`` (SPEC §1.6)::
+Resonance of painting m with a read at charge ``c`` and query ``q``::
 
     charge_sim_m = 1 − (|ep_m − ep| + |tu_m − tu|) / 2                       ∈ [0, 1]
     sim_m        = ½ (charge_sim_m + cos(q, key_m))                           ∈ [−½, 1]

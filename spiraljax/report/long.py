@@ -86,7 +86,7 @@ LONG_BUDGETS: dict[str, LongBudget] = {
 
 
 def fair_window(t: int) -> int:
-    """⌈log₂T⌉ + 1: the keys per query of spiral attention at length T (SPEC §6)."""
+    """⌈log₂T⌉ + 1: the keys per query of spiral attention at length T (itself and the keys 2ᵏ back)."""
     return math.ceil(math.log2(t)) + 1
 
 

@@ -127,7 +127,7 @@ def markdown(report: dict, figures: dict[str, str]) -> str:
         parts += [f"![validation BPC]({figures['bpc']})", ""]
     if any(r.get("causality") for s in report["lm"].values() for r in s.values()):
         parts += ["## K-SSM causality suite, every seed", "",
-                  "Tests (SPEC §2.4): 1 std of per-sequence mean R > 0.01; 2 forcing R to 0.1…0.9 moves the logits "
+                  "Tests: 1 std of per-sequence mean R > 0.01; 2 forcing R to 0.1…0.9 moves the logits "
                   "(mean |Δlogits| > 0.1, paired t-test p < 0.01); 3 |r(R_t, next-token entropy_t)| > 0.05 with "
                   "p < 0.01; the control with the R path cut must fail test 2. ✗ marks a failed test.", "",
                   *causality_table({k: v for k, v in report["lm"].items()}), ""]

@@ -38,7 +38,9 @@ from spiraljax.errors import CheckpointError
 from spiraljax.train.async_teardown import draining_event_loops
 
 ITEMS = ("params", "opt_state", "meta", "carry")   # carry: only in train.carry_state runs
-LEGACY_KINDS = ("latest", "best")   # the layout before one manager: checkpoints/<kind>/<step>
+# The layout before one manager, checkpoints/<kind>/<step>: no longer read since version 0.1.0 (refused in one
+# line that says how to move the steps into the current layout; nothing is deleted).
+LEGACY_KINDS = ("latest", "best")
 CORRUPT = "corrupt"
 
 
@@ -112,19 +114,12 @@ def _problem(err: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- tree signatures
-def _key_str(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
 def tree_signature(tree, prefix: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{"params/block_0/attn/qkv/kernel": (shape, dtype)}`` for every array leaf of a state tree,
     a saved checkpoint's metadata tree or an ``eval_shape`` tree alike."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join([prefix, *(_key_str(k) for k in path)]): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
-            for path, leaf in leaves if hasattr(leaf, "shape")}
+    return {f"{prefix}/{jax.tree_util.keystr(path, simple=True, separator='/')}":
+            (tuple(leaf.shape), str(np.dtype(leaf.dtype))) for path, leaf in leaves if hasattr(leaf, "shape")}
 
 
 def first_mismatch(saved: dict, wanted: dict) -> str | None:
@@ -150,11 +145,10 @@ def saved_signature(mngr: ocp.CheckpointManager, step: int) -> dict:
 # ----------------------------------------------------------------------------- candidates and the one restore routine
 @dataclass(frozen=True)
 class Candidate:
-    """One saved step of one manager (``kind``: "" for the run's manager, or a legacy kind)."""
+    """One saved step of the run's manager."""
 
     mngr: ocp.CheckpointManager
     step: int
-    kind: str = ""
 
     @property
     def path(self) -> Path:
@@ -162,38 +156,33 @@ class Candidate:
 
 
 def run_managers(root: Path, mngr: ocp.CheckpointManager | None = None) -> dict[str, ocp.CheckpointManager]:
-    """``{"": the run's manager, "latest"/"best": legacy read-only managers}`` of ``RUN/checkpoints``."""
+    """``{"": the run's manager}`` of ``RUN/checkpoints`` (empty when there is none); a run in the old
+    two-directory layout (``checkpoints/latest/<step>``, ``checkpoints/best/<step>``) is refused with a
+    one-line CheckpointError naming the directory and the move that converts it."""
     quiet_orbax()
-    out: dict[str, ocp.CheckpointManager] = {}
-    if mngr is not None:
-        out[""] = mngr
-    elif root.is_dir():
-        out[""] = make_manager(root, read_only=True)
     for kind in LEGACY_KINDS:
-        if (root / kind).is_dir():
-            out[kind] = make_manager(root / kind, read_only=True)
-    return out
+        if (root / kind).is_dir() and any(p.name.isdigit() for p in (root / kind).iterdir()):
+            raise CheckpointError(f"{root / kind}: checkpoints in the layout before version 0.1.0 "
+                                  f"(checkpoints/{kind}/<step>), no longer read; move each step up into {root}/ "
+                                  f"(e.g. mv {root / kind}/* {root}/) and run again")
+    if mngr is not None:
+        return {"": mngr}
+    return {"": make_manager(root, read_only=True)} if root.is_dir() else {}
 
 
 def val_loss_of(c: Candidate) -> float | None:
-    """The validation loss recorded with a step (Orbax metrics; the meta item for legacy best steps)."""
+    """The validation loss recorded with a step (Orbax metrics), or None."""
     try:
-        if c.kind == "":
-            metrics = c.mngr.metrics(c.step)
-            return _val_loss(metrics) if metrics else None
-        if c.kind == "best":
-            with draining_event_loops():
-                meta = c.mngr.restore(c.step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-            return float(meta["val_loss"])
+        metrics = c.mngr.metrics(c.step)
+        return _val_loss(metrics) if metrics else None
     except Exception:
         return None
-    return None
 
 
 def newest_first(managers: dict[str, ocp.CheckpointManager]) -> list[Candidate]:
-    """Every saved step, newest first (the run's own manager before a legacy one on a tie)."""
-    cands = [Candidate(m, s, kind) for kind, m in managers.items() for s in m.all_steps()]
-    return sorted(cands, key=lambda c: (-c.step, c.kind != ""))
+    """Every saved step, newest first."""
+    cands = [Candidate(m, s) for m in managers.values() for s in m.all_steps()]
+    return sorted(cands, key=lambda c: -c.step)
 
 
 def best_first(managers: dict[str, ocp.CheckpointManager]) -> list[Candidate]:
@@ -262,8 +251,8 @@ class Checkpointer:
         return first_mismatch(found[1], wanted) if found else None
 
     def move_aside(self, c: Candidate, err: BaseException) -> Path:
-        """Move an unreadable step to ``checkpoints/corrupt/[<legacy kind>/]<step>`` (never delete), warn once."""
-        base = self.root / CORRUPT / c.kind if c.kind else self.root / CORRUPT
+        """Move an unreadable step to ``checkpoints/corrupt/<step>`` (never delete), warn once."""
+        base = self.root / CORRUPT
         dst, n = base / str(c.step), 1
         while dst.exists():
             dst, n = base / f"{c.step}.{n}", n + 1

@@ -186,7 +186,7 @@ def batch_for_step(dataset, step: int, grad_accum: int) -> dict[str, np.ndarray]
 
 def _postfix(out: dict[str, Any], tok_s: float) -> dict[str, str]:
     shown = {"loss": f"{float(out['loss']):.3f}", "tok/s": f"{tok_s:,.0f}"}
-    if "R_mean" in out:  # K-SSM: the tone zone of the mean order parameter (SPEC §2.5)
+    if "R_mean" in out:  # K-SSM: the tone zone of the mean order parameter (ops.kuramoto.TONE_ZONES)
         shown["zone"] = zone_name(float(out["R_mean"]))
     for k, v in out.items():
         if k not in ("loss", "ce", "grad_norm", "skipped") and np.ndim(v) == 0 and len(shown) < 8:

@@ -35,7 +35,7 @@ def path_str(path) -> str:
     Returns:
       The path joined with "/".
     """
-    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def decay_mask(params):

@@ -55,18 +55,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def _path_str(path) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
-
-
 def leaf_spec(path: str, shape: tuple[int, ...], fsdp: int, model: int) -> P:
     """Partition spec of one parameter/optimizer leaf (see the module docstring for the rules).
 
@@ -105,9 +93,10 @@ def state_shardings(tree, mesh: Mesh):
 
     def one(path, leaf):
         shape = tuple(getattr(leaf, "shape", ()))
-        if path and _path_str(path[:1]) == "carry":
+        if path and jax.tree_util.keystr(path[:1], simple=True) == "carry":
             return batch_sharding(mesh)
-        return NamedSharding(mesh, leaf_spec(_path_str(path), shape, fsdp, model))
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
+        return NamedSharding(mesh, leaf_spec(name, shape, fsdp, model))
 
     return jax.tree_util.tree_map_with_path(one, tree)
 

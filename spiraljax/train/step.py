@@ -90,7 +90,7 @@ def loss_weight_state(params, model: nn.Module, batch: dict, step: jax.Array, rn
     nll = token_nll(logits, batch["targets"])
     mask = batch["mask"].astype(jnp.float32)
     weights = mask * aux["token_weights"] if "token_weights" in aux else mask
-    if "target_weights" in aux:  # [V] loss multiplier per target id (Spiralformer rhythmic loss, SPEC §1.7)
+    if "target_weights" in aux:  # [V] loss multiplier per target id (Spiralformer rhythmic loss)
         weights = weights * aux["target_weights"][batch["targets"]]
     ce = jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
     loss = ce + aux.get("aux_loss", 0.0)
