@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-# The default experiment of a bare ``python train.py``: Spiralformer femto (SPEC §1.12) on freshly
+# The default experiment of a bare ``python train.py``: Spiralformer femto (d 128, 4 layers) on freshly
 # generated mycelial glyph data, trained twice as long as the config file says (about 3 minutes on a 2-core CPU).
 DEFAULT_CONFIG = "configs/spiralformer_femto.yaml"
 DEFAULT_OVERRIDES = ["name=spiralformer_femto_default", "train.steps=800", "train.eval_every=200",

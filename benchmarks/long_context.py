@@ -9,7 +9,7 @@ Each family is its ~1M-parameter report configuration at batch 1 and ``model.seq
 step of ``benchmarks/train_step.py``: jit-compiled, donated state, as training runs it):
 
 * ``dense``    configs/transformer_tiny.yaml (d128 L4): full causal attention, O(T²);
-* ``local``    the same with ``model.attention=local``, ``model.window = ⌈log₂T⌉+1`` (SPEC §6: the keys per
+* ``local``    the same with ``model.attention=local``, ``model.window = ⌈log₂T⌉+1`` (the keys per
   query of spiral attention);
 * ``spiral``   configs/spiralformer_shakespeare.yaml with ``model.spiral.impl=sparse``;
 * ``hebbian``  configs/hebbian_shakespeare.yaml (patch 4, window 32 patches, chunked fast weights);
@@ -43,7 +43,7 @@ LINEAR_TARGET = {"local": 1.15, "spiral": 1.15, "hebbian": 1.15}
 
 
 def fair_window(t: int) -> int:
-    """⌈log₂T⌉ + 1: the keys per query of spiral attention at length T (SPEC §6)."""
+    """⌈log₂T⌉ + 1: the keys per query of spiral attention at length T (offsets 0, 1, 2, 4, …)."""
     return math.ceil(math.log2(t)) + 1
 
 

@@ -9,7 +9,7 @@ Where both run, dense and sparse calls alternate (dense, sparse, dense, …) and
 compared, so machine noise hits both sides; ``--key-mask`` adds a random PAD-key mask ``[B, T]`` as
 Spiralformer passes (diagonal kept). The crossover length below which ``auto`` picks ``dense``
 (``spiraljax.ops.impl.DENSE_BELOW``) was measured with the second command. ``--local`` adds the fair
-sparse baseline (SPEC §6): blocked sliding-window attention with as many keys per query as spiral
+sparse baseline: blocked sliding-window attention with as many keys per query as spiral
 attention has offsets, timed in the same interleaved rounds.
 """
 from __future__ import annotations
