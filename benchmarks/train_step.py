@@ -30,9 +30,7 @@ import numpy as np
 
 from common import emit, time_fn
 from spiraljax import config
-from spiraljax.models import build
-from spiraljax.train.optim import make_optimizer
-from spiraljax.train.step import init_state, make_train_step
+from spiraljax.train.setup import setup
 
 SIZES = {  # name: overrides of the baseline
     "tiny d128 L4": ["model.d_model=128", "model.n_layers=4", "model.n_heads=4"],
@@ -77,14 +75,11 @@ def memory_mb(compiled) -> tuple[float | None, float | None]:
 def measure(cfg: config.Config, repeats: int, max_peak_mib: float | None = None) -> dict:
     """ms/step, tokens/s and compiled memory of ``cfg``'s train step; with ``max_peak_mib``, a step whose
     compiled peak is larger is not run (its times are None)."""
-    from spiraljax.data.base import build_dataset
-
-    model = build(cfg.model)
-    tx = make_optimizer(cfg.train)
-    batch = build_dataset(cfg).train_batch(0)
-    state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
+    s = setup(cfg, mesh=False)
+    batch = s.batch(0)
+    state = s.init_state(seed=0)
     # as the training loop runs it; compiled once, for the timing and the memory analysis
-    step = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile()
+    step = s.jit_step().lower(state, batch).compile()
     peak, scratch = memory_mb(step)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     row = {"params_M": n_params / 1e6, "batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}", "peak_MiB": peak,
