@@ -10,10 +10,28 @@ from pathlib import Path
 
 import numpy as np
 
-from spiraljax.ops.kuramoto import TONE_ZONES, zone_name
+from spiraljax.ops.kuramoto import ZONE_BOUNDS
 from spiraljax.runs import read_metrics
 
+TONE_ZONES = tuple(zip(  # (lower bound of R, symbol, name) per zone; the bounds are ops.kuramoto's
+    (0.0, *ZONE_BOUNDS), ("∅", "☾", "⚖", "🌀", "✨", "🔥", "🜂"),
+    ("Unformed", "Intimacy", "Balance", "Mystery", "Wonder", "Passion", "Ache"), strict=True))
+
 ZONE_COLORS = ("#eeeeee", "#dde7f5", "#dff0e0", "#efe3f5", "#fff4cc", "#ffe0cc", "#f8d0d0")
+
+
+def zone_name(r: float) -> str:
+    """``"<symbol> <name>"`` of the tone zone holding a (host) value of R, e.g. ``0.6 → "🌀 Mystery"``."""
+    for lo, sym, name in reversed(TONE_ZONES):
+        if r >= lo:
+            return f"{sym} {name}"
+    return ""
+
+
+def progress_fields(metrics: dict) -> dict[str, str]:
+    """Progress-bar fields of a logged train step: ``{"zone": zone_name(R_mean)}`` where the model logs
+    the mean order parameter (K-SSM), else nothing (the loop's ``TrainHooks.progress``)."""
+    return {"zone": zone_name(float(metrics["R_mean"]))} if "R_mean" in metrics else {}
 
 
 def plot_tone(run_dir: str | Path) -> tuple[Path, str]:
