@@ -225,18 +225,12 @@ def step_row(cfg, repeats: int, big: DotShape = DotShape(1, 1024, 1024, 1024)) -
     and of ``big`` (in the model's compute dtype), all timed interleaved in one loop.
 
     FLOPs: the larger of ``cost_analysis()`` and the dot count (which counts scan bodies per trip)."""
-    import jax
+    from spiraljax.train.setup import setup
 
-    from spiraljax.data.base import build_dataset
-    from spiraljax.models import build
-    from spiraljax.train.optim import make_optimizer
-    from spiraljax.train.step import init_state, make_train_step
-
-    model = build(cfg.model)
-    tx = make_optimizer(cfg.train)
-    batch = build_dataset(cfg).train_batch(0)
-    state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
-    step = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile()
+    s = setup(cfg, mesh=False)
+    batch = s.batch(0)
+    state = s.init_state(seed=0)
+    step = s.jit_step().lower(state, batch).compile()
     xla = xla_flops(step)
     dots = dot_flops(step.as_text())
     dot_total = total_dot_flops(dots)

@@ -52,22 +52,17 @@ def worker(cfg_path: str, overrides: list[str], steps: int, distributed: bool) -
     import numpy as np
 
     from spiraljax import config
-    from spiraljax.train.loop import _prepare, batch_for_step
-    from spiraljax.train.sharding import batch_shardings, replicated, shard_batch, state_shardings
-    from spiraljax.train.step import init_state, make_train_step
+    from spiraljax.train.setup import batch_for_step, setup
+    from spiraljax.train.sharding import replicated, shard_batch
 
     t0 = time.perf_counter()
     cfg = config.load(cfg_path, overrides)
-    p = _prepare(cfg)
-    shardings = state_shardings(p.abstract_state, p.mesh)
-    state = jax.jit(lambda x: init_state(p.model, p.tx, x, cfg.train.seed), out_shardings=shardings)(p.sample_inputs)
-    specs = batch_shardings(batch_for_step(p.dataset, 0, 1), p.mesh)
+    p = setup(cfg)
+    state = p.init_state(carry=False)
     t_prepare = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    step_fn = jax.jit(make_train_step(p.model, p.tx, 1), donate_argnums=0, in_shardings=(shardings, specs),
-                      out_shardings=(shardings, replicated(p.mesh)))
-    compiled = step_fn.lower(state, shard_batch(batch_for_step(p.dataset, 0, 1), p.mesh)).compile()
+    compiled = p.jit_step().lower(state, shard_batch(batch_for_step(p.dataset, 0, 1), p.mesh)).compile()
     t_compile = time.perf_counter() - t0
 
     for s in range(2):   # warm-up (first executions set up the collectives' communicators)

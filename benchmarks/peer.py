@@ -86,17 +86,13 @@ def jax_side(cfg_path: str, overrides: list[str]):
     import jax
 
     from spiraljax import config
-    from spiraljax.data.base import build_dataset
-    from spiraljax.models import build
-    from spiraljax.train.optim import make_optimizer
-    from spiraljax.train.step import init_state, make_train_step
+    from spiraljax.train.setup import setup
 
     cfg = config.load(str(ROOT / cfg_path), overrides)
-    model = build(cfg.model)
-    tx = make_optimizer(cfg.train)
-    batch = build_dataset(cfg).train_batch(0)
-    state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
-    step = jax.jit(make_train_step(model, tx), donate_argnums=0)  # as the training loop runs it
+    s = setup(cfg, mesh=False)
+    batch = s.batch(0)
+    state = s.init_state(seed=0)
+    step = s.jit_step()  # as the training loop runs it
     holder = {"state": state}
 
     def jax_step():

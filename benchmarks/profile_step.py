@@ -42,10 +42,8 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import HOST_MEMORY_REUSED, time_fn
 from spiraljax import config
-from spiraljax.data.base import build_dataset
-from spiraljax.models import build
-from spiraljax.train.optim import make_optimizer
-from spiraljax.train.step import init_state, loss_fn, make_train_step
+from spiraljax.train.setup import setup
+from spiraljax.train.step import loss_fn
 
 
 # --------------------------------------------------------------------------- 1. cost analysis
@@ -81,7 +79,7 @@ def _attend_fn(mcfg, inputs):
     return partial(causal_attention, window=window), label
 
 
-def sub_pieces(cfg, model, tx, state, batch, repeats: int) -> list[dict]:
+def sub_pieces(cfg, model, tx, state, batch, repeats: int, train_step) -> list[dict]:
     m = cfg.model
     b, t = np.shape(batch["inputs"])
     hebbian = m.family == "hebbian_lm"
@@ -98,7 +96,7 @@ def sub_pieces(cfg, model, tx, state, batch, repeats: int) -> list[dict]:
         sec = time_fn(lambda: f(*args), repeats=repeats, warmup=2)
         rows.append({"piece": name, "ms": sec * 1e3 * per, "x": per})
 
-    step = jax.jit(make_train_step(model, tx))
+    step = jax.jit(train_step)
     add("full train step", lambda s: step(s, batch), state)  # all outputs: nothing is dead code
     add("forward (loss)", lambda p: loss_fn(p, model, batch, step0, rng)[0], params)
     vg = jax.value_and_grad(loss_fn, has_aux=True)
@@ -331,13 +329,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     cfg = config.load(args.config, args.set)
-    model = build(cfg.model)
-    tx = make_optimizer(cfg.train)
-    batch = build_dataset(cfg).train_batch(0)
-    state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
+    s = setup(cfg, mesh=False)
+    model, tx, batch = s.model, s.tx, s.batch(0)
+    state = s.init_state(seed=0)
     step0, rng = jnp.zeros((), jnp.int32), jax.random.key(1)
-    train_step = make_train_step(model, tx)
-    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile()
+    compiled = s.jit_step().lower(state, batch).compile()
     vg = jax.value_and_grad(loss_fn, has_aux=True)
     costs = {"train step": cost(compiled),
              "forward": cost(jax.jit(lambda p: loss_fn(p, model, batch, step0, rng)[0])
@@ -347,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.hlo_out:
         Path(args.hlo_out).write_text(compiled.as_text())
 
-    pieces = sub_pieces(cfg, model, tx, state, batch, args.repeats)
+    pieces = sub_pieces(cfg, model, tx, state, batch, args.repeats, s.step_fn)
     alts = variants(cfg, batch, args.repeats) if args.variants else []
 
     holder = {"state": jax.tree.map(jnp.copy, state)}

@@ -31,9 +31,7 @@ import numpy as np
 
 from common import emit, time_fn
 from spiraljax import config
-from spiraljax.models import build
-from spiraljax.train.optim import make_optimizer
-from spiraljax.train.step import init_state, make_train_step
+from spiraljax.train.setup import setup
 
 SIZES = {  # name: overrides of the baseline
     "tiny d128 L4": ["model.d_model=128", "model.n_layers=4", "model.n_heads=4"],
@@ -78,14 +76,11 @@ def memory_mb(compiled) -> tuple[float | None, float | None]:
 def measure(cfg: config.Config, repeats: int, max_peak_mib: float | None = None) -> dict:
     """ms/step, tokens/s and compiled memory of ``cfg``'s train step; with ``max_peak_mib``, a step whose
     compiled peak is larger is not run (its times are None)."""
-    from spiraljax.data.base import build_dataset
-
-    model = build(cfg.model)
-    tx = make_optimizer(cfg.train)
-    batch = build_dataset(cfg).train_batch(0)
-    state = jax.jit(lambda x: init_state(model, tx, x, 0))(batch["inputs"][:1])
+    s = setup(cfg, mesh=False)
+    batch = s.batch(0)
+    state = s.init_state(seed=0)
     # as the training loop runs it; compiled once, for the timing and the memory analysis
-    step = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile()
+    step = s.jit_step().lower(state, batch).compile()
     peak, scratch = memory_mb(step)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     row = {"params_M": n_params / 1e6, "batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}", "peak_MiB": peak,
@@ -110,15 +105,11 @@ def rules_rows(path: str, overrides: list[str], repeats: int, rules: tuple[str, 
     shared machine hits every rule alike; ``x_time`` is the ratio to the first rule."""
     import time
 
-    from spiraljax.data.base import build_dataset
-
     steps, holders = {}, {}
     for rule in rules:
-        cfg = config.load(path, [*overrides, f"model.memory_rule={rule}"])
-        model, tx = build(cfg.model), make_optimizer(cfg.train)
-        batch = build_dataset(cfg).train_batch(0)
-        state = jax.jit(lambda x, m=model, t=tx: init_state(m, t, x, 0))(batch["inputs"][:1])
-        steps[rule] = (jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile(), batch)
+        s = setup(config.load(path, [*overrides, f"model.memory_rule={rule}"]), mesh=False)
+        batch, state = s.batch(0), s.init_state(seed=0)
+        steps[rule] = (s.jit_step().lower(state, batch).compile(), batch)
         holders[rule] = state
     times: dict[str, list[float]] = {r: [] for r in rules}
     for round_ in range(repeats + 1):            # round 0 warms up

@@ -142,12 +142,12 @@ _FOUR_DEVICES = textwrap.dedent("""
     import jax, numpy as np
     from spiraljax import config
     from spiraljax.config import MeshConfig
-    from spiraljax.train import loop
+    from spiraljax.train.setup import setup
     from spiraljax.train.sharding import batch_shardings, make_mesh, replicated, shard_batch, state_shardings
     from spiraljax.train.step import init_state, make_train_step
 
     cfg = config.load(sys.argv[1], sys.argv[2:])
-    p = loop._prepare(cfg)
+    p = setup(cfg)
     out = {}
     for name, mesh_cfg in (("one", MeshConfig(data=1)), ("four", MeshConfig(data=4))):
         mesh = make_mesh(mesh_cfg, cfg.train.batch_size)

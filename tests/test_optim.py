@@ -77,7 +77,7 @@ def test_zero_gradient_update_shrinks_decayed_leaves_only(tiny_cfg, tiny_params)
     after n steps p·Π_s(1 − lr_s·wd) for decayed leaves, unchanged for the others."""
     cfg = tiny_cfg.train.model_copy(update={"weight_decay": 0.5})
     start = jax.tree.map(lambda p: p + 0.5, tiny_params)  # no all-zero leaf (biases start at 0)
-    tx = make_optimizer(cfg, start)
+    tx = make_optimizer(cfg)
     state = tx.init(start)
     params = start
     zeros = jax.tree.map(jnp.zeros_like, start)

@@ -1,6 +1,6 @@
 """R over training with tone zones: ``python -m spiraljax.eval.tone RUN_DIR``.
 
-The zones of R (ops.kuramoto.TONE_ZONES): < 0.1 ∅ Unformed, ☾ Intimacy, ⚖ Balance, 🌀 Mystery,
+The zones of R (bounds: ops.kuramoto.ZONE_BOUNDS): < 0.1 ∅ Unformed, ☾ Intimacy, ⚖ Balance, 🌀 Mystery,
 ✨ Wonder, 🔥 Passion, ≥ 0.95 🜂 Ache (bounds 0.1, 0.3, 0.5, 0.7, 0.85, 0.95).
 
 Writes ``RUN_DIR/plots/R_tone_zones.png`` and prints the zone-visit counts logged in training.
@@ -13,10 +13,28 @@ from pathlib import Path
 
 import numpy as np
 
-from spiraljax.ops.kuramoto import TONE_ZONES, zone_name
+from spiraljax.ops.kuramoto import ZONE_BOUNDS
 from spiraljax.runs import read_metrics
 
+TONE_ZONES = tuple(zip(  # (lower bound of R, symbol, name) per zone; the bounds are ops.kuramoto's
+    (0.0, *ZONE_BOUNDS), ("∅", "☾", "⚖", "🌀", "✨", "🔥", "🜂"),
+    ("Unformed", "Intimacy", "Balance", "Mystery", "Wonder", "Passion", "Ache"), strict=True))
+
 ZONE_COLORS = ("#eeeeee", "#dde7f5", "#dff0e0", "#efe3f5", "#fff4cc", "#ffe0cc", "#f8d0d0")
+
+
+def zone_name(r: float) -> str:
+    """``"<symbol> <name>"`` of the tone zone holding a (host) value of R, e.g. ``0.6 → "🌀 Mystery"``."""
+    for lo, sym, name in reversed(TONE_ZONES):
+        if r >= lo:
+            return f"{sym} {name}"
+    return ""
+
+
+def progress_fields(metrics: dict) -> dict[str, str]:
+    """Progress-bar fields of a logged train step: ``{"zone": zone_name(R_mean)}`` where the model logs
+    the mean order parameter (K-SSM), else nothing (the loop's ``TrainHooks.progress``)."""
+    return {"zone": zone_name(float(metrics["R_mean"]))} if "R_mean" in metrics else {}
 
 
 def plot_tone(run_dir: str | Path) -> tuple[Path, str]:

@@ -16,19 +16,9 @@ import jax.numpy as jnp
 
 from spiraljax.ops.impl import Impl, resolve
 
-TONE_ZONES = (  # (lower bound of R, symbol, name): the zone of R is the last whose bound R reaches
-    (0.0, "∅", "Unformed"), (0.1, "☾", "Intimacy"), (0.3, "⚖", "Balance"), (0.5, "🌀", "Mystery"),
-    (0.7, "✨", "Wonder"), (0.85, "🔥", "Passion"), (0.95, "🜂", "Ache"),
-)
-ZONE_BOUNDS = tuple(z[0] for z in TONE_ZONES[1:])
-
-
-def zone_name(r: float) -> str:
-    """``"<symbol> <name>"`` of the tone zone holding a (host) value of R, e.g. ``0.6 → "🌀 Mystery"``."""
-    for lo, sym, name in reversed(TONE_ZONES):
-        if r >= lo:
-            return f"{sym} {name}"
-    return ""
+# Lower bounds of R of the tone zones 1..6 (zone 0 starts at R = 0); their names and symbols are
+# presentation and live in spiraljax.eval.tone.
+ZONE_BOUNDS = (0.1, 0.3, 0.5, 0.7, 0.85, 0.95)
 
 
 def order_parameter(theta: jax.Array, n: int = 1) -> tuple[jax.Array, jax.Array]:
@@ -357,4 +347,4 @@ def zone_counts(r: jax.Array) -> jax.Array:
     Returns:
       ``[7]`` float counts.
     """
-    return jnp.sum(jax.nn.one_hot(tone_zone(r).ravel(), len(TONE_ZONES)), axis=0)
+    return jnp.sum(jax.nn.one_hot(tone_zone(r).ravel(), len(ZONE_BOUNDS) + 1), axis=0)

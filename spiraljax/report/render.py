@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from spiraljax.eval.stats import mean_sd, plus_minus
-from spiraljax.ops.kuramoto import TONE_ZONES
+from spiraljax.eval.tone import TONE_ZONES
 
 README_BEGIN = "<!-- report:{name}:begin -->"
 README_END = "<!-- report:{name}:end -->"

@@ -98,23 +98,11 @@ def step_memory_mb(cfg: Config) -> float | None:
 
     Read from XLA's compiled memory analysis, so it is exact and does not depend on machine load.
     """
-    import jax
+    from spiraljax.train.setup import setup
 
-    from spiraljax.data.base import build_dataset
-    from spiraljax.models import build
-    from spiraljax.train.optim import make_optimizer
-    from spiraljax.train.step import init_state, make_train_step
-
-    model, tx = build(cfg.model), make_optimizer(cfg.train)
-    batch = build_dataset(cfg).train_batch(0)
-    carry = cfg.train.batch_size if cfg.train.carry_state else None   # the step as the loop runs it
-    state = jax.eval_shape(lambda x: init_state(model, tx, x, cfg.train.seed, carry), batch["inputs"][:1])
-    if cfg.train.grad_accum > 1:
-        batch = {k: np.stack([v] * cfg.train.grad_accum) for k, v in batch.items()}
+    s = setup(cfg, mesh=False)   # the step as the loop runs it (carried state, gradient accumulation)
     try:
-        compiled = jax.jit(make_train_step(model, tx, cfg.train.grad_accum, cfg.train.carry_state),
-                           donate_argnums=0).lower(
-            state, batch).compile()
+        compiled = s.jit_step().lower(s.abstract_state, s.batch(0)).compile()
         m = compiled.memory_analysis()
     except Exception:  # a backend without memory analysis: report nothing
         return None

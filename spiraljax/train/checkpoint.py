@@ -232,11 +232,6 @@ class Checkpointer:
         self.mngr.save(step, args=_save_args(state, state_meta(state, **(meta or {}), **extra)),
                        metrics=extra or None, force=True)
 
-    def best_val_loss(self) -> float:
-        """The lowest validation loss any kept step was saved with (inf when none)."""
-        losses = [v for c in newest_first(self.managers) if (v := val_loss_of(c)) is not None]
-        return min(losses, default=float("inf"))
-
     def has_checkpoints(self) -> bool:
         return any(m.all_steps() for m in self.managers.values())
 

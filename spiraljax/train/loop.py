@@ -30,20 +30,18 @@ import numpy as np
 
 from spiraljax import config as config_lib
 from spiraljax.config import Config
-from spiraljax.data.base import DataError, build_dataset, metric_unit
+from spiraljax.data.base import metric_unit
 from spiraljax.errors import RunError
 from spiraljax.losses import evaluate_lm, make_eval_step
-from spiraljax.models import build
-from spiraljax.ops.kuramoto import zone_name
 from spiraljax.runinfo import write_run_info
 from spiraljax.train.checkpoint import Checkpointer
 from spiraljax.train.distributed import is_primary
 from spiraljax.train.lock import RunLock
 from spiraljax.train.metrics import MetricsWriter, NullWriter
-from spiraljax.train.optim import lr_schedule, make_optimizer
+from spiraljax.train.optim import lr_schedule
 from spiraljax.train.progress import progress_bar
-from spiraljax.train.sharding import batch_shardings, make_mesh, replicated, shard_batch, state_shardings
-from spiraljax.train.step import check_carry, init_state, make_train_step
+from spiraljax.train.setup import Setup, batch_for_step, setup
+from spiraljax.train.sharding import shard_batch
 
 
 @dataclass
@@ -54,11 +52,14 @@ class TrainHooks:
     ``samples/step_<step>.txt``. ``plot(run_dir)``: called once when the run reaches ``train.steps``.
     ``evaluate(params, step) -> {"loss", "bpc", "ppl", …}`` replaces the built-in validation pass
     (:func:`spiraljax.losses.evaluate_lm`), whose ``loss`` picks the best checkpoint.
+    ``progress(metrics) -> {name: text}``: a model family's own progress-bar fields of a logged step
+    (e.g. a K-SSM's tone zone), shown after loss and tok/s.
     """
 
     sample: Callable[[Any, int], str] | None = None
     plot: Callable[[Path], None] | None = None
     evaluate: Callable[[Any, int], dict[str, float]] | None = None
+    progress: Callable[[dict[str, Any]], dict[str, str]] | None = None
 
 
 HookFactory = Callable[[Config, Any, Any], TrainHooks]   # (cfg, model, dataset) -> hooks
@@ -177,57 +178,17 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def batch_for_step(dataset, step: int, grad_accum: int) -> dict[str, np.ndarray]:
-    if grad_accum == 1:
-        return dataset.train_batch(step)
-    micro = [dataset.train_batch(step * grad_accum + i) for i in range(grad_accum)]
-    return {k: np.stack([m[k] for m in micro]) for k in micro[0]}
-
-
-def _postfix(out: dict[str, Any], tok_s: float) -> dict[str, str]:
+def _postfix(out: dict[str, Any], tok_s: float,
+             family_fields: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> dict[str, str]:
+    """The progress bar's fields: loss, tok/s, the family's own fields (``TrainHooks.progress``), then
+    the model's other scalar metrics (8 fields at most)."""
     shown = {"loss": f"{float(out['loss']):.3f}", "tok/s": f"{tok_s:,.0f}"}
-    if "R_mean" in out:  # K-SSM: the tone zone of the mean order parameter (ops.kuramoto.TONE_ZONES)
-        shown["zone"] = zone_name(float(out["R_mean"]))
+    if family_fields is not None:
+        shown.update(family_fields(out))
     for k, v in out.items():
         if k not in ("loss", "ce", "grad_norm", "skipped") and np.ndim(v) == 0 and len(shown) < 8:
             shown[k] = f"{float(v):.3g}"
     return shown
-
-
-@dataclass
-class _Prepared:
-    """Everything built from the config before any file is written."""
-    dataset: Any
-    model: Any
-    mesh: Any
-    tx: Any
-    sample_inputs: np.ndarray
-    abstract_state: dict
-
-
-def _prepare(cfg: Config) -> _Prepared:
-    """Build data, model, mesh and optimizer and trace the initial state's shapes: a bad config, a
-    missing corpus or an unencodable sample prompt fails here, before the run directory exists."""
-    tc = cfg.train
-    dataset = build_dataset(cfg)
-    if cfg.eval.sample_tokens and cfg.eval.sample_prompt:
-        try:
-            dataset.encode(cfg.eval.sample_prompt)
-        except DataError as err:
-            raise DataError(f"eval.sample_prompt: {err}") from None
-    model = build(cfg.model)
-    first = dataset.train_batch(0)
-    check_carry(cfg, model, first)
-    mesh = make_mesh(cfg.mesh, tc.batch_size)
-    tx = make_optimizer(tc)
-    sample_inputs = np.asarray(first["inputs"][:1])
-    abstract = jax.eval_shape(lambda x: init_state(model, tx, x, tc.seed, _carry_batch(cfg)), sample_inputs)
-    return _Prepared(dataset, model, mesh, tx, sample_inputs, abstract)
-
-
-def _carry_batch(cfg: Config) -> int | None:
-    """The batch size of the carried state (``train.carry_state``), or None."""
-    return cfg.train.batch_size if cfg.train.carry_state else None
 
 
 def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int | None = None,
@@ -253,7 +214,7 @@ def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int |
         raise RunError(f"{run}: nothing to resume (no such directory; check --workdir)")
     if resume and not holds_run(run):
         raise RunError(f"{run}: nothing to resume (no config.yaml or checkpoints/ in it; check --workdir)")
-    prepared = _prepare(cfg)
+    prepared = setup(cfg)   # everything checked before the run directory exists
     with RunLock(run) if is_primary() else contextlib.nullcontext():   # multi-process: process 0 owns the run
         ckpt = Checkpointer(run, cfg.checkpoint.keep, cfg.checkpoint.async_save)
         try:
@@ -304,18 +265,16 @@ def _warn(what: str, step: int | None, err: Exception) -> None:
 
 
 def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: int | None,
-           prepared: _Prepared, hooks: TrainHooks) -> RunResult:
+           prepared: Setup, hooks: TrainHooks) -> RunResult:
     t_start = time.time()
     if ckpt.has_checkpoints() and not resume:
         raise RunError(f"{run} already holds checkpoints; pass --resume to continue it or choose another --workdir")
     changes = _check_resume(cfg, run, ckpt, prepared.abstract_state) if resume else {}
     tc = cfg.train
-    dataset, model, mesh, tx = prepared.dataset, prepared.model, prepared.mesh, prepared.tx
+    dataset, model, mesh = prepared.dataset, prepared.model, prepared.mesh
     schedule = lr_schedule(tc)
     unit = metric_unit(dataset)
-    shardings = state_shardings(prepared.abstract_state, mesh)   # FSDP / tensor-parallel specs per leaf
-    state = jax.jit(lambda x: init_state(model, tx, x, tc.seed, _carry_batch(cfg)),
-                    out_shardings=shardings)(prepared.sample_inputs)
+    state = prepared.init_state()   # sharded by FSDP / tensor-parallel specs per leaf
     start, restored = 0, False
     train_seconds = 0.0   # wall seconds of training steps (validation excluded), carried by checkpoints
     if resume and ckpt.has_checkpoints():
@@ -343,10 +302,8 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     if restored:
         writer.write(start, "info", {"resumed_at": start, **sha,
                                      "changed": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}})
-    lead = 1 if tc.grad_accum > 1 else 0
-    batch_specs = batch_shardings(batch_for_step(dataset, start, tc.grad_accum), mesh, lead)
-    train_step = jax.jit(make_train_step(model, tx, tc.grad_accum, tc.carry_state), donate_argnums=0,
-                         in_shardings=(shardings, batch_specs), out_shardings=(shardings, replicated(mesh)))
+    lead = prepared.lead
+    train_step = prepared.jit_step()
     eval_step = jax.jit(make_eval_step(model, dataset.token_bytes, tc.carry_state))
     tokens_per_step = tc.batch_size * tc.grad_accum * cfg.model.seq_len
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
@@ -391,7 +348,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 tok_s = steps_since * tokens_per_step / max(now - t_last, 1e-9)
                 t_last, steps_since = now, 0
                 writer.write(step, "train", {**out, "lr": float(schedule(step - 1)), "tokens_per_s": tok_s})
-                bar.set_postfix(_postfix(out, tok_s), refresh=False)
+                bar.set_postfix(_postfix(out, tok_s, hooks.progress), refresh=False)
             if step % tc.eval_every == 0 or step == tc.steps:
                 jax.block_until_ready(state)   # training time stops here: validation is not counted
                 train_seconds, t_mark = elapsed(), None

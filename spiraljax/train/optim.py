@@ -67,14 +67,13 @@ def trainable_labels(params, trainable: str):
         lambda path, _: "train" if trainable in path_str(path) else "freeze", params)
 
 
-def make_optimizer(cfg: TrainConfig, params=None) -> optax.GradientTransformation:
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     """``clip_by_global_norm(clip_norm)`` then AdamW(:func:`lr_schedule`, b1, b2) with decoupled
     weight decay ``p ← p − lr_t·weight_decay·p`` on the :func:`decay_mask` leaves; with
     ``trainable != "all"`` the frozen leaves get zero updates.
 
     Args:
       cfg: the train section (lr, schedule, betas, weight_decay, clip_norm, trainable).
-      params: unused (kept for call compatibility).
 
     Returns:
       An optax ``GradientTransformation``.
