@@ -89,15 +89,19 @@ def parse_hlo(text: str) -> dict[str, list[dict]]:
     return comps
 
 
-def _dot_shape(ins: dict) -> DotShape:
-    lhs = _dims(ins["operand_shapes"][0])
-    out = _dims(ins["shape"])
-    rest = ins["rest"]
-    batch = math.prod(lhs[i] for i in _attr_dims(rest, "lhs_batch_dims"))
-    k = math.prod(lhs[i] for i in _attr_dims(rest, "lhs_contracting_dims"))
+def _shape_from(lhs: list[int], out: list[int], batch_dims: list[int], contracting_dims: list[int]) -> DotShape:
+    """(batch, m, k, n) of a product from its lhs and output dims: m = |lhs| / (batch·k), n = |out| / (batch·m)."""
+    batch = math.prod(lhs[i] for i in batch_dims)
+    k = math.prod(lhs[i] for i in contracting_dims)
     m = math.prod(lhs) // max(batch * k, 1)
     n = math.prod(out) // max(batch * m, 1)
     return DotShape(batch, m, k, n)
+
+
+def _dot_shape(ins: dict) -> DotShape:
+    rest = ins["rest"]
+    return _shape_from(_dims(ins["operand_shapes"][0]), _dims(ins["shape"]), _attr_dims(rest, "lhs_batch_dims"),
+                       _attr_dims(rest, "lhs_contracting_dims"))
 
 
 _GEMM_TARGET = re.compile(r'custom_call_target="__cublas\$(?:gemm|lt\$matmul)"')
@@ -110,14 +114,9 @@ def _json_dims(rest: str, key: str) -> list[int]:
 
 def _gemm_shape(ins: dict) -> DotShape:
     """A cuBLAS gemm custom call (GPU): dims from its ``dot_dimension_numbers``, output = the tuple's first."""
-    lhs = _dims(ins["operand_shapes"][0])
-    out = _dims(ins["shape"].lstrip("("))
     rest = ins["rest"]
-    batch = math.prod(lhs[i] for i in _json_dims(rest, "lhs_batch_dimensions"))
-    k = math.prod(lhs[i] for i in _json_dims(rest, "lhs_contracting_dimensions"))
-    m = math.prod(lhs) // max(batch * k, 1)
-    n = math.prod(out) // max(batch * m, 1)
-    return DotShape(batch, m, k, n)
+    return _shape_from(_dims(ins["operand_shapes"][0]), _dims(ins["shape"].lstrip("(")),
+                       _json_dims(rest, "lhs_batch_dimensions"), _json_dims(rest, "lhs_contracting_dimensions"))
 
 
 def _called(ins: dict) -> list[tuple[str, int]]:
