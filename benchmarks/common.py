@@ -14,6 +14,7 @@ from typing import Any, Callable
 import jax
 
 from spiraljax.host_memory import reuse_host_memory
+from spiraljax.runinfo import host_cpu
 
 HOST_MEMORY_REUSED = reuse_host_memory()
 
@@ -33,11 +34,11 @@ def time_fn(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
 def emit(rows: list[dict], as_json: bool, columns: list[str], title: str) -> None:
     """Print rows as an aligned table (or JSON with --json)."""
     if as_json:
-        print(json.dumps({"benchmark": title, "device": str(jax.devices()[0].platform),
+        print(json.dumps({"benchmark": title, "device": str(jax.devices()[0].platform), "host_cpu": host_cpu(),
                           "host_memory_reuse": HOST_MEMORY_REUSED, "rows": rows}, indent=2))
         return
     reuse = "on" if HOST_MEMORY_REUSED else "off"
-    device = f"device: {jax.devices()[0].platform}, {jax.device_count()} device(s)"
+    device = f"device: {jax.devices()[0].platform}, {jax.device_count()} device(s), CPU: {host_cpu()}"
     print(f"# {title}  ({device}, host memory reuse {reuse})")
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))

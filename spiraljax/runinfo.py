@@ -6,6 +6,7 @@ report, so every number can be traced to the exact code and stack that produced 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -48,12 +49,30 @@ def versions() -> dict[str, str]:
     return out
 
 
+def host_cpu() -> str:
+    """The host CPU as one string: model name, widest x86 vector extension and core count
+    (``"AMD EPYC (avx2, 2 cores)"``); absolute benchmark times are only comparable on the same one."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    isa = next((f for f in ("avx512f", "avx2", "avx", "neon", "asimd") if f in flags), None)
+    return f"{model} ({', '.join(x for x in (isa, f'{os.cpu_count()} cores') if x)})"
+
+
 def device_info() -> dict[str, Any]:
     import jax
 
     return {"platform": jax.default_backend(), "device_count": jax.device_count(),
             "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
-            "machine": platform.machine(), "system": platform.system()}
+            "machine": platform.machine(), "system": platform.system(), "host_cpu": host_cpu()}
 
 
 def run_info(argv: list[str] | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -140,6 +141,7 @@ def test_two_runs_of_one_config_are_bit_identical(tmp_path):
     info = json.loads((tmp_path / "a" / "run.json").read_text())  # provenance of every run
     assert info["versions"]["jax"] == jax.__version__ and info["device"]["platform"] == jax.default_backend()
     assert {"commit", "dirty"} <= set(info["git"]) and info["command"]
+    assert info["device"]["host_cpu"].endswith(f"{os.cpu_count()} cores)")  # absolute times need the CPU
     pa, pb = (load_run(tmp_path / n, "latest")[1]["params"] for n in ("a", "b"))
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
         assert np.array_equal(np.asarray(x), np.asarray(y))

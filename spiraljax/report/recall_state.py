@@ -128,21 +128,17 @@ def train_and_score(entry: RecallEntry, budget: RecallBudget, seed: int, log=pri
     import jax
     import jax.numpy as jnp
 
-    from spiraljax import config, models
-    from spiraljax.data.base import build_dataset
+    from spiraljax import config
     from spiraljax.data.recall import mqar_batch
     from spiraljax.eval.recall import guess_present_accuracy
-    from spiraljax.train.optim import make_optimizer
-    from spiraljax.train.step import init_state, make_train_step
+    from spiraljax.train.setup import setup
 
     cfg = config.load(None, run_overrides(entry, budget, seed))
-    model, data = models.build(cfg.model), build_dataset(cfg)
-    tx = make_optimizer(cfg.train)
-    state = init_state(model, tx, jnp.asarray(data.train_batch(0)["inputs"]), seed)
-    step = jax.jit(make_train_step(model, tx), donate_argnums=0)
+    run = setup(cfg, mesh=False)
+    model, state, step = run.model, run.init_state(seed), run.jit_step()
     t0, losses = time.perf_counter(), []
     for s in range(budget.steps):
-        state, m = step(state, {k: jnp.asarray(v) for k, v in data.train_batch(s).items()})
+        state, m = step(state, {k: jnp.asarray(v) for k, v in run.batch(s).items()})
         if s % max(1, budget.steps // 10) == 0 or s == budget.steps - 1:
             losses.append((s, float(m["loss"])))
     train_s = time.perf_counter() - t0
