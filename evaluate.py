@@ -9,6 +9,7 @@ A suite that does not fit the run (e.g. recall on a glyph model), an --opt key t
 suite reads (each suite's options are listed) and a value that does not parse are refused in one
 line; --suite all runs every suite that fits and names the ones it skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", help="config for suites that need no run directory")
-    p.add_argument("--opt", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="suite options (an unknown key is refused with the suite's list)")
+    p.add_argument(
+        "--opt",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="suite options (an unknown key is refused with the suite's list)",
+    )
     return p.parse_args(argv)
 
 
@@ -68,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"{name} ({why})")
                 continue
             if why:
-                where = (ctx.run_dir if ctx.run_dir is not None else "--config " + args.config if args.config
-                         else "the default config (pass --config)")
+                where = (
+                    ctx.run_dir
+                    if ctx.run_dir is not None
+                    else "--config " + args.config
+                    if args.config
+                    else "the default config (pass --config)"
+                )
                 raise SuiteError(f"suite {name!r} does not fit {where}: {why}")
             suites.append(suite)
         check_options(suites, options)

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Train a spiraljax model.
 
-  python train.py                                   # the default experiment (see DEFAULT_CONFIG)
-  python train.py --config configs/X.yaml --workdir runs/X [--set key=value ...] [--resume]
-  python train.py --help-config [FAMILY|SOURCE ...]  # every config field: type, default, meaning
-  python train.py --config configs/X.yaml --set ... --print-config   # the resolved config, as YAML
+python train.py                                   # the default experiment (see DEFAULT_CONFIG)
+python train.py --config configs/X.yaml --workdir runs/X [--set key=value ...] [--resume]
+python train.py --help-config [FAMILY|SOURCE ...]  # every config field: type, default, meaning
+python train.py --config configs/X.yaml --set ... --print-config   # the resolved config, as YAML
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,12 @@ from pathlib import Path
 # The default experiment of a bare ``python train.py``: Spiralformer femto (d 128, 4 layers) on freshly
 # generated mycelial glyph data, trained twice as long as the config file says (about 3 minutes on a 2-core CPU).
 DEFAULT_CONFIG = "configs/spiralformer_femto.yaml"
-DEFAULT_OVERRIDES = ["name=spiralformer_femto_default", "train.steps=800", "train.eval_every=200",
-                     "checkpoint.every=200"]
+DEFAULT_OVERRIDES = [
+    "name=spiralformer_femto_default",
+    "train.steps=800",
+    "train.eval_every=200",
+    "checkpoint.every=200",
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,17 +31,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG} with {' '.join(DEFAULT_OVERRIDES)})")
     p.add_argument("--workdir", help="run directory (default: runs/<name>, or a fresh runs/<name>_N)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. train.steps=100")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --workdir from its newest readable checkpoint (refused when the "
-                        "directory holds no run, or when the model/data config would change)")
-    p.add_argument("--help-config", nargs="*", metavar="NAME",
-                   help="list every config field (type, default, description) and exit, the default experiment's "
-                        "family and data source first; with --config, that config's family and source only; NAMEs "
-                        "restrict the model and data sections to these families / sources")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --workdir from its newest readable checkpoint (refused when the "
+        "directory holds no run, or when the model/data config would change)",
+    )
+    p.add_argument(
+        "--help-config",
+        nargs="*",
+        metavar="NAME",
+        help="list every config field (type, default, description) and exit, the default experiment's "
+        "family and data source first; with --config, that config's family and source only; NAMEs "
+        "restrict the model and data sections to these families / sources",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    p.add_argument("--distributed", action="store_true",
-                   help="multi-process run: jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS, "
-                        "JAX_NUM_PROCESSES, JAX_PROCESS_ID (or the cluster's own detection); one process per host")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-process run: jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES, JAX_PROCESS_ID (or the cluster's own detection); one process per host",
+    )
     return p.parse_args(argv)
 
 
@@ -65,7 +80,7 @@ def _distributed_main(args: argparse.Namespace, config_lib, user_errors) -> int:
     from spiraljax.train import distributed
 
     try:
-        distributed.initialize()   # before loading a config: that imports the model families, which may touch JAX
+        distributed.initialize()  # before loading a config: that imports the model families, which may touch JAX
     except user_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -74,7 +89,7 @@ def _distributed_main(args: argparse.Namespace, config_lib, user_errors) -> int:
     try:
         status = _main(args, config_lib, user_errors, where)
     except Exception as err:
-        distributed.peer_failure(err)   # a lost peer ends the process here, with one line
+        distributed.peer_failure(err)  # a lost peer ends the process here, with one line
         distributed.finish(failed=True)
         raise
     distributed.finish(failed=status != 0)
@@ -94,7 +109,7 @@ def _main(args: argparse.Namespace, config_lib, user_errors, where: str = "") ->
             cfg = config_lib.load(DEFAULT_CONFIG, DEFAULT_OVERRIDES + args.set)
         workdir = Path(args.workdir) if args.workdir else default_workdir(cfg.name, args.resume)
         if args.resume and not args.config and (workdir / "config.yaml").is_file():
-            cfg = config_lib.load(workdir / "config.yaml", args.set)   # the run as it was, plus --set
+            cfg = config_lib.load(workdir / "config.yaml", args.set)  # the run as it was, plus --set
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0
@@ -121,10 +136,12 @@ def help_config(names: list[str], config_path: str | None) -> str:
     if names:
         return config_lib.describe(names)
     raw = config_lib.read_yaml(config_path or DEFAULT_CONFIG)
-    raw = raw if isinstance(raw, dict) else {}   # a malformed file still gets its help; load() names the problem
+    raw = raw if isinstance(raw, dict) else {}  # a malformed file still gets its help; load() names the problem
     defaults = config_lib.load(None)
-    picked = [(raw.get("model") or {}).get("family", defaults.model.family),
-              (raw.get("data") or {}).get("source", defaults.data.source)]
+    picked = [
+        (raw.get("model") or {}).get("family", defaults.model.family),
+        (raw.get("data") or {}).get("source", defaults.data.source),
+    ]
     return config_lib.describe(picked) if config_path else config_lib.describe(first=picked)
 
 
@@ -143,8 +160,10 @@ def default_workdir(name: str, resume: bool) -> Path:
             listed = ", ".join(f"{r} ({run_state(r)})" for r in runs)
             unfinished = [r for r in runs if not run_state(r).startswith("finished")]
             example = resume_command((unfinished or runs)[-1])
-            raise RunError(f"--resume without --workdir could mean {len(runs)} runs named {name}: {listed}; "
-                           f"pick one with --workdir, e.g. {example}")
+            raise RunError(
+                f"--resume without --workdir could mean {len(runs)} runs named {name}: {listed}; "
+                f"pick one with --workdir, e.g. {example}"
+            )
         return runs[0] if runs else base
     if not (base / "checkpoints").exists():
         return base
@@ -160,18 +179,18 @@ def runs_named(name: str) -> list[Path]:
 
     pattern = rf"{re.escape(name)}(_\d+)?"
     found = [p for p in Path("runs").glob(f"{glob.escape(name)}*") if re.fullmatch(pattern, p.name)]
-    return sorted((p for p in found if holds_run(p)), key=lambda p: int(p.name[len(name) + 1:] or -1))
+    return sorted((p for p in found if holds_run(p)), key=lambda p: int(p.name[len(name) + 1 :] or -1))
 
 
 def run_state(run: Path) -> str:
-    """"finished at step 800", "at step 400 of 800" or "no checkpoint yet", from the directory alone."""
+    """ "finished at step 800", "at step 400 of 800" or "no checkpoint yet", from the directory alone."""
     from spiraljax import config as config_lib
     from spiraljax.train.loop import reached_step
 
     step = reached_step(run)
     try:
         steps = config_lib.read_yaml(run / "config.yaml")["train"]["steps"]
-    except Exception:   # no or unreadable config.yaml: the step alone
+    except Exception:  # no or unreadable config.yaml: the step alone
         steps = None
     if not step:
         return "no checkpoint yet"

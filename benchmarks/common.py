@@ -4,6 +4,7 @@ Importing this module applies :func:`spiraljax.host_memory.reuse_host_memory` (a
 benchmarks time what training runs; ``SPIRALJAX_REUSE_HOST_MEMORY=0`` times glibc's default instead.
 Import it before the first JAX computation.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,18 @@ def time_fn(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
 def emit(rows: list[dict], as_json: bool, columns: list[str], title: str) -> None:
     """Print rows as an aligned table (or JSON with --json)."""
     if as_json:
-        print(json.dumps({"benchmark": title, "device": str(jax.devices()[0].platform), "host_cpu": host_cpu(),
-                          "host_memory_reuse": HOST_MEMORY_REUSED, "rows": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "benchmark": title,
+                    "device": str(jax.devices()[0].platform),
+                    "host_cpu": host_cpu(),
+                    "host_memory_reuse": HOST_MEMORY_REUSED,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
         return
     reuse = "on" if HOST_MEMORY_REUSED else "off"
     device = f"device: {jax.devices()[0].platform}, {jax.device_count()} device(s), CPU: {host_cpu()}"

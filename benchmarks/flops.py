@@ -11,6 +11,7 @@ work the step really does. :func:`dominant_dot` is the product shape with the mo
 :func:`matmul_rate` times a plain jitted ``[b, m, k] @ [b, k, n]`` of that shape: the rate the step
 could reach if all its FLOPs ran like its biggest matmul.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 _HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->\s*.*\{\s*$")
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*"  # name =
-                    r"(\([^=]*?\)|\w+\[[^\]]*\](?:\{[^}]*\})?|\w+\[\])\s+([\w\-]+)\((.*)$")  # shape op(operands
+_INSTR = re.compile(
+    r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*"  # name =
+    r"(\([^=]*?\)|\w+\[[^\]]*\](?:\{[^}]*\})?|\w+\[\])\s+([\w\-]+)\((.*)$"
+)  # shape op(operands
 _PARAM = re.compile(r"([\w.\-]+):\s*(\w+\[[^\]]*\])")
 _SHAPE = re.compile(r"^\w+\[([^\]]*)\]")
 
@@ -84,8 +87,16 @@ def parse_hlo(text: str) -> dict[str, list[dict]]:
         shapes[name] = shape
         args = rest.split(")", 1)[0]
         operands = re.findall(r"%([\w.\-]+)", args)
-        comps[current].append({"name": name, "shape": shape, "op": op, "operands": operands, "rest": rest,
-                               "operand_shapes": [shapes.get(o, "") for o in operands]})
+        comps[current].append(
+            {
+                "name": name,
+                "shape": shape,
+                "op": op,
+                "operands": operands,
+                "rest": rest,
+                "operand_shapes": [shapes.get(o, "") for o in operands],
+            }
+        )
     return comps
 
 
@@ -100,8 +111,12 @@ def _shape_from(lhs: list[int], out: list[int], batch_dims: list[int], contracti
 
 def _dot_shape(ins: dict) -> DotShape:
     rest = ins["rest"]
-    return _shape_from(_dims(ins["operand_shapes"][0]), _dims(ins["shape"]), _attr_dims(rest, "lhs_batch_dims"),
-                       _attr_dims(rest, "lhs_contracting_dims"))
+    return _shape_from(
+        _dims(ins["operand_shapes"][0]),
+        _dims(ins["shape"]),
+        _attr_dims(rest, "lhs_batch_dims"),
+        _attr_dims(rest, "lhs_contracting_dims"),
+    )
 
 
 _GEMM_TARGET = re.compile(r'custom_call_target="__cublas\$(?:gemm|lt\$matmul)"')
@@ -115,8 +130,12 @@ def _json_dims(rest: str, key: str) -> list[int]:
 def _gemm_shape(ins: dict) -> DotShape:
     """A cuBLAS gemm custom call (GPU): dims from its ``dot_dimension_numbers``, output = the tuple's first."""
     rest = ins["rest"]
-    return _shape_from(_dims(ins["operand_shapes"][0]), _dims(ins["shape"].lstrip("(")),
-                       _json_dims(rest, "lhs_batch_dimensions"), _json_dims(rest, "lhs_contracting_dimensions"))
+    return _shape_from(
+        _dims(ins["operand_shapes"][0]),
+        _dims(ins["shape"].lstrip("(")),
+        _json_dims(rest, "lhs_batch_dimensions"),
+        _json_dims(rest, "lhs_contracting_dimensions"),
+    )
 
 
 def _called(ins: dict) -> list[tuple[str, int]]:
@@ -241,12 +260,20 @@ def step_row(cfg, repeats: int, big: DotShape = DotShape(1, 1024, 1024, 1024)) -
         holder["state"], out = step(holder["state"], batch)
         return out["loss"]
 
-    t_step, t_main, t_big = interleaved_medians([run, matmul_fn(main, dtype), matmul_fn(big, dtype)], repeats,
-                                                warmup=2)
+    t_step, t_main, t_big = interleaved_medians([run, matmul_fn(main, dtype), matmul_fn(big, dtype)], repeats, warmup=2)
     rate = max(xla, dot_total) / t_step  # the dot count where cost_analysis under-counts a scan
     main_rate = main.flops / t_main
-    return {"batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}", "dtype": dtype, "ms_per_step": t_step * 1e3,
-            "xla_GFLOP": xla / 1e9, "dot_GFLOP": dot_total / 1e9, "GFLOPs": rate / 1e9,
-            "dominant_dot": str(main), "dot_share": main.flops * dots[main] / max(dot_total, 1),
-            "matmul_GFLOPs": main_rate / 1e9, "x_matmul": rate / main_rate,
-            "big_matmul": str(big), "big_matmul_GFLOPs": big.flops / t_big / 1e9}
+    return {
+        "batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}",
+        "dtype": dtype,
+        "ms_per_step": t_step * 1e3,
+        "xla_GFLOP": xla / 1e9,
+        "dot_GFLOP": dot_total / 1e9,
+        "GFLOPs": rate / 1e9,
+        "dominant_dot": str(main),
+        "dot_share": main.flops * dots[main] / max(dot_total, 1),
+        "matmul_GFLOPs": main_rate / 1e9,
+        "x_matmul": rate / main_rate,
+        "big_matmul": str(big),
+        "big_matmul_GFLOPs": big.flops / t_big / 1e9,
+    }

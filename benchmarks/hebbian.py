@@ -24,6 +24,7 @@ against the matmul rate of their own shapes.
    summed into one matmul over a concatenated contraction axis (``concat``: forward 3, backward 5
    matmuls instead of 4 and 8); for the delta rule ``chunked_per_head`` and ``chunked_general``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,12 @@ def inputs(rule: str, b: int, t: int, h: int, d: int) -> tuple:
     ks = jax.random.split(jax.random.key(t), 4)
     if rule == "delta":
         unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
-        return (unit(jax.random.normal(ks[0], (b, t, h, d))), unit(jax.random.normal(ks[1], (b, t, h, d))),
-                jax.random.normal(ks[2], (b, t, h, d)) * 0.1, jax.nn.sigmoid(jax.random.normal(ks[3], (b, t, h))))
+        return (
+            unit(jax.random.normal(ks[0], (b, t, h, d))),
+            unit(jax.random.normal(ks[1], (b, t, h, d))),
+            jax.random.normal(ks[2], (b, t, h, d)) * 0.1,
+            jax.nn.sigmoid(jax.random.normal(ks[3], (b, t, h))),
+        )
     return tuple(jax.random.normal(ks[i], (b, t, h, d)) * 0.1 for i in range(3))
 
 
@@ -92,18 +97,28 @@ def matmuls(rule: str, c: int, d: int, e: int) -> list[tuple[int, int, int, floa
     """(m, k, n, count) of the products per chunk and head of the chunked kernel, forward + backward
     (``[m, k] @ [k, n]``; the per-head variants the model runs: ``chunked_per_head``)."""
     if rule in ("hebbian", "shifted"):  # ops/hebbian.py: 4 forward, 8 backward
-        return [(c, d, c, 1), (c, e, c, 1),            # Q Kᵀ; dO Vᵀ
-                (c, c, e, 2), (c, c, d, 2),            # A V, Aᵀ dO; dA K, dAᵀ Q
-                (c, d, e, 2), (c, e, d, 2),            # Q S, K dS; dO Sᵀ, V dSᵀ
-                (d, c, e, 2)]                          # Kᵀ V, Qᵀ dO
+        return [
+            (c, d, c, 1),
+            (c, e, c, 1),  # Q Kᵀ; dO Vᵀ
+            (c, c, e, 2),
+            (c, c, d, 2),  # A V, Aᵀ dO; dA K, dAᵀ Q
+            (c, d, e, 2),
+            (c, e, d, 2),  # Q S, K dS; dO Sᵀ, V dSᵀ
+            (d, c, e, 2),
+        ]  # Kᵀ V, Qᵀ dO
     # ops/delta.py chunked_per_head: forward 7 (+ the inverse), backward 13
-    return [(c, d, c, 2),                              # K Kᵀ (saved for the backward), Q Kᵀ
-            (c, c, d + e, 2),                          # T [Kb | Vb]; Tᵀ [dW | dU]
-            (c, d + e, c, 1),                          # dA = −[dKb | dVb] [W | U]ᵀ
-            (c, c, c, 2 / 3),                          # the block inverse ≈ (2/3)·C³·2 FLOPs
-            (c, d, e, 3), (d, c, e, 3),                # W S, Q S, Kd dS; Kdᵀ U', Qᵀ dO, Wᵀ dU
-            (c, c, e, 2), (c, e, c, 1),                # P U', Pᵀ dO; dO U'ᵀ
-            (c, c, d, 3), (c, e, d, 3)]                # dP K, dPᵀ Q, (X + Xᵀ) K; dO Sᵀ, dU Sᵀ, U' dSᵀ
+    return [
+        (c, d, c, 2),  # K Kᵀ (saved for the backward), Q Kᵀ
+        (c, c, d + e, 2),  # T [Kb | Vb]; Tᵀ [dW | dU]
+        (c, d + e, c, 1),  # dA = −[dKb | dVb] [W | U]ᵀ
+        (c, c, c, 2 / 3),  # the block inverse ≈ (2/3)·C³·2 FLOPs
+        (c, d, e, 3),
+        (d, c, e, 3),  # W S, Q S, Kd dS; Kdᵀ U', Qᵀ dO, Wᵀ dU
+        (c, c, e, 2),
+        (c, e, c, 1),  # P U', Pᵀ dO; dO U'ᵀ
+        (c, c, d, 3),
+        (c, e, d, 3),
+    ]  # dP K, dPᵀ Q, (X + Xᵀ) K; dO Sᵀ, dU Sᵀ, U' dSᵀ
 
 
 def bound_rows(args, rules: list[str]) -> list[dict]:
@@ -113,7 +128,7 @@ def bound_rows(args, rules: list[str]) -> list[dict]:
         args_ = inputs(rule, b, t, h, d)
         for c in args.sweep_chunks:
             _, grad = fwd_and_grad(rule_fn(rule, "chunked", c, h), len(args_))
-            fns[(rule, c)] = (lambda grad=grad, a=args_: grad(*a))
+            fns[(rule, c)] = lambda grad=grad, a=args_: grad(*a)
             flop_shapes[(rule, c)] = matmuls(rule, c, d, d)
     shapes = {(m, k, n, t // c) for (_, c), ms in flop_shapes.items() for (m, k, n, _) in ms}
     mm = {}
@@ -121,18 +136,30 @@ def bound_rows(args, rules: list[str]) -> list[dict]:
         x = jax.random.normal(jax.random.key(1), (b * h * chunks, m, k))
         y = jax.random.normal(jax.random.key(2), (b * h * chunks, k, n))
         f = jax.jit(lambda x, y: x @ y)
-        mm[(m, k, n, chunks)] = (lambda f=f, x=x, y=y: f(x, y))
-    med = time_interleaved({**{("kernel", *key): fn for key, fn in fns.items()},
-                            **{("matmul", *key): fn for key, fn in mm.items()}}, args.repeats)
+        mm[(m, k, n, chunks)] = lambda f=f, x=x, y=y: f(x, y)
+    med = time_interleaved(
+        {**{("kernel", *key): fn for key, fn in fns.items()}, **{("matmul", *key): fn for key, fn in mm.items()}},
+        args.repeats,
+    )
     rows = []
     for (rule, c), ms in flop_shapes.items():
         chunks = t // c
         flops = sum(2 * m * k * n * cnt * b * h * chunks for m, k, n, cnt in ms)
         bound = sum(cnt * med[("matmul", m, k, n, chunks)] for m, k, n, cnt in ms)  # Σ FLOPs / rate
         kernel = med[("kernel", rule, c)]
-        rows.append({"rule": rule, "T": t, "chunk": c, "fwdbwd_ms": kernel * 1e3, "matmul_GFLOP": flops / 1e9,
-                     "GFLOP_per_s": flops / kernel / 1e9, "matmul_GFLOP_per_s": flops / bound / 1e9,
-                     "bound_ms": bound * 1e3, "of_bound": bound / kernel})
+        rows.append(
+            {
+                "rule": rule,
+                "T": t,
+                "chunk": c,
+                "fwdbwd_ms": kernel * 1e3,
+                "matmul_GFLOP": flops / 1e9,
+                "GFLOP_per_s": flops / kernel / 1e9,
+                "matmul_GFLOP_per_s": flops / bound / 1e9,
+                "bound_ms": bound * 1e3,
+                "of_bound": bound / kernel,
+            }
+        )
     return rows
 
 
@@ -166,6 +193,7 @@ def batched_hebbian(concat: bool) -> Callable:
     def states(r, s0, ea, reverse=False):
         def step(s, rm):
             return ea * s + rm, s
+
         last, before = jax.lax.scan(step, s0, jnp.moveaxis(r, 2, 0), reverse=reverse)
         return last, jnp.moveaxis(before, 0, 2)
 
@@ -210,14 +238,19 @@ def batched_hebbian(concat: bool) -> Callable:
 def form_fns(rule: str, chunk: int, heads: int, d: int) -> dict[str, Callable]:
     g = jnp.log(jnp.full((heads,), 0.99))
     if rule == "delta":
-        return {impl: (lambda q, k, v, beta, impl=impl: delta_rule(q, k, v, beta, g, impl=impl, chunk=chunk)[0])
-                for impl in ("chunked_per_head", "chunked_general")}
-    forms = {impl: (lambda q, k, v, impl=impl: fast_weights(q, k, v, g, impl=impl, chunk=chunk)[0])
-             for impl in ("chunked_per_head", "chunked_general")}
+        return {
+            impl: (lambda q, k, v, beta, impl=impl: delta_rule(q, k, v, beta, g, impl=impl, chunk=chunk)[0])
+            for impl in ("chunked_per_head", "chunked_general")
+        }
+    forms = {
+        impl: (lambda q, k, v, impl=impl: fast_weights(q, k, v, g, impl=impl, chunk=chunk)[0])
+        for impl in ("chunked_per_head", "chunked_general")
+    }
     for name, concat in (("batched", False), ("concat", True)):
         kernel = batched_hebbian(concat)
-        forms[name] = lambda q, k, v, kernel=kernel: kernel(q, k, v, g, jnp.zeros(q.shape[:1] + (heads, d, d)),
-                                                             chunk)[0]
+        forms[name] = lambda q, k, v, kernel=kernel: kernel(q, k, v, g, jnp.zeros(q.shape[:1] + (heads, d, d)), chunk)[
+            0
+        ]
     return forms
 
 
@@ -240,8 +273,10 @@ def form_rows(args, rules: list[str]) -> list[dict]:
             fns[name] = lambda grad=grad, full=full: grad(*full)
         med = time_interleaved(fns, args.repeats)
         base = med["chunked_per_head"]
-        rows += [{"rule": rule, "T": t, "chunk": args.chunk, "form": name, "fwdbwd_ms": sec * 1e3,
-                  "vs_shipped": base / sec} for name, sec in med.items()]
+        rows += [
+            {"rule": rule, "T": t, "chunk": args.chunk, "form": name, "fwdbwd_ms": sec * 1e3, "vs_shipped": base / sec}
+            for name, sec in med.items()
+        ]
     return rows
 
 
@@ -272,8 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--chunk", type=int, default=32, help="chunk size of the rules table")
-    p.add_argument("--sweep-chunks", type=int, nargs="*", default=[16, 32, 64, 128],
-                   help="chunk sizes of the bound table (none: skip it)")
+    p.add_argument(
+        "--sweep-chunks",
+        type=int,
+        nargs="*",
+        default=[16, 32, 64, 128],
+        help="chunk sizes of the bound table (none: skip it)",
+    )
     p.add_argument("--bound-length", type=int, default=4096)
     p.add_argument("--no-forms", action="store_true", help="skip the table of alternative forms")
     p.add_argument("--repeats", type=int, default=3)
@@ -284,21 +324,50 @@ def main(argv: list[str] | None = None) -> None:
     if args.lengths:
         before = load()
         rows = rule_rows(args, args.rules)
-        emit(rows, args.json, ["rule", "T", "scan_fwd_ms", "chunked_fwd_ms", "fwd_speedup", "scan_fwdbwd_ms",
-                               "chunked_fwdbwd_ms", "fwdbwd_speedup"],
-             f"fast-weight rules, scan vs chunked, {shape} chunk={args.chunk}, load avg {before} → {load()}")
+        emit(
+            rows,
+            args.json,
+            [
+                "rule",
+                "T",
+                "scan_fwd_ms",
+                "chunked_fwd_ms",
+                "fwd_speedup",
+                "scan_fwdbwd_ms",
+                "chunked_fwdbwd_ms",
+                "fwdbwd_speedup",
+            ],
+            f"fast-weight rules, scan vs chunked, {shape} chunk={args.chunk}, load avg {before} → {load()}",
+        )
     if args.sweep_chunks:
         before = load()
         rows = bound_rows(args, args.rules)
-        emit(rows, args.json, ["rule", "T", "chunk", "fwdbwd_ms", "matmul_GFLOP", "GFLOP_per_s",
-                               "matmul_GFLOP_per_s", "bound_ms", "of_bound"],
-             f"chunked kernels fwd+bwd vs the batched-matmul rate of their shapes, {shape}, "
-             f"load avg {before} → {load()}")
+        emit(
+            rows,
+            args.json,
+            [
+                "rule",
+                "T",
+                "chunk",
+                "fwdbwd_ms",
+                "matmul_GFLOP",
+                "GFLOP_per_s",
+                "matmul_GFLOP_per_s",
+                "bound_ms",
+                "of_bound",
+            ],
+            f"chunked kernels fwd+bwd vs the batched-matmul rate of their shapes, {shape}, "
+            f"load avg {before} → {load()}",
+        )
     if not args.no_forms:
         before = load()
         rows = form_rows(args, args.rules)
-        emit(rows, args.json, ["rule", "T", "chunk", "form", "fwdbwd_ms", "vs_shipped"],
-             f"forms of the chunked kernels, fwd+bwd, {shape}, load avg {before} → {load()}")
+        emit(
+            rows,
+            args.json,
+            ["rule", "T", "chunk", "form", "fwdbwd_ms", "vs_shipped"],
+            f"forms of the chunked kernels, fwd+bwd, {shape}, load avg {before} → {load()}",
+        )
 
 
 if __name__ == "__main__":

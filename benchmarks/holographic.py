@@ -8,6 +8,7 @@ retrieve of a stored context reads its slot, of a context with one token changed
 registry by similarity — one [batch, registry] similarity block per 1024 queries). The dream is timed on
 a store of ``--dream-items`` random contexts in a normal and an overloaded (4 per slot) hash table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,21 +38,29 @@ def main(argv: list[str] | None = None) -> None:
     for b in args.batches:
         ctx = jax.random.randint(jax.random.key(0), (b, cfg.context_len), 0, cfg.vocab_size)
         tgt = jax.random.randint(jax.random.key(1), (b,), 0, cfg.vocab_size)
-        changed = ctx.at[:, 1].set((ctx[:, 1] + 1) % cfg.vocab_size)   # middle token changed: not stored
+        changed = ctx.at[:, 1].set((ctx[:, 1] + 1) % cfg.vocab_size)  # middle token changed: not stored
         # a registry with a row for every context (the config's 32768 rows, or more for bigger batches)
         state = H.init(cfg.model_copy(update={"episodes": max(cfg.episodes, 1 << (b - 1).bit_length())}))
         t_learn = time_fn(lambda: learn(state, ctx, tgt, cfg.capacity)["memory"], repeats=3)
         learned = learn(state, ctx, tgt, cfg.capacity)
         t_ret = time_fn(lambda: retrieve(learned, ctx, cfg.capacity)[0], repeats=3)
-        row = {"batch": b, "registry_rows": int(learned["ep_ctx"].shape[0]), "learn_items_per_s": b / t_learn,
-               "retrieve_items_per_s": b / t_ret}
+        row = {
+            "batch": b,
+            "registry_rows": int(learned["ep_ctx"].shape[0]),
+            "learn_items_per_s": b / t_learn,
+            "retrieve_items_per_s": b / t_ret,
+        }
         if b <= args.similarity_max:
-            row["retrieve_changed_items_per_s"] = b / time_fn(lambda: retrieve(learned, changed, cfg.capacity)[0],
-                                                              repeats=3)
+            row["retrieve_changed_items_per_s"] = b / time_fn(
+                lambda: retrieve(learned, changed, cfg.capacity)[0], repeats=3
+            )
         rows.append(row)
-    emit(rows, args.json, ["batch", "registry_rows", "learn_items_per_s", "retrieve_items_per_s",
-                           "retrieve_changed_items_per_s"],
-         "holographic learn/retrieve (general mode)")
+    emit(
+        rows,
+        args.json,
+        ["batch", "registry_rows", "learn_items_per_s", "retrieve_items_per_s", "retrieve_changed_items_per_s"],
+        "holographic learn/retrieve (general mode)",
+    )
     rows = []
     n = args.dream_items
     ctx = jax.random.randint(jax.random.key(3), (n, cfg.context_len), 0, cfg.vocab_size)
@@ -61,8 +70,16 @@ def main(argv: list[str] | None = None) -> None:
         state = learn(H.init(dcfg), ctx, tgt, cap)
         stats = H.dream(state, jax.random.key(0))[1]
         t_dream = time_fn(lambda: H.dream(state, jax.random.key(0))[0]["consolidation"], repeats=3)
-        rows.append({"store": regime, "items": n, "slots": cap, "registry_rows": dcfg.episodes,
-                     "iterations": int(stats["iterations"]), "dream_s": t_dream})
+        rows.append(
+            {
+                "store": regime,
+                "items": n,
+                "slots": cap,
+                "registry_rows": dcfg.episodes,
+                "iterations": int(stats["iterations"]),
+                "dream_s": t_dream,
+            }
+        )
     emit(rows, args.json, ["store", "items", "slots", "registry_rows", "iterations", "dream_s"], "holographic dream")
     rows = []
     lin = jax.jit(toroidal_attention)
@@ -80,8 +97,12 @@ def main(argv: list[str] | None = None) -> None:
         slope = np.polyfit(np.log([r["n"] for r in big]), np.log([r["linear_ms"] for r in big]), 1)[0]
         for r in rows:
             r["linear_scaling_exponent"] = float(slope)
-    emit(rows, args.json, ["n", "linear_ms", "quadratic_ms", "speedup", "linear_scaling_exponent"],
-         "toroidal attention, 16 satellites, d=16")
+    emit(
+        rows,
+        args.json,
+        ["n", "linear_ms", "quadratic_ms", "speedup", "linear_scaling_exponent"],
+        "toroidal attention, 16 satellites, d=16",
+    )
 
 
 if __name__ == "__main__":

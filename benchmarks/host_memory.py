@@ -9,6 +9,7 @@ The setting is per process and fixed when JAX starts, so each measurement is a f
 rounds. Page faults per step (``ru_minflt``) show where the time went: glibc's default maps each step's
 scratch buffer afresh.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DEFAULT = [("configs/transformer_tiny.yaml", []), ("configs/spiralformer_femto.yaml", ["train.batch_size=16"]),
-           ("configs/kssm_v3_tiny.yaml", []), ("configs/hebbian_tiny.yaml", [])]
+DEFAULT = [
+    ("configs/transformer_tiny.yaml", []),
+    ("configs/spiralformer_femto.yaml", ["train.batch_size=16"]),
+    ("configs/kssm_v3_tiny.yaml", []),
+    ("configs/hebbian_tiny.yaml", []),
+]
 
 
 def child(cfg_path: str, overrides: list[str], repeats: int) -> None:
@@ -35,8 +40,17 @@ def child(cfg_path: str, overrides: list[str], repeats: int) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     r = measure(config.load(str(ROOT / cfg_path), overrides), repeats)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (repeats + 2)  # + warm-ups
-    print(json.dumps({"reuse": HOST_MEMORY_REUSED, "ms": r["ms_per_step"], "faults": faults,
-                      "scratch_MiB": r["scratch_MiB"], "batch": r["batch"]}))
+    print(
+        json.dumps(
+            {
+                "reuse": HOST_MEMORY_REUSED,
+                "ms": r["ms_per_step"],
+                "faults": faults,
+                "scratch_MiB": r["scratch_MiB"],
+                "batch": r["batch"],
+            }
+        )
+    )
 
 
 def measure_once(cfg_path: str, overrides: list[str], repeats: int, reuse: bool) -> dict:
@@ -68,18 +82,29 @@ def main(argv: list[str] | None = None) -> None:
     for cfg_path, overrides in workloads:
         runs = {True: [], False: []}
         for i in range(args.rounds):
-            for reuse in ((True, False) if i % 2 == 0 else (False, True)):
+            for reuse in (True, False) if i % 2 == 0 else (False, True):
                 runs[reuse].append(measure_once(cfg_path, overrides, args.repeats, reuse))
         med = {k: {m: statistics.median(r[m] for r in v) for m in ("ms", "faults")} for k, v in runs.items()}
-        rows.append({"config": Path(cfg_path).stem, "batch": runs[True][0]["batch"],
-                     "scratch_MiB": runs[True][0]["scratch_MiB"], "default_ms": med[False]["ms"],
-                     "reuse_ms": med[True]["ms"], "speedup": med[False]["ms"] / med[True]["ms"],
-                     "default_faults": med[False]["faults"], "reuse_faults": med[True]["faults"]})
+        rows.append(
+            {
+                "config": Path(cfg_path).stem,
+                "batch": runs[True][0]["batch"],
+                "scratch_MiB": runs[True][0]["scratch_MiB"],
+                "default_ms": med[False]["ms"],
+                "reuse_ms": med[True]["ms"],
+                "speedup": med[False]["ms"] / med[True]["ms"],
+                "default_faults": med[False]["faults"],
+                "reuse_faults": med[True]["faults"],
+            }
+        )
         print(f"  {cfg_path}: {med[False]['ms']:.1f} → {med[True]['ms']:.1f} ms/step", file=sys.stderr, flush=True)
-    emit(rows, args.json, ["config", "batch", "scratch_MiB", "default_ms", "reuse_ms", "speedup", "default_faults",
-                           "reuse_faults"],
-         f"train step with glibc's default vs host-memory reuse (fresh process each, {args.rounds} alternated "
-         f"rounds, medians; faults = page faults per step)")
+    emit(
+        rows,
+        args.json,
+        ["config", "batch", "scratch_MiB", "default_ms", "reuse_ms", "speedup", "default_faults", "reuse_faults"],
+        f"train step with glibc's default vs host-memory reuse (fresh process each, {args.rounds} alternated "
+        f"rounds, medians; faults = page faults per step)",
+    )
 
 
 if __name__ == "__main__":

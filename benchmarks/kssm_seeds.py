@@ -10,6 +10,7 @@ checkpoint exists is not trained again, so the script resumes an interrupted swe
 ``--eval-only`` re-evaluates finished runs with the current suite. Every row is also appended to
 ``ROOT/TAG.jsonl``; ``--table-only`` prints the table of the newest row per requested seed from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,13 +56,20 @@ def seed_row(config: str, seed: int, overrides: list[str], run: Path, eval_only:
     cz = run_json(["evaluate.py", str(run), "--suite", "causality", "--json"])["causality"]
     m = cz["model"]
     return {
-        "seed": seed, "run": str(run), "bpc": lm.get("bpc"), "R_mean": m["variance"]["mean"],
-        "variance": m["variance"]["std_of_sequence_means"], "delta_logits": m["intervention"]["mean_abs_delta_logits"],
-        "t_p": m["intervention"]["paired_t_p"], "r": m["correlation"]["pearson_r"], "r_p": m["correlation"]["p"],
+        "seed": seed,
+        "run": str(run),
+        "bpc": lm.get("bpc"),
+        "R_mean": m["variance"]["mean"],
+        "variance": m["variance"]["std_of_sequence_means"],
+        "delta_logits": m["intervention"]["mean_abs_delta_logits"],
+        "t_p": m["intervention"]["paired_t_p"],
+        "r": m["correlation"]["pearson_r"],
+        "r_p": m["correlation"]["p"],
         "R_share": m.get("share", {}).get("share"),
         "max_achieved_error": m["intervention"].get("max_abs_achieved_error"),
         "passed": [m[k]["passed"] for k in ("variance", "intervention", "correlation")],
-        "control_fails": cz.get("control_fails_intervention"), "all": bool(cz.get("passed")),
+        "control_fails": cz.get("control_fails_intervention"),
+        "all": bool(cz.get("passed")),
     }
 
 
@@ -71,18 +79,27 @@ def fmt(x, spec: str) -> str:
 
 def table(rows: list[dict]) -> str:
     mark = lambda ok: "" if ok else " ✗"  # noqa: E731
-    lines = ["| seed | val BPC | R mean | 1 variance (> 0.01) | 2 \\|Δlogits\\| (t-test p) | 3 r(R, entropy) "
-             "| R share | all |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| seed | val BPC | R mean | 1 variance (> 0.01) | 2 \\|Δlogits\\| (t-test p) | 3 r(R, entropy) "
+        "| R share | all |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         p1, p2, p3 = r["passed"]
-        lines.append(f"| {r['seed']} | {fmt(r['bpc'], '.3f')} | {r['R_mean']:.3f} | {r['variance']:.4f}{mark(p1)} | "
-                     f"{r['delta_logits']:.2f} (p {r['t_p']:.1e}){mark(p2)} | {r['r']:+.3f}{mark(p3)} | "
-                     f"{fmt(r['R_share'], '.3f')} | {'pass' if r['all'] else 'fail'} |")
-    ms = lambda k: (f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"  # noqa: E731
-                    if len(v := [r[k] for r in rows if r[k] is not None]) > 1 else "—")
-    lines.append(f"| mean ± sd | {ms('bpc')} | {ms('R_mean')} | {ms('variance')} | {ms('delta_logits')} | {ms('r')} | "
-                 f"{ms('R_share')} | {sum(r['all'] for r in rows)}/{len(rows)} pass |")
+        lines.append(
+            f"| {r['seed']} | {fmt(r['bpc'], '.3f')} | {r['R_mean']:.3f} | {r['variance']:.4f}{mark(p1)} | "
+            f"{r['delta_logits']:.2f} (p {r['t_p']:.1e}){mark(p2)} | {r['r']:+.3f}{mark(p3)} | "
+            f"{fmt(r['R_share'], '.3f')} | {'pass' if r['all'] else 'fail'} |"
+        )
+
+    def ms(k: str) -> str:
+        v = [r[k] for r in rows if r[k] is not None]
+        return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" if len(v) > 1 else "—"
+
+    lines.append(
+        f"| mean ± sd | {ms('bpc')} | {ms('R_mean')} | {ms('variance')} | {ms('delta_logits')} | {ms('r')} | "
+        f"{ms('R_share')} | {sum(r['all'] for r in rows)}/{len(rows)} pass |"
+    )
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ Part 1 times one coupling evaluation Σ_j sin(θ_j − θ_i) for a batch of phas
 side by side. Part 2 times the sequence scan (forward, and forward+backward with and without
 ``remat_chunk``) for N oscillators and reports tokens/s (tokens = batch × T).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,11 @@ def coupling_rows(oscillators: list[int], batch: int, repeats: int) -> list[dict
     for n in oscillators:
         theta = jax.random.uniform(jax.random.key(0), (batch, n), maxval=6.28)
         pair, mean = jax.jit(coupling_pairwise), jax.jit(coupling_meanfield)
-        row = {"N": n, "pairwise_ms": time_fn(lambda: pair(theta), repeats) * 1e3,
-               "meanfield_ms": time_fn(lambda: mean(theta), repeats) * 1e3}
+        row = {
+            "N": n,
+            "pairwise_ms": time_fn(lambda: pair(theta), repeats) * 1e3,
+            "meanfield_ms": time_fn(lambda: mean(theta), repeats) * 1e3,
+        }
         row["speedup"] = row["pairwise_ms"] / row["meanfield_ms"]
         rows.append(row)
     return rows
@@ -41,7 +45,8 @@ def scan_rows(n: int, lengths: list[int], batch: int, chunk: int, repeats: int) 
         row["fwd_ms"] = time_fn(lambda: fwd(omega), repeats) * 1e3
         for name, c in (("fwdbwd_ms", None), (f"fwdbwd_remat{chunk}_ms", chunk)):
             loss = lambda om, c=c: jnp.sum(  # noqa: E731
-                jnp.cos(kuramoto_scan(theta0, om, coupling, 0.1, unroll=4, remat_chunk=c)[0]))
+                jnp.cos(kuramoto_scan(theta0, om, coupling, 0.1, unroll=4, remat_chunk=c)[0])
+            )
             grad = jax.jit(jax.grad(loss))
             row[name] = time_fn(lambda: grad(omega), repeats) * 1e3
         row["fwd_tokens_per_s"] = batch * t / (row["fwd_ms"] / 1e3)
@@ -60,12 +65,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    emit(coupling_rows(args.oscillators, args.batch * 128, args.repeats), args.json,
-         ["N", "pairwise_ms", "meanfield_ms", "speedup"],
-         f"kuramoto coupling step, {args.batch * 128} phase vectors")
-    emit(scan_rows(args.scan_oscillators, args.lengths, args.batch, args.chunk, args.repeats), args.json,
-         ["N", "T", "batch", "fwd_ms", "fwdbwd_ms", f"fwdbwd_remat{args.chunk}_ms", "fwd_tokens_per_s",
-          "fwdbwd_tokens_per_s"], "kuramoto sequence scan")
+    emit(
+        coupling_rows(args.oscillators, args.batch * 128, args.repeats),
+        args.json,
+        ["N", "pairwise_ms", "meanfield_ms", "speedup"],
+        f"kuramoto coupling step, {args.batch * 128} phase vectors",
+    )
+    emit(
+        scan_rows(args.scan_oscillators, args.lengths, args.batch, args.chunk, args.repeats),
+        args.json,
+        [
+            "N",
+            "T",
+            "batch",
+            "fwd_ms",
+            "fwdbwd_ms",
+            f"fwdbwd_remat{args.chunk}_ms",
+            "fwd_tokens_per_s",
+            "fwdbwd_tokens_per_s",
+        ],
+        "kuramoto sequence scan",
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ A step whose compiled peak exceeds ``--max-peak-gib`` is compiled (its peak is r
 (1 = linear), ``mem_exponent`` the same for the peak memory; ``target`` marks local, spiral and Hebbian
 against the issue's ≤ 1.15.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,24 +74,46 @@ def main(argv: list[str] | None = None) -> None:
             cfg = config.load(path, [*overrides, f"model.seq_len={t}", "train.batch_size=1", *args.set])
             r = measure(cfg, args.repeats, max_peak_mib=args.max_peak_gib * 1024)
             runs.append(r)
-            rows.append({"family": family, "T": t, "window": fair_window(t) if family == "local" else None,
-                         "params_M": r["params_M"], "ms_per_step": r["ms_per_step"], "tokens_per_s": r["tokens_per_s"],
-                         "peak_MiB": r["peak_MiB"]})
+            rows.append(
+                {
+                    "family": family,
+                    "T": t,
+                    "window": fair_window(t) if family == "local" else None,
+                    "params_M": r["params_M"],
+                    "ms_per_step": r["ms_per_step"],
+                    "tokens_per_s": r["tokens_per_s"],
+                    "peak_MiB": r["peak_MiB"],
+                }
+            )
             shown = f"{r['ms_per_step']:.1f} ms/step" if r["ms_per_step"] else "not run"
             print(f"  {family} T={t}: {shown}, peak {r['peak_MiB']:.0f} MiB", file=sys.stderr, flush=True)
         exp = slope(args.lengths, [r["ms_per_step"] for r in runs])
         target = LINEAR_TARGET.get(family)
-        summary.append({"family": family, "exponent": exp,
-                        "mem_exponent": slope(args.lengths, [r["peak_MiB"] for r in runs]),
-                        "target": None if target is None or exp is None else
-                        f"{'met' if exp <= target else 'NOT met'} (<= {target})"})
+        summary.append(
+            {
+                "family": family,
+                "exponent": exp,
+                "mem_exponent": slope(args.lengths, [r["peak_MiB"] for r in runs]),
+                "target": None
+                if target is None or exp is None
+                else f"{'met' if exp <= target else 'NOT met'} (<= {target})",
+            }
+        )
     if args.json:
         emit(rows + summary, True, [], "long context train step")
         return
-    emit(rows, False, ["family", "T", "window", "params_M", "ms_per_step", "tokens_per_s", "peak_MiB"],
-         "long context train step, batch 1")
-    emit(summary, False, ["family", "exponent", "mem_exponent", "target"],
-         f"scaling exponents over T = {', '.join(map(str, args.lengths))} (slope of log time / log T)")
+    emit(
+        rows,
+        False,
+        ["family", "T", "window", "params_M", "ms_per_step", "tokens_per_s", "peak_MiB"],
+        "long context train step, batch 1",
+    )
+    emit(
+        summary,
+        False,
+        ["family", "exponent", "mem_exponent", "target"],
+        f"scaling exponents over T = {', '.join(map(str, args.lengths))} (slope of log time / log T)",
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ step as its training script sets it up (see ``shared/peers/README.md`` of the le
 Each ``*_step`` returns ``(step, n_params)``: ``step()`` runs one full train step on a fixed batch and
 returns the loss as a float.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,21 +71,33 @@ def load(name: str, src: str | Path):
         raise ConfigError(f"--{name}-src {src}: importing {module} failed: {e}") from None
 
 
-def agiformer_step(src, inputs, targets, *, d_model: int, n_layers: int, n_heads: int, window: int,
-                   patch: int = 4, dropout: float = 0.1, seed: int = 0) -> tuple[Callable[[], float], int]:
+def agiformer_step(
+    src,
+    inputs,
+    targets,
+    *,
+    d_model: int,
+    n_layers: int,
+    n_heads: int,
+    window: int,
+    patch: int = 4,
+    dropout: float = 0.1,
+    seed: int = 0,
+) -> tuple[Callable[[], float], int]:
     """AGIFORMER's train step on ``inputs``/``targets`` (``[B, T]`` int64 torch tensors)."""
     import torch
     import torch.nn.functional as F
 
     mod = load("agiformer", src)
     torch.manual_seed(seed)
-    model = mod.AGIFORMER(d_model=d_model, n_layers=n_layers, num_heads=n_heads, patch_size=patch,
-                          window_size=window, dropout=dropout)
+    model = mod.AGIFORMER(
+        d_model=d_model, n_layers=n_layers, num_heads=n_heads, patch_size=patch, window_size=window, dropout=dropout
+    )
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
 
     def step() -> float:
-        logits = model(inputs, target_bytes=targets)                        # [B, N, P, 256]
+        logits = model(inputs, target_bytes=targets)  # [B, N, P, 256]
         loss = F.cross_entropy(logits.reshape(-1, 256), targets.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -95,15 +108,32 @@ def agiformer_step(src, inputs, targets, *, d_model: int, n_layers: int, n_heads
     return step, count_params(model)
 
 
-def nanogpt_model(src, *, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
-                  dropout: float = 0.0, bias: bool = False, seed: int = 0):
+def nanogpt_model(
+    src,
+    *,
+    vocab_size: int,
+    block_size: int,
+    n_layer: int,
+    n_head: int,
+    n_embd: int,
+    dropout: float = 0.0,
+    bias: bool = False,
+    seed: int = 0,
+):
     """nanoGPT's ``GPT`` built from its own ``GPTConfig`` (its prints silenced)."""
     import torch
 
     mod = load("nanogpt", src)
     torch.manual_seed(seed)
-    conf = mod.GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
-                         n_embd=n_embd, dropout=dropout, bias=bias)
+    conf = mod.GPTConfig(
+        block_size=block_size,
+        vocab_size=vocab_size,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        dropout=dropout,
+        bias=bias,
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         return mod.GPT(conf)
 
@@ -120,8 +150,10 @@ def decay_adamw(model, lr: float = 6e-4, weight_decay: float = 0.1, betas=(0.9, 
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
@@ -161,8 +193,9 @@ def spiralformer_femto_entry(src) -> tuple[dict, dict]:
         raise ConfigError(f"--spiralformer-src {src}: cannot read femto_mycelial_cpu from {path.name}: {e}") from None
 
 
-def spiralformer_step(src, inputs, targets, conditions, t: float = 0.0,
-                      seed: int = 0) -> tuple[Callable[[], float], int]:
+def spiralformer_step(
+    src, inputs, targets, conditions, t: float = 0.0, seed: int = 0
+) -> tuple[Callable[[], float], int]:
     """The original ``MycelialSpiralformer`` femto train step at breath time ``t`` (0.0: inhale)."""
     import random
 
@@ -175,9 +208,14 @@ def spiralformer_step(src, inputs, targets, conditions, t: float = 0.0,
     entry, shared = spiralformer_femto_entry(src)
     torch.manual_seed(seed)
     random.seed(seed)
-    model = mod.MycelialSpiralformer(vocab_size=shared["vocab_size"], d_model=entry["d_model"],
-                                     n_heads=entry["n_heads"], seq_len=entry["seq_len"],
-                                     num_layers=entry["num_layers"], condition_dim=entry["condition_dim"])
+    model = mod.MycelialSpiralformer(
+        vocab_size=shared["vocab_size"],
+        d_model=entry["d_model"],
+        n_heads=entry["n_heads"],
+        seq_len=entry["seq_len"],
+        num_layers=entry["num_layers"],
+        condition_dim=entry["condition_dim"],
+    )
     model.train()
     clock = BreathClock(**shared["breath_clock"])
     if model.breath.phase_at(t).name != "inhale" or clock.phase_at(t).name != "inhale":

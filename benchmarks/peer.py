@@ -27,6 +27,7 @@ torch runs on ``--threads`` intra-op threads (default 2); JAX uses what XLA uses
 ours ms: > 1 means the "ours" side (spiraljax, or the port in the port check) is faster. Both
 parameter counts are printed. Rows whose step takes seconds use ``--slow-repeats``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,8 @@ class Workload:
     ours: str
     peer: str
     build: Callable
-    needs: str | None = None   # "agiformer" | "nanogpt" | "spiralformer": the --*-src folder the row needs
-    slow: bool = False         # seconds per step: timed with --slow-repeats
+    needs: str | None = None  # "agiformer" | "nanogpt" | "spiralformer": the --*-src folder the row needs
+    slow: bool = False  # seconds per step: timed with --slow-repeats
 
 
 def require_torch() -> None:
@@ -115,6 +116,7 @@ def torch_batch(batch) -> dict:
 
 def port_pair(cfg_path: str, overrides: list[str]):
     """spiraljax vs its torch port (benchmarks/torch_reference.py), parameter counts asserted equal."""
+
     def build(args):
         import torch
         from torch_reference import build_reference, make_torch_step, param_count
@@ -127,28 +129,53 @@ def port_pair(cfg_path: str, overrides: list[str]):
         tb = torch_batch(batch)
         step = make_torch_step(ref, cfg.train)
         return jax_step, n_jax, lambda: step(tb)["loss"].item(), n_torch
+
     return build
 
 
 # AGIFORMER's settings that are not shape: dropout 0.1, AdamW lr 3e-4 / wd 0.01, clip 0.5 (both sides)
-HEBBIAN_AS_AGIFORMER = ["train.batch_size=4", "model.seq_len=1024", "model.patch=4", "model.window=128",
-                        "model.head_hidden=256", "model.reasoning_steps=3", "model.memory_chunk=64",
-                        "model.dropout=0.1", "train.lr=3e-4", "train.weight_decay=0.01", "train.clip_norm=0.5"]
+HEBBIAN_AS_AGIFORMER = [
+    "train.batch_size=4",
+    "model.seq_len=1024",
+    "model.patch=4",
+    "model.window=128",
+    "model.head_hidden=256",
+    "model.reasoning_steps=3",
+    "model.memory_chunk=64",
+    "model.dropout=0.1",
+    "train.lr=3e-4",
+    "train.weight_decay=0.01",
+    "train.clip_norm=0.5",
+]
 
 
 def agiformer_pair(d_model: int, n_layers: int, n_heads: int):
     """Hebbian LM vs AGIFORMER at one shape (batch 4 × 1024 bytes, window 128 patches, patch 4)."""
+
     def build(args):
         import originals
 
-        sets = [*HEBBIAN_AS_AGIFORMER, f"model.d_model={d_model}", f"model.n_layers={n_layers}",
-                f"model.n_heads={n_heads}"]
+        sets = [
+            *HEBBIAN_AS_AGIFORMER,
+            f"model.d_model={d_model}",
+            f"model.n_layers={n_layers}",
+            f"model.n_heads={n_heads}",
+        ]
         jax_step, n_jax, batch, cfg = jax_side("configs/hebbian_shakespeare.yaml", sets)
         tb = torch_batch(batch)
-        step, n_peer = originals.agiformer_step(args.agiformer_src, tb["inputs"], tb["targets"], d_model=d_model,
-                                                n_layers=n_layers, n_heads=n_heads, window=cfg.model.window,
-                                                patch=cfg.model.patch, dropout=cfg.model.dropout)
+        step, n_peer = originals.agiformer_step(
+            args.agiformer_src,
+            tb["inputs"],
+            tb["targets"],
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            window=cfg.model.window,
+            patch=cfg.model.patch,
+            dropout=cfg.model.dropout,
+        )
         return jax_step, n_jax, step, n_peer
+
     return build
 
 
@@ -168,6 +195,7 @@ def nanogpt_pair(args):
 def port_check_pair(rope: bool = False):
     """torch_reference.DenseLM in nanoGPT's configuration (GELU MLP 4d, no smeared keys, learned absolute
     positions; ``rope``: RoPE instead, the port's own) vs nanoGPT's model.py: same batch, optimizer, step."""
+
     def build(args):
         import torch
         import torch.nn.functional as F
@@ -178,30 +206,42 @@ def port_check_pair(rope: bool = False):
         tb = torch_batch(data_batch("configs/transformer_tiny.yaml", ["train.batch_size=32"]))
         s = NANOGPT_SHAPE
         torch.manual_seed(0)
-        port = DenseLM(s["vocab_size"], s["n_embd"], s["n_layer"], s["n_head"], mlp_ratio=4.0, mlp_kind="gelu_exact",
-                       tie_embeddings=True, smear_keys=False, learned_positions=0 if rope else s["block_size"])
+        port = DenseLM(
+            s["vocab_size"],
+            s["n_embd"],
+            s["n_layer"],
+            s["n_head"],
+            mlp_ratio=4.0,
+            mlp_kind="gelu_exact",
+            tie_embeddings=True,
+            smear_keys=False,
+            learned_positions=0 if rope else s["block_size"],
+        )
 
         def port_loss(x, y):
             logits, _ = port(x)
             return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
 
-        port_step = originals.nanogpt_train_step(port, port_loss, originals.decay_adamw(port),
-                                                 tb["inputs"], tb["targets"])
+        port_step = originals.nanogpt_train_step(
+            port, port_loss, originals.decay_adamw(port), tb["inputs"], tb["targets"]
+        )
         nano_step, n_nano = originals.nanogpt_step(args.nanogpt_src, tb["inputs"], tb["targets"], **s)
         return port_step, originals.count_params(port), nano_step, n_nano
+
     return build
 
 
 def spiralformer_pair(batch_size: int):
     """Spiralformer femto vs the original MycelialSpiralformer (femto_mycelial_cpu), same batch."""
+
     def build(args):
         import originals
 
         jax_step, n_jax, batch, _ = jax_side("configs/spiralformer_femto.yaml", [f"train.batch_size={batch_size}"])
         tb = torch_batch(batch)
-        step, n_peer = originals.spiralformer_step(args.spiralformer_src, tb["inputs"], tb["targets"],
-                                                   tb["conditions"])
+        step, n_peer = originals.spiralformer_step(args.spiralformer_src, tb["inputs"], tb["targets"], tb["conditions"])
         return jax_step, n_jax, step, n_peer
+
     return build
 
 
@@ -209,6 +249,7 @@ def matmul_pair(b: int, m: int, k: int, n: int):
     """A plain float32 ``[b, m, k] @ [b, k, n]`` (b 1: one 2-D product), jitted XLA vs ``torch.matmul``: the
     matrix-product rate each framework's CPU backend (XLA's own kernels vs torch's oneDNN/MKL) gets at one of
     the dense step's shapes, without any model around it. Parameter columns hold 0."""
+
     def build(args):
         import jax
         import numpy as np
@@ -221,6 +262,7 @@ def matmul_pair(b: int, m: int, k: int, n: int):
         xj, wj = jax.device_put(x), jax.device_put(w)
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
         return (lambda: jax.block_until_ready(f(xj, wj))), 0, (lambda: torch.matmul(xt, wt)), 0
+
     return build
 
 
@@ -228,31 +270,61 @@ FEMTO = "configs/spiralformer_femto.yaml"
 # Spiralformer's model.spiral.impl is "auto": spiraljax runs what spiraljax.ops.impl picks (dense-masked at
 # T 32 on the CPU), the torch port the original's sparse algorithm; "both dense" runs dense-masked on both.
 WORKLOADS = [
-    Workload("dense baseline b32 T128", "spiraljax", "torch port",
-             port_pair("configs/transformer_tiny.yaml", ["train.batch_size=32"])),
+    Workload(
+        "dense baseline b32 T128",
+        "spiraljax",
+        "torch port",
+        port_pair("configs/transformer_tiny.yaml", ["train.batch_size=32"]),
+    ),
     Workload("Spiralformer femto b16 T32", "spiraljax", "torch port", port_pair(FEMTO, ["train.batch_size=16"])),
-    Workload("Spiralformer femto b16 T32, both dense", "spiraljax", "torch port",
-             port_pair(FEMTO, ["train.batch_size=16", "model.spiral.impl=dense"])),
+    Workload(
+        "Spiralformer femto b16 T32, both dense",
+        "spiraljax",
+        "torch port",
+        port_pair(FEMTO, ["train.batch_size=16", "model.spiral.impl=dense"]),
+    ),
     Workload("Spiralformer femto b1 T32", "spiraljax", "torch port", port_pair(FEMTO, ["train.batch_size=1"])),
-    Workload("Hebbian LM vs AGIFORMER d256 L4 H4 b4x1024", "spiraljax", "AGIFORMER", agiformer_pair(256, 4, 4),
-             needs="agiformer", slow=True),
-    Workload("Hebbian LM vs AGIFORMER d512 L6 H8 b4x1024 (its training shape)", "spiraljax", "AGIFORMER",
-             agiformer_pair(512, 6, 8), needs="agiformer", slow=True),
+    Workload(
+        "Hebbian LM vs AGIFORMER d256 L4 H4 b4x1024",
+        "spiraljax",
+        "AGIFORMER",
+        agiformer_pair(256, 4, 4),
+        needs="agiformer",
+        slow=True,
+    ),
+    Workload(
+        "Hebbian LM vs AGIFORMER d512 L6 H8 b4x1024 (its training shape)",
+        "spiraljax",
+        "AGIFORMER",
+        agiformer_pair(512, 6, 8),
+        needs="agiformer",
+        slow=True,
+    ),
     Workload("dense baseline vs nanoGPT d128 L4 b32 T128", "spiraljax", "nanoGPT", nanogpt_pair, needs="nanogpt"),
-    Workload("Spiralformer femto b16 vs original", "spiraljax", "Mycelial", spiralformer_pair(16),
-             needs="spiralformer"),
-    Workload("Spiralformer femto b1 vs original", "spiraljax", "Mycelial", spiralformer_pair(1),
-             needs="spiralformer"),
-    Workload("port check: torch DenseLM (nanoGPT config) vs nanoGPT", "torch port", "nanoGPT", port_check_pair(),
-             needs="nanogpt"),
+    Workload(
+        "Spiralformer femto b16 vs original", "spiraljax", "Mycelial", spiralformer_pair(16), needs="spiralformer"
+    ),
+    Workload("Spiralformer femto b1 vs original", "spiraljax", "Mycelial", spiralformer_pair(1), needs="spiralformer"),
+    Workload(
+        "port check: torch DenseLM (nanoGPT config) vs nanoGPT",
+        "torch port",
+        "nanoGPT",
+        port_check_pair(),
+        needs="nanogpt",
+    ),
     # the matrix-product rate of each side at the dense step's shapes (2·b·m·k·n FLOPs per call)
-    Workload("matmul [4096,128]x[128,512] (MLP up at 4d, 0.54 GFLOP)", "XLA", "torch",
-             matmul_pair(1, 4096, 128, 512)),
+    Workload("matmul [4096,128]x[128,512] (MLP up at 4d, 0.54 GFLOP)", "XLA", "torch", matmul_pair(1, 4096, 128, 512)),
     Workload("matmul [4096,128]x[128,384] (qkv, 0.40 GFLOP)", "XLA", "torch", matmul_pair(1, 4096, 128, 384)),
-    Workload("matmul [128: 128,32]x[32,128] (attention scores, 0.13 GFLOP)", "XLA", "torch",
-             matmul_pair(128, 128, 32, 128)),
-    Workload("port check, RoPE instead of learned positions", "torch port", "nanoGPT", port_check_pair(rope=True),
-             needs="nanogpt"),
+    Workload(
+        "matmul [128: 128,32]x[32,128] (attention scores, 0.13 GFLOP)", "XLA", "torch", matmul_pair(128, 128, 32, 128)
+    ),
+    Workload(
+        "port check, RoPE instead of learned positions",
+        "torch port",
+        "nanoGPT",
+        port_check_pair(rope=True),
+        needs="nanogpt",
+    ),
 ]
 
 
@@ -290,8 +362,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--only", nargs="*", default=None, help="workload names (substring match)")
     for name in ("agiformer", "spiralformer", "nanogpt"):
-        p.add_argument(f"--{name}-src", metavar="PATH", help=f"folder of the original {name} sources "
-                                                             f"(e.g. ../shared/peers/{name}); rows against it need it")
+        p.add_argument(
+            f"--{name}-src",
+            metavar="PATH",
+            help=f"folder of the original {name} sources (e.g. ../shared/peers/{name}); rows against it need it",
+        )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     require_torch()
@@ -301,6 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     from spiraljax.errors import UserError
 
     import torch
+
     torch.set_num_threads(args.threads)
     todo, skipped = selected(WORKLOADS, args.only, args)
     for line in skipped:
@@ -321,16 +397,30 @@ def main(argv: list[str] | None = None) -> None:
         repeats = args.slow_repeats if w.slow else args.repeats
         t_ours, t_peer = interleaved(ours, peer, repeats, min(args.warmup, 2) if w.slow else args.warmup)
         mo, mp = statistics.median(t_ours) * 1e3, statistics.median(t_peer) * 1e3
-        rows.append({"workload": w.name, "ours": w.ours, "ours_params": n_ours, "peer": w.peer,
-                     "peer_params": n_peer, "peer_ms": mp, "ours_ms": mo, "ratio": mp / mo, "repeats": repeats,
-                     "load_avg_1m": os.getloadavg()[0]})
+        rows.append(
+            {
+                "workload": w.name,
+                "ours": w.ours,
+                "ours_params": n_ours,
+                "peer": w.peer,
+                "peer_params": n_peer,
+                "peer_ms": mp,
+                "ours_ms": mo,
+                "ratio": mp / mo,
+                "repeats": repeats,
+                "load_avg_1m": os.getloadavg()[0],
+            }
+        )
         print(f"  {w.name}: {w.peer} {mp:.1f} ms / {w.ours} {mo:.1f} ms = {mp / mo:.2f}", file=sys.stderr, flush=True)
     if not rows:
         return
-    emit(rows, args.json, ["workload", "ours", "ours_params", "peer", "peer_params", "peer_ms", "ours_ms", "ratio",
-                           "load_avg_1m"],
-         f"train step, side by side (torch {args.threads} threads, medians, interleaved; "
-         f"ratio = peer ms / ours ms, > 1: ours faster)")
+    emit(
+        rows,
+        args.json,
+        ["workload", "ours", "ours_params", "peer", "peer_params", "peer_ms", "ours_ms", "ratio", "load_avg_1m"],
+        f"train step, side by side (torch {args.threads} threads, medians, interleaved; "
+        f"ratio = peer ms / ours ms, > 1: ours faster)",
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ Three views of the jit-compiled train step (the one ``spiraljax.train.loop`` run
    threads a matmul library spreads one thunk over; the process's own CPU time (user + system per
    step, page faults, cores used) over untraced steps counts everything, the kernel's work included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,11 @@ from spiraljax.train.step import loss_fn
 def cost(compiled) -> dict:
     ca = compiled.cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) else ca
-    return {"GFLOP": ca.get("flops", 0.0) / 1e9, "GB_accessed": ca.get("bytes accessed", 0.0) / 1e9,
-            "transcendentals_M": ca.get("transcendentals", 0.0) / 1e6}
+    return {
+        "GFLOP": ca.get("flops", 0.0) / 1e9,
+        "GB_accessed": ca.get("bytes accessed", 0.0) / 1e9,
+        "transcendentals_M": ca.get("transcendentals", 0.0) / 1e6,
+    }
 
 
 # --------------------------------------------------------------------------- 2. sub-pieces
@@ -138,7 +142,7 @@ def sub_pieces(cfg, model, tx, state, batch, repeats: int, train_step) -> list[d
     mg = jax.value_and_grad(lambda p, x: jnp.sum(mlp.apply(p, x) ** 2), argnums=(0, 1))
     add(f"MLP {kind} {d}->{hidden}, fwd+bwd", mg, mp, x, per=n_layers)
 
-    w = jax.random.normal(keys[0], (d, m.vocab_size)) * d ** -0.5
+    w = jax.random.normal(keys[0], (d, m.vocab_size)) * d**-0.5
     targets = jnp.asarray(batch["targets"])
 
     def ce(x, w):
@@ -178,10 +182,20 @@ def variants(cfg, batch, repeats: int) -> list[dict]:
 
         offs = make_offsets(t, m.spiral.pattern, m.spiral.n_back, m.spiral.every, m.spiral.every_count)
         km = jnp.asarray(batch["inputs"]) != 0
-        add("attn: spiral sparse (spiraljax)", partial(spiral_attention, offsets=offs, key_mask=km, impl="sparse"),
-            q, k, v)
-        add("attn: spiral dense-masked (spiraljax)", partial(spiral_attention, offsets=offs, key_mask=km,
-                                                             impl="dense"), q, k, v)
+        add(
+            "attn: spiral sparse (spiraljax)",
+            partial(spiral_attention, offsets=offs, key_mask=km, impl="sparse"),
+            q,
+            k,
+            v,
+        )
+        add(
+            "attn: spiral dense-masked (spiraljax)",
+            partial(spiral_attention, offsets=offs, key_mask=km, impl="dense"),
+            q,
+            k,
+            v,
+        )
         mask = spiral_mask(t, offs)[None, None] & (km[:, None, None, :] | jnp.eye(t, dtype=bool))
         add("attn: dense mask + jax.nn.softmax", partial(plain, mask=mask), q, k, v)
         kinds = [("gelu", int(m.mlp_ratio * d))]
@@ -196,8 +210,13 @@ def variants(cfg, batch, repeats: int) -> list[dict]:
         add("attn: masked_softmax_reference (before #16)", reference, q, k, v)
         add("attn: masked_attention, empty-row factor on", partial(masked_attention, mask=causal_mask(t)), q, k, v)
         add("attn: where(mask, s, -1e30) + jax.nn.softmax", partial(plain, mask=causal_mask(t)), q, k, v)
-        add("attn: jax.nn.dot_product_attention(is_causal)",
-            partial(jax.nn.dot_product_attention, is_causal=True), q, k, v)
+        add(
+            "attn: jax.nn.dot_product_attention(is_causal)",
+            partial(jax.nn.dot_product_attention, is_causal=True),
+            q,
+            k,
+            v,
+        )
         kind = m.mlp_kind
         hid = int(m.mlp_ratio * d * (2 / 3 if kind == "swiglu" else 1))
         kinds = [(kind, hid), (kind, -(-hid // 64) * 64), (kind, hid // 64 * 64)]
@@ -238,8 +257,10 @@ _PART_RULES = [  # (regex on op_name, part), first match wins
 
 def _label(op_name: str) -> tuple[str, str]:
     phase = "backward" if "transpose(jvp(" in op_name else "forward" if "jvp(" in op_name else "optimizer/other"
-    part = next((p for rx, p in _PART_RULES if re.search(rx, op_name)), "other" if phase != "optimizer/other"
-                else "optimizer (norm, clip, AdamW, select)")
+    part = next(
+        (p for rx, p in _PART_RULES if re.search(rx, op_name)),
+        "other" if phase != "optimizer/other" else "optimizer (norm, clip, AdamW, select)",
+    )
     return phase, part
 
 
@@ -263,8 +284,13 @@ def process_cpu(run_step, n_steps: int) -> dict:
         run_step()
     wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
-    return {"wall_ms": wall / n_steps * 1e3, "user_ms": user / n_steps * 1e3, "sys_ms": sys_ / n_steps * 1e3,
-            "cores": (user + sys_) / wall, "page_faults": (r1.ru_minflt - r0.ru_minflt) / n_steps}
+    return {
+        "wall_ms": wall / n_steps * 1e3,
+        "user_ms": user / n_steps * 1e3,
+        "sys_ms": sys_ / n_steps * 1e3,
+        "cores": (user + sys_) / wall,
+        "page_faults": (r1.ru_minflt - r0.ru_minflt) / n_steps,
+    }
 
 
 def trace_breakdown(compiled, run_step, n_steps: int, trace_dir: str) -> dict:
@@ -299,11 +325,28 @@ def trace_breakdown(compiled, run_step, n_steps: int, trace_dir: str) -> dict:
         by_part[part] += ms
         by_kind[_kind(name)] += ms
         by_phase[phase] += ms
-        top.append({"op": name, "ms": ms, "kind": _kind(name), "phase": phase, "part": part, "shape": shape,
-                    "source": re.sub(r"^jit\(train_step\)/", "", op_name)[:90]})
-    return {"wall_ms": wall * 1e3, "busy_ms": busy, "threads": len(threads), "thunks": n_thunks / n_steps,
-            "parallelism": busy / (wall * 1e3),
-            "by_phase": dict(by_phase), "by_part": dict(by_part), "by_kind": dict(by_kind), "top": top}
+        top.append(
+            {
+                "op": name,
+                "ms": ms,
+                "kind": _kind(name),
+                "phase": phase,
+                "part": part,
+                "shape": shape,
+                "source": re.sub(r"^jit\(train_step\)/", "", op_name)[:90],
+            }
+        )
+    return {
+        "wall_ms": wall * 1e3,
+        "busy_ms": busy,
+        "threads": len(threads),
+        "thunks": n_thunks / n_steps,
+        "parallelism": busy / (wall * 1e3),
+        "by_phase": dict(by_phase),
+        "by_part": dict(by_part),
+        "by_kind": dict(by_kind),
+        "top": top,
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -321,10 +364,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=10, help="timed calls per sub-piece (median)")
     p.add_argument("--trace-steps", type=int, default=5)
     p.add_argument("--top", type=int, default=25, help="HLO instructions listed")
-    p.add_argument("--hlo-out", help="also write the optimized HLO of the step here "
-                                     "(what XLA_FLAGS=--xla_dump_to gives as *after_optimizations.txt)")
-    p.add_argument("--variants", action="store_true", help="also time candidate speed fixes (attention "
-                                                            "formulations, MLP widths)")
+    p.add_argument(
+        "--hlo-out",
+        help="also write the optimized HLO of the step here "
+        "(what XLA_FLAGS=--xla_dump_to gives as *after_optimizations.txt)",
+    )
+    p.add_argument(
+        "--variants", action="store_true", help="also time candidate speed fixes (attention formulations, MLP widths)"
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -335,11 +382,11 @@ def main(argv: list[str] | None = None) -> None:
     step0, rng = jnp.zeros((), jnp.int32), jax.random.key(1)
     compiled = s.jit_step().lower(state, batch).compile()
     vg = jax.value_and_grad(loss_fn, has_aux=True)
-    costs = {"train step": cost(compiled),
-             "forward": cost(jax.jit(lambda p: loss_fn(p, model, batch, step0, rng)[0])
-                             .lower(state["params"]).compile()),
-             "forward + backward": cost(jax.jit(lambda p: vg(p, model, batch, step0, rng))
-                                        .lower(state["params"]).compile())}
+    costs = {
+        "train step": cost(compiled),
+        "forward": cost(jax.jit(lambda p: loss_fn(p, model, batch, step0, rng)[0]).lower(state["params"]).compile()),
+        "forward + backward": cost(jax.jit(lambda p: vg(p, model, batch, step0, rng)).lower(state["params"]).compile()),
+    }
     if args.hlo_out:
         Path(args.hlo_out).write_text(compiled.as_text())
 
@@ -360,20 +407,39 @@ def main(argv: list[str] | None = None) -> None:
 
     shape = f"{np.shape(batch['inputs'])[0]}x{np.shape(batch['inputs'])[1]}"
     if args.json:
-        print(json.dumps({"config": args.config, "set": args.set, "batch": shape, "cost": costs,
-                          "pieces": pieces, "variants": alts, "process_cpu": cpu,
-                          "host_memory_reuse": HOST_MEMORY_REUSED, "trace": {**tr, "top": tr["top"][: args.top]},
-                          "load_avg": os.getloadavg()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "config": args.config,
+                    "set": args.set,
+                    "batch": shape,
+                    "cost": costs,
+                    "pieces": pieces,
+                    "variants": alts,
+                    "process_cpu": cpu,
+                    "host_memory_reuse": HOST_MEMORY_REUSED,
+                    "trace": {**tr, "top": tr["top"][: args.top]},
+                    "load_avg": os.getloadavg(),
+                },
+                indent=2,
+            )
+        )
         return
-    print(f"# {cfg.model.family} ({Path(args.config).stem} {' '.join(args.set)}), batch {shape}, "
-          f"{jax.device_count()} {jax.devices()[0].platform} device(s), load avg {os.getloadavg()[0]:.2f}")
+    print(
+        f"# {cfg.model.family} ({Path(args.config).stem} {' '.join(args.set)}), batch {shape}, "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s), load avg {os.getloadavg()[0]:.2f}"
+    )
     print("\n## cost_analysis (XLA's counts)")
     for k, c in costs.items():
-        print(f"  {k:20s} {c['GFLOP']:8.3f} GFLOP  {c['GB_accessed']:8.3f} GB accessed  "
-              f"{c['transcendentals_M']:7.2f} M transcendentals")
+        print(
+            f"  {k:20s} {c['GFLOP']:8.3f} GFLOP  {c['GB_accessed']:8.3f} GB accessed  "
+            f"{c['transcendentals_M']:7.2f} M transcendentals"
+        )
     step_ms = pieces[0]["ms"]
-    print(f"  → {costs['train step']['GFLOP'] / step_ms * 1e3:.1f} GFLOP/s and "
-          f"{costs['train step']['GB_accessed'] / step_ms * 1e3:.1f} GB/s at the {step_ms:.1f} ms step timed below")
+    print(
+        f"  → {costs['train step']['GFLOP'] / step_ms * 1e3:.1f} GFLOP/s and "
+        f"{costs['train step']['GB_accessed'] / step_ms * 1e3:.1f} GB/s at the {step_ms:.1f} ms step timed below"
+    )
     print("\n## sub-pieces jitted alone (median ms; ×L = per-layer piece × n_layers)")
     for r in pieces:
         xs = f" (×{r['x']})" if r["x"] > 1 else ""
@@ -382,12 +448,16 @@ def main(argv: list[str] | None = None) -> None:
         print("\n## candidate speed fixes (one layer, fwd+bwd, median ms)")
         for r in alts:
             print(f"  {r['ms']:9.2f} ms  {r['variant']}")
-    print(f"\n## process CPU ({args.trace_steps} untraced steps; host memory reuse "
-          f"{'on' if HOST_MEMORY_REUSED else 'off'}): wall {cpu['wall_ms']:.1f} ms/step, user {cpu['user_ms']:.1f} + "
-          f"system {cpu['sys_ms']:.1f} ms/step → {cpu['cores']:.2f} cores; {cpu['page_faults']:,.0f} page faults/step")
-    print(f"\n## trace: {args.trace_steps} steps, wall {tr['wall_ms']:.1f} ms/step, XLA thunks busy "
-          f"{tr['busy_ms']:.1f} ms/step ({tr['thunks']:.0f} thunks) on {tr['threads']} threads → thunk parallelism "
-          f"{tr['parallelism']:.2f}")
+    print(
+        f"\n## process CPU ({args.trace_steps} untraced steps; host memory reuse "
+        f"{'on' if HOST_MEMORY_REUSED else 'off'}): wall {cpu['wall_ms']:.1f} ms/step, user {cpu['user_ms']:.1f} + "
+        f"system {cpu['sys_ms']:.1f} ms/step → {cpu['cores']:.2f} cores; {cpu['page_faults']:,.0f} page faults/step"
+    )
+    print(
+        f"\n## trace: {args.trace_steps} steps, wall {tr['wall_ms']:.1f} ms/step, XLA thunks busy "
+        f"{tr['busy_ms']:.1f} ms/step ({tr['thunks']:.0f} thunks) on {tr['threads']} threads → thunk parallelism "
+        f"{tr['parallelism']:.2f}"
+    )
     _table("by phase (thunk time, ms/step)", tr["by_phase"], tr["busy_ms"])
     _table("by model part", tr["by_part"], tr["busy_ms"])
     _table("by op kind", tr["by_kind"], tr["busy_ms"])

@@ -12,6 +12,7 @@ Spiralformer passes (diagonal kept). The crossover length below which ``auto`` p
 sparse baseline: blocked sliding-window attention with as many keys per query as spiral
 attention has offsets, timed in the same interleaved rounds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ def time_interleaved(calls: dict, repeats: int) -> dict:
     times = {name: [] for name in calls}
     order = list(calls)
     for r in range(repeats):
-        for name in (order if r % 2 == 0 else order[::-1]):
+        for name in order if r % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
             jax.block_until_ready(calls[name]())
             times[name].append(time.perf_counter() - t0)
@@ -82,8 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         impls += ["local"] if args.local else []
         compiled = {impl: fns(impl, offsets, key_mask) for impl in impls}
         for kind, which in (("fwd", 0), ("fwdbwd", 1)):
-            ms = time_interleaved({impl: (lambda f=f[which]: f(q, k, v)) for impl, f in compiled.items()},
-                                  args.repeats)
+            ms = time_interleaved({impl: (lambda f=f[which]: f(q, k, v)) for impl, f in compiled.items()}, args.repeats)
             for impl in impls:
                 row[f"{impl}_{kind}_ms"] = ms[impl] * 1e3
         for impl in impls:
@@ -94,12 +94,26 @@ def main(argv: list[str] | None = None) -> None:
         if "local" in impls:
             row["local_vs_sparse_fwdbwd"] = row["sparse_fwdbwd_ms"] / row["local_fwdbwd_ms"]
         rows.append(row)
-    cols = ["T", "offsets", "dense_fwd_ms", "sparse_fwd_ms", "fwd_speedup", "dense_fwdbwd_ms", "sparse_fwdbwd_ms",
-            "fwdbwd_speedup", "dense_fwdbwd_temp_mb", "sparse_fwdbwd_temp_mb"]
+    cols = [
+        "T",
+        "offsets",
+        "dense_fwd_ms",
+        "sparse_fwd_ms",
+        "fwd_speedup",
+        "dense_fwdbwd_ms",
+        "sparse_fwdbwd_ms",
+        "fwdbwd_speedup",
+        "dense_fwdbwd_temp_mb",
+        "sparse_fwdbwd_temp_mb",
+    ]
     if args.local:
         cols += ["local_fwd_ms", "local_fwdbwd_ms", "local_vs_sparse_fwdbwd", "local_fwdbwd_temp_mb"]
-    emit(rows, args.json, cols, f"spiral attention B={args.batch} H={args.heads} D={args.head_dim}"
-                                f"{' key mask' if args.key_mask else ''}")
+    emit(
+        rows,
+        args.json,
+        cols,
+        f"spiral attention B={args.batch} H={args.heads} D={args.head_dim}{' key mask' if args.key_mask else ''}",
+    )
 
 
 if __name__ == "__main__":

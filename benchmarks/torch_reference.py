@@ -43,6 +43,7 @@ rate of :func:`lr_at`; a non-finite loss or gradient norm skips the update, as s
 Initialisation: lecun-normal (std 1/√fan_in) kernels, N(0, 0.02) embeddings — same scales, different
 draws (Flax truncates the lecun normal; irrelevant to speed).
 """
+
 from __future__ import annotations
 
 import functools
@@ -59,7 +60,7 @@ LN_EPS = 1e-6  # flax.linen.LayerNorm default
 
 def _linear(fan_in: int, fan_out: int, bias: bool = False) -> nn.Linear:
     lin = nn.Linear(fan_in, fan_out, bias=bias)
-    nn.init.normal_(lin.weight, std=fan_in ** -0.5)
+    nn.init.normal_(lin.weight, std=fan_in**-0.5)
     if bias:
         nn.init.zeros_(lin.bias)
     return lin
@@ -97,7 +98,7 @@ def shift_time(x: torch.Tensor, offset: int) -> torch.Tensor:
 
 def powers_of_two(n: int) -> list[int]:
     """``{0} ∪ {2^k : 2^k < n}``."""
-    return [0] + [2 ** k for k in range(max(int(math.log2(max(n - 1, 1))) + 1, 0)) if 2 ** k < n]
+    return [0] + [2**k for k in range(max(int(math.log2(max(n - 1, 1))) + 1, 0)) if 2**k < n]
 
 
 class Attention(nn.Module):
@@ -117,7 +118,7 @@ class Attention(nn.Module):
         q, k = (rope(qk) if self.rope else qk).unbind(2)
         v = v.squeeze(2)
         if self.smear is not None:
-            m = torch.sigmoid(self.smear)[:, None]                          # [H, 1]
+            m = torch.sigmoid(self.smear)[:, None]  # [H, 1]
             k = m * k + (1.0 - m) * shift_time(k, 1)
         return self.out(attend(q, k, v).reshape(b, t, d))
 
@@ -163,9 +164,18 @@ class DenseLM(nn.Module):
     a learned absolute position table ``[N, d]`` added to the embedding, ``x = E[tok] + P[pos]``, and no
     RoPE; 0 (spiraljax's model): RoPE on q and k."""
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, mlp_ratio: float = 4.0,
-                 mlp_kind: str = "swiglu", tie_embeddings: bool = True, smear_keys: bool = True,
-                 learned_positions: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        mlp_ratio: float = 4.0,
+        mlp_kind: str = "swiglu",
+        tie_embeddings: bool = True,
+        smear_keys: bool = True,
+        learned_positions: int = 0,
+    ):
         super().__init__()
         hidden = int(mlp_ratio * d_model * (2 / 3 if mlp_kind == "swiglu" else 1))  # kinds: swiglu, gelu, gelu_exact
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -173,8 +183,9 @@ class DenseLM(nn.Module):
         self.pos = nn.Embedding(learned_positions, d_model) if learned_positions else None
         if self.pos is not None:
             nn.init.normal_(self.pos.weight, std=0.02)
-        self.blocks = nn.ModuleList(DenseBlock(d_model, n_heads, hidden, mlp_kind, smear_keys, rope=self.pos is None)
-                                    for _ in range(n_layers))
+        self.blocks = nn.ModuleList(
+            DenseBlock(d_model, n_heads, hidden, mlp_kind, smear_keys, rope=self.pos is None) for _ in range(n_layers)
+        )
         self.ln_f = nn.LayerNorm(d_model, eps=LN_EPS)
         self.head = None if tie_embeddings else _linear(d_model, vocab_size)
 
@@ -183,8 +194,9 @@ class DenseLM(nn.Module):
         """From spiraljax's ``TransformerConfig`` (``cfg.model``)."""
         if getattr(m, "window", None) is not None or getattr(m, "lora_rank", 0):
             raise NotImplementedError("torch reference: window attention / LoRA are not ported")
-        return cls(m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_ratio, m.mlp_kind, m.tie_embeddings,
-                   m.smear_keys)
+        return cls(
+            m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_ratio, m.mlp_kind, m.tie_embeddings, m.smear_keys
+        )
 
     def forward(self, tokens: torch.Tensor, **_) -> tuple[torch.Tensor, dict]:
         x = self.embed(tokens)
@@ -218,16 +230,16 @@ def field_charge(c: torch.Tensor) -> torch.Tensor:
 def spiral_attend(q, k, v, offsets: Sequence[int], key_mask: torch.Tensor | None, impl: str = "sparse"):
     """Spiral attention: query i attends key i − o for o in offsets (PAD keys masked, diagonal kept)."""
     b, t, h, dh = q.shape
-    scale = dh ** -0.5
+    scale = dh**-0.5
     pos = torch.arange(t)
     if impl == "dense":
         diff = pos[:, None] - pos[None, :]
-        mask = torch.isin(diff, torch.tensor(list(offsets)))[None, None]              # [1, 1, T, S]
+        mask = torch.isin(diff, torch.tensor(list(offsets)))[None, None]  # [1, 1, T, S]
         if key_mask is not None:
             mask = mask & (key_mask[:, None, None, :] | torch.eye(t, dtype=torch.bool)[None, None])
         o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         return o.transpose(1, 2)
-    k_sh = torch.stack([shift_time(k, o) for o in offsets], 2)                       # [B, T, O, H, D]
+    k_sh = torch.stack([shift_time(k, o) for o in offsets], 2)  # [B, T, O, H, D]
     v_sh = torch.stack([shift_time(v, o) for o in offsets], 2)
     scores = torch.einsum("bthd,btohd->btho", q, k_sh) * scale
     cols = []
@@ -236,8 +248,8 @@ def spiral_attend(q, k, v, offsets: Sequence[int], key_mask: torch.Tensor | None
         if key_mask is not None and o != 0:
             ok = ok & shift_time(key_mask, o)
         cols.append(ok)
-    valid = torch.stack(cols, -1)[:, :, None, :]                                     # [B, T, 1, O]
-    w = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1)             # o = 0 always valid
+    valid = torch.stack(cols, -1)[:, :, None, :]  # [B, T, 1, O]
+    w = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1)  # o = 0 always valid
     return torch.einsum("btho,btohd->bthd", w, v_sh)
 
 
@@ -260,10 +272,17 @@ class SpiralLM(nn.Module):
 
     def __init__(self, cfg, silence_ids: Sequence[int]):
         super().__init__()
-        if cfg.lora_rank or cfg.smear_keys or cfg.breath.clock != "position" or cfg.breath.active_boost != 1.0 \
-                or any(cfg.breath.dropout):
-            raise NotImplementedError("torch reference: LoRA, smeared keys, the step clock, active_boost and "
-                                      "contemplative dropout of the Spiralformer are not ported")
+        if (
+            cfg.lora_rank
+            or cfg.smear_keys
+            or cfg.breath.clock != "position"
+            or cfg.breath.active_boost != 1.0
+            or any(cfg.breath.dropout)
+        ):
+            raise NotImplementedError(
+                "torch reference: LoRA, smeared keys, the step clock, active_boost and "
+                "contemplative dropout of the Spiralformer are not ported"
+            )
         self.cfg = cfg
         d = cfg.d_model
         self.register_buffer("silence_ids", torch.as_tensor(np.asarray(silence_ids), dtype=torch.long))
@@ -296,22 +315,25 @@ class SpiralLM(nn.Module):
         b, t, d = h.shape
         cycle = sum(bc.durations)
         n_cyc = t // cycle + 2
-        onehot = F.one_hot(torch.arange(t) // cycle, n_cyc).float()                     # [T, C]
+        onehot = F.one_hot(torch.arange(t) // cycle, n_cyc).float()  # [T, C]
         valid = (tokens != 0).float()
 
         def pool(weights):
-            count = weights @ onehot                                                     # [B, C]
+            count = weights @ onehot  # [B, C]
             pooled = torch.einsum("btd,bt,tc->bcd", h, weights, onehot) / count.clamp(min=1.0)[..., None]
             return pooled, count
 
         content, count = pool(valid)
         before_hold, _ = pool(valid * (phases == INHALE).float()[None, :])
-        query, key = self.memory_query(before_hold), self.memory_key(content)            # [B, C, d]
+        query, key = self.memory_query(before_hold), self.memory_key(content)  # [B, C, d]
         hold = (phases == HOLD).float()
-        has_hold = (hold @ onehot) > 0                                                   # [C]
-        coin = torch.rand(n_cyc, b) < mc.query_prob if (self.training and mc.query_prob < 1.0) \
+        has_hold = (hold @ onehot) > 0  # [C]
+        coin = (
+            torch.rand(n_cyc, b) < mc.query_prob
+            if (self.training and mc.query_prob < 1.0)
             else torch.ones(n_cyc, b, dtype=torch.bool)
-        ask = coin & has_hold[:, None]                                                   # [C, B]
+        )
+        ask = coin & has_hold[:, None]  # [C, B]
         write = (count > 0).T & (torch.arange(n_cyc) % mc.write_every == 0)[:, None]
         m = mc.capacity
         t_content, t_key = h.new_zeros(b, m, d), h.new_zeros(b, m, d)
@@ -341,9 +363,9 @@ class SpiralLM(nn.Module):
             t_charge = torch.where(slot[..., None], charge[:, None, :], t_charge)
             t_strength = torch.where(slot, 1.0, t_strength * mc.decay)
             t_valid = t_valid | slot
-        got = torch.stack(got, 1)                                                        # [B, C, d]
+        got = torch.stack(got, 1)  # [B, C, d]
         per_pos = torch.einsum("bcd,tc->btd", got, onehot) * hold[None, :, None]
-        gate = torch.sigmoid(self.memory_gate(h))                                        # [B, T, 1]
+        gate = torch.sigmoid(self.memory_gate(h))  # [B, T, 1]
         return h + gate * per_pos
 
     def forward(self, tokens: torch.Tensor, conditions: torch.Tensor | None = None, **_):
@@ -360,8 +382,11 @@ class SpiralLM(nn.Module):
         silent = torch.isin(tokens, self.silence_ids).float()
         frac = silent.cumsum(1) / torch.arange(1, t + 1)
         thr = cfg.silence.threshold
-        gate = {"scale": torch.where(frac > thr, 1.0 - frac, 1.0), "off": torch.where(frac > thr, 0.0, 1.0),
-                "none": torch.ones_like(frac)}[cfg.silence.gate]
+        gate = {
+            "scale": torch.where(frac > thr, 1.0 - frac, 1.0),
+            "off": torch.where(frac > thr, 0.0, 1.0),
+            "none": torch.ones_like(frac),
+        }[cfg.silence.gate]
         key_mask = tokens != 0 if cfg.silence.key_mask else None
         offsets = powers_of_two(t)
 
@@ -392,8 +417,10 @@ def lr_at(step: int, cfg) -> float:
 def make_torch_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
     """AdamW(β1, β2, ε = 1e-8) with weight decay on ndim ≥ 2 tensors only (``optim.decay_mask``)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=1e-8)
 
 
@@ -446,6 +473,7 @@ def build_reference(model_cfg, silence_ids: Sequence[int] = (0,)) -> nn.Module:
 def load_flax_params(model: nn.Module, params) -> nn.Module:
     """Copy spiraljax (Flax) parameters into the torch model, in place — for equivalence checks:
     with the same weights both sides must give the same logits."""
+
     def t(x):
         return torch.from_numpy(np.array(x, np.float32))  # a writable copy
 

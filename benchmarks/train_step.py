@@ -20,6 +20,7 @@ trip counts (``benchmarks/flops.py``; ``cost_analysis`` counts a scan body once)
 and beside it the FLOP/s of a plain jitted matmul of the step's dominant dot shape and of a 1024³
 matmul, all timed interleaved in the same run; ``x_matmul`` = step FLOP/s ÷ dominant-shape matmul FLOP/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,16 @@ PRECISION_FAMILIES = {
 VARIANTS = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)]
 
 # --flops: the issue's two targets (dense ≥ 60 %, Hebbian ≥ 40 % of the matmul rate) and two context rows
-HEBBIAN_2CORE = ["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "model.seq_len=1024", "train.batch_size=4",
-                 "model.window=128", "model.head_hidden=256", "model.memory_chunk=64"]
+HEBBIAN_2CORE = [
+    "model.d_model=256",
+    "model.n_layers=4",
+    "model.n_heads=4",
+    "model.seq_len=1024",
+    "train.batch_size=4",
+    "model.window=128",
+    "model.head_hidden=256",
+    "model.memory_chunk=64",
+]
 FLOPS_ROWS = {
     "dense baseline b32 T128": ("configs/transformer_tiny.yaml", ["train.batch_size=32"]),
     "Hebbian LM d256 L4 b4x1024": ("configs/hebbian_shakespeare.yaml", HEBBIAN_2CORE),
@@ -70,7 +79,7 @@ def memory_mb(compiled) -> tuple[float | None, float | None]:
     if m is None:
         return None, None
     peak = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
-    return peak / 2 ** 20, m.temp_size_in_bytes / 2 ** 20
+    return peak / 2**20, m.temp_size_in_bytes / 2**20
 
 
 def measure(cfg: config.Config, repeats: int, max_peak_mib: float | None = None) -> dict:
@@ -83,8 +92,12 @@ def measure(cfg: config.Config, repeats: int, max_peak_mib: float | None = None)
     step = s.jit_step().lower(state, batch).compile()
     peak, scratch = memory_mb(step)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-    row = {"params_M": n_params / 1e6, "batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}", "peak_MiB": peak,
-           "scratch_MiB": scratch}
+    row = {
+        "params_M": n_params / 1e6,
+        "batch": f"{cfg.train.batch_size}x{cfg.model.seq_len}",
+        "peak_MiB": peak,
+        "scratch_MiB": scratch,
+    }
     if max_peak_mib is not None and peak is not None and peak > max_peak_mib:
         return {**row, "ms_per_step": None, "tokens_per_s": None}
     holder = {"state": state}
@@ -98,8 +111,13 @@ def measure(cfg: config.Config, repeats: int, max_peak_mib: float | None = None)
     return {**row, "ms_per_step": sec * 1e3, "tokens_per_s": tokens / sec}
 
 
-def rules_rows(path: str, overrides: list[str], repeats: int, rules: tuple[str, ...] = ("hebbian", "shifted", "delta"),
-               calls: int = 3) -> list[dict]:
+def rules_rows(
+    path: str,
+    overrides: list[str],
+    repeats: int,
+    rules: tuple[str, ...] = ("hebbian", "shifted", "delta"),
+    calls: int = 3,
+) -> list[dict]:
     """ms/step of the train step of ``path`` (default: the report's Hebbian LM, 32 × 128 bytes) for each
     ``model.memory_rule``, timed in alternation (``repeats`` rounds of ``calls`` steps per rule), so load on a
     shared machine hits every rule alike; ``x_time`` is the ratio to the first rule."""
@@ -112,7 +130,7 @@ def rules_rows(path: str, overrides: list[str], repeats: int, rules: tuple[str, 
         steps[rule] = (s.jit_step().lower(state, batch).compile(), batch)
         holders[rule] = state
     times: dict[str, list[float]] = {r: [] for r in rules}
-    for round_ in range(repeats + 1):            # round 0 warms up
+    for round_ in range(repeats + 1):  # round 0 warms up
         for rule in rules:
             step, batch = steps[rule]
             t0 = time.perf_counter()
@@ -123,8 +141,16 @@ def rules_rows(path: str, overrides: list[str], repeats: int, rules: tuple[str, 
                 times[rule].append((time.perf_counter() - t0) / calls)
     ms = {r: 1e3 * float(np.median(t)) for r, t in times.items()}
     tokens = batch["inputs"].size
-    return [{"rule": r, "batch": "x".join(map(str, batch["inputs"].shape)), "ms_per_step": ms[r],
-             "tokens_per_s": tokens / ms[r] * 1e3, "x_time": ms[r] / ms[rules[0]]} for r in rules]
+    return [
+        {
+            "rule": r,
+            "batch": "x".join(map(str, batch["inputs"].shape)),
+            "ms_per_step": ms[r],
+            "tokens_per_s": tokens / ms[r] * 1e3,
+            "x_time": ms[r] / ms[rules[0]],
+        }
+        for r in rules
+    ]
 
 
 def precision_rows(families: list[str], overrides: list[str], repeats: int) -> list[dict]:
@@ -138,12 +164,26 @@ def precision_rows(families: list[str], overrides: list[str], repeats: int) -> l
             r = measure(cfg, repeats)
             base = base or r
             ratio = lambda k: r[k] / base[k] if r[k] is not None and base[k] else None  # noqa: E731
-            rows.append({"family": family, "dtype": dtype, "remat": "on" if remat else "off", "batch": r["batch"],
-                         "params_M": r["params_M"], "ms_per_step": r["ms_per_step"], "x_time": ratio("ms_per_step"),
-                         "peak_MiB": r["peak_MiB"], "x_peak": ratio("peak_MiB"), "scratch_MiB": r["scratch_MiB"],
-                         "x_scratch": ratio("scratch_MiB")})
-            print(f"  {family} {dtype} remat={'on' if remat else 'off'}: {r['ms_per_step']:.1f} ms/step",
-                  file=sys.stderr, flush=True)  # progress (stdout stays the table or the JSON)
+            rows.append(
+                {
+                    "family": family,
+                    "dtype": dtype,
+                    "remat": "on" if remat else "off",
+                    "batch": r["batch"],
+                    "params_M": r["params_M"],
+                    "ms_per_step": r["ms_per_step"],
+                    "x_time": ratio("ms_per_step"),
+                    "peak_MiB": r["peak_MiB"],
+                    "x_peak": ratio("peak_MiB"),
+                    "scratch_MiB": r["scratch_MiB"],
+                    "x_scratch": ratio("scratch_MiB"),
+                }
+            )
+            print(
+                f"  {family} {dtype} remat={'on' if remat else 'off'}: {r['ms_per_step']:.1f} ms/step",
+                file=sys.stderr,
+                flush=True,
+            )  # progress (stdout stays the table or the JSON)
     return rows
 
 
@@ -153,39 +193,91 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", nargs="*", default=[])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--precision", action="store_true",
-                   help="every family: float32/bfloat16 × remat off/on, ms/step and peak memory with ratios")
-    p.add_argument("--families", nargs="*", default=list(PRECISION_FAMILIES), choices=list(PRECISION_FAMILIES),
-                   help="with --precision: the families to measure (default: all)")
-    p.add_argument("--flops", action="store_true",
-                   help="achieved FLOP/s (cost_analysis) vs a plain matmul of the step's dominant dot shape")
-    p.add_argument("--rules", action="store_true",
-                   help="the Hebbian LM (--config, default its report config) with each model.memory_rule, "
-                        "interleaved, with the ratio to the hebbian rule")
+    p.add_argument(
+        "--precision",
+        action="store_true",
+        help="every family: float32/bfloat16 × remat off/on, ms/step and peak memory with ratios",
+    )
+    p.add_argument(
+        "--families",
+        nargs="*",
+        default=list(PRECISION_FAMILIES),
+        choices=list(PRECISION_FAMILIES),
+        help="with --precision: the families to measure (default: all)",
+    )
+    p.add_argument(
+        "--flops",
+        action="store_true",
+        help="achieved FLOP/s (cost_analysis) vs a plain matmul of the step's dominant dot shape",
+    )
+    p.add_argument(
+        "--rules",
+        action="store_true",
+        help="the Hebbian LM (--config, default its report config) with each model.memory_rule, "
+        "interleaved, with the ratio to the hebbian rule",
+    )
     args = p.parse_args(argv)
     rows = []
     if args.rules:
         rows = rules_rows(args.config or "configs/hebbian_shakespeare.yaml", args.set, args.repeats)
-        emit(rows, args.json, ["rule", "batch", "ms_per_step", "tokens_per_s", "x_time"],
-             "Hebbian LM train step by write rule (interleaved rounds, medians)")
+        emit(
+            rows,
+            args.json,
+            ["rule", "batch", "ms_per_step", "tokens_per_s", "x_time"],
+            "Hebbian LM train step by write rule (interleaved rounds, medians)",
+        )
         return
     if args.flops:
         import flops
 
-        todo = ({Path(args.config).stem: (args.config, [])} if args.config else FLOPS_ROWS)
+        todo = {Path(args.config).stem: (args.config, [])} if args.config else FLOPS_ROWS
         for name, (path, sets) in todo.items():
             cfg = config.load(path, [*sets, *args.set])
             rows.append({"model": name, **flops.step_row(cfg, args.repeats)})
-            print(f"  {name}: {rows[-1]['GFLOPs']:.1f} GFLOP/s, x_matmul {rows[-1]['x_matmul']:.2f}", file=sys.stderr,
-                  flush=True)
-        emit(rows, args.json, ["model", "batch", "ms_per_step", "xla_GFLOP", "dot_GFLOP", "GFLOPs", "dominant_dot",
-                               "dot_share", "matmul_GFLOPs", "x_matmul", "big_matmul_GFLOPs"],
-             "train step FLOP/s vs a plain XLA matmul of its dominant dot shape (interleaved, medians)")
+            print(
+                f"  {name}: {rows[-1]['GFLOPs']:.1f} GFLOP/s, x_matmul {rows[-1]['x_matmul']:.2f}",
+                file=sys.stderr,
+                flush=True,
+            )
+        emit(
+            rows,
+            args.json,
+            [
+                "model",
+                "batch",
+                "ms_per_step",
+                "xla_GFLOP",
+                "dot_GFLOP",
+                "GFLOPs",
+                "dominant_dot",
+                "dot_share",
+                "matmul_GFLOPs",
+                "x_matmul",
+                "big_matmul_GFLOPs",
+            ],
+            "train step FLOP/s vs a plain XLA matmul of its dominant dot shape (interleaved, medians)",
+        )
         return
     if args.precision:
         rows = precision_rows(args.families, args.set, args.repeats)
-        emit(rows, args.json, ["family", "dtype", "remat", "batch", "params_M", "ms_per_step", "x_time", "peak_MiB",
-                               "x_peak", "scratch_MiB", "x_scratch"], "train step: precision and remat")
+        emit(
+            rows,
+            args.json,
+            [
+                "family",
+                "dtype",
+                "remat",
+                "batch",
+                "params_M",
+                "ms_per_step",
+                "x_time",
+                "peak_MiB",
+                "x_peak",
+                "scratch_MiB",
+                "x_scratch",
+            ],
+            "train step: precision and remat",
+        )
         return
     if args.config:
         cfg = config.load(args.config, args.set)

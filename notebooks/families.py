@@ -74,8 +74,9 @@ variables = model.init(key, tokens, conditions=conditions)
 logits, aux = model.apply(variables, tokens, conditions=conditions)
 print("logits", logits.shape, "| aux keys", sorted(aux))
 print("breath_weight[0]", np.round(np.asarray(aux["breath_weight"][0]), 2))
-print("field_charge", np.round(np.asarray(aux["field_charge"]), 3),
-      "| memory_queries", np.asarray(aux["memory_queries"]))
+print(
+    "field_charge", np.round(np.asarray(aux["field_charge"]), 3), "| memory_queries", np.asarray(aux["memory_queries"])
+)
 ids = glyphs.encode(["🌐ping", "💧08", "…", "🌙rest"])
 print("glyph ids", ids.tolist(), "->", glyphs.decode(ids), "| silence?", glyphs.is_silence(ids).tolist())
 
@@ -85,19 +86,26 @@ print("glyph ids", ids.tolist(), "->", glyphs.decode(ids), "| silence?", glyphs.
 # `cut_R=True` is the control that removes it.
 
 # %%
-print("R(sync) =", float(order_parameter(jnp.full((64,), 0.3))[0]),
-      "| R(uniform) =", round(float(order_parameter(jnp.linspace(0, 2 * jnp.pi, 64, endpoint=False))[0]), 6))
+print(
+    "R(sync) =",
+    float(order_parameter(jnp.full((64,), 0.3))[0]),
+    "| R(uniform) =",
+    round(float(order_parameter(jnp.linspace(0, 2 * jnp.pi, 64, endpoint=False))[0]), 6),
+)
 cfg, model = load("kssm_v3_tiny.yaml")
 tokens = jax.random.randint(key, (2, 16), 0, cfg.model.vocab_size)
 variables = model.init(key, tokens)
 logits, aux = model.apply(variables, tokens)
-print("aux['R']", aux["R"].shape, "R_layers", aux["R_layers"].shape,
-      "R_mean", round(float(aux["metrics"]["R_mean"]), 3))
+print(
+    "aux['R']", aux["R"].shape, "R_layers", aux["R_layers"].shape, "R_mean", round(float(aux["metrics"]["R_mean"]), 3)
+)
 lo, _ = model.apply(variables, tokens, force_R=0.1)
 hi, _ = model.apply(variables, tokens, force_R=0.9)
 cut, _ = model.apply(variables, tokens, cut_R=True)
-print(f"mean |Δlogits| force_R 0.1 vs 0.9 = {float(jnp.abs(hi - lo).mean()):.4f}"
-      f" | cut_R vs normal = {float(jnp.abs(cut - logits).mean()):.4f}")
+print(
+    f"mean |Δlogits| force_R 0.1 vs 0.9 = {float(jnp.abs(hi - lo).mean()):.4f}"
+    f" | cut_R vs normal = {float(jnp.abs(cut - logits).mean()):.4f}"
+)
 
 # %% [markdown]
 # ## 4. Hebbian fast weights and the byte LM
@@ -109,8 +117,10 @@ q, k, v = jax.random.normal(key, (3, 1, 12, 2, 4))
 log_decay = -jax.nn.softplus(jax.random.normal(jax.random.key(2), (1, 12, 2)))
 o_scan, s_scan = fast_weights(q, k, v, log_decay, impl="scan")
 o_chunk, s_chunk = fast_weights(q, k, v, log_decay, impl="chunked", chunk=4)
-print(f"scan vs chunked: max |Δo| = {float(jnp.abs(o_scan - o_chunk).max()):.2e},"
-      f" max |ΔS| = {float(jnp.abs(s_scan - s_chunk).max()):.2e}")
+print(
+    f"scan vs chunked: max |Δo| = {float(jnp.abs(o_scan - o_chunk).max()):.2e},"
+    f" max |ΔS| = {float(jnp.abs(s_scan - s_chunk).max()):.2e}"
+)
 cfg, model = load("hebbian_tiny.yaml")
 variables = model.init(key, jnp.zeros((1, cfg.model.seq_len), jnp.int32))
 prompt = np.frombuffer(b"spiral", np.uint8).astype(np.int32)[None]  # [1, 6]
@@ -130,9 +140,13 @@ contexts = jax.random.randint(key, (50, cfg.context_len), 0, cfg.vocab_size)
 targets = jax.random.randint(jax.random.key(4), (50,), 0, cfg.vocab_size)
 state = jax.jit(H.learn, static_argnums=3)(H.init(cfg), contexts, targets, cfg.capacity)
 tok, conf = H.retrieve(state, contexts, cfg.capacity)
-print(f"recall accuracy {float(jnp.mean(tok == targets)):.2f}, mean confidence {float(conf.mean()):.3f},"
-      f" stability {float(H.stability(state)):.3f}")
+print(
+    f"recall accuracy {float(jnp.mean(tok == targets)):.2f}, mean confidence {float(conf.mean()):.3f},"
+    f" stability {float(H.stability(state)):.3f}"
+)
 dreamt, stats = jax.jit(H.dream)(state, jax.random.key(5))
 tok, _ = H.retrieve(dreamt, contexts, cfg.capacity)
-print(f"dream: {int(stats['iterations'])} iterations, stability {float(stats['stability']):.3f},"
-      f" recall after {float(jnp.mean(tok == targets)):.2f}")
+print(
+    f"dream: {int(stats['iterations'])} iterations, stability {float(stats['stability']):.3f},"
+    f" recall after {float(jnp.mean(tok == targets)):.2f}"
+)

@@ -35,9 +35,17 @@ from spiraljax.experiment import run
 # %% A config with overrides, a model, one forward pass
 # A relative config path is looked up in the working directory, then in the project root, and so is the
 # corpus (data.path): this runs from notebooks/ (where Jupyter starts) as well as from the project root.
-cfg = spiraljax.config.load("configs/transformer_tiny.yaml",
-                            overrides=["model.d_model=64", "model.n_layers=2", "train.steps=40",
-                                       "train.eval_every=20", "train.progress=false", "eval.sample_tokens=60"])
+cfg = spiraljax.config.load(
+    "configs/transformer_tiny.yaml",
+    overrides=[
+        "model.d_model=64",
+        "model.n_layers=2",
+        "train.steps=40",
+        "train.eval_every=20",
+        "train.progress=false",
+        "eval.sample_tokens=60",
+    ],
+)
 model = spiraljax.models.build(cfg.model)
 tokens = jnp.zeros((2, cfg.model.seq_len), jnp.int32)
 variables = model.init(jax.random.key(0), tokens)
@@ -46,7 +54,7 @@ print("logits", logits.shape, "params", sum(x.size for x in jax.tree.leaves(vari
 
 # %% Train in a temporary run directory (what train.py runs), then load it back like a saved experiment
 run_dir = Path(tempfile.mkdtemp()) / "quickstart"
-result = run(cfg, run_dir)   # RunResult(run_dir, step, interrupted, val, seconds, unit)
+result = run(cfg, run_dir)  # RunResult(run_dir, step, interrupted, val, seconds, unit)
 cfg, variables = spiraljax.load_run(run_dir, checkpoint="best")
 
 # %% Validation metrics and a sample

@@ -2,6 +2,7 @@
 
 Importing the package has no side effects; submodules load on first use.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -12,6 +12,7 @@ use is an error (see :meth:`Registered.without_retired` for the one exception, s
 Every validation problem raises :class:`ConfigError` whose message is one line naming the offending key
 and the file it came from. ``python train.py --help-config`` lists every field with its description.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -37,9 +38,9 @@ class Registered(Section):
     """A polymorphic section: every subclass whose :attr:`KEY` field is annotated ``Literal["name"]``
     registers itself under ``name``. Intermediate classes (plain ``str`` key) register nothing."""
 
-    SECTION: ClassVar[str]                  # the section's name in a config: "model" or "data"
-    KEY: ClassVar[str]                      # the field naming the subclass: "family" or "source"
-    PACKAGE: ClassVar[str]                  # importing it imports (so registers) every subclass: its
+    SECTION: ClassVar[str]  # the section's name in a config: "model" or "data"
+    KEY: ClassVar[str]  # the field naming the subclass: "family" or "source"
+    PACKAGE: ClassVar[str]  # importing it imports (so registers) every subclass: its
     #                                         FAMILIES / SOURCES table lists the in-tree ones
     REGISTRY: ClassVar[dict[str, type["Registered"]]]
     # Fields this class no longer has, with the value old saved configs carry for them: see without_retired.
@@ -55,8 +56,10 @@ class Registered(Section):
         (name,) = get_args(annotation)
         old = cls.REGISTRY.get(name)
         if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"{cls.KEY} {name!r} is registered twice: {old.__module__}.{old.__qualname__} "
-                            f"and {cls.__module__}.{cls.__qualname__}")
+            raise TypeError(
+                f"{cls.KEY} {name!r} is registered twice: {old.__module__}.{old.__qualname__} "
+                f"and {cls.__module__}.{cls.__qualname__}"
+            )
         cls.REGISTRY[name] = cls  # the same class again (a module reloaded) replaces itself
 
     @classmethod
@@ -71,8 +74,9 @@ class Registered(Section):
         if not isinstance(name, str) or name not in cls.REGISTRY:
             choices = cls.registered()
             if not isinstance(name, str) or name not in choices:
-                raise ConfigError(f"{where}: unknown {cls.SECTION}.{cls.KEY} {name!r} "
-                                  f"(choose from {', '.join(choices)})")
+                raise ConfigError(
+                    f"{where}: unknown {cls.SECTION}.{cls.KEY} {name!r} (choose from {', '.join(choices)})"
+                )
         return cls.REGISTRY[name]
 
     @classmethod
@@ -113,12 +117,22 @@ DModel = Annotated[int, Field(gt=0, description="width of the hidden state / res
 NLayers = Annotated[int, Field(gt=0, description="number of stacked layers (blocks)")]
 NHeads = Annotated[int, Field(gt=0, description="attention heads per layer (must divide d_model)")]
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0, description="dropout rate in training (0 = none)")]
-DType = Annotated[Literal["float32", "bfloat16"], Field(description="compute dtype of activations and matmuls; "
-                                                                  "parameters, optimizer state and the "
-                                                                  "sensitive parts stay float32 "
-                                                                  "(spiraljax.nn.precision)")]
-Remat = Annotated[bool, Field(description="rematerialise every block/layer in the backward pass (nn.remat: "
-                                          "less activation memory, about one more forward pass)")]
+DType = Annotated[
+    Literal["float32", "bfloat16"],
+    Field(
+        description="compute dtype of activations and matmuls; "
+        "parameters, optimizer state and the "
+        "sensitive parts stay float32 "
+        "(spiraljax.nn.precision)"
+    ),
+]
+Remat = Annotated[
+    bool,
+    Field(
+        description="rematerialise every block/layer in the backward pass (nn.remat: "
+        "less activation memory, about one more forward pass)"
+    ),
+]
 LoraRank = Annotated[int, Field(ge=0, description="LoRA adapters of rank r on the block projections (0 = none)")]
 LoraAlpha = Annotated[float, Field(gt=0, description="LoRA scale α: an adapter adds (α/r)·x A B")]
 
@@ -133,8 +147,13 @@ class ModelConfig(Registered):
     PACKAGE: ClassVar[str] = "spiraljax.models"
     REGISTRY: ClassVar[dict[str, type[Registered]]] = {}
     # the old shared fields and defaults (before each family declared its own): see without_retired
-    RETIRED: ClassVar[dict[str, Any]] = {"d_model": 128, "n_layers": 4, "n_heads": 4, "dropout": 0.0,
-                                         "dtype": "float32"}
+    RETIRED: ClassVar[dict[str, Any]] = {
+        "d_model": 128,
+        "n_layers": 4,
+        "n_heads": 4,
+        "dropout": 0.0,
+        "dtype": "float32",
+    }
 
     family: str = Field("transformer", description="model family: picks the config class and the model")
     vocab_size: int = Field(256, gt=0, description="number of token ids the model embeds and predicts")
@@ -191,9 +210,12 @@ class TrainConfig(Section):
     b2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW β2")
     clip_norm: float = Field(1.0, gt=0.0, description="global gradient-norm clipping threshold")
     grad_accum: int = Field(1, gt=0, description="micro-batches accumulated per optimizer step")
-    carry_state: bool = Field(False, description="carry the model's state from each window to the next window of "
-                                                 "the same batch row, without gradient (truncated BPTT); reset at "
-                                                 "document starts (data.source: longdocs)")
+    carry_state: bool = Field(
+        False,
+        description="carry the model's state from each window to the next window of "
+        "the same batch row, without gradient (truncated BPTT); reset at "
+        "document starts (data.source: longdocs)",
+    )
     trainable: str = Field("all", description='"all", or a substring of the parameter paths to train (e.g. "lora")')
     seed: int = Field(0, description="seed of the parameters, dropout and the data order")
     eval_every: int = Field(200, gt=0, description="steps between validation passes")
@@ -223,19 +245,25 @@ class MeshConfig(Section):
     optimizer state are sharded over ``fsdp`` (FSDP) and, for attention/MLP kernels, over ``model``
     (tensor parallel: heads and hidden units). ``data = -1`` means 'all remaining devices'."""
 
-    data: int = Field(-1,
-                      description="data-parallel size (batch split, parameters replicated); -1: all remaining devices")
-    fsdp: int = Field(1, gt=0, description="fully-sharded data-parallel size: batch split and parameters/optimizer "
-                                           "state sharded")
+    data: int = Field(
+        -1, description="data-parallel size (batch split, parameters replicated); -1: all remaining devices"
+    )
+    fsdp: int = Field(
+        1, gt=0, description="fully-sharded data-parallel size: batch split and parameters/optimizer state sharded"
+    )
     model: int = Field(1, gt=0, description="tensor-parallel size: attention heads and MLP hidden units split")
 
 
 class Config(Section):
     name: str = Field("experiment", description="experiment name (the default run directory is runs/<name>)")
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig.lookup("transformer", "<defaults>")(),
-                               description="the model: model.family picks the family")
-    data: DataConfig = Field(default_factory=lambda: DataConfig.lookup("text", "<defaults>")(),
-                             description="the data: data.source picks the source")
+    model: ModelConfig = Field(
+        default_factory=lambda: ModelConfig.lookup("transformer", "<defaults>")(),
+        description="the model: model.family picks the family",
+    )
+    data: DataConfig = Field(
+        default_factory=lambda: DataConfig.lookup("text", "<defaults>")(),
+        description="the data: data.source picks the source",
+    )
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation and logging")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="validation and samples during training")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="checkpoints")
@@ -256,7 +284,7 @@ def _first_error(err: ValidationError, prefix: str) -> str:
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
     elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     scalar = not isinstance(e.get("input"), (dict, list))
     got = f" (got {e.get('input')!r})" if scalar and e["type"] not in ("extra_forbidden", "missing") else ""
     return f"{loc}: {msg}{got}"
@@ -267,8 +295,10 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     raw = dict(raw)
-    sections = {"model": ModelConfig.parse(raw.pop("model", {}) or {}, source, "transformer"),
-                "data": DataConfig.parse(raw.pop("data", {}) or {}, source, "text")}
+    sections = {
+        "model": ModelConfig.parse(raw.pop("model", {}) or {}, source, "transformer"),
+        "data": DataConfig.parse(raw.pop("data", {}) or {}, source, "text"),
+    }
     try:
         return Config(**raw, **sections)
     except ValidationError as err:
@@ -339,9 +369,9 @@ def check_override_keys(raw: dict[str, Any], overrides: list[str] | None) -> Non
         dotted = item.split("=", 1)[0].strip()
         section, _, key = dotted.partition(".")
         if section in sections and sections[section] is None:
-            continue   # an unknown family/source: from_dict names the choices
+            continue  # an unknown family/source: from_dict names the choices
         if dotted in known or section in sections and not key or f"{section}.{key.split('.')[0]}" in known:
-            continue   # a known key (or a value inside a list/tuple field: validation checks it)
+            continue  # a known key (or a value inside a list/tuple field: validation checks it)
         if section in sections and issubclass(Config.model_fields[section].annotation, Registered):
             cls = Config.model_fields[section].annotation
             if any(key in sub.model_fields for sub in cls.registered().values()):
@@ -461,8 +491,11 @@ def _type_name(annotation: Any) -> str:
         return " | ".join(repr(a) for a in args)
     if args and origin is not None and origin is not Annotated:
         inner = ", ".join(_type_name(a) for a in args)
-        return f"{getattr(origin, '__name__', str(origin))}[{inner}]" if origin in (list, tuple, dict) else \
-            " | ".join(_type_name(a) for a in args)
+        return (
+            f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+            if origin in (list, tuple, dict)
+            else " | ".join(_type_name(a) for a in args)
+        )
     if annotation is type(None):
         return "None"
     return getattr(annotation, "__name__", str(annotation))
@@ -497,13 +530,15 @@ def describe(names: list[str] | None = None, first: list[str] | tuple[str, ...] 
     names = list(names or [])
     unknown = [n for n in [*names, *first] if n not in families and n not in sources]
     if unknown:
-        raise ConfigError(f"--help-config: unknown family or source {unknown[0]!r} (families: "
-                          f"{', '.join(families)}; sources: {', '.join(sources)})")
+        raise ConfigError(
+            f"--help-config: unknown family or source {unknown[0]!r} (families: "
+            f"{', '.join(families)}; sources: {', '.join(sources)})"
+        )
     shown_families = [n for n in names if n in families] or list(families)
     shown_sources = [n for n in names if n in sources] or list(sources)
     top = [n for n in (first or names) if n in shown_families + shown_sources]
     out = ["Config fields: YAML sections as below, or --set section.key=value (key: type = default  —  meaning)."]
-    out.append(f"  name: str = \"{Config.model_fields['name'].default}\"  —  {field_description(Config, 'name')}")
+    out.append(f'  name: str = "{Config.model_fields["name"].default}"  —  {field_description(Config, "name")}')
 
     def registered_sections(pick: list[str]) -> list[str]:
         lines = []

@@ -2,6 +2,7 @@
 
 This module imports nothing else from spiraljax, so a CLI's error path loads no heavy dependency.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 ``train.py`` and the report call :func:`run`; :mod:`spiraljax.train` stays the loop alone and never
 imports :mod:`spiraljax.eval` (the hooks are where the two meet).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,7 @@ def standard_hooks(cfg: Config, model: Any, dataset: Any) -> TrainHooks:
     """Samples of ``eval.sample_tokens`` tokens at each validation (key ``train.seed + step``), the
     run's metric plots at the end and the families' progress-bar fields (a K-SSM's tone zone)."""
 
-    sampler = text_sampler(model, cfg)   # one sampler per run: its step compiles once
+    sampler = text_sampler(model, cfg)  # one sampler per run: its step compiles once
 
     def sample(params: Any, step: int) -> str:
         key = jax.random.key(cfg.train.seed + step)

@@ -22,6 +22,7 @@ Opt out with ``SPIRALJAX_REUSE_HOST_MEMORY=0``. Importing spiraljax does not cal
 ``evaluate.py``, the report and the benchmarks do; a notebook may call it before its first JAX
 computation.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -29,7 +30,7 @@ import os
 import platform
 
 ENV_SWITCH = "SPIRALJAX_REUSE_HOST_MEMORY"
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4   # glibc's mallopt parameter numbers (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers (malloc.h)
 
 
 def _glibc() -> ctypes.CDLL | None:

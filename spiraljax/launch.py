@@ -1,5 +1,6 @@
 """``python -m spiraljax.launch -n 2 -d 2 -- python train.py --distributed ...``: N local JAX
 processes on CPU (see :mod:`spiraljax.train.distributed`)."""
+
 import sys
 
 from spiraljax.train.distributed import main

@@ -3,6 +3,7 @@
 Neither ``spiraljax.train`` nor ``spiraljax.eval`` owns these: both import them from here, so the two
 packages never import each other for a loss.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,11 @@ def make_eval_step(model: nn.Module, token_bytes: jax.Array, carry_state: bool =
     def sums(logits, batch):
         nll = token_nll(logits, batch["targets"])
         mask = batch["mask"].astype(jnp.float32)
-        return {"nll_sum": jnp.sum(nll * mask), "tokens": jnp.sum(mask),
-                "bytes": jnp.sum(mask * token_bytes[batch["targets"]])}
+        return {
+            "nll_sum": jnp.sum(nll * mask),
+            "tokens": jnp.sum(mask),
+            "bytes": jnp.sum(mask * token_bytes[batch["targets"]]),
+        }
 
     def eval_step(params, batch: dict, step):
         logits, _ = model.apply({"params": params}, batch["inputs"], train=False, step=step, **model_extras(batch))
@@ -59,8 +63,9 @@ def make_eval_step(model: nn.Module, token_bytes: jax.Array, carry_state: bool =
 
     def carried_eval_step(params, batch: dict, step, state):
         state = reset_rows(state, model.initial_state(batch["reset"].shape[0]), batch["reset"])
-        logits, aux = model.apply({"params": params}, batch["inputs"], train=False, step=step, state=state,
-                                  **model_extras(batch))
+        logits, aux = model.apply(
+            {"params": params}, batch["inputs"], train=False, step=step, state=state, **model_extras(batch)
+        )
         return sums(logits, batch), aux["state"]
 
     return carried_eval_step if carry_state else eval_step
@@ -69,12 +74,12 @@ def make_eval_step(model: nn.Module, token_bytes: jax.Array, carry_state: bool =
 def lm_metrics(nll_sum: float, tokens: float, n_bytes: float) -> dict[str, float]:
     """loss = Σ nll / tokens (nats/token), BPC = Σ nll / (ln 2 · bytes), PPL = exp(loss)."""
     loss = nll_sum / max(tokens, 1e-9)
-    return {"loss": loss, "bpc": nll_sum / (math.log(2) * max(n_bytes, 1e-9)),
-            "ppl": math.exp(min(loss, 700.0))}
+    return {"loss": loss, "bpc": nll_sum / (math.log(2) * max(n_bytes, 1e-9)), "ppl": math.exp(min(loss, 700.0))}
 
 
-def evaluate_lm(model: nn.Module, params: Any, dataset, step: int = 0, eval_step: Callable | None = None,
-                carry_state: bool = False) -> dict:
+def evaluate_lm(
+    model: nn.Module, params: Any, dataset, step: int = 0, eval_step: Callable | None = None, carry_state: bool = False
+) -> dict:
     """Validation metrics over ``dataset.val_batches()`` (a fixed set of batches).
 
     Args:

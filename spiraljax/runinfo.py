@@ -3,6 +3,7 @@
 ``run_info()`` is written to ``RUN/run.json`` by the trainer and printed by ``evaluate.py`` and the
 report, so every number can be traced to the exact code and stack that produced it.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,15 +71,25 @@ def host_cpu() -> str:
 def device_info() -> dict[str, Any]:
     import jax
 
-    return {"platform": jax.default_backend(), "device_count": jax.device_count(),
-            "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
-            "machine": platform.machine(), "system": platform.system(), "host_cpu": host_cpu()}
+    return {
+        "platform": jax.default_backend(),
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "device_kind": jax.devices()[0].device_kind,
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "host_cpu": host_cpu(),
+    }
 
 
 def run_info(argv: list[str] | None = None) -> dict[str, Any]:
     """Everything that identifies how a run was made (JSON-serialisable)."""
-    return {"git": git_state(), "versions": versions(), "device": device_info(),
-            "command": list(sys.argv if argv is None else argv)}
+    return {
+        "git": git_state(),
+        "versions": versions(),
+        "device": device_info(),
+        "command": list(sys.argv if argv is None else argv),
+    }
 
 
 def write_run_info(run_dir: str | Path, resumed: bool = False, argv: list[str] | None = None) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Carried state across windows (docs/carried_state.md): helpers shared by training, evaluation and
 notebooks. A state is a pytree of arrays whose every leaf is batch-first ``[B, ...]``."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -32,8 +33,10 @@ def check_state(state: State, batch_size: int, where: str = "state") -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
         shape = getattr(leaf, "shape", None)
         if shape is None or len(shape) == 0 or shape[0] != batch_size:
-            raise ValueError(f"{where}{jax.tree_util.keystr(path)}: every state leaf must be batch-first "
-                             f"[{batch_size}, ...], got shape {shape}")
+            raise ValueError(
+                f"{where}{jax.tree_util.keystr(path)}: every state leaf must be batch-first "
+                f"[{batch_size}, ...], got shape {shape}"
+            )
 
 
 def check_state_like(state: State, expected: State, where: str = "state") -> None:
@@ -49,12 +52,15 @@ def check_state_like(state: State, expected: State, where: str = "state") -> Non
             raise ValueError(f"{name}: not part of this model's state")
         g, w = got[path], want[path]
         if getattr(g, "shape", None) != w.shape or getattr(g, "dtype", None) != w.dtype:
-            raise ValueError(f"{name}: expected {w.dtype}{list(w.shape)}, got "
-                             f"{getattr(g, 'dtype', type(g).__name__)}{list(getattr(g, 'shape', ()))}")
+            raise ValueError(
+                f"{name}: expected {w.dtype}{list(w.shape)}, got "
+                f"{getattr(g, 'dtype', type(g).__name__)}{list(getattr(g, 'shape', ()))}"
+            )
 
 
-def stream(model, variables, tokens: jax.Array, window: int, state: State | None = None,
-           **kwargs) -> tuple[jax.Array, State]:
+def stream(
+    model, variables, tokens: jax.Array, window: int, state: State | None = None, **kwargs
+) -> tuple[jax.Array, State]:
     """Read ``tokens [B, L]`` window by window with the state carried: ``(logits [B, L, V], state)``.
 
     The same as ``logits_k, aux = model.apply(variables, w_k, state=s_{k-1}); s_k = aux["state"]``
@@ -69,7 +75,7 @@ def stream(model, variables, tokens: jax.Array, window: int, state: State | None
     n_full = length // window
     pieces = []
     if n_full:
-        windows = jnp.swapaxes(tokens[:, :n_full * window].reshape(b, n_full, window), 0, 1)   # [K, B, T]
+        windows = jnp.swapaxes(tokens[:, : n_full * window].reshape(b, n_full, window), 0, 1)  # [K, B, T]
 
         def one(s, w):
             logits, aux = model.apply(variables, w, state=s, **kwargs)
@@ -78,7 +84,7 @@ def stream(model, variables, tokens: jax.Array, window: int, state: State | None
         state, logits = jax.lax.scan(one, state, windows)
         pieces.append(jnp.swapaxes(logits, 0, 1).reshape(b, n_full * window, -1))
     if length % window:
-        logits, aux = model.apply(variables, tokens[:, n_full * window:], state=state, **kwargs)
+        logits, aux = model.apply(variables, tokens[:, n_full * window :], state=state, **kwargs)
         state = aux["state"]
         pieces.append(logits)
     return jnp.concatenate(pieces, axis=1), state

@@ -8,6 +8,7 @@ nothing (its float32 products are exact either way, bit for bit); on an NVIDIA G
 be TF32 products (10-bit mantissa, ~1e-3 relative), which no 1e-5 tolerance survives. A test of
 reduced-precision behaviour says so itself (``model.dtype=bfloat16``), it does not rely on this default.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,12 +20,24 @@ import pytest
 MATMUL_PRECISION = "highest"
 jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)
 
-ROOT = Path(__file__).resolve().parent.parent   # the project root (configs/, data/, train.py)
+ROOT = Path(__file__).resolve().parent.parent  # the project root (configs/, data/, train.py)
 
 TINY = [
-    "name=tiny", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.seq_len=16",
-    "train.batch_size=4", "train.steps=20", "train.lr=1e-2", "train.warmup_steps=2", "train.eval_every=10",
-    "train.log_every=5", "train.progress=false", "checkpoint.every=5", "eval.batches=2", "eval.batch_size=4",
+    "name=tiny",
+    "model.d_model=32",
+    "model.n_layers=1",
+    "model.n_heads=2",
+    "model.seq_len=16",
+    "train.batch_size=4",
+    "train.steps=20",
+    "train.lr=1e-2",
+    "train.warmup_steps=2",
+    "train.eval_every=10",
+    "train.log_every=5",
+    "train.progress=false",
+    "checkpoint.every=5",
+    "eval.batches=2",
+    "eval.batch_size=4",
     "eval.sample_tokens=8",
 ]
 
@@ -56,7 +69,7 @@ def assert_future_independent(logits_fn, tokens, positions, vocab: int, shift: i
 
     base = logits_fn(tokens)
     for t in positions:
-        changed = tokens.at[:, t + 1:].set((tokens[:, t + 1:] + shift) % vocab)
+        changed = tokens.at[:, t + 1 :].set((tokens[:, t + 1 :] + shift) % vocab)
         out = logits_fn(changed)
         np.testing.assert_allclose(out[:, : t + 1], base[:, : t + 1], atol=atol, err_msg=f"future leaks into {t}")
-        assert not np.allclose(out[:, t + 1:], base[:, t + 1:], atol=atol), f"position {t + 1} ignores its input"
+        assert not np.allclose(out[:, t + 1 :], base[:, t + 1 :], atol=atol), f"position {t + 1} ignores its input"

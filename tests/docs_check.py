@@ -14,6 +14,7 @@ Run as a script, in a fresh interpreter (so the CLIs' process-wide settings stay
   ``evaluate.py`` commands) and then every Python block of README.md and docs/ in order, as written,
   with tiny model sizes put in front of their overrides (:data:`TINY`), and prints what ran.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,19 +31,32 @@ ROOT = Path(__file__).resolve().parent.parent
 OTHER_PROGRAMS = {"pip", "jupyter", "jupytext", "export", "gcloud", "sed", "mv", "git", "cd", "{", "}"}
 OTHER_MODULES = {"venv", "pytest", "pip"}
 # Python blocks that are fragments of an API description rather than runnable snippets: file → reason.
-NOT_RUN = {"docs/carried_state.md": "the carried-state contract as a fragment; tests/test_state.py runs it",
-           "docs/long_context_attention.md": "the state API as a fragment; tests/test_transformer_cache.py runs it"}
-NEW_FAMILY = ("<!-- example:new-family -->", "<!-- /example:new-family -->")   # run by tests/test_new_family.py
+NOT_RUN = {
+    "docs/carried_state.md": "the carried-state contract as a fragment; tests/test_state.py runs it",
+    "docs/long_context_attention.md": "the state API as a fragment; tests/test_transformer_cache.py runs it",
+}
+NEW_FAMILY = ("<!-- example:new-family -->", "<!-- /example:new-family -->")  # run by tests/test_new_family.py
 # Sizes put in front of a doc snippet's own overrides (its values win), where the config has the field.
-TINY = ["model.d_model=32", "model.n_layers=1", "model.seq_len=32", "train.batch_size=4", "train.eval_every=100",
-        "train.log_every=50", "train.progress=false", "checkpoint.every=100", "eval.batches=1", "eval.batch_size=4",
-        "eval.sample_tokens=8", "data.num_echoes=64"]
+TINY = [
+    "model.d_model=32",
+    "model.n_layers=1",
+    "model.seq_len=32",
+    "train.batch_size=4",
+    "train.eval_every=100",
+    "train.log_every=50",
+    "train.progress=false",
+    "checkpoint.every=100",
+    "eval.batches=1",
+    "eval.batch_size=4",
+    "eval.sample_tokens=8",
+    "data.num_echoes=64",
+]
 
 
 @dataclass(frozen=True)
 class Block:
-    path: str   # relative to the project root
-    line: int   # of the opening fence
+    path: str  # relative to the project root
+    line: int  # of the opening fence
     lang: str
     code: str
     runs: bool  # a Python block that the session executes
@@ -117,7 +131,7 @@ def _parse_only(kind: str, target: str, argv: list[str]) -> str | None:
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [target, *argv]
     if kind == "path":
-        sys.path.insert(0, str(Path(target).parent))   # as `python benchmarks/x.py` does: its folder first
+        sys.path.insert(0, str(Path(target).parent))  # as `python benchmarks/x.py` does: its folder first
     try:
         if kind == "module":
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -182,9 +196,13 @@ def _check_report(argv: list[str]) -> str | None:
     from spiraljax.report.recall_state import entry_names as recall_names
 
     args = parse_args(argv)
-    names = (entry_names(LONG_BUDGETS[args.budget]) if args.budget in LONG_BUDGETS
-             else recall_names() if args.budget in RECALL_BUDGETS
-             else {e.name for e in LM_ENTRIES + RECALL_ENTRIES})
+    names = (
+        entry_names(LONG_BUDGETS[args.budget])
+        if args.budget in LONG_BUDGETS
+        else recall_names()
+        if args.budget in RECALL_BUDGETS
+        else {e.name for e in LM_ENTRIES + RECALL_ENTRIES}
+    )
     unknown = set(args.only.split(",")) - names if args.only else set()
     return f"--only: unknown entries {sorted(unknown)}" if unknown else None
 
@@ -204,7 +222,7 @@ def check_command(argv: list[str]) -> str | None:
             if module == "spiraljax.report":
                 return _check_report(rest)
             if module == "spiraljax.launch":
-                inner = rest[rest.index("--") + 1:] if "--" in rest else []
+                inner = rest[rest.index("--") + 1 :] if "--" in rest else []
                 return _parse_only("module", module, rest) or (check_command(inner) if inner else "no command")
             return _parse_only("module", module, rest)
         script, rest = args[0], args[1:]
@@ -215,7 +233,7 @@ def check_command(argv: list[str]) -> str | None:
         if script == "evaluate.py":
             return _check_evaluate(rest)
         if script.startswith("notebooks/"):
-            return None   # tests/test_notebooks.py runs them
+            return None  # tests/test_notebooks.py runs them
         return _parse_only("path", str(ROOT / script), rest)
     except SystemExit as err:
         return f"arguments refused (exit {err.code})"
@@ -268,7 +286,7 @@ def session(workdir: Path) -> list[dict]:
 
 if __name__ == "__main__":
     if sys.argv[1] == "check":
-        os.environ.setdefault("SPIRALJAX_REUSE_HOST_MEMORY", "0")   # benchmarks import it; nothing is timed here
+        os.environ.setdefault("SPIRALJAX_REUSE_HOST_MEMORY", "0")  # benchmarks import it; nothing is timed here
         print(json.dumps([check_command(argv) for argv in json.loads(sys.stdin.read())]))
     else:
         result = session(Path(sys.argv[2]))

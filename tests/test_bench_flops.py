@@ -1,4 +1,5 @@
 """benchmarks/flops.py: FLOP accounting of compiled HLO (dots × loop trip counts) and the dominant shape."""
+
 from __future__ import annotations
 
 import sys
@@ -58,8 +59,10 @@ def test_unparseable_text_is_an_error():
 
 def test_cublas_gemm_custom_call_counts_as_a_dot():
     # the form XLA's GPU backend writes after rewriting a dot to cuBLAS (output: a (result, workspace) tuple)
-    backend = ('{"gemm_backend_config":{"alpha_real":1,"dot_dimension_numbers":{"lhs_contracting_dimensions":["2"],'
-               '"rhs_contracting_dimensions":["1"],"lhs_batch_dimensions":["0"],"rhs_batch_dimensions":["0"]}}}')
+    backend = (
+        '{"gemm_backend_config":{"alpha_real":1,"dot_dimension_numbers":{"lhs_contracting_dimensions":["2"],'
+        '"rhs_contracting_dimensions":["1"],"lhs_batch_dimensions":["0"],"rhs_batch_dimensions":["0"]}}}'
+    )
     hlo = """HloModule m
 ENTRY %main (a: f32[8,4096,128], b: f32[8,128,384]) -> f32[8,4096,384] {
   %a = f32[8,4096,128]{2,1,0} parameter(0)
@@ -77,9 +80,14 @@ def test_gpu_script_quick_runs_on_cpu(tmp_path):
 
     from conftest import subprocess_env
 
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--json-out",
-                          str(tmp_path / "gpu.json")], capture_output=True, text=True, env=subprocess_env(), cwd=ROOT,
-                         timeout=900)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--json-out", str(tmp_path / "gpu.json")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=ROOT,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads((tmp_path / "gpu.json").read_text())
     assert [r["model"] for r in res["mfu"]] == ["dense baseline (quick)", "Hebbian LM (quick)"]

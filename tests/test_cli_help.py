@@ -1,5 +1,6 @@
 """Every command-line entry point prints its --help and exits 0 (argparse expands '%' in help strings,
 so one stray percent sign in a budget description used to crash ``--help`` with a traceback)."""
+
 from __future__ import annotations
 
 import importlib

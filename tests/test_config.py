@@ -37,13 +37,16 @@ def test_wrong_type_names_key(tmp_path):
         config.load(p)
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("model.d_model=30", "not divisible by n_heads"),
-    ("model.seq_len=0", "model.seq_len"),
-    ("model.family=nonsense", "unknown model.family 'nonsense'"),
-    ("data.source=nowhere", "unknown data.source"),
-    ("bogus.key=1", "--set bogus.key=1: unknown key bogus.key"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("model.d_model=30", "not divisible by n_heads"),
+        ("model.seq_len=0", "model.seq_len"),
+        ("model.family=nonsense", "unknown model.family 'nonsense'"),
+        ("data.source=nowhere", "unknown data.source"),
+        ("bogus.key=1", "--set bogus.key=1: unknown key bogus.key"),
+    ],
+)
 def test_impossible_values(override, needle):
     with pytest.raises(ConfigError, match=needle):
         config.load(None, [override])
@@ -99,17 +102,25 @@ def _sections(cls, prefix):
 
 
 def test_every_field_of_every_family_and_source_has_a_description():
-    classes = [("", config.Config), *(("model.", c) for c in config.ModelConfig.registered().values()),
-               *(("data.", c) for c in config.DataConfig.registered().values()),
-               *((f"{s}.", config.Config.model_fields[s].annotation) for s in ("train", "eval", "checkpoint", "mesh"))]
-    missing = {key for prefix, cls in classes for key, owner, name in _sections(cls, prefix)
-               if not config.field_description(owner, name)}
+    classes = [
+        ("", config.Config),
+        *(("model.", c) for c in config.ModelConfig.registered().values()),
+        *(("data.", c) for c in config.DataConfig.registered().values()),
+        *((f"{s}.", config.Config.model_fields[s].annotation) for s in ("train", "eval", "checkpoint", "mesh")),
+    ]
+    missing = {
+        key
+        for prefix, cls in classes
+        for key, owner, name in _sections(cls, prefix)
+        if not config.field_description(owner, name)
+    }
     assert not missing, sorted(missing)
 
 
 def test_families_and_sources_register_themselves():
-    assert {"transformer", "spiralformer", "kssm_v1", "kssm_v2", "kssm_v3", "hebbian_lm",
-            "holographic"} <= set(config.ModelConfig.registered())
+    assert {"transformer", "spiralformer", "kssm_v1", "kssm_v2", "kssm_v3", "hebbian_lm", "holographic"} <= set(
+        config.ModelConfig.registered()
+    )
     assert {"text", "mycelial", "mqar", "induction", "curriculum"} <= set(config.DataConfig.registered())
     assert not hasattr(config, "MODEL_MODULES") and not hasattr(config, "DATA_MODULES")
 
@@ -126,11 +137,21 @@ def test_the_family_and_source_tables_list_exactly_the_registered_in_tree_classe
         assert all(cls.model_fields[base.KEY].default == name for name, cls in table.items())
 
 
-@pytest.mark.parametrize("family, key", [
-    ("kssm_v1", "n_heads"), ("kssm_v3", "dropout"), ("kssm_v2", "window"), ("spiralformer", "dropout"),
-    ("spiralformer", "mlp_kind"), ("hebbian_lm", "mlp_kind"), ("holographic", "d_model"), ("kssm_v1", "coupling_scale"),
-    ("holographic", "dtype"), ("holographic", "remat"),
-])
+@pytest.mark.parametrize(
+    "family, key",
+    [
+        ("kssm_v1", "n_heads"),
+        ("kssm_v3", "dropout"),
+        ("kssm_v2", "window"),
+        ("spiralformer", "dropout"),
+        ("spiralformer", "mlp_kind"),
+        ("hebbian_lm", "mlp_kind"),
+        ("holographic", "d_model"),
+        ("kssm_v1", "coupling_scale"),
+        ("holographic", "dtype"),
+        ("holographic", "remat"),
+    ],
+)
 def test_a_field_the_family_does_not_use_is_an_error(family, key):
     with pytest.raises(ConfigError) as err:
         config.load(None, [f"model.family={family}", f"model.{key}=2"])
@@ -149,17 +170,26 @@ def test_saved_configs_keep_loading_when_retired_keys_hold_their_old_defaults(tm
     shipped = config.load(config.PROJECT_ROOT / "configs" / "kssm_v3_shakespeare.yaml")
     old = shipped.to_dict()
     old["model"].update(n_heads=4, dropout=0.0, dtype="float32")
-    old["data"]["val_fraction"] = 0.1                              # text still uses it: kept as a field
+    old["data"]["val_fraction"] = 0.1  # text still uses it: kept as a field
     assert config.load(write(tmp_path, yaml.safe_dump(old))) == shipped
     for key, value in (("dropout", 0.1), ("n_heads", 8)):
         changed = {**old, "model": {**old["model"], key: value}}
         with pytest.raises(ConfigError, match=f"model.{key}: unknown key for model.family kssm_v3"):
             config.load(write(tmp_path, yaml.safe_dump(changed)))
-    holo = {"model": {"family": "holographic", "d_model": 16, "n_heads": 1, "n_layers": 1, "dropout": 0.0,
-                      "dtype": "float32"}, "data": {"source": "mqar", "val_fraction": 0.1}}
+    holo = {
+        "model": {
+            "family": "holographic",
+            "d_model": 16,
+            "n_heads": 1,
+            "n_layers": 1,
+            "dropout": 0.0,
+            "dtype": "float32",
+        },
+        "data": {"source": "mqar", "val_fraction": 0.1},
+    }
     holographic = config.load(None, ["model.family=holographic"]).model
     assert config.load(write(tmp_path, yaml.safe_dump(holo))).model == holographic
-    holo["model"]["d_model"] = 128                                  # holographic's old default was 16
+    holo["model"]["d_model"] = 128  # holographic's old default was 16
     with pytest.raises(ConfigError, match="model.d_model: unknown key for model.family holographic"):
         config.load(write(tmp_path, yaml.safe_dump(holo)))
     # overrides are what someone asks for now: no compatibility rule there
@@ -175,8 +205,13 @@ def test_kssm_versions_differ_by_fields_only():
 
     from spiraljax import models
 
-    small = ["model.d_model=8", "model.seq_len=8", "model.n_oscillators=8", "model.n_harmonics=3",
-             "model.readout_hidden=8"]
+    small = [
+        "model.d_model=8",
+        "model.seq_len=8",
+        "model.n_oscillators=8",
+        "model.n_harmonics=3",
+        "model.readout_hidden=8",
+    ]
     v1, v2, v3 = (config.load(None, [f"model.family=kssm_{v}", *small]).model for v in ("v1", "v2", "v3"))
     assert (v1.n_layers, v1.core, v2.n_layers, v2.core, v3.core) == (1, "softplus", 4, "softplus", "bistable")
     assert v1.model_dump(exclude={"family", "n_layers"}) == v2.model_dump(exclude={"family", "n_layers"})
@@ -190,14 +225,21 @@ def test_default_experiment_is_the_femto_config_plus_its_overrides():
     config field for field as the dict that spiraljax/defaults.py used to embed."""
     train_py = _train_module()
     cfg = config.load(train_py.DEFAULT_CONFIG, train_py.DEFAULT_OVERRIDES)
-    was = {"name": "spiralformer_femto_default",
-           "model": {"family": "spiralformer", "vocab_size": 65, "seq_len": 32, "d_model": 128, "n_heads": 4,
-                     "n_layers": 4},
-           "data": {"source": "mycelial", "num_echoes": 4000, "chaos_mode": True, "seed": 0},
-           "train": {"steps": 800, "batch_size": 32, "lr": 2e-3, "warmup_steps": 30, "eval_every": 200,
-                     "log_every": 10},
-           "eval": {"sample_tokens": 24, "sample_prompt": "…"},
-           "checkpoint": {"every": 200}}
+    was = {
+        "name": "spiralformer_femto_default",
+        "model": {
+            "family": "spiralformer",
+            "vocab_size": 65,
+            "seq_len": 32,
+            "d_model": 128,
+            "n_heads": 4,
+            "n_layers": 4,
+        },
+        "data": {"source": "mycelial", "num_echoes": 4000, "chaos_mode": True, "seed": 0},
+        "train": {"steps": 800, "batch_size": 32, "lr": 2e-3, "warmup_steps": 30, "eval_every": 200, "log_every": 10},
+        "eval": {"sample_tokens": 24, "sample_prompt": "…"},
+        "checkpoint": {"every": 200},
+    }
     assert cfg == config.from_dict(was)
 
 
@@ -214,11 +256,13 @@ def test_help_config_lists_every_field_with_type_default_and_description(capsys)
     train_py = _train_module()
     assert train_py.main(["--help-config"]) == 0
     out = capsys.readouterr().out
-    for line in ("model.n_oscillators: int = 128  —  oscillators per layer (N)",
-                 "model.breath.durations: list[int] = [4, 2, 4, 2]  —  positions per phase",
-                 "data.max_pairs: int = 16  —  most key-value pairs per sequence",
-                 "train.steps: int = 1000  —  optimizer steps to train",
-                 'model.mlp_kind: \'swiglu\' | \'gelu\' = "swiglu"  —  MLP of each block'):
+    for line in (
+        "model.n_oscillators: int = 128  —  oscillators per layer (N)",
+        "model.breath.durations: list[int] = [4, 2, 4, 2]  —  positions per phase",
+        "data.max_pairs: int = 16  —  most key-value pairs per sequence",
+        "train.steps: int = 1000  —  optimizer steps to train",
+        "model.mlp_kind: 'swiglu' | 'gelu' = \"swiglu\"  —  MLP of each block",
+    ):
         assert line in out, line
     assert train_py.main(["--help-config", "kssm_v3"]) == 0
     out = capsys.readouterr().out
@@ -282,10 +326,23 @@ class BagOfTokens(nn.Module):
 def test_a_family_defined_anywhere_trains_through_the_registry(tmp_path):
     from spiraljax.train.loop import train
 
-    cfg = config.load(None, ["model.family=test_bag_of_tokens", "model.d_model=8", "model.seq_len=16",
-                             "train.steps=4", "train.batch_size=2", "train.eval_every=4", "train.progress=false",
-                             "checkpoint.every=4", "eval.batches=1", "eval.batch_size=2", "eval.sample_tokens=0",
-                             f"data.cache_dir={tmp_path / 'cache'}"])
+    cfg = config.load(
+        None,
+        [
+            "model.family=test_bag_of_tokens",
+            "model.d_model=8",
+            "model.seq_len=16",
+            "train.steps=4",
+            "train.batch_size=2",
+            "train.eval_every=4",
+            "train.progress=false",
+            "checkpoint.every=4",
+            "eval.batches=1",
+            "eval.batch_size=2",
+            "eval.sample_tokens=0",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     assert type(cfg.model) is BagOfTokensConfig
     result = train(cfg, tmp_path / "run")
     assert result.step == 4 and result.val["loss"] > 0
@@ -296,6 +353,7 @@ def test_a_family_defined_anywhere_trains_through_the_registry(tmp_path):
 
 def test_a_family_name_cannot_be_registered_twice():
     with pytest.raises(TypeError, match="registered twice"):
+
         class Again(config.ModelConfig):
             family: Literal["test_bag_of_tokens"] = "test_bag_of_tokens"
 
@@ -309,17 +367,25 @@ def test_docs_configs_names_every_field_of_every_family():
     from spiraljax.models import FAMILIES
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "configs.md").read_text(encoding="utf-8")
-    para = " ".join(text[text.index("Family and source keys"):text.index("; text data")].split())
-    labels = {"transformer": "baseline", "spiralformer": "Spiralformer", "kssm_v1": "K-SSM", "kssm_v2": "K-SSM",
-              "kssm_v3": "K-SSM", "hebbian_lm": "Hebbian", "holographic": "holographic"}
+    para = " ".join(text[text.index("Family and source keys") : text.index("; text data")].split())
+    labels = {
+        "transformer": "baseline",
+        "spiralformer": "Spiralformer",
+        "kssm_v1": "K-SSM",
+        "kssm_v2": "K-SSM",
+        "kssm_v3": "K-SSM",
+        "hebbian_lm": "Hebbian",
+        "holographic": "holographic",
+    }
     order = ["baseline", "Spiralformer", "K-SSM", "Hebbian", "holographic", None]
     missing = []
     for family, cls in FAMILIES.items():
         label = labels[family]
         start = para.index(f"; {label} `" if label != "baseline" else f"{label} `")
         nxt = order[order.index(label) + 1]
-        part = para[start:para.index(f"; {nxt} `") if nxt else len(para)]
+        part = para[start : para.index(f"; {nxt} `") if nxt else len(para)]
         words = set(re.findall(r"\w+", part))
-        missing += [f"{family}.{f}" for f in cls.model_fields if f not in ("family", "vocab_size", "seq_len")
-                    and f not in words]
+        missing += [
+            f"{family}.{f}" for f in cls.model_fields if f not in ("family", "vocab_size", "seq_len") and f not in words
+        ]
     assert not missing, f"docs/configs.md lacks {missing}"

@@ -1,5 +1,6 @@
 """Multi-process training on one machine: 2 processes x 2 CPU devices (jax.distributed on 127.0.0.1,
 gloo collectives) train to the same losses and parameters as 1 process with 4 devices."""
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,26 @@ import pytest
 from conftest import ROOT, subprocess_env
 from spiraljax.train.distributed import launch_local, local_env, main
 
-pytestmark = pytest.mark.skipif("jax_cpu_collectives_implementation" not in jax.config.values,
-                                reason="this jaxlib has no CPU collectives option (gloo): multi-process CPU runs "
-                                       "cannot exchange gradients")
+pytestmark = pytest.mark.skipif(
+    "jax_cpu_collectives_implementation" not in jax.config.values,
+    reason="this jaxlib has no CPU collectives option (gloo): multi-process CPU runs cannot exchange gradients",
+)
 
-SMALL = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.seq_len=16", "train.batch_size=8",
-         "train.steps=10", "train.eval_every=5", "train.log_every=5", "checkpoint.every=5", "eval.batches=2",
-         "eval.batch_size=4", "eval.sample_tokens=8", "train.progress=false"]
+SMALL = [
+    "model.d_model=32",
+    "model.n_layers=1",
+    "model.n_heads=2",
+    "model.seq_len=16",
+    "train.batch_size=8",
+    "train.steps=10",
+    "train.eval_every=5",
+    "train.log_every=5",
+    "checkpoint.every=5",
+    "eval.batches=2",
+    "eval.batch_size=4",
+    "eval.sample_tokens=8",
+    "train.progress=false",
+]
 
 
 def _rows(run, kind):
@@ -29,16 +43,34 @@ def _rows(run, kind):
 def test_two_processes_match_one_process_with_four_devices(tmp_path):
     from spiraljax.runs import load_run
 
-    args = ["train.py", "--config", "configs/transformer_tiny.yaml", "--set", *SMALL,
-            f"data.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        "train.py",
+        "--config",
+        "configs/transformer_tiny.yaml",
+        "--set",
+        *SMALL,
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
     one = tmp_path / "one"
-    r = subprocess.run([sys.executable, *args, "--workdir", str(one)], cwd=ROOT, env=subprocess_env(devices=4),
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, *args, "--workdir", str(one)],
+        cwd=ROOT,
+        env=subprocess_env(devices=4),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     two = tmp_path / "two"
     command = [sys.executable, *args, "--workdir", str(two), "--distributed"]
-    r = subprocess.run([sys.executable, "-m", "spiraljax.launch", "-n", "2", "-d", "2", "--", *command], cwd=ROOT,
-                       env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "spiraljax.launch", "-n", "2", "-d", "2", "--", *command],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     info = json.loads((two / "run.json").read_text())
     assert info["device"]["process_count"] == 2 and info["device"]["device_count"] == 4
@@ -56,15 +88,23 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
 
 
 def test_launcher_reports_failure_and_usage(capsys):
-    assert launch_local([sys.executable, "-c",
-                         "import os, sys; sys.exit(3 if os.environ['JAX_PROCESS_ID'] == '1' else 0)"],
-                        processes=2, local_devices=1, timeout=60) == 3
+    assert (
+        launch_local(
+            [sys.executable, "-c", "import os, sys; sys.exit(3 if os.environ['JAX_PROCESS_ID'] == '1' else 0)"],
+            processes=2,
+            local_devices=1,
+            timeout=60,
+        )
+        == 3
+    )
     assert capsys.readouterr().err == "error: process 1 of 2 exited with status 3; stopped the others\n"
-    says = ("import os, sys, time\nif os.environ['JAX_PROCESS_ID'] == '1':\n    print('x', flush=True)\n"
-            "    print('error: process 1 of 2: no corpus', file=sys.stderr)\n    sys.exit(2)\ntime.sleep(60)")
+    says = (
+        "import os, sys, time\nif os.environ['JAX_PROCESS_ID'] == '1':\n    print('x', flush=True)\n"
+        "    print('error: process 1 of 2: no corpus', file=sys.stderr)\n    sys.exit(2)\ntime.sleep(60)"
+    )
     assert launch_local([sys.executable, "-c", says], processes=2, local_devices=1, timeout=60) == 2
     out = capsys.readouterr()
-    assert out.err == "error: process 1 of 2: no corpus\n" and out.out == ""   # once, naming it; others stopped
+    assert out.err == "error: process 1 of 2: no corpus\n" and out.out == ""  # once, naming it; others stopped
     env = local_env(1, 2, 3, 1234)
     assert env["JAX_PROCESS_ID"] == "1" and env["JAX_NUM_PROCESSES"] == "2"
     assert env["JAX_COORDINATOR_ADDRESS"] == "127.0.0.1:1234"
@@ -77,11 +117,26 @@ def test_launcher_reports_failure_and_usage(capsys):
 def test_only_process_zero_speaks(tmp_path):
     """The launcher run of the first test prints each line once, from process 0, without Gloo's
     connection notices (before: every line twice and ~10 '[Gloo] Rank … connected' lines)."""
-    args = ["train.py", "--config", "configs/transformer_tiny.yaml", "--set", *SMALL, "train.steps=2",
-            "train.eval_every=2", "checkpoint.every=2", f"data.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        "train.py",
+        "--config",
+        "configs/transformer_tiny.yaml",
+        "--set",
+        *SMALL,
+        "train.steps=2",
+        "train.eval_every=2",
+        "checkpoint.every=2",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
     command = [sys.executable, *args, "--workdir", str(tmp_path / "run"), "--distributed"]
-    r = subprocess.run([sys.executable, "-m", "spiraljax.launch", "-n", "2", "-d", "2", "--", *command], cwd=ROOT,
-                       env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "spiraljax.launch", "-n", "2", "-d", "2", "--", *command],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0 and r.stderr == "", r.stdout[-2000:] + r.stderr[-2000:]
     run, lines = tmp_path / "run", r.stdout.splitlines()
     assert len(lines) == 4 and lines[0] == f"run directory: {run}" and lines[1].startswith("step 2: val loss "), lines
@@ -96,18 +151,38 @@ PEER_TIMEOUT = 5
 
 
 def _train_args(tmp_path, run):
-    return [sys.executable, "train.py", "--config", "configs/transformer_tiny.yaml", "--workdir", str(run), "--set",
-            *LONG, f"data.cache_dir={tmp_path / 'cache'}"]
+    return [
+        sys.executable,
+        "train.py",
+        "--config",
+        "configs/transformer_tiny.yaml",
+        "--workdir",
+        str(run),
+        "--set",
+        *LONG,
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
 
 
 def _start_by_hand(tmp_path, run):
     from spiraljax.train.distributed import free_port
 
     port = free_port()
-    envs = [{**local_env(i, 2, 2, port), "PYTHONUNBUFFERED": "1", "SPIRALJAX_PEER_TIMEOUT_S": str(PEER_TIMEOUT)}
-            for i in range(2)]
-    return [subprocess.Popen([*_train_args(tmp_path, run), "--distributed"], cwd=ROOT, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for env in envs]
+    envs = [
+        {**local_env(i, 2, 2, port), "PYTHONUNBUFFERED": "1", "SPIRALJAX_PEER_TIMEOUT_S": str(PEER_TIMEOUT)}
+        for i in range(2)
+    ]
+    return [
+        subprocess.Popen(
+            [*_train_args(tmp_path, run), "--distributed"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for env in envs
+    ]
 
 
 def _last_step(run) -> int:
@@ -119,7 +194,7 @@ def _last_step(run) -> int:
     for line in lines:
         try:
             row = json.loads(line)
-        except ValueError:   # a line being written
+        except ValueError:  # a line being written
             continue
         if row["kind"] == "train":
             steps.append(row["step"])
@@ -144,8 +219,14 @@ def reference(tmp_path_factory):
     from spiraljax.runs import load_run
 
     tmp = tmp_path_factory.mktemp("reference")
-    r = subprocess.run(_train_args(tmp, tmp / "run"), cwd=ROOT, env=subprocess_env(devices=4), capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        _train_args(tmp, tmp / "run"),
+        cwd=ROOT,
+        env=subprocess_env(devices=4),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return _rows(tmp / "run", "train"), load_run(tmp / "run", "latest")[1]
 
@@ -155,7 +236,7 @@ def _assert_same_run(run, reference):
 
     rows, params = reference
     got = {r["step"]: r["loss"] for r in _rows(run, "train")}
-    assert sorted(got) == list(range(1, 61)), sorted(got)   # every step once, none repeated or lost
+    assert sorted(got) == list(range(1, 61)), sorted(got)  # every step once, none repeated or lost
     for r in rows:
         assert abs(got[r["step"]] - r["loss"]) <= 1e-5 * abs(r["loss"]), (r["step"], got[r["step"]], r["loss"])
     _, mine, step = load_run(run, "latest", return_step=True)
@@ -180,16 +261,24 @@ def test_a_killed_peer_stops_the_survivor_with_one_line_and_the_run_resumes_exac
         _wait_for_step(run, procs, 12)
         procs[killed].send_signal(signal.SIGKILL)
         survivor = procs[1 - killed]
-        _, err = survivor.communicate(timeout=PEER_TIMEOUT + 60)   # it must end by itself
+        _, err = survivor.communicate(timeout=PEER_TIMEOUT + 60)  # it must end by itself
     finally:
         for p in procs:
             p.kill()
             p.wait()
     assert survivor.returncode == PEER_LOST_EXIT, err
-    assert err == (f"error: lost process {killed} of 2 (no sign of life for {PEER_TIMEOUT} s); process {1 - killed} "
-                   f"stops (exit status {PEER_LOST_EXIT}); resume the run with --resume\n"), err
-    r = subprocess.run([sys.executable, "train.py", "--workdir", str(run), "--resume"], cwd=ROOT,
-                       env=subprocess_env(devices=4), capture_output=True, text=True, timeout=600)
+    assert err == (
+        f"error: lost process {killed} of 2 (no sign of life for {PEER_TIMEOUT} s); process {1 - killed} "
+        f"stops (exit status {PEER_LOST_EXIT}); resume the run with --resume\n"
+    ), err
+    r = subprocess.run(
+        [sys.executable, "train.py", "--workdir", str(run), "--resume"],
+        cwd=ROOT,
+        env=subprocess_env(devices=4),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0 and "resumed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     _assert_same_run(run, reference)
 
@@ -215,10 +304,16 @@ def test_sigterm_to_one_process_stops_all_at_one_checkpoint_and_the_run_resumes_
     step = int(line.split("saved checkpoint at step ")[1].split(";")[0])
     assert 12 < step < 60 and (run / "checkpoints" / str(step)).is_dir(), line
     assert f"resume with: python train.py --workdir {run} --resume" in line
-    assert outs[1][0] == ""                                          # process 1 said nothing on stdout
+    assert outs[1][0] == ""  # process 1 said nothing on stdout
     command = [sys.executable, "train.py", "--workdir", str(run), "--resume", "--distributed"]
-    r = subprocess.run([sys.executable, "-m", "spiraljax.launch", "-n", "2", "-d", "2", "--", *command], cwd=ROOT,
-                       env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "spiraljax.launch", "-n", "2", "-d", "2", "--", *command],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0 and f"resumed {run} at step {step}\n" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     _assert_same_run(run, reference)
 
@@ -253,10 +348,12 @@ def test_peer_watch_finds_a_silent_or_failed_peer_and_ignores_a_finished_one():
     a.start(), b.start()
     time.sleep(0.3)
     assert verdicts == []
-    b._stop.set()                                   # process 1 goes silent (as if killed)
+    b._stop.set()  # process 1 goes silent (as if killed)
     assert a.wait_for_verdict(5) == "lost process 1 of 2 (no sign of life for 0.5 s)"
-    assert verdicts == ["error: lost process 1 of 2 (no sign of life for 0.5 s); process 0 stops (exit status 75); "
-                        "resume the run with --resume"]
+    assert verdicts == [
+        "error: lost process 1 of 2 (no sign of life for 0.5 s); process 0 stops (exit status 75); "
+        "resume the run with --resume"
+    ]
 
     store, verdicts = Store(), []
     a, b = watch(store, 0, 2, verdicts), watch(store, 1, 2, [])
@@ -270,6 +367,6 @@ def test_peer_watch_finds_a_silent_or_failed_peer_and_ignores_a_finished_one():
     a.start(), b.start()
     time.sleep(0.1)
     b.finish()
-    assert a.wait_for_verdict(1.0) is None and verdicts == []     # a finished peer is not lost
+    assert a.wait_for_verdict(1.0) is None and verdicts == []  # a finished peer is not lost
     a.finish()
-    assert not a.thread.is_alive()   # finish() waits for it: no thread inside the client at exit
+    assert not a.thread.is_alive()  # finish() waits for it: no thread inside the client at exit

@@ -1,6 +1,7 @@
 """The README and docs/ say what the code does: every command's arguments are accepted, the README's
 quickstart and every Python snippet run as written, links resolve, the family verdicts quote the
 generated report, and the user docs name no internal work items."""
+
 from __future__ import annotations
 
 import json
@@ -34,11 +35,16 @@ def test_the_readme_starts_with_the_two_commands():
 
 
 def test_shell_blocks_are_read_as_commands():
-    code = ('for K in 0 1; do\n  A=1 python train.py --workdir runs/x_s$K --set train.seed=$K  # K = 0, 1\ndone\n'
-            'python a.py --x "b c" > out.txt && python d.py \\\n  --e f; pip install g\n')
-    assert shell_commands(code) == [["python", "train.py", "--workdir", "runs/x_s0", "--set", "train.seed=0"],
-                                    ["python", "a.py", "--x", "b c"], ["python", "d.py", "--e", "f"],
-                                    ["pip", "install", "g"]]
+    code = (
+        "for K in 0 1; do\n  A=1 python train.py --workdir runs/x_s$K --set train.seed=$K  # K = 0, 1\ndone\n"
+        'python a.py --x "b c" > out.txt && python d.py \\\n  --e f; pip install g\n'
+    )
+    assert shell_commands(code) == [
+        ["python", "train.py", "--workdir", "runs/x_s0", "--set", "train.seed=0"],
+        ["python", "a.py", "--x", "b c"],
+        ["python", "d.py", "--e", "f"],
+        ["pip", "install", "g"],
+    ]
 
 
 def test_every_command_in_the_docs_is_accepted():
@@ -46,25 +52,49 @@ def test_every_command_in_the_docs_is_accepted():
     train.py's config and overrides load, evaluate.py's suites exist and take its options. A command
     that trains is run for real by the session test (README) or by the test named beside it."""
     bash = [b for b in all_blocks() if b.lang == "bash"]
-    placeholders = [f"{b.path}:{b.line}: {m.group(0)}" for b in bash
-                    for m in re.finditer(r"\S*<\w[\w-]*>\S*", re.sub(r"#.*", "", b.code))]
+    placeholders = [
+        f"{b.path}:{b.line}: {m.group(0)}"
+        for b in bash
+        for m in re.finditer(r"\S*<\w[\w-]*>\S*", re.sub(r"#.*", "", b.code))
+    ]
     assert not placeholders, f"write a runnable value (or a for loop) instead of a placeholder: {placeholders}"
     commands = [(b, argv) for b in bash for argv in shell_commands(b.code)]
     assert len(commands) > 50
-    out = subprocess.run([sys.executable, str(HELPER), "check"], input=json.dumps([argv for _, argv in commands]),
-                         cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, str(HELPER), "check"],
+        input=json.dumps([argv for _, argv in commands]),
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    problems = [f"{b.path}:{b.line}: {' '.join(argv)}\n    {p}"
-                for (b, argv), p in zip(commands, json.loads(out.stdout.splitlines()[-1])) if p]
+    problems = [
+        f"{b.path}:{b.line}: {' '.join(argv)}\n    {p}"
+        for (b, argv), p in zip(commands, json.loads(out.stdout.splitlines()[-1]))
+        if p
+    ]
     assert not problems, "\n".join(problems)
 
 
 def test_the_command_check_can_fail():
-    bad = [["python", "train.py", "--set", "model.d_modle=3"], ["python", "evaluate.py", "RUN", "--opt", "tokenz=3"],
-           ["python", "benchmarks/hebbian.py", "--no-such-flag"], ["python", "train.py", "--workdir", "r", "--resume",
-                                                                   "--set", "model.d_model=3"], ["make", "all"]]
-    out = subprocess.run([sys.executable, str(HELPER), "check"], input=json.dumps(bad), cwd=ROOT,
-                         env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    bad = [
+        ["python", "train.py", "--set", "model.d_modle=3"],
+        ["python", "evaluate.py", "RUN", "--opt", "tokenz=3"],
+        ["python", "benchmarks/hebbian.py", "--no-such-flag"],
+        ["python", "train.py", "--workdir", "r", "--resume", "--set", "model.d_model=3"],
+        ["make", "all"],
+    ]
+    out = subprocess.run(
+        [sys.executable, str(HELPER), "check"],
+        input=json.dumps(bad),
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     problems = json.loads(out.stdout.splitlines()[-1])
     assert all(problems), problems
     assert "d_modle" in problems[0] and "tokenz" in problems[1] and "refused" in problems[2]
@@ -76,12 +106,18 @@ def test_the_readme_quickstart_and_every_snippet_run_as_written(tmp_path):
     experiment, train, evaluate, resume, the sweep), then every Python block of README.md and docs/,
     each after the commands that create what it reads; tiny model sizes come first in every config's
     overrides, the docs' own values win."""
-    out = subprocess.run([sys.executable, str(HELPER), "session", str(tmp_path)], cwd=tmp_path,
-                         env=subprocess_env(), capture_output=True, text=True, timeout=1500)
+    out = subprocess.run(
+        [sys.executable, str(HELPER), "session", str(tmp_path)],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     ran = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("DOCS-SESSION "))[13:])
     commands = [r["command"] for r in ran if "command" in r]
-    assert commands[0] == ".venv/bin/python train.py"   # the README's first command: the default experiment
+    assert commands[0] == ".venv/bin/python train.py"  # the README's first command: the default experiment
     assert any("--resume" in c for c in commands) and any(c.startswith("python evaluate.py") for c in commands)
     assert any("runs/sweep/" in c for c in commands)
     expected = {(b.path, b.line) for b in all_blocks() if b.runs}
@@ -104,8 +140,12 @@ def _anchors(path) -> set[str]:
 
 def test_links_between_the_docs_resolve():
     broken = []
-    for path in [*doc_files(), ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md",
-                 ROOT / "notebooks" / "README.md"]:
+    for path in [
+        *doc_files(),
+        ROOT / "CHANGELOG.md",
+        ROOT / "benchmarks" / "README.md",
+        ROOT / "notebooks" / "README.md",
+    ]:
         text = re.sub(r"^```.*?^```$", "", path.read_text(encoding="utf-8"), flags=re.M | re.S)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+://", target):
@@ -122,14 +162,17 @@ def test_links_between_the_docs_resolve():
 
 
 def _report_block(text: str) -> str:
-    return text[text.index("<!-- report:small:begin -->"):text.index("<!-- report:small:end -->")]
+    return text[text.index("<!-- report:small:begin -->") : text.index("<!-- report:small:end -->")]
 
 
 def test_each_number_of_the_family_verdicts_comes_from_the_report_block():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = _report_block(text)
-    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "`model.family`" not in ln
-            and ln.count("|") == 6 and "](docs/results/" in ln]
+    rows = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("| ") and "`model.family`" not in ln and ln.count("|") == 6 and "](docs/results/" in ln
+    ]
     assert len(rows) == 5, rows
     missing = []
     for row in rows:
@@ -143,9 +186,13 @@ def test_each_number_of_the_family_verdicts_comes_from_the_report_block():
 def test_user_docs_name_no_internal_work_items():
     """Issue and item numbers mean nothing to a reader; the history that needs them is CHANGELOG.md's."""
     pattern = re.compile(r"(?<![\w&/])#\d+\b|\b(?:issue|item|items)\s+#?\d+", re.I)
-    hits = [f"{rel(p)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
-            for p in doc_files() if "notes" not in p.parts
-            for text in [p.read_text(encoding="utf-8")] for m in pattern.finditer(text)]
+    hits = [
+        f"{rel(p)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+        for p in doc_files()
+        if "notes" not in p.parts
+        for text in [p.read_text(encoding="utf-8")]
+        for m in pattern.finditer(text)
+    ]
     assert not hits, hits
 
 

@@ -38,14 +38,14 @@ def test_fused_gru_head_equals_flax_grucell():
     """The head's precomputed input gates (table + one projection per patch) equal nn.GRUCell on the
     same parameters, outputs and gradients."""
     from spiraljax.nn.hebbian import LocalHead
+
     head = LocalHead(16)
     ctx = jax.random.normal(jax.random.key(0), (5, 8))
     prev = jax.random.randint(jax.random.key(1), (5, 4), 0, 257)
     params = head.init(jax.random.key(2), ctx, prev)
     assert jax.tree.structure(params) == jax.tree.structure(head.init(jax.random.key(2), ctx, prev, reference=True))
     loss = lambda p, ref: jnp.sum(jnp.sin(head.apply(p, ctx, prev, reference=ref)))  # noqa: E731
-    np.testing.assert_allclose(head.apply(params, ctx, prev), head.apply(params, ctx, prev, reference=True),
-                               atol=1e-5)
+    np.testing.assert_allclose(head.apply(params, ctx, prev), head.apply(params, ctx, prev, reference=True), atol=1e-5)
     for a, b in zip(jax.tree.leaves(jax.grad(loss)(params, False)), jax.tree.leaves(jax.grad(loss)(params, True))):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -62,20 +62,20 @@ def test_streaming_state_reproduces_the_full_pass(tiny):
     context = model.apply(variables, 2, method="start_latent")
     streamed = []
     for q in range(tokens.shape[1] // p):
-        patch = tokens[:, q * p:(q + 1) * p]
+        patch = tokens[:, q * p : (q + 1) * p]
         streamed.append(np.asarray(logits_of(context, patch)))  # logits for bytes q·P … q·P+P−1
         context, cache = advance(patch, cache)
-    streamed = np.concatenate(streamed, axis=1)                 # byte j's logits = full logits at j − 1
+    streamed = np.concatenate(streamed, axis=1)  # byte j's logits = full logits at j − 1
     np.testing.assert_allclose(streamed[:, 1:], full[:, :-1], atol=1e-4)
     whole, _ = advance(tokens, model.apply(variables, 2, method="init_cache"))
-    np.testing.assert_allclose(whole, context, atol=1e-4)       # multi-patch prefill == patch by patch
+    np.testing.assert_allclose(whole, context, atol=1e-4)  # multi-patch prefill == patch by patch
 
 
 def test_streaming_generation_keeps_prompt_and_matches_window_sampler(tiny):
     from spiraljax.eval.generation import generate_streaming
 
     cfg, model, variables, tokens = tiny
-    prompt = np.asarray(tokens[:, :6])                          # one whole patch + 2 bytes
+    prompt = np.asarray(tokens[:, :6])  # one whole patch + 2 bytes
     out = generate_streaming(model, variables, prompt, 10, jax.random.key(3), top_k=1, step=5)
     assert out.shape == (2, 16) and (out[:, :6] == prompt).all()
     full = np.asarray(model.apply(variables, jnp.asarray(out), step=5)[0])
@@ -113,8 +113,14 @@ def test_recall_stats_forces_plasticity_into_the_model(tiny):
 def test_curriculum_data_switches_at_configured_steps(tmp_path):
     cfg = config.load(ROOT / "configs" / "hebbian_tiny.yaml", ["data.source=curriculum", "train.steps=100"])
     ds = build_dataset(cfg)
-    assert [ds.stage(s) for s in (0, 14, 15, 39, 40, 99)] == ["words", "words", "sentences", "sentences", "full",
-                                                              "full"]
+    assert [ds.stage(s) for s in (0, 14, 15, 39, 40, 99)] == [
+        "words",
+        "words",
+        "sentences",
+        "sentences",
+        "full",
+        "full",
+    ]
     words = ds.decode(ds.train_batch(0)["inputs"][0])
     assert all(w.islower() or not w.isalpha() for w in words.split())  # dictionary-style lowercase word list
     np.testing.assert_array_equal(ds.train_batch(3)["inputs"], build_dataset(cfg).train_batch(3)["inputs"])
@@ -141,9 +147,20 @@ def test_recall_suite_reports_accuracy_by_length(tmp_path):
     from spiraljax.eval.suites import EvalContext, get_suite
     from spiraljax.train.loop import train
 
-    cfg = config.load(ROOT / "configs" / "hebbian_tiny.yaml", [
-        "data.source=mqar", "data.max_pairs=4", "train.steps=4", "train.progress=false", "eval.batches=1",
-        "eval.batch_size=4", "eval.sample_tokens=0", "checkpoint.every=2", "train.eval_every=2"])
+    cfg = config.load(
+        ROOT / "configs" / "hebbian_tiny.yaml",
+        [
+            "data.source=mqar",
+            "data.max_pairs=4",
+            "train.steps=4",
+            "train.progress=false",
+            "eval.batches=1",
+            "eval.batch_size=4",
+            "eval.sample_tokens=0",
+            "checkpoint.every=2",
+            "train.eval_every=2",
+        ],
+    )
     train(cfg, tmp_path / "run")
     res = get_suite("recall").fn(EvalContext(tmp_path / "run", options={"lengths": "16,32", "batches": "1"}))
     accs = list(res.data["accuracy"].values())[0]
@@ -153,6 +170,7 @@ def test_recall_suite_reports_accuracy_by_length(tmp_path):
 @pytest.fixture(scope="module")
 def head_and_inputs():
     from spiraljax.nn.hebbian import LocalHead
+
     head = LocalHead(16)
     ctx = jax.random.normal(jax.random.key(0), (64, 8))
     prev = jax.random.randint(jax.random.key(1), (64, 4), 0, 256).at[:, 0].set(256)
@@ -185,5 +203,5 @@ def test_head_byte_and_context_inputs_start_at_the_same_scale(head_and_inputs):
     byte_part = p["embed"]["embedding"] @ w_i[:h]
     norm = (ctx - ctx.mean(-1, keepdims=True)) / ctx.std(-1, keepdims=True)
     ctx_part = (norm @ p["ctx"]["kernel"] + p["ctx"]["bias"]) @ w_i[h:]
-    ratio = float(jnp.sqrt(jnp.mean(byte_part ** 2) / jnp.mean(ctx_part ** 2)))
+    ratio = float(jnp.sqrt(jnp.mean(byte_part**2) / jnp.mean(ctx_part**2)))
     assert 0.25 < ratio < 4.0, ratio

@@ -19,12 +19,12 @@ def test_chunked_equals_scan_with_gradients(chunk, decay):
     q, k, v, key = inputs()
     if decay == "head":  # a per-head constant, fast forgetting (α = 0.1) included
         g = jnp.log(jnp.array([0.1, 0.5, 0.999]))
-    else:                # per-step values
+    else:  # per-step values
         g = -jax.nn.softplus(jax.random.normal(key, (2, 50, 3)))
 
     def loss(impl, q, k, v, g):
         o, s = fast_weights(q, k, v, g, impl=impl, chunk=chunk)
-        return jnp.sum(jnp.sin(o)) + jnp.sum(s ** 2) * 1e-2, (o, s)
+        return jnp.sum(jnp.sin(o)) + jnp.sum(s**2) * 1e-2, (o, s)
 
     grad = lambda impl: jax.grad(loss, argnums=(1, 2, 3, 4), has_aux=True)(impl, q, k, v, g)  # noqa: E731
     (gs, (os_, ss)), (gc, (oc, sc)) = grad("scan"), grad("chunked")
@@ -36,16 +36,26 @@ def test_chunked_equals_scan_with_gradients(chunk, decay):
 
 # per-head decay, C | T = 48: the hand-written backward (1: a chunk per step, 64 > T: one chunk);
 # 5 ∤ T and per-step decays: the JAX-differentiated general variant
-@pytest.mark.parametrize("chunk, decay, variant", [(1, "head", "chunked_per_head"), (16, "head", "chunked_per_head"),
-                                                   (64, "head", "chunked_per_head"), (5, "head", "chunked_general"),
-                                                   (16, "step", "chunked_general")])
+@pytest.mark.parametrize(
+    "chunk, decay, variant",
+    [
+        (1, "head", "chunked_per_head"),
+        (16, "head", "chunked_per_head"),
+        (64, "head", "chunked_per_head"),
+        (5, "head", "chunked_general"),
+        (16, "step", "chunked_general"),
+    ],
+)
 def test_chunked_equals_scan_in_float64(chunk, decay, variant):
     """Values, final state and every gradient (q, k, v, the log decay, the initial state) to ~1e-12."""
     with jax.enable_x64(True):
         q, k, v, key = (x.astype(jnp.float64) if i < 3 else x for i, x in enumerate(inputs(t=48)))
         s0 = jax.random.normal(key, (2, 3, 4, 4), jnp.float64)
-        g = (jnp.log(jnp.array([0.1, 0.7, 0.999], jnp.float64)) if decay == "head"
-             else -jax.nn.softplus(jax.random.normal(key, (2, 48, 3), jnp.float64)))
+        g = (
+            jnp.log(jnp.array([0.1, 0.7, 0.999], jnp.float64))
+            if decay == "head"
+            else -jax.nn.softplus(jax.random.normal(key, (2, 48, 3), jnp.float64))
+        )
         assert resolve("fast_weights", "chunked", length=48, chunk=chunk, per_head_decay=decay == "head") == variant
 
         def loss(impl, *a):
@@ -54,7 +64,8 @@ def test_chunked_equals_scan_in_float64(chunk, decay, variant):
 
         (gs, (os_, ss)), (gc, (oc, sc)) = (
             jax.jit(jax.grad(loss, argnums=(1, 2, 3, 4, 5), has_aux=True), static_argnums=0)(impl, q, k, v, g, s0)
-            for impl in ("scan", "chunked"))
+            for impl in ("scan", "chunked")
+        )
         assert oc.dtype == jnp.float64 and gc[0].dtype == jnp.float64
         np.testing.assert_allclose(oc, os_, rtol=0, atol=1e-12)
         np.testing.assert_allclose(sc, ss, rtol=0, atol=1e-12)

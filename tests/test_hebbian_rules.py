@@ -1,5 +1,6 @@
 """Fast-weight write rules at the op level: the delta rule's chunked WY/UT form and the shifted-key
 memory against their per-position scans (values and gradients), state carry, causality, dispatch."""
+
 from functools import partial
 
 import jax
@@ -40,24 +41,34 @@ def delta_inputs(t=37, b=2, h=3, d=5, e=4, dtype=jnp.float32, seed=0):
 
 def _grads(fn, impl, chunk, args):
     """(outputs, final state), loss and the gradient of every argument, in one jitted call."""
+
     def loss(*a):
         o, s = fn(*a[:-1], initial_state=a[-1], impl=impl, chunk=chunk)
         return jnp.sum(jnp.sin(o)) + 0.1 * jnp.sum(jnp.cos(s)), (o, s)
+
     return jax.jit(jax.value_and_grad(loss, argnums=tuple(range(len(args))), has_aux=True))(*args)
 
 
 def test_unit_lower_inverse_is_the_inverse():
     for c in (3, 8, 13):  # 3 and 13: padded to a power of two
         m = jnp.tril(jax.random.normal(jax.random.key(c), (2, c, c)), -1)
-        np.testing.assert_allclose(jax.jit(unit_lower_inverse)(m) @ (jnp.eye(c) + m),
-                                   jnp.broadcast_to(jnp.eye(c), (2, c, c)), atol=1e-5)
+        np.testing.assert_allclose(
+            jax.jit(unit_lower_inverse)(m) @ (jnp.eye(c) + m), jnp.broadcast_to(jnp.eye(c), (2, c, c)), atol=1e-5
+        )
 
 
 # per-head decay with C | T = 48: the hand-written backward (1: a step per chunk; 64 > T: one chunk);
 # 5 ∤ T and per-step decays: the general variant (T padded)
-@pytest.mark.parametrize("chunk, decay, variant", [(1, "head", "chunked_per_head"), (16, "head", "chunked_per_head"),
-                                                   (64, "head", "chunked_per_head"), (5, "head", "chunked_general"),
-                                                   (16, "step", "chunked_general")])
+@pytest.mark.parametrize(
+    "chunk, decay, variant",
+    [
+        (1, "head", "chunked_per_head"),
+        (16, "head", "chunked_per_head"),
+        (64, "head", "chunked_per_head"),
+        (5, "head", "chunked_general"),
+        (16, "step", "chunked_general"),
+    ],
+)
 def test_delta_chunked_equals_scan_in_float64(chunk, decay, variant):
     """Values, final state and every gradient (q, k, v, β, the log decay, the initial state) to ~1e-12."""
     with jax.enable_x64(True):
@@ -66,8 +77,9 @@ def test_delta_chunked_equals_scan_in_float64(chunk, decay, variant):
             g = jnp.log(jnp.array([0.1, 0.7, 0.999], jnp.float64))
         assert resolve("delta_rule", "chunked", length=48, chunk=chunk, per_head_decay=decay == "head") == variant
         args = (q, k, v, beta, g, s0)
-        ((ls, (os_, ss)), gs), ((lc, (oc, sc)), gc) = (_grads(delta_rule, impl, chunk, args)
-                                                       for impl in ("scan", "chunked"))
+        ((ls, (os_, ss)), gs), ((lc, (oc, sc)), gc) = (
+            _grads(delta_rule, impl, chunk, args) for impl in ("scan", "chunked")
+        )
         assert oc.dtype == jnp.float64
         np.testing.assert_allclose(oc, os_, rtol=0, atol=1e-12)
         np.testing.assert_allclose(sc, ss, rtol=0, atol=1e-12)
@@ -84,6 +96,7 @@ def test_delta_chunked_float32_is_as_close_to_float64_as_the_scan():
     with jax.enable_x64(True):
         q, k, v, beta, _, _ = delta_inputs(t=256, d=16, e=16, dtype=jnp.float64)
         g = jnp.log(jnp.array([0.1, 0.9, 0.999], jnp.float64))
+
         def out_and_grads(impl, *a):
             loss = lambda *a: jnp.sum(jnp.sin(delta_rule(*a, impl=impl, chunk=64)[0]))  # noqa: E731
             return delta_rule(*a, impl=impl, chunk=64)[0], jax.grad(loss, argnums=(0, 1, 2, 3))(*a)
@@ -96,7 +109,8 @@ def test_delta_chunked_float32_is_as_close_to_float64_as_the_scan():
         o, grads = jax.jit(partial(out_and_grads, impl))(*x32)
         assert o.dtype == jnp.float32
         err[impl] = [np.abs(np.asarray(o) - ref_o).max()] + [
-            np.abs(np.asarray(a) - b).max() / np.abs(b).max() for a, b in zip(grads, ref_g)]
+            np.abs(np.asarray(a) - b).max() / np.abs(b).max() for a, b in zip(grads, ref_g)
+        ]
     for c, s in zip(err["chunked"], err["scan"]):
         assert c < 1e-5 and c <= 4 * s + 1e-6, err
 
@@ -114,7 +128,7 @@ def test_delta_rule_stores_and_overwrites_an_association():
     """β = 1, no decay: writing v to a unit key and then v' to the same key leaves exactly v' (the error-
     correcting write the Hebbian sum k ⊗ v + k ⊗ v' lacks); an orthogonal key's value is untouched."""
     e = jnp.eye(4)
-    k = jnp.stack([e[0], e[1], e[0]])[None, :, None]                 # [1, 3, 1, 4]
+    k = jnp.stack([e[0], e[1], e[0]])[None, :, None]  # [1, 3, 1, 4]
     v = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])[None, :, None]
     for impl in ("scan", "chunked"):
         _, s = _delta(k, k, v, jnp.ones((1, 3, 1)), 0.0, impl=impl, chunk=2)
@@ -143,9 +157,8 @@ def test_shifted_chunked_equals_scan_with_gradients(chunk):
     q, p, v, g, taps, s0, keys0 = shifted_inputs()
 
     def loss(impl, q, p, v, g, taps, s0, keys0):
-        o, s, keys = _shifted(q, p, v, g, taps, _phi, initial_state=s0, initial_keys=keys0, impl=impl,
-                                          chunk=chunk)
-        return jnp.sum(jnp.sin(o)) + 0.01 * jnp.sum(s ** 2) + jnp.sum(keys ** 3), (o, s, keys)
+        o, s, keys = _shifted(q, p, v, g, taps, _phi, initial_state=s0, initial_keys=keys0, impl=impl, chunk=chunk)
+        return jnp.sum(jnp.sin(o)) + 0.01 * jnp.sum(s**2) + jnp.sum(keys**3), (o, s, keys)
 
     grad = lambda impl: jax.jit(jax.grad(partial(loss, impl), argnums=tuple(range(7)), has_aux=True))  # noqa: E731
     (gs, outs), (gc, outc) = (grad(impl)(q, p, v, g, taps, s0, keys0) for impl in ("scan", "chunked"))
@@ -171,8 +184,7 @@ def test_shifted_state_carry_two_halves_equals_one_pass():
     q, p, v, g, taps, _, _ = shifted_inputs()
     full, s_full, k_full = _shifted(q, p, v, g, taps, _phi, chunk=4)
     a, s_a, k_a = _shifted(q[:, :13], p[:, :13], v[:, :13], g, taps, _phi, chunk=4)
-    b, s_b, k_b = _shifted(q[:, 13:], p[:, 13:], v[:, 13:], g, taps, _phi, initial_state=s_a,
-                                       initial_keys=k_a, chunk=4)
+    b, s_b, k_b = _shifted(q[:, 13:], p[:, 13:], v[:, 13:], g, taps, _phi, initial_state=s_a, initial_keys=k_a, chunk=4)
     np.testing.assert_allclose(jnp.concatenate([a, b], 1), full, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(s_b, s_full, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(k_b, k_full)
@@ -189,15 +201,16 @@ def test_key_conv_is_causal_and_rules_are_causal():
     assert not np.allclose(out[:, 10:], base[:, 10:])
     dq, dk, dv, beta, dg, _ = delta_inputs(t=20)
     base = _delta(dq, dk, dv, beta, dg, chunk=8)[0]
-    out = _delta(dq, _unit(dk.at[:, 10:].add(1.0)), dv.at[:, 10:].add(1.0), beta.at[:, 10:].set(0.9), dg,
-                     chunk=8)[0]
+    out = _delta(dq, _unit(dk.at[:, 10:].add(1.0)), dv.at[:, 10:].add(1.0), beta.at[:, 10:].set(0.9), dg, chunk=8)[0]
     np.testing.assert_allclose(out[:, :10], base[:, :10], atol=1e-6)
     assert not np.allclose(out[:, 10:], base[:, 10:])
 
 
 def test_impl_dispatch_of_the_rules():
-    for op, values in (("shifted_fast_weights", r"auto \| chunked \| scan"),
-                       ("delta_rule", r"auto \| chunked \| scan \| chunked_per_head \| chunked_general")):
+    for op, values in (
+        ("shifted_fast_weights", r"auto \| chunked \| scan"),
+        ("delta_rule", r"auto \| chunked \| scan \| chunked_per_head \| chunked_general"),
+    ):
         for platform in ("cpu", "gpu", "tpu"):
             assert resolve(op, "auto", platform=platform) is Impl.CHUNKED
         assert resolve(op, "scan") is Impl.SCAN

@@ -2,6 +2,7 @@
 window of twice the length (fast weights, attention history across the boundary, head context,
 positions), initial_state = state=None, a reset row is a fresh start, causality with a state, the scan
 and chunked memories carry the same, and streaming generation runs on the same state."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +18,9 @@ RULES = ("hebbian", "shifted", "delta")
 
 
 def _build(rule, *extra):
-    cfg = config.load(ROOT / "configs" / "hebbian_tiny.yaml", [f"model.memory_rule={rule}", "model.shift_kernel=3",
-                                                             *extra])
+    cfg = config.load(
+        ROOT / "configs" / "hebbian_tiny.yaml", [f"model.memory_rule={rule}", "model.shift_kernel=3", *extra]
+    )
     return models.build(cfg.model)
 
 
@@ -33,8 +35,18 @@ def setup(request):
     fresh = jax.jit(lambda t: model.apply(variables, t, step=step)[0])
     s0 = model.initial_state(2)
     w1, aux1 = run(tokens[:, :T], s0)
-    return {"rule": rule, "model": model, "variables": variables, "tokens": tokens, "run": run, "fresh": fresh,
-            "s0": s0, "w1": w1, "s1": aux1["state"], "step": step}
+    return {
+        "rule": rule,
+        "model": model,
+        "variables": variables,
+        "tokens": tokens,
+        "run": run,
+        "fresh": fresh,
+        "s0": s0,
+        "w1": w1,
+        "s1": aux1["state"],
+        "step": step,
+    }
 
 
 def test_initial_state_layout_is_batch_first(setup):
@@ -42,9 +54,14 @@ def test_initial_state_layout_is_batch_first(setup):
     check_state(s0, 2)
     cfg = model.cfg
     hd = cfg.d_model // cfg.n_heads
-    want = {"memory": (2, cfg.n_layers, cfg.n_heads, hd, hd if setup["rule"] == "delta" else hd + 1),
-            "history": (2, cfg.n_layers, cfg.window - 1, cfg.d_model), "valid": (2, cfg.window - 1),
-            "pos": (2,), "latent": (2, cfg.d_model), "started": (2,)}
+    want = {
+        "memory": (2, cfg.n_layers, cfg.n_heads, hd, hd if setup["rule"] == "delta" else hd + 1),
+        "history": (2, cfg.n_layers, cfg.window - 1, cfg.d_model),
+        "valid": (2, cfg.window - 1),
+        "pos": (2,),
+        "latent": (2, cfg.d_model),
+        "started": (2,),
+    }
     if setup["rule"] == "shifted":
         want["keys"] = (2, cfg.n_layers, cfg.shift_kernel - 1, cfg.n_heads, hd)
     assert {k: v.shape for k, v in s0.items()} == want
@@ -71,7 +88,8 @@ def test_two_carried_windows_equal_one_window_of_twice_the_length(setup):
     # streaming generation's advance runs on the same state: same latent and state as the full pass
     model, variables = setup["model"], setup["variables"]
     latent, cache = jax.jit(lambda t, c: model.apply(variables, t, c, setup["step"], method="advance"))(
-        tokens[:, T:], setup["s1"])
+        tokens[:, T:], setup["s1"]
+    )
     np.testing.assert_allclose(latent, aux2["state"]["latent"], atol=1e-5)
     for key in cache:
         np.testing.assert_allclose(cache[key], aux2["state"][key], atol=1e-5, err_msg=key)
@@ -135,6 +153,7 @@ def test_blocked_window_attention_equals_the_dense_masked_form(monkeypatch):
         def loss(v):
             logits = model.apply(v, tokens[:, :t], step=30)[0]
             return jnp.mean(jax.nn.log_softmax(logits)[..., 0]), logits
+
         (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables)
         run = jax.jit(lambda x, s: model.apply(variables, x, step=30, state=s))
         w1, aux1 = run(tokens[:, :t], model.initial_state(1))

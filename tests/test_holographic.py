@@ -14,7 +14,7 @@ from spiraljax.ops.toroidal import satellite_phases, toroidal_attention, toroida
 def test_generators_and_blades_form_cl31():
     g = Cl.GENERATORS
     for i in range(4):
-        np.testing.assert_allclose(g[i] @ g[i], (1.0, 1.0, 1.0, -1.0)[i] * np.eye(4))    # signature (3, 1)
+        np.testing.assert_allclose(g[i] @ g[i], (1.0, 1.0, 1.0, -1.0)[i] * np.eye(4))  # signature (3, 1)
         for j in range(i + 1, 4):
             np.testing.assert_allclose(g[i] @ g[j], -g[j] @ g[i])  # anticommute
     flat = Cl.BLADES_NP.reshape(16, 16)
@@ -60,6 +60,7 @@ def test_frobenius_product_is_the_clifford_scalar_product():
 
 def _blade_names():
     from itertools import combinations
+
     return ["".join(f"e{i + 1}" for i in sub) or "1" for g in range(5) for sub in combinations(range(4), g)]
 
 
@@ -67,17 +68,19 @@ def _blade_names():
 def test_toroidal_linear_equals_quadratic(causal):
     v = jax.random.normal(jax.random.key(2), (300, 8))
     theta = satellite_phases(300, base=0.37)
-    np.testing.assert_allclose(toroidal_attention(v, theta, causal), toroidal_attention_reference(v, theta, causal),
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        toroidal_attention(v, theta, causal), toroidal_attention_reference(v, theta, causal), atol=1e-5, rtol=1e-5
+    )
 
 
 def small_cfg(mode="general", **kw):
     over = {"capacity": 4096, "vocab_size": 256, "episodes": 2048, **kw}
-    return config.load(None, ["model.family=holographic", f"model.mode={mode}"]
-                       + [f"model.{k}={v}" for k, v in over.items()]).model
+    return config.load(
+        None, ["model.family=holographic", f"model.mode={mode}"] + [f"model.{k}={v}" for k, v in over.items()]
+    ).model
 
 
-learn, retrieve = suite._learn, suite._retrieve   # the suite's jitted helpers (one compile cache)
+learn, retrieve = suite._learn, suite._retrieve  # the suite's jitted helpers (one compile cache)
 
 
 def _registry(state):
@@ -112,8 +115,10 @@ def substitution():
     contexts = rng.integers(0, 256, (1000, 3))
     targets = rng.integers(0, 256, 1000)
     rows, queries, pos = suite.substitution_task(rng, contexts, 300, 256)
-    states = {m: learn(H.init(small_cfg(m)), jnp.asarray(contexts), jnp.asarray(targets), 4096)
-              for m in ("general", "backoff", "exact")}
+    states = {
+        m: learn(H.init(small_cfg(m)), jnp.asarray(contexts), jnp.asarray(targets), 4096)
+        for m in ("general", "backoff", "exact")
+    }
     return contexts, targets, queries, pos, targets[rows], states
 
 
@@ -126,7 +131,7 @@ def test_exact_recall_and_paradox_lanes(substitution):
     later = learn(states["exact"], ctx[:2], other, 4096)
     same_batch = learn(H.init(small_cfg("exact")), jnp.stack([ctx[1], ctx[1]]), jnp.stack([tgt[1], other[1]]), 4096)
     for st, i in ((later, 0), (later, 1), (same_batch, 1)):
-        lanes, strength = H.retrieve_all(st, ctx[i:i + 1], 4096)
+        lanes, strength = H.retrieve_all(st, ctx[i : i + 1], 4096)
         got = set(np.asarray(lanes[0][np.asarray(strength[0]) > 1.0]).tolist())
         assert {int(tgt[i]), int(other[i])} <= got
 
@@ -134,12 +139,13 @@ def test_exact_recall_and_paradox_lanes(substitution):
 def test_similarity_read_in_chunks_equals_one_block(substitution, monkeypatch):
     contexts, _, queries, *_, states = substitution
     state, q = states["general"], jnp.asarray(queries[:10])
-    mixed = jnp.concatenate([q[:3], jnp.asarray(contexts[:5]), q[3:5]])   # changed and stored contexts
-    def both(st, q_, m_):       # a fresh function each call, so each traces with the QUERY_CHUNK of its time
+    mixed = jnp.concatenate([q[:3], jnp.asarray(contexts[:5]), q[3:5]])  # changed and stored contexts
+
+    def both(st, q_, m_):  # a fresh function each call, so each traces with the QUERY_CHUNK of its time
         return H.similarity_read(st, q_, 4096), H.best_scores(st, m_, 4096)
 
     whole, whole_best = jax.jit(lambda *a: both(*a))(state, q, mixed)
-    monkeypatch.setattr(read, "QUERY_CHUNK", 4)             # 10 queries → 2 batches of 4 and a remainder of 2
+    monkeypatch.setattr(read, "QUERY_CHUNK", 4)  # 10 queries → 2 batches of 4 and a remainder of 2
     chunked, chunked_best = jax.jit(lambda *a: both(*a))(state, q, mixed)
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(chunked[1], whole[1])
@@ -147,8 +153,9 @@ def test_similarity_read_in_chunks_equals_one_block(substitution, monkeypatch):
     # which contexts the memory holds: every stored one, none of the changed ones
     stored = {tuple(c) for c in contexts.tolist()}
     assert bool(H.registered(state, jnp.asarray(contexts), 4096).all())
-    np.testing.assert_array_equal(H.registered(state, jnp.asarray(queries), 4096),
-                                  [tuple(c) in stored for c in queries.tolist()])
+    np.testing.assert_array_equal(
+        H.registered(state, jnp.asarray(queries), 4096), [tuple(c) in stored for c in queries.tolist()]
+    )
 
 
 def test_similarity_table_equals_matmul_reference(substitution):
@@ -165,22 +172,26 @@ def test_similarity_table_equals_matmul_reference(substitution):
     assert np.sort(fast[:, filled], axis=1)[:, -2].max() < 2.0 < fast[:, filled].max(axis=1).min()
     # recency weights φ^-(n-1-i): the same on both paths; a stored context scores Σ w_i = φ^-2 + φ^-1 + 1 = 2
     recent = suite.with_recency(state, 1.0)
-    np.testing.assert_allclose(np.asarray(H.similarity(recent, q))[:, filled],
-                               np.asarray(H.similarity_reference(recent["embed"], q, jnp.maximum(recent["ep_ctx"], 0),
-                                                                 weights=recent["position_weights"]))[:, filled],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(H.similarity(recent, q))[:, filled],
+        np.asarray(
+            H.similarity_reference(
+                recent["embed"], q, jnp.maximum(recent["ep_ctx"], 0), weights=recent["position_weights"]
+            )
+        )[:, filled],
+        rtol=1e-5,
+    )
     np.testing.assert_allclose(np.asarray(H.similarity(recent, jnp.asarray(contexts[:1])))[0, 0], 2.0, rtol=1e-5)
 
 
 def test_similarity_generalises_where_backoff_and_lookup_cannot(substitution):
     contexts, targets, queries, pos, answer, states = substitution
-    acc = {m: np.asarray(retrieve(states[m], jnp.asarray(queries), 4096)[0]) == answer
-           for m in ("general", "backoff")}
+    acc = {m: np.asarray(retrieve(states[m], jnp.asarray(queries), 4096)[0]) == answer for m in ("general", "backoff")}
     acc["lookup"] = suite.lookup_table(contexts, targets, queries) == answer
     acc["ngram"] = suite.ngram_predict(suite.ngram_fit(contexts, targets), queries) == answer
     acc["product"] = suite.product_nearest(states["general"]["embed"], contexts, targets, queries) == answer
     at = {k: [float(v[pos == p].mean()) for p in range(3)] for k, v in acc.items()}
-    assert min(at["general"]) > 0.8                          # every position, the middle included
+    assert min(at["general"]) > 0.8  # every position, the middle included
     middle = {k: v[1] for k, v in at.items()}
     assert middle["backoff"] < 0.1 and middle["lookup"] < 0.1 and middle["ngram"] < 0.4
     assert middle["general"] > max(middle["backoff"], middle["lookup"], middle["ngram"]) + 0.4
@@ -197,7 +208,7 @@ def test_dream_keeps_recall_on_normal_store(substitution):
     dreamt, stats = H.dream(state, jax.random.key(0))
     after = float(np.mean(np.asarray(retrieve(dreamt, ctx, 4096)[0]) == targets))
     assert before > 0.97 and after >= before >= 0.95 * before
-    assert int(stats["iterations"]) <= 3                     # little to fix: wakes early
+    assert int(stats["iterations"]) <= 3  # little to fix: wakes early
     assert float(H.stability(state)) > 0.99
 
 
@@ -233,11 +244,12 @@ def test_suite_refuses_bad_options_in_one_line():
 
     suite = get_suite("holographic")
     for key, value, match in (("items", "0", "items='0'.*≥ 1"), ("seeds", "two", "seeds='two'.*whole number")):
-        ctx = EvalContext(None, options={"config": str(config.PROJECT_ROOT / "configs" / "holographic.yaml"),
-                                         key: value})
+        ctx = EvalContext(
+            None, options={"config": str(config.PROJECT_ROOT / "configs" / "holographic.yaml"), key: value}
+        )
         with pytest.raises(SuiteError, match=match):
             suite.fn(ctx)
-        with pytest.raises(SuiteError, match=match):            # evaluate.py's check, before anything runs
+        with pytest.raises(SuiteError, match=match):  # evaluate.py's check, before anything runs
             check_options([suite], ctx.options)
     assert suite.values(EvalContext(None))["items"] == 2000
 
@@ -246,8 +258,16 @@ def test_suite_refuses_bad_options_in_one_line():
 def test_holographic_suite_meets_its_targets_beside_baselines():
     from spiraljax.eval.suites import EvalContext, get_suite
 
-    ctx = EvalContext(None, options={"config": str(config.PROJECT_ROOT / "configs" / "holographic.yaml"),
-                                     "items": "400", "seeds": "2", "train_positions": "5000", "test_positions": "500"})
+    ctx = EvalContext(
+        None,
+        options={
+            "config": str(config.PROJECT_ROOT / "configs" / "holographic.yaml"),
+            "items": "400",
+            "seeds": "2",
+            "train_positions": "5000",
+            "test_positions": "500",
+        },
+    )
     res = get_suite("holographic").fn(ctx)
     met = res.data["targets_met"]
     assert len(met) == 5 and all(met.values()), met
@@ -258,5 +278,5 @@ def test_holographic_suite_meets_its_targets_beside_baselines():
     assert over["post"]["mean"] > over["noop"]["mean"] == over["pre"]["mean"]
     s = res.data["shakespeare"]
     assert 0 < s["ngram_count_backoff"] < 1 and 0 <= s["holographic_general"] <= 1
-    for name in acc:                                         # every baseline is printed beside ours
+    for name in acc:  # every baseline is printed beside ours
         assert name in res.text

@@ -1,6 +1,7 @@
 """spiraljax.host_memory: a step's scratch memory is reused instead of page-faulted in again, numbers
 are unchanged, and the switch does nothing where it cannot work (each case in a fresh interpreter,
 since the settings are per process and fixed when JAX's backend starts)."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ import pytest
 
 from tests.conftest import subprocess_env
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                                reason="the settings are glibc's")
+pytestmark = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="the settings are glibc's"
+)
 
 # a jitted function whose 64 MiB intermediate h lives in XLA's scratch buffer (it is neither input nor
 # output); page faults per call: the median of calls 21-40. With reuse the heap takes a few calls to
@@ -39,8 +41,9 @@ print(json.dumps({"applied": applied, "faults_per_call": statistics.median(fault
 
 
 def probe(**env: str) -> dict:
-    res = subprocess.run([sys.executable, "-c", PROBE], env={**subprocess_env(), **env}, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", PROBE], env={**subprocess_env(), **env}, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -58,4 +61,4 @@ def test_scratch_is_reused_and_results_unchanged():
 def test_too_late_once_the_backend_started():
     late = probe(SPIRALJAX_REUSE_HOST_MEMORY="1", START_BACKEND_FIRST="1")
     assert not late["applied"]
-    assert late["faults_per_call"] > 8000, late   # nothing changed: the default behaviour
+    assert late["faults_per_call"] > 8000, late  # nothing changed: the default behaviour

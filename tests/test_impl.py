@@ -1,6 +1,7 @@
 """Kernel choice in one place (spiraljax.ops.impl): ``auto`` per platform, explicit choices pass through,
 the input rules (fast weights' chunked variant, Kuramoto's remat), bad values named in one line, and the
 ops dispatching on what ``resolve`` returns."""
+
 from __future__ import annotations
 
 import importlib
@@ -24,14 +25,24 @@ def test_auto_follows_the_row_of_the_platform(monkeypatch):
     """``auto`` reads the platform's override, else the op's default (cuda / rocm, in any case, read the
     gpu overrides). No platform overrides today, so overrides are patched in: a resolve that ignored
     the platform, an alias or the defaults would pass on the shipped table and fails here."""
-    monkeypatch.setattr(impl, "AUTO", {**AUTO, "spiral_attention": Impl.SPARSE, "fast_weights": Impl.CHUNKED,
-                                       "kuramoto_scan": Impl.SCAN})
-    monkeypatch.setattr(impl, "AUTO_OVERRIDES", {
-        "gpu": {"spiral_attention": Impl.DENSE, "fast_weights": Impl.SCAN, "kuramoto_scan": Impl.REMAT},
-        "tpu": {"fast_weights": Impl.CHUNKED_GENERAL}})
-    rows = {"spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.DENSE, "tpu": Impl.SPARSE},
-            "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.SCAN, "tpu": Impl.CHUNKED_GENERAL},
-            "kuramoto_scan": {"cpu": Impl.SCAN, "gpu": Impl.REMAT, "tpu": Impl.SCAN}}
+    monkeypatch.setattr(
+        impl,
+        "AUTO",
+        {**AUTO, "spiral_attention": Impl.SPARSE, "fast_weights": Impl.CHUNKED, "kuramoto_scan": Impl.SCAN},
+    )
+    monkeypatch.setattr(
+        impl,
+        "AUTO_OVERRIDES",
+        {
+            "gpu": {"spiral_attention": Impl.DENSE, "fast_weights": Impl.SCAN, "kuramoto_scan": Impl.REMAT},
+            "tpu": {"fast_weights": Impl.CHUNKED_GENERAL},
+        },
+    )
+    rows = {
+        "spiral_attention": {"cpu": Impl.SPARSE, "gpu": Impl.DENSE, "tpu": Impl.SPARSE},
+        "fast_weights": {"cpu": Impl.CHUNKED, "gpu": Impl.SCAN, "tpu": Impl.CHUNKED_GENERAL},
+        "kuramoto_scan": {"cpu": Impl.SCAN, "gpu": Impl.REMAT, "tpu": Impl.SCAN},
+    }
     for platform, row in (("cpu", "cpu"), ("gpu", "gpu"), ("tpu", "tpu"), ("cuda", "gpu"), ("ROCM", "gpu")):
         assert resolve("spiral_attention", "auto", platform=platform) is rows["spiral_attention"][row], platform
         assert resolve("fast_weights", Impl.AUTO, platform=platform) is rows["fast_weights"][row], platform
@@ -53,8 +64,8 @@ def test_auto_defaults_to_the_running_backend_and_every_row_is_concrete():
 @pytest.mark.parametrize("op", list(CHOICES))
 def test_explicit_choices_pass_through(op):
     for choice in CHOICES[op]:
-        for given in (choice, choice.value):                     # the enum or the config/YAML string
-            kw = {"chunk": 4} if choice is Impl.REMAT else {}     # remat needs its chunk
+        for given in (choice, choice.value):  # the enum or the config/YAML string
+            kw = {"chunk": 4} if choice is Impl.REMAT else {}  # remat needs its chunk
             got = resolve(op, given, platform="tpu", **kw)
             assert got is choice and got == choice.value and str(got) == choice.value
 
@@ -64,8 +75,11 @@ def test_bad_values_are_one_line_errors_naming_op_and_values():
         resolve("spiral_attention", "sprase")
     with pytest.raises(ValueError, match=r"unknown spiral_attention impl 'scan'"):  # another op's value
         resolve("spiral_attention", Impl.SCAN)
-    with pytest.raises(ValueError, match=r"unknown fast_weights impl 'magic' \(auto \| chunked \| scan \| "
-                                         r"chunked_per_head \| chunked_general\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown fast_weights impl 'magic' \(auto \| chunked \| scan \| "
+        r"chunked_per_head \| chunked_general\)",
+    ):
         resolve("fast_weights", "magic")
     with pytest.raises(ValueError, match=r"unknown kuramoto_scan impl None \(auto \| scan \| remat\)"):
         resolve("kuramoto_scan", None)
@@ -80,20 +94,20 @@ def test_spiral_attention_auto_is_dense_below_the_crossover_length():
     assert DENSE_BELOW["cpu"] == 256 and set(DENSE_BELOW) == {"cpu", "gpu", "tpu"}
     for t, want in ((1, Impl.DENSE), (32, Impl.DENSE), (255, Impl.DENSE), (256, Impl.SPARSE), (8192, Impl.SPARSE)):
         assert resolve("spiral_attention", "auto", platform="cpu", length=t) is want, t
-    assert resolve("spiral_attention", "auto", platform="cpu") is Impl.SPARSE           # no length: the table row
-    for platform in ("gpu", "tpu"):                                                     # not measured: the table row
+    assert resolve("spiral_attention", "auto", platform="cpu") is Impl.SPARSE  # no length: the table row
+    for platform in ("gpu", "tpu"):  # not measured: the table row
         got = resolve("spiral_attention", "auto", platform=platform, length=32)
         assert got is auto_choice("spiral_attention", platform)
-    for explicit in (Impl.SPARSE, Impl.DENSE):                                          # explicit choices stay
+    for explicit in (Impl.SPARSE, Impl.DENSE):  # explicit choices stay
         for t in (32, 4096):
             assert resolve("spiral_attention", explicit.value, platform="cpu", length=t) is explicit
 
 
 def test_fast_weights_chunked_variant_rule():
     rule = lambda **kw: resolve("fast_weights", "chunked", **kw)  # noqa: E731
-    assert rule(length=50, chunk=25) is Impl.CHUNKED_PER_HEAD                      # C | T, per-head decay
-    assert rule(length=50, chunk=64) is Impl.CHUNKED_PER_HEAD                      # C capped at T
-    assert rule(length=50, chunk=16) is Impl.CHUNKED_GENERAL                       # C ∤ T
+    assert rule(length=50, chunk=25) is Impl.CHUNKED_PER_HEAD  # C | T, per-head decay
+    assert rule(length=50, chunk=64) is Impl.CHUNKED_PER_HEAD  # C capped at T
+    assert rule(length=50, chunk=16) is Impl.CHUNKED_GENERAL  # C ∤ T
     assert rule(length=48, chunk=16, per_head_decay=False) is Impl.CHUNKED_GENERAL  # per-step decay
     assert resolve("fast_weights", "chunked_general", length=48, chunk=16) is Impl.CHUNKED_GENERAL
     with pytest.raises(ValueError, match="chunked_per_head.*T=50, chunk=16"):
@@ -105,8 +119,8 @@ def test_fast_weights_chunked_variant_rule():
 def test_kuramoto_remat_rule():
     assert resolve("kuramoto_scan", "auto", length=20, chunk=None) is Impl.SCAN
     assert resolve("kuramoto_scan", "auto", length=20, chunk=5) is Impl.REMAT
-    assert resolve("kuramoto_scan", "auto", length=20, chunk=20) is Impl.SCAN      # one chunk: the plain scan
-    assert resolve("kuramoto_scan", "remat", length=20, chunk=20) is Impl.REMAT    # asked for by name: kept
+    assert resolve("kuramoto_scan", "auto", length=20, chunk=20) is Impl.SCAN  # one chunk: the plain scan
+    assert resolve("kuramoto_scan", "remat", length=20, chunk=20) is Impl.REMAT  # asked for by name: kept
     assert resolve("kuramoto_scan", "scan", length=20, chunk=5) is Impl.SCAN
     with pytest.raises(ValueError, match="'remat' needs remat_chunk"):
         resolve("kuramoto_scan", "remat", length=20)

@@ -1,5 +1,6 @@
 """Induction task: the data is what it claims, and the shipped dense baseline forms an induction head
 in a short run — which it does not without smeared keys (the previous attention layers)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,14 +23,15 @@ def test_induction_batches_are_deterministic_and_mask_only_copyable_tokens():
     for inp, tgt, mask in zip(a["inputs"], a["targets"], a["mask"]):
         seq = np.concatenate([inp, tgt[-1:]])
         pos = np.flatnonzero(mask)
-        assert 7 <= len(pos) <= 18 and np.all(np.diff(pos) == 1)          # one run: second copy minus its first token
+        assert 7 <= len(pos) <= 18 and np.all(np.diff(pos) == 1)  # one run: second copy minus its first token
         seg_len, start = len(pos) + 1, pos[0]
-        found = [s for s in range(start - seg_len + 1)
-                 if np.array_equal(seq[s:s + seg_len], seq[start:start + seg_len])]
-        assert found                                                       # the masked run repeats an earlier segment
+        found = [
+            s for s in range(start - seg_len + 1) if np.array_equal(seq[s : s + seg_len], seq[start : start + seg_len])
+        ]
+        assert found  # the masked run repeats an earlier segment
         distances.add(start - found[0])
-        np.testing.assert_array_equal(tgt[pos], seq[found[0] + 1: found[0] + seg_len])
-    assert len(distances) > 5                                              # no fixed positional shift solves it
+        np.testing.assert_array_equal(tgt[pos], seq[found[0] + 1 : found[0] + seg_len])
+    assert len(distances) > 5  # no fixed positional shift solves it
 
 
 def masked_accuracy(apply_fn, batches) -> float:
@@ -43,9 +45,21 @@ def masked_accuracy(apply_fn, batches) -> float:
 
 
 def _train_copy_accuracy(overrides: list[str], steps: int) -> float:
-    cfg = config.load(None, ["data.source=induction", "model.seq_len=64", "model.d_model=32", "model.n_layers=2",
-                             "model.n_heads=2", "train.batch_size=16", "train.lr=1e-2", f"train.steps={steps}",
-                             "train.warmup_steps=20"] + overrides)
+    cfg = config.load(
+        None,
+        [
+            "data.source=induction",
+            "model.seq_len=64",
+            "model.d_model=32",
+            "model.n_layers=2",
+            "model.n_heads=2",
+            "train.batch_size=16",
+            "train.lr=1e-2",
+            f"train.steps={steps}",
+            "train.warmup_steps=20",
+        ]
+        + overrides,
+    )
     model, data = models.build(cfg.model), build_dataset(cfg)
     tx = make_optimizer(cfg.train)
     state = init_state(model, tx, jnp.asarray(data.train_batch(0)["inputs"]), cfg.train.seed)

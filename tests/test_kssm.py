@@ -77,8 +77,7 @@ def test_global_mix_couples_banks_as_pairwise_reference():
     within = K.coupling_pairwise(theta) / m
     across = K.coupling_pairwise(theta.reshape(b, g * m)).reshape(b, g, m) / (g * m)
     ref = theta + 0.2 * (omega[:, 0] + coupling[:, 0, :, None] * (0.7 * within + 0.3 * across))
-    np.testing.assert_allclose(K.kuramoto_step(theta, omega[:, 0], coupling[:, 0], 0.2, global_mix=0.3), ref,
-                               atol=1e-5)
+    np.testing.assert_allclose(K.kuramoto_step(theta, omega[:, 0], coupling[:, 0], 0.2, global_mix=0.3), ref, atol=1e-5)
     shared = jnp.broadcast_to(coupling[..., :1], coupling.shape)  # one K for the whole population
     banked, _ = K.kuramoto_scan(theta, omega, shared, 0.2, global_mix=1.0)
     single, _ = K.kuramoto_scan(theta.reshape(b, g * m), omega.reshape(b, t, g * m), shared[..., 0], 0.2)
@@ -136,7 +135,7 @@ def test_forcing_R_is_a_phase_mixture_and_reaches_every_value():
         for i in range(b):
             up = target > float(r[i])
             lam = (target - r[i]) / (1 - r[i]) if up else 1 - target / r[i]
-            extra = (jnp.full((1,), psi[i]) if up else jnp.linspace(0, 2 * np.pi, 16, endpoint=False))
+            extra = jnp.full((1,), psi[i]) if up else jnp.linspace(0, 2 * np.pi, 16, endpoint=False)
             ref = mixture_features(theta[i], lam, extra, h)
             np.testing.assert_allclose(fm[i], ref[0], atol=1e-5)
             if target > 0:
@@ -227,7 +226,7 @@ def trained(request):
     cfg = config.load(ROOT / "configs" / f"kssm_{request.param}_tiny.yaml")
     model = models.build(cfg.model)
     starts = np.random.default_rng(0).integers(0, len(TEXT) - 33, (40, 8))
-    windows = jnp.asarray(np.stack([np.stack([TEXT[s:s + 33] for s in row]) for row in starts]))
+    windows = jnp.asarray(np.stack([np.stack([TEXT[s : s + 33] for s in row]) for row in starts]))
     variables = model.init(jax.random.key(0), windows[0, :, :-1])
     tx = optax.adam(1e-2)
 
@@ -279,7 +278,7 @@ def test_forced_R_is_what_every_readout_sees_on_a_trained_model(trained):
     np.testing.assert_allclose(readout_R(natural, g, h), model.apply(variables, tokens[:, :-1])[1]["R"], atol=1e-5)
 
 
-@pytest.mark.parametrize("trained", ["v3"], indirect=True)     # one version is enough for the suite plumbing
+@pytest.mark.parametrize("trained", ["v3"], indirect=True)  # one version is enough for the suite plumbing
 def test_causality_suite_reports_achieved_R_and_control_fails(trained):
     """On the trained v3 model the suite's achieved R matches every forced value, the intervention
     moves the output, and the control with the R path cut fails test 2 (the test can fail)."""
@@ -369,14 +368,19 @@ def test_causality_options_are_parsed_once_and_errors_are_one_line():
     suite = get_suite("causality")
     defaults = {"quantity": "R", "values": [0.1, 0.3, 0.5, 0.7, 0.9], "sequences": 100}
     assert suite.values(EvalContext(None)) == defaults
-    suite.values(EvalContext(None))["values"].append(2.0)                  # a caller's copy, not the default
+    suite.values(EvalContext(None))["values"].append(2.0)  # a caller's copy, not the default
     assert suite.values(EvalContext(None)) == defaults
-    assert suite.values(EvalContext(None, options={"values": "0.1, 0.9", "sequences": "7"})) == \
-        {"quantity": "R", "values": [0.1, 0.9], "sequences": 7}
-    for bad, error, match in (("values=0.1,x", SuiteError, "--opt values='0.1,x'.*comma-separated numbers"),
-                              ("sequences=0", SuiteError, "sequences='0'.*≥ 1"),
-                              ("values=0.5", KeyError, "--opt values.*at least two values"),
-                              ("values=0.5,1.5", KeyError, "R lies in")):
+    assert suite.values(EvalContext(None, options={"values": "0.1, 0.9", "sequences": "7"})) == {
+        "quantity": "R",
+        "values": [0.1, 0.9],
+        "sequences": 7,
+    }
+    for bad, error, match in (
+        ("values=0.1,x", SuiteError, "--opt values='0.1,x'.*comma-separated numbers"),
+        ("sequences=0", SuiteError, "sequences='0'.*≥ 1"),
+        ("values=0.5", KeyError, "--opt values.*at least two values"),
+        ("values=0.5,1.5", KeyError, "R lies in"),
+    ):
         key, value = bad.split("=")
         with pytest.raises(error, match=match):
             suite.fn(EvalContext(None, options={key: value}))

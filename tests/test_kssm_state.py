@@ -1,6 +1,7 @@
 """K-SSM carries its oscillator phases across windows (docs/carried_state.md): two carried windows of T
 equal one window of 2T, initial_state equals state=None, a reset row equals a fresh start, and future
 tokens never change past logits with a state."""
+
 from __future__ import annotations
 
 import jax
@@ -51,7 +52,7 @@ def test_two_carried_windows_equal_one_window_of_twice_the_length(kssm):
     np.testing.assert_allclose(first, whole[:, :T], atol=1e-5)
     np.testing.assert_allclose(second, whole[:, T:], atol=2e-4, rtol=1e-4)
     fresh = apply(tokens[:, T:], model.initial_state(2))[0]
-    assert not np.allclose(fresh, whole[:, T:], atol=1e-3)   # the carried phases matter
+    assert not np.allclose(fresh, whole[:, T:], atol=1e-3)  # the carried phases matter
 
 
 def test_a_reset_row_starts_fresh_and_the_other_keeps_its_state(kssm):

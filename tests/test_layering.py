@@ -4,6 +4,7 @@ table from the neutral ``spiraljax.glyph_table``); eval imports neither train no
 (shared by train and eval) import neither; ``spiraljax.runs`` (reading a run: eval, the report and
 the trainer share it) imports no upper layer; config imports nothing of the package but the error
 types; the error types load without JAX or Orbax."""
+
 from __future__ import annotations
 
 import ast
@@ -28,7 +29,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 TOP = ("spiraljax.train", "spiraljax.eval", "spiraljax.report", "spiraljax.experiment", "spiraljax.launch")
-RULES = {   # package or module → what it must not import
+RULES = {  # package or module → what it must not import
     "train": ("spiraljax.eval", "spiraljax.report", "spiraljax.experiment"),
     "ops": ("spiraljax.train", "spiraljax.eval", "spiraljax.models", "spiraljax.nn", "spiraljax.data"),
     "nn": ("spiraljax.train", "spiraljax.eval", "spiraljax.models", "spiraljax.data"),
@@ -54,8 +55,12 @@ def sources(name: str) -> list[Path]:
 
 
 def upward_imports(name: str, forbidden: tuple[str, ...]) -> set[str]:
-    return {f"{path.name}: {module}" for path in sources(name)
-            for module in imported_modules(path) if module.startswith(forbidden)}
+    return {
+        f"{path.name}: {module}"
+        for path in sources(name)
+        for module in imported_modules(path)
+        if module.startswith(forbidden)
+    }
 
 
 @pytest.mark.parametrize("name", list(RULES))
@@ -75,7 +80,7 @@ def test_config_imports_nothing_of_the_package_but_the_error_types():
 
 def test_every_layer_has_a_rule():
     layers = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert layers - set(RULES) == {"report"}          # the top layer: it may import every other one
+    assert layers - set(RULES) == {"report"}  # the top layer: it may import every other one
 
 
 def test_the_checker_sees_lazy_imports(tmp_path):
@@ -85,8 +90,10 @@ def test_the_checker_sees_lazy_imports(tmp_path):
 
 
 def test_error_types_load_without_jax_or_orbax():
-    code = ("import sys, spiraljax.errors as e; assert issubclass(e.ConfigError, e.UserError); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'orbax', 'flax')))")
+    code = (
+        "import sys, spiraljax.errors as e; assert issubclass(e.ConfigError, e.UserError); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'orbax', 'flax')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

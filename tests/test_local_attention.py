@@ -1,6 +1,7 @@
 """Local (sliding-window) attention: the blocked O(S·w) fast path equals the dense masked reference in
 values and gradients (any window, any length, with a cache of earlier keys in front), builds no S×S
 array, is causal, and ``impl`` resolves as spiraljax.ops.impl says."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,8 +23,17 @@ def values_and_grads(fn, q, k, v):
 
 
 # (T queries, S keys, window, block): w ≥ T, w = 1, T not a multiple of w, a cache (S > T), larger blocks
-CASES = [(12, 12, 3, None), (12, 12, 1, None), (12, 12, 12, None), (12, 12, 40, None), (13, 13, 5, None),
-         (7, 10, 4, None), (5, 13, 6, None), (16, 16, 4, 8), (11, 11, 3, 5)]
+CASES = [
+    (12, 12, 3, None),
+    (12, 12, 1, None),
+    (12, 12, 12, None),
+    (12, 12, 40, None),
+    (13, 13, 5, None),
+    (7, 10, 4, None),
+    (5, 13, 6, None),
+    (16, 16, 4, 8),
+    (11, 11, 3, 5),
+]
 
 
 @pytest.mark.parametrize("t, s, w, block", CASES)
@@ -32,7 +42,7 @@ def test_blocked_equals_dense_reference_with_gradients(t, s, w, block, with_vali
     q, k, v = qkv(t, s, seed=t + s + w)
     valid = None
     if with_valid:  # some cache slots empty; the window's own keys always exist
-        valid = jax.random.bernoulli(jax.random.key(9), 0.6, (2, s)).at[:, s - t:].set(True)
+        valid = jax.random.bernoulli(jax.random.key(9), 0.6, (2, s)).at[:, s - t :].set(True)
     fast, g_fast = values_and_grads(lambda *a: local_attention_blocked(*a, w, key_valid=valid, block=block), q, k, v)
     ref, g_ref = values_and_grads(lambda *a: causal_attention(*a, w, key_valid=valid), q, k, v)
     np.testing.assert_allclose(fast, ref, atol=1e-5)
@@ -70,7 +80,7 @@ def test_blocked_builds_no_s_by_s_array():
         return max(sizes)
 
     assert biggest(lambda *a: local_attention_blocked(*a, w)) <= 4 * s * w
-    assert biggest(lambda *a: causal_attention(*a, w)) >= s * s        # the check can fail
+    assert biggest(lambda *a: causal_attention(*a, w)) >= s * s  # the check can fail
 
 
 @pytest.mark.parametrize("impl", ["blocked", "dense", "auto"])
@@ -88,7 +98,7 @@ def test_auto_rule_and_dispatch():
     assert resolve("local_attention", "auto", platform="cpu", length=below - 1, window=3) is Impl.DENSE
     assert resolve("local_attention", "auto", platform="cpu", length=4096, window=13) is Impl.BLOCKED
     assert resolve("local_attention", "auto", platform="cpu", length=4096, window=2048) is Impl.DENSE  # wide window
-    assert resolve("local_attention", "auto", platform="cpu") is Impl.BLOCKED                    # the table row
+    assert resolve("local_attention", "auto", platform="cpu") is Impl.BLOCKED  # the table row
     assert resolve("local_attention", "dense", platform="cpu", length=4096, window=13) is Impl.DENSE
     with pytest.raises(ValueError, match=r"unknown local_attention impl 'sparse' \(auto \| blocked \| dense\)"):
         resolve("local_attention", "sparse")

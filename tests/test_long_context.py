@@ -1,6 +1,7 @@
 """The long-context suite (``evaluate.py RUN --suite long_context``): bucket arithmetic, the readers
 against their references, carried vs reset, length extrapolation, the recall probe's construction and
 scoring, determinism, and the CLI's one-line refusals."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ import pytest
 from conftest import ROOT
 from spiraljax import config
 from spiraljax.eval import long_probe as lp
-from spiraljax.eval.long_context import (Reader, bucket_edges, bucket_label, bucket_sums, by_position, long_context,
-                                         position_table)
+from spiraljax.eval.long_context import (
+    Reader,
+    bucket_edges,
+    bucket_label,
+    bucket_sums,
+    by_position,
+    long_context,
+    position_table,
+)
 from spiraljax.eval.suites import EvalContext
 from spiraljax.experiment import run as train
 from spiraljax.losses import token_nll
@@ -21,15 +29,36 @@ from spiraljax.state import stream
 
 T = 64
 # TinyShakespeare cut into 4 KB documents (val: 14 of them), windows of 64 bytes, two training steps
-LONG = ["data.source=longdocs", "data.corpus=shakespeare", "data.segment_bytes=4096", f"model.seq_len={T}",
-        "train.batch_size=4", "train.steps=2", "train.eval_every=2", "checkpoint.every=2", "eval.batch_size=4",
-        "eval.batches=2", "eval.sample_tokens=0", "train.progress=false", "checkpoint.async_save=false"]
-SMALL = {"doc_bytes": "1024", "docs": "2", "buckets": "0,64,256", "probe_rows": "3", "pairs": "1",
-         "distances": "1,2", "lengths": "32,64,128,2048", "extrap_bytes": "512", "plots": "false"}
+LONG = [
+    "data.source=longdocs",
+    "data.corpus=shakespeare",
+    "data.segment_bytes=4096",
+    f"model.seq_len={T}",
+    "train.batch_size=4",
+    "train.steps=2",
+    "train.eval_every=2",
+    "checkpoint.every=2",
+    "eval.batch_size=4",
+    "eval.batches=2",
+    "eval.sample_tokens=0",
+    "train.progress=false",
+    "checkpoint.async_save=false",
+]
+SMALL = {
+    "doc_bytes": "1024",
+    "docs": "2",
+    "buckets": "0,64,256",
+    "probe_rows": "3",
+    "pairs": "1",
+    "distances": "1,2",
+    "lengths": "32,64,128,2048",
+    "extrap_bytes": "512",
+    "plots": "false",
+}
 
 
 def _run(tmp, name: str, base: str | None, *extra: str):
-    if base is None:   # a dense baseline without a data section to replace
+    if base is None:  # a dense baseline without a data section to replace
         path = tmp / f"{name}.yaml"
         path.write_text("model: {family: transformer, vocab_size: 256, d_model: 32, n_layers: 2, n_heads: 2}\n")
     else:
@@ -46,8 +75,14 @@ def kssm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("local"), "local", None, "model.attention=local", "model.window=5",
-                "train.carry_state=true")
+    return _run(
+        tmp_path_factory.mktemp("local"),
+        "local",
+        None,
+        "model.attention=local",
+        "model.window=5",
+        "train.carry_state=true",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +95,17 @@ def test_bucket_arithmetic_matches_a_hand_count():
     edges = bucket_edges([10, 50, 0])
     assert edges == [(0, 10), (10, 50), (50, None)]
     assert [bucket_label(lo, hi) for lo, hi in bucket_edges([256, 1024, 4096, 16384])] == [
-        "0-256", "256-1k", "1k-4k", "4k-16k", "16k+"]
+        "0-256",
+        "256-1k",
+        "1k-4k",
+        "4k-16k",
+        "16k+",
+    ]
     # two documents of 101 bytes: targets at offsets 1 … 100; NLL of the target at offset o is o (row 0), 2o (row 1)
     offsets = np.arange(1, 101, dtype=np.float64)
     nll = np.stack([offsets, 2 * offsets])
     mask = np.ones_like(nll)
-    mask[1, 90:] = 0                                 # row 1's offsets 91 … 100 are padding
+    mask[1, 90:] = 0  # row 1's offsets 91 … 100 are padding
     sums = bucket_sums(nll, mask, edges)
     # offsets 1…9: 9 + 9 tokens; 10…49: 40 + 40; 50…100: 51 + 41
     assert [n for _, n in sums] == [18, 80, 92]
@@ -76,12 +116,13 @@ def test_bucket_arithmetic_matches_a_hand_count():
     assert table["tokens"] == {"0-10": 18, "10-50": 80, "50+": 92}
     assert table["buckets"]["0-10"] == pytest.approx(3 * 45 / (18 * np.log(2)))
     assert table["all"] == pytest.approx(float((nll * mask).sum()) / (190 * np.log(2)))
-    assert position_table(nll[:, :5], mask[:, :5], edges)["buckets"]["50+"] is None   # an empty bucket
+    assert position_table(nll[:, :5], mask[:, :5], edges)["buckets"]["50+"] is None  # an empty bucket
 
 
 # ----------------------------------------------------------------------------- the recall probe
-LINES = lp.code_lines([np.frombuffer(b"".join(b"x%d = compute(%d)\n    return x\n" % (i, i) for i in range(200)),
-                                     np.uint8)])
+LINES = lp.code_lines(
+    [np.frombuffer(b"".join(b"x%d = compute(%d)\n    return x\n" % (i, i) for i in range(200)), np.uint8)]
+)
 
 
 def test_probe_pairs_sit_in_window_zero_and_queries_exactly_d_windows_later():
@@ -93,15 +134,15 @@ def test_probe_pairs_sit_in_window_zero_and_queries_exactly_d_windows_later():
     for pos, key, value in row.definitions:
         line = lp.definition_line(key, value)
         start = pos - lp.DEFINITION_VALUE_AT
-        assert text[start:start + len(line)] == line and start + len(line) <= window    # whole, in window 0
-        assert text[start - 1:start] in (b"", b"\n")                                     # at a line start
+        assert text[start : start + len(line)] == line and start + len(line) <= window  # whole, in window 0
+        assert text[start - 1 : start] in (b"", b"\n")  # at a line start
     per = {d: [q for q in row.queries if q.distance == d] for d in distances}
     assert all(len(qs) == pairs for qs in per.values())
     defined = {v: k for _, k, v in row.definitions}
     for q in row.queries:
         start = q.value_start - lp.QUERY_VALUE_AT
         line = lp.query_line(defined[q.value], q.value)
-        assert text[start:start + len(line)] == line
+        assert text[start : start + len(line)] == line
         assert q.distance * window <= start and start + len(line) <= (q.distance + 1) * window
         # the identifier occurs exactly twice: its definition in window 0 and this query
         ident = defined[q.value] + b"_" + q.value
@@ -110,7 +151,7 @@ def test_probe_pairs_sit_in_window_zero_and_queries_exactly_d_windows_later():
     assert len(set(defined)) == len(defined) == len({k for k in defined.values()})
     assert all(set(v) <= set(lp.ALPHABET) for v in defined)
     # filler windows (3) hold no identifier
-    assert not any((d + b"_" + v) in text[3 * window:4 * window] for v, d in ((v, k) for v, k in defined.items()))
+    assert not any((d + b"_" + v) in text[3 * window : 4 * window] for v, d in ((v, k) for v, k in defined.items()))
 
 
 def test_probe_levels_are_chance_and_the_guess_among_present_values():
@@ -120,7 +161,7 @@ def test_probe_levels_are_chance_and_the_guess_among_present_values():
     for d in (1, 2):
         qs = [q for q in row.queries if q.distance == d]
         assert levels[d]["chance_first"] == pytest.approx(1 / 26)
-        assert levels[d]["chance_all"] == pytest.approx(26.0 ** -4)
+        assert levels[d]["chance_all"] == pytest.approx(26.0**-4)
         assert levels[d]["guess_all"] == pytest.approx(1 / 4)
         hand = np.mean([sum(v[0] == q.value[0] for v in values) / 4 for q in qs])
         assert levels[d]["guess_first"] == pytest.approx(hand)
@@ -129,13 +170,13 @@ def test_probe_levels_are_chance_and_the_guess_among_present_values():
 def test_probe_scoring_counts_value_bytes():
     rows = [lp.probe_row(LINES, 128, [1, 2], 1, seed=1, row=r) for r in range(3)]
     tokens = np.stack([r.tokens for r in rows])
-    oracle = tokens[:, 1:]                           # the prediction at p is byte p + 1
+    oracle = tokens[:, 1:]  # the prediction at p is byte p + 1
     s = lp.score(rows, oracle)
     assert all(s[d]["first"] == 1.0 and s[d]["all"] == 1.0 and s[d]["queries"] == 3 for d in (1, 2))
     wrong_last = oracle.copy()
     for r, row in enumerate(rows):
         for q in row.queries:
-            wrong_last[r, q.value_start - 1 + lp.VALUE_LEN - 1] = -1   # the last value byte wrong
+            wrong_last[r, q.value_start - 1 + lp.VALUE_LEN - 1] = -1  # the last value byte wrong
     s = lp.score(rows, wrong_last)
     assert all(s[d]["first"] == 1.0 and s[d]["all"] == 0.0 for d in (1, 2))
     assert lp.score(rows, np.full_like(oracle, -1))[1]["first"] == 0.0
@@ -167,12 +208,12 @@ def test_the_carried_reader_is_the_scan_of_the_state_api_and_alone_is_state_none
     assert np.array_equal(pred, np.asarray(jnp.argmax(logits, -1)))
     alone, _ = reader.alone(tokens, T, batch=4)
     for k in range(3):
-        lg, _ = model.apply(variables, tokens[:, k * T:(k + 1) * T], train=False, step=kssm.step)
-        expected = np.asarray(token_nll(lg, tokens[:, k * T + 1:(k + 1) * T + 1]))
-        np.testing.assert_allclose(alone[:, k * T:(k + 1) * T], expected, rtol=1e-5, atol=1e-5)
+        lg, _ = model.apply(variables, tokens[:, k * T : (k + 1) * T], train=False, step=kssm.step)
+        expected = np.asarray(token_nll(lg, tokens[:, k * T + 1 : (k + 1) * T + 1]))
+        np.testing.assert_allclose(alone[:, k * T : (k + 1) * T], expected, rtol=1e-5, atol=1e-5)
     only, opred = reader.alone(tokens, T, batch=4, only=[1])
-    np.testing.assert_allclose(only[:, T:2 * T], alone[:, T:2 * T], rtol=1e-6)
-    assert (opred[:, :T] == -1).all() and (only[:, 2 * T:] == 0).all()
+    np.testing.assert_allclose(only[:, T : 2 * T], alone[:, T : 2 * T], rtol=1e-6)
+    assert (opred[:, :T] == -1).all() and (only[:, 2 * T :] == 0).all()
 
 
 class _NoState:
@@ -209,13 +250,13 @@ def test_suite_on_a_carried_kssm_run(kssm):
     b = data["position"]["buckets"]
     assert list(b) == ["0-64", "64-256", "256+"]
     assert [b[k]["tokens"] for k in b] == [2 * 63, 2 * 192, 2 * 768]
-    assert b["0-64"]["gap"] == pytest.approx(0.0, abs=1e-5)      # offsets 1 … 63: window 0 either way
+    assert b["0-64"]["gap"] == pytest.approx(0.0, abs=1e-5)  # offsets 1 … 63: window 0 either way
     assert data["extrapolation"]["skipped"].startswith("attention families only")
     rc = data["recall"]
     assert rc["distances"] == [1, 2] and all(rc["by_distance"][d]["queries"] == 3 for d in ("1", "2"))
     assert {"carried", "reset", "chance_first", "guess_first"} <= set(rc["by_distance"]["1"])
     again = long_context(kssm)
-    assert again["position"] == data["position"] and again["recall"] == data["recall"]   # deterministic
+    assert again["position"] == data["position"] and again["recall"] == data["recall"]  # deterministic
     json.dumps(data)
 
 
@@ -249,8 +290,10 @@ def test_evaluate_cli_runs_the_suite_and_refuses_in_one_line(dense, capsys):
 
     cli = runpy.run_path(str(ROOT / "evaluate.py"), run_name="evaluate_cli")
     opts = [f"{k}={v}" for k, v in {**SMALL, "lengths": "64"}.items()]
-    assert cli["main"]([str(dense.run_dir), "--suite", "long_context", "--checkpoint", "latest", "--json",
-                        "--opt", *opts]) == 0
+    assert (
+        cli["main"]([str(dense.run_dir), "--suite", "long_context", "--checkpoint", "latest", "--json", "--opt", *opts])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)["long_context"]
     assert set(out["position"]["buckets"]["0-64"]) >= {"carried", "reset", "tokens"}
     assert cli["main"]([str(dense.run_dir), "--suite", "long_context", "--opt", "doc_bytes=99999"]) == 2

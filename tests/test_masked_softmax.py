@@ -1,6 +1,7 @@
 """The fast masked softmax (spiraljax.ops.attention.masked_softmax) equals its reference
 (masked_softmax_reference) in values and gradients, fully masked rows included (zeros, never NaN), and
 the attention ops that use it equal attention written with the reference."""
+
 from __future__ import annotations
 
 import jax
@@ -8,8 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spiraljax.ops.attention import (causal_attention, causal_mask, masked_attention, masked_softmax,
-                                     masked_softmax_reference)
+from spiraljax.ops.attention import (
+    causal_attention,
+    causal_mask,
+    masked_attention,
+    masked_softmax,
+    masked_softmax_reference,
+)
 from spiraljax.ops.spiral import make_offsets, spiral_attention, spiral_mask
 
 
@@ -41,9 +47,9 @@ def test_values_and_gradients_equal_the_reference(name):
     assert np.isfinite(g_fast).all() and np.isfinite(fast).all()
     np.testing.assert_allclose(g_fast, g_ref, rtol=1e-5, atol=1e-6)
     empty = ~np.asarray(jnp.broadcast_to(mask, s.shape)).any(-1)
-    assert float(jnp.abs(jnp.where(empty[..., None], fast, 0.0)).max()) == 0.0          # empty rows: zeros
-    assert float(jnp.abs(jnp.where(empty[..., None], g_fast, 0.0)).max()) == 0.0        # and no gradient
-    np.testing.assert_array_equal(jnp.where(mask, 0.0, fast), 0.0)                       # masked entries: 0
+    assert float(jnp.abs(jnp.where(empty[..., None], fast, 0.0)).max()) == 0.0  # empty rows: zeros
+    assert float(jnp.abs(jnp.where(empty[..., None], g_fast, 0.0)).max()) == 0.0  # and no gradient
+    np.testing.assert_array_equal(jnp.where(mask, 0.0, fast), 0.0)  # masked entries: 0
 
 
 def test_no_empty_rows_flag_is_exact_when_every_row_has_a_key():
@@ -70,8 +76,10 @@ def test_causal_attention_equals_the_reference_with_gradients(window):
     def grads(f):
         return jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=(0, 1, 2))(q, k, v)
 
-    (lf, gf), (lr, gr) = grads(lambda *a: causal_attention(*a, window=window)), grads(
-        lambda *a: attention_with_reference(*a, mask))
+    (lf, gf), (lr, gr) = (
+        grads(lambda *a: causal_attention(*a, window=window)),
+        grads(lambda *a: attention_with_reference(*a, mask)),
+    )
     np.testing.assert_allclose(lf, lr, rtol=1e-5)
     for a, b in zip(gf, gr):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -83,12 +91,19 @@ def test_spiral_attention_equals_the_reference_including_empty_rows(impl, keep_d
     q, k, v = (normal(i, (2, 12, 2, 8), 1.0) for i in range(3))
     key_mask = jax.random.bernoulli(jax.random.key(9), 0.5, (2, 12)).at[0].set(False)  # sequence 0: no keys
     offsets = make_offsets(12, n_back=(5,))
-    mask = spiral_mask(12, offsets)[None, None] & (key_mask[:, None, None, :] |
-                                                   (jnp.eye(12, dtype=bool) if keep_diagonal else False))
+    mask = spiral_mask(12, offsets)[None, None] & (
+        key_mask[:, None, None, :] | (jnp.eye(12, dtype=bool) if keep_diagonal else False)
+    )
     out = spiral_attention(q, k, v, offsets=offsets, key_mask=key_mask, impl=impl, keep_diagonal=keep_diagonal)
     np.testing.assert_allclose(out, attention_with_reference(q, k, v, mask), atol=1e-5)
-    assert np.isfinite(jax.grad(lambda q: jnp.sum(spiral_attention(
-        q, k, v, offsets=offsets, key_mask=key_mask, impl=impl, keep_diagonal=keep_diagonal) ** 2))(q)).all()
+    assert np.isfinite(
+        jax.grad(
+            lambda q: jnp.sum(
+                spiral_attention(q, k, v, offsets=offsets, key_mask=key_mask, impl=impl, keep_diagonal=keep_diagonal)
+                ** 2
+            )
+        )(q)
+    ).all()
 
 
 def test_masked_attention_rows_without_keys_are_zero_with_finite_gradients():

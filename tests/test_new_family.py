@@ -5,6 +5,7 @@ three fenced blocks: the family's module (python), its config (yaml) and the tra
 module is executed as the module ``bigram``, the YAML written to ``bigram.yaml`` in a temporary directory, and
 the training lines run there for real, with only the sizes and step count made tiny.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,16 +26,27 @@ START, END = "<!-- example:new-family -->", "<!-- /example:new-family -->"
 FAMILY, MODULE = "bigram", "bigram"
 DOC = "docs/configs.md"
 # Sizes for a test: a few steps of tiny shapes, one validation pass, a short sample.
-TINY = ["model.seq_len=16", "model.hidden=32", "train.steps=3", "train.batch_size=4", "train.warmup_steps=1",
-        "train.eval_every=3", "train.log_every=1", "train.progress=false", "checkpoint.every=3", "eval.batches=1",
-        "eval.batch_size=4", "eval.sample_tokens=8"]
+TINY = [
+    "model.seq_len=16",
+    "model.hidden=32",
+    "train.steps=3",
+    "train.batch_size=4",
+    "train.warmup_steps=1",
+    "train.eval_every=3",
+    "train.log_every=1",
+    "train.progress=false",
+    "checkpoint.every=3",
+    "eval.batches=1",
+    "eval.batch_size=4",
+    "eval.sample_tokens=8",
+]
 
 
 def example_blocks() -> list[tuple[str, str]]:
     """``(language, code)`` of every fenced block between the example's markers in :data:`DOC`."""
     text = (ROOT / DOC).read_text(encoding="utf-8")
     assert text.count(START) == 1 and text.count(END) == 1, f"{DOC}: the new-family example's markers"
-    example = text[text.index(START) + len(START):text.index(END)]
+    example = text[text.index(START) + len(START) : text.index(END)]
     return re.findall(r"^```(\w+)\n(.*?)^```$", example, flags=re.M | re.S)
 
 
@@ -61,7 +73,7 @@ def test_the_docs_family_registers_and_documents_its_fields(family):
     assert config.ModelConfig.lookup(FAMILY, "test") is module.BigramConfig
     text = config.describe([FAMILY])
     assert "model.hidden: int = 256  —  hidden units of the MLP" in text
-    assert "model.d_model: int = 64  —  width of the hidden state" in text   # the shared DModel description
+    assert "model.d_model: int = 64  —  width of the hidden state" in text  # the shared DModel description
     with pytest.raises(ConfigError, match=f"unknown key model.n_heads for model.family {FAMILY}"):
         config.load(None, [f"model.family={FAMILY}", "model.n_heads=4"])
 
@@ -92,14 +104,14 @@ def test_the_docs_training_lines_train_the_family(family, tmp_path, monkeypatch)
     namespace: dict = {"__name__": "docs_training"}
     exec(compile(blocks[2][1], f"{DOC}:training", "exec"), namespace)
     cfg, result = namespace["cfg"], namespace["result"]
-    assert cfg.model.family == FAMILY and cfg.model.d_model == 32 and cfg.model.hidden == 32   # YAML, then --set
+    assert cfg.model.family == FAMILY and cfg.model.d_model == 32 and cfg.model.hidden == 32  # YAML, then --set
     assert result.step == 3 and not result.interrupted
     assert math.isfinite(result.val["loss"]) and result.val["loss"] > 0
     run = tmp_path / "runs" / "bigram"
     assert (run / "config.yaml").is_file() and any((run / "checkpoints").iterdir())
-    assert (run / "samples" / "step_0000003.txt").is_file()   # the standard hooks ran (sampling this family)
+    assert (run / "samples" / "step_0000003.txt").is_file()  # the standard hooks ran (sampling this family)
     monkeypatch.setattr(config, "load", load)
-    from spiraljax.runs import load_run   # the run reloads while the family is importable
+    from spiraljax.runs import load_run  # the run reloads while the family is importable
 
     saved, variables = load_run(run, "latest")
     assert saved == cfg

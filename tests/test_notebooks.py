@@ -1,6 +1,7 @@
 """The notebooks: each ``notebooks/X.ipynb`` holds the same cells as its jupytext-paired ``X.py``
 (checked without jupytext, which is a development tool only), and each one runs from notebooks/ (the
 directory Jupyter starts the kernel in) as well as from the project root."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ def py_cells(text: str) -> list[Cell]:
     cell whose ``# `` comment prefixes are stripped; blank lines around a cell are not part of it."""
     lines = text.splitlines()
     if lines and lines[0] == "# ---":
-        lines = lines[lines.index("# ---", 1) + 1:]
+        lines = lines[lines.index("# ---", 1) + 1 :]
     cells: list[tuple[str, str, list[str]]] = []
     for line in lines:
         if line.startswith("# %%"):
@@ -63,8 +64,9 @@ def test_ipynb_matches_its_paired_script(name: str) -> None:
     """Editing one side only fails here: re-sync with ``jupytext --sync notebooks/*.py``."""
     script = py_cells((NOTEBOOKS / f"{name}.py").read_text(encoding="utf-8"))
     notebook = ipynb_cells(load_ipynb(name))
-    assert len(script) == len(notebook), \
+    assert len(script) == len(notebook), (
         f"{name}: {len(script)} cells in .py, {len(notebook)} in .ipynb (run jupytext --sync)"
+    )
     for i, (a, b) in enumerate(zip(script, notebook)):
         assert a == b, f"{name}: cell {i} differs between .py and .ipynb (run jupytext --sync notebooks/*.py)"
 
@@ -84,9 +86,15 @@ def run_notebook(name: str, tmp_path: Path) -> str:
     """Run the .ipynb's code cells in order, in one fresh interpreter started in notebooks/ with no
     ``__file__`` (as a Jupyter kernel does); temporary run directories land in ``tmp_path``."""
     code = "\n\n".join(src for kind, _, src in ipynb_cells(load_ipynb(name)) if kind == "code")
-    out = subprocess.run([sys.executable, "-"], input=code, cwd=NOTEBOOKS,
-                         env=subprocess_env() | {"TMPDIR": str(tmp_path)},
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-"],
+        input=code,
+        cwd=NOTEBOOKS,
+        env=subprocess_env() | {"TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
@@ -112,7 +120,13 @@ def test_families_runs_from_the_notebooks_directory(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_scripts_run_from_the_project_root(name: str, tmp_path: Path) -> None:
     """``python notebooks/X.py`` from the project root, as the README shows."""
-    out = subprocess.run([sys.executable, str(NOTEBOOKS / f"{name}.py")], cwd=ROOT,
-                         env=subprocess_env() | {"TMPDIR": str(tmp_path)}, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, str(NOTEBOOKS / f"{name}.py")],
+        cwd=ROOT,
+        env=subprocess_env() | {"TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     check_output(name, out.stdout)

@@ -1,5 +1,6 @@
 """Public-op contracts: RoPE's algebra, and the chex shape checks at op boundaries (which fire on a bad
 shape, name it, and add nothing to the traced computation)."""
+
 from __future__ import annotations
 
 import re
@@ -26,15 +27,15 @@ def test_rope_at_position_zero_is_the_identity_and_elsewhere_is_not():
     x = normal(0, (2, 5, 3, 8))
     np.testing.assert_array_equal(apply_rope(x, jnp.zeros(5, jnp.int32)), x)
     moved = apply_rope(x, jnp.arange(5))
-    np.testing.assert_array_equal(moved[:, 0], x[:, 0])                 # position 0 of arange
-    assert not np.allclose(moved[:, 1:], x[:, 1:], atol=1e-3)           # the others rotate
+    np.testing.assert_array_equal(moved[:, 0], x[:, 0])  # position 0 of arange
+    assert not np.allclose(moved[:, 1:], x[:, 1:], atol=1e-3)  # the others rotate
 
 
 def test_rope_matches_complex_rotation_per_frequency_pair():
     """Pair i = (x_i, x_{i+D/2}) is the complex number x_i + i·x_{i+D/2}, rotated by pos·base^(−2i/D)."""
     d, pos = 8, np.array([0, 1, 3, 17])
     x = np.asarray(normal(1, (1, 4, d)), np.float64)
-    z = x[..., : d // 2] + 1j * x[..., d // 2:]
+    z = x[..., : d // 2] + 1j * x[..., d // 2 :]
     ref = z * np.exp(1j * pos[:, None] * 10000.0 ** (-np.arange(0, d, 2) / d))
     out = np.asarray(apply_rope(jnp.asarray(x, jnp.float32), jnp.asarray(pos)))
     np.testing.assert_allclose(out, np.concatenate([ref.real, ref.imag], -1), atol=1e-5)
@@ -51,8 +52,9 @@ def test_rope_preserves_norms_and_dtype():
 
 def test_rope_3d_input_equals_4d_with_one_head():
     x = normal(3, (2, 7, 8))
-    np.testing.assert_allclose(apply_rope(x, jnp.arange(7)), apply_rope(x[:, :, None], jnp.arange(7))[:, :, 0],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        apply_rope(x, jnp.arange(7)), apply_rope(x[:, :, None], jnp.arange(7))[:, :, 0], atol=1e-6
+    )
 
 
 def _score(q: jax.Array, k: jax.Array, m: int, n: int) -> float:
@@ -73,13 +75,13 @@ def test_rope_score_depends_only_on_the_position_difference(m, n):
 
 def test_rope_rejects_bad_shapes():
     with pytest.raises(AssertionError, match=re.escape("(5, 8)")):
-        apply_rope(normal(0, (5, 8)), jnp.arange(5))                     # rank 2
+        apply_rope(normal(0, (5, 8)), jnp.arange(5))  # rank 2
     with pytest.raises(AssertionError, match="rank"):
-        apply_rope(normal(0, (1, 5, 8)), jnp.arange(5)[None])            # positions [1, T]
+        apply_rope(normal(0, (1, 5, 8)), jnp.arange(5)[None])  # positions [1, T]
     with pytest.raises(AssertionError, match="'5'"):
-        apply_rope(normal(0, (1, 4, 8)), jnp.arange(5))                  # positions length ≠ T
+        apply_rope(normal(0, (1, 4, 8)), jnp.arange(5))  # positions length ≠ T
     with pytest.raises(AssertionError):
-        apply_rope(normal(0, (1, 4, 7)), jnp.arange(4))                  # odd D
+        apply_rope(normal(0, (1, 4, 7)), jnp.arange(4))  # odd D
 
 
 # ---------------------------------------------------------------- chex checks at op boundaries
@@ -98,15 +100,19 @@ def _bad_calls():
         "causal_rank": (lambda: causal_attention(q3, q3, q3), "(2, 8, 4)"),
         "masked_rank": (lambda: masked_attention(q3, q3, q3, jnp.ones((8, 8), bool)), "(2, 8, 4)"),
         "fast_weights_rank": (lambda: hebbian.fast_weights(q3, q3, q3, -0.1), "(2, 8, 4)"),
-        "fast_weights_state": (lambda: hebbian.fast_weights(q4, q4, q4, -0.1, initial_state=jnp.zeros((2, 2, 4))),
-                               "(2, 2, 4)"),
+        "fast_weights_state": (
+            lambda: hebbian.fast_weights(q4, q4, q4, -0.1, initial_state=jnp.zeros((2, 2, 4))),
+            "(2, 2, 4)",
+        ),
         "kuramoto_scan_coupling": (lambda: kuramoto.kuramoto_scan(th0, om, jnp.ones((2, 5, 3)), 0.1), "(2, 5, 3)"),
         "kuramoto_scan_theta0": (lambda: kuramoto.kuramoto_scan(jnp.zeros((2, 4)), om, coup, 0.1), "(2, 4)"),
         "kuramoto_scan_rank": (lambda: kuramoto.kuramoto_scan(th0[:, 0], om[..., 0], coup, 0.1), "(2, 5)"),
         "kuramoto_step": (lambda: kuramoto.kuramoto_step(th0, om[:, 0], jnp.ones((2, 3)), 0.1), "(2, 3)"),
         "bistable_u": (lambda: kuramoto.bistable_u(jnp.ones((2, 9))), "'10'"),
-        "global_R": (lambda: kuramoto.global_order_parameter(jnp.ones((2, 3, 2)), jnp.ones((2, 3, 2)),
-                                                             jnp.ones((2, 3, 1))), "(2, 3, 1)"),
+        "global_R": (
+            lambda: kuramoto.global_order_parameter(jnp.ones((2, 3, 2)), jnp.ones((2, 3, 2)), jnp.ones((2, 3, 1))),
+            "(2, 3, 1)",
+        ),
         "toroidal": (lambda: toroidal.toroidal_attention(jnp.ones((9, 4)), toroidal.satellite_phases(8)), "'9'"),
         "field_charge": (lambda: soma.field_charge(jnp.ones((3, 4))), "'5'"),
         "context_product": (lambda: clifford.context_product(jnp.ones((5, 3, 3)), jnp.array([[1, 2]])), "(5, 3, 3)"),
@@ -135,9 +141,11 @@ def test_assertions_add_nothing_to_the_traced_computation():
     """The checks are static: the jaxpr with them equals the jaxpr with chex asserts disabled."""
     q = normal(0, (1, 8, 2, 4))
     om, coup, th0 = normal(1, (1, 6, 2, 3)), jnp.ones((1, 6, 2)), jnp.zeros((1, 2, 3))
-    fns = [lambda: jax.make_jaxpr(lambda x: spiral_attention(apply_rope(x, jnp.arange(8)), x, x))(q),
-           lambda: jax.make_jaxpr(lambda o: kuramoto.kuramoto_scan(th0, o, coup, 0.1))(om),
-           lambda: jax.make_jaxpr(lambda x: hebbian.fast_weights(x, x, x, -0.1, chunk=4))(q)]
+    fns = [
+        lambda: jax.make_jaxpr(lambda x: spiral_attention(apply_rope(x, jnp.arange(8)), x, x))(q),
+        lambda: jax.make_jaxpr(lambda o: kuramoto.kuramoto_scan(th0, o, coup, 0.1))(om),
+        lambda: jax.make_jaxpr(lambda x: hebbian.fast_weights(x, x, x, -0.1, chunk=4))(q),
+    ]
     with_checks = [str(f()) for f in fns]
     chex.disable_asserts()
     try:

@@ -1,4 +1,5 @@
 """The learning-rate schedule and the weight-decay mask of ``spiraljax.train.optim``."""
+
 from __future__ import annotations
 
 import math
@@ -23,15 +24,15 @@ def test_schedule_warmup_peak_cosine_and_end_value():
     lr = values(cfg, 120)
     peak, end = 1e-2, 1e-3
     assert lr[0] == 0.0
-    np.testing.assert_allclose(lr[:11], peak * np.arange(11) / 10, rtol=1e-5, atol=1e-9)   # linear warmup
+    np.testing.assert_allclose(lr[:11], peak * np.arange(11) / 10, rtol=1e-5, atol=1e-9)  # linear warmup
     assert lr[10] == pytest.approx(peak, rel=1e-6) and lr.max() == pytest.approx(peak, rel=1e-6)
     decay = lr[10:101]
-    assert np.all(np.diff(decay) <= 1e-9) and decay[0] > decay[-1]                      # monotone after warmup
-    for s in (10, 32, 55, 77, 100):                                                       # the cosine itself
+    assert np.all(np.diff(decay) <= 1e-9) and decay[0] > decay[-1]  # monotone after warmup
+    for s in (10, 32, 55, 77, 100):  # the cosine itself
         want = end + (peak - end) * 0.5 * (1 + math.cos(math.pi * (s - 10) / 90))
         assert lr[s] == pytest.approx(want, rel=1e-5), s
     assert lr[55] == pytest.approx((peak + end) / 2, rel=1e-5)
-    np.testing.assert_allclose(lr[100:], end, rtol=1e-6)                                # held at the end value
+    np.testing.assert_allclose(lr[100:], end, rtol=1e-6)  # held at the end value
 
 
 def test_schedule_without_warmup_starts_at_the_peak():
@@ -66,9 +67,9 @@ def test_decay_mask_split_on_the_tiny_transformer(tiny_params):
     assert decayed and kept
     assert all(p.endswith(("/kernel", "/embedding")) for p in decayed), decayed
     assert all(p.endswith(("/bias", "/scale", "/smear")) for p in kept), kept
-    assert {p for p in mask if p.endswith("/kernel")} <= decayed                       # every kernel
+    assert {p for p in mask if p.endswith("/kernel")} <= decayed  # every kernel
     assert "embed/embedding" in decayed
-    assert {p for p in mask if p.endswith(("/bias", "/scale"))} <= kept                 # every bias / LN scale
+    assert {p for p in mask if p.endswith(("/bias", "/scale"))} <= kept  # every bias / LN scale
     assert "ln_f/scale" in kept and "block_0/LayerNorm_0/bias" in kept
 
 

@@ -1,5 +1,6 @@
 """requirements.txt (ranges for users), pyproject.toml (the same ranges) and requirements.lock (the exact
 stack the README's numbers were made with) must agree."""
+
 from __future__ import annotations
 
 import tomllib
@@ -50,8 +51,13 @@ def test_package_imports_from_any_directory(tmp_path):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c",
-                          "import spiraljax, pathlib; print(pathlib.Path(spiraljax.__file__).parent)"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", "import spiraljax, pathlib; print(pathlib.Path(spiraljax.__file__).parent)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(ROOT / "spiraljax")

@@ -1,5 +1,6 @@
 """benchmarks/torch_reference.py and benchmarks/peer.py: the PyTorch reference matches spiraljax's
 parameter count and function (torch is the optional ``bench`` extra; skipped without it)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -16,11 +17,18 @@ BENCH = ROOT / "benchmarks"
 def test_peer_without_torch_exits_with_one_line():
     env = subprocess_env()
     env["SPIRALJAX_BENCH_NO_TORCH"] = "1"  # peer.require_torch() treats torch as missing
-    out = subprocess.run([sys.executable, str(BENCH / "peer.py"), "--repeats", "1"], capture_output=True, text=True,
-                         env=env, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "peer.py"), "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == ["benchmarks/peer.py needs PyTorch (benchmark-only extra): "
-                                               "pip install -e '.[bench]'"]
+    assert out.stderr.strip().splitlines() == [
+        "benchmarks/peer.py needs PyTorch (benchmark-only extra): pip install -e '.[bench]'"
+    ]
 
 
 def _sides(config_path: str, sets: list[str]):
@@ -75,10 +83,17 @@ def test_torch_train_step_runs():
 # --------------------------------------------------------------------------- rows against the originals
 # The original programs are not in the repository (benchmarks take their folder as an argument): these
 # tests look for them beside the checkout (../shared/peers or ../../shared/peers) and skip without them.
-PEERS = next((p for p in (ROOT.parent / "shared" / "peers", ROOT.parent.parent / "shared" / "peers")
-              if (p / "README.md").is_file()), None)
-needs_peers = pytest.mark.skipif(PEERS is None,
-                                 reason="the original programs (shared/peers) are not beside this checkout")
+PEERS = next(
+    (
+        p
+        for p in (ROOT.parent / "shared" / "peers", ROOT.parent.parent / "shared" / "peers")
+        if (p / "README.md").is_file()
+    ),
+    None,
+)
+needs_peers = pytest.mark.skipif(
+    PEERS is None, reason="the original programs (shared/peers) are not beside this checkout"
+)
 
 
 def _peer_module():
@@ -105,11 +120,19 @@ def test_peer_skips_rows_without_their_source_folder():
 
 def test_peer_wrong_source_folder_is_one_line(tmp_path):
     pytest.importorskip("torch", reason="torch is the optional bench extra: pip install -e '.[bench]'")
-    out = subprocess.run([sys.executable, str(BENCH / "peer.py"), "--only", "nanoGPT", "--nanogpt-src", str(tmp_path)],
-                         capture_output=True, text=True, env=subprocess_env(), cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "peer.py"), "--only", "nanoGPT", "--nanogpt-src", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == [f"benchmarks/peer.py: --nanogpt-src {tmp_path}: no model.py in that "
-                                               "folder (expected the original nanogpt sources)"]
+    assert out.stderr.strip().splitlines() == [
+        f"benchmarks/peer.py: --nanogpt-src {tmp_path}: no model.py in that "
+        "folder (expected the original nanogpt sources)"
+    ]
 
 
 def test_count_params_counts_tied_weights_once():
@@ -133,8 +156,9 @@ def test_nanogpt_original_param_count_and_step():
     model = originals.nanogpt_model(PEERS / "nanogpt", **peer.NANOGPT_SHAPE)
     assert originals.count_params(model) == n_layer * 12 * d * d + vocab * d + block * d + (2 * n_layer + 1) * d
     x = torch.randint(0, 256, (2, 16))
-    step, n = originals.nanogpt_step(PEERS / "nanogpt", x, x, vocab_size=256, block_size=16, n_layer=1, n_head=2,
-                                     n_embd=16)
+    step, n = originals.nanogpt_step(
+        PEERS / "nanogpt", x, x, vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16
+    )
     losses = [step() for _ in range(3)]
     assert n > 0 and all(np.isfinite(losses)) and losses[-1] < losses[0]
 
@@ -166,14 +190,24 @@ def test_port_in_nanogpt_configuration_computes_nanogpts_function():
 
     s = dict(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=32)
     nano = originals.nanogpt_model(PEERS / "nanogpt", **s)
-    port = DenseLM(256, 32, 2, 2, mlp_ratio=4.0, mlp_kind="gelu_exact", tie_embeddings=True, smear_keys=False,
-                   learned_positions=16)
+    port = DenseLM(
+        256, 32, 2, 2, mlp_ratio=4.0, mlp_kind="gelu_exact", tie_embeddings=True, smear_keys=False, learned_positions=16
+    )
     src = dict(nano.named_parameters())
-    names = {"embed.weight": "transformer.wte.weight", "pos.weight": "transformer.wpe.weight",
-             "ln_f.weight": "transformer.ln_f.weight"}
+    names = {
+        "embed.weight": "transformer.wte.weight",
+        "pos.weight": "transformer.wpe.weight",
+        "ln_f.weight": "transformer.ln_f.weight",
+    }
     for i in range(2):
-        for ours, theirs in [("ln1", "ln_1"), ("ln2", "ln_2"), ("attn.qkv", "attn.c_attn"), ("attn.out", "attn.c_proj"),
-                             ("mlp.up", "mlp.c_fc"), ("mlp.down", "mlp.c_proj")]:
+        for ours, theirs in [
+            ("ln1", "ln_1"),
+            ("ln2", "ln_2"),
+            ("attn.qkv", "attn.c_attn"),
+            ("attn.out", "attn.c_proj"),
+            ("mlp.up", "mlp.c_fc"),
+            ("mlp.down", "mlp.c_proj"),
+        ]:
             names[f"blocks.{i}.{ours}.weight"] = f"transformer.h.{i}.{theirs}.weight"
     with torch.no_grad():
         for name, p in port.named_parameters():
@@ -189,7 +223,7 @@ def test_port_in_nanogpt_configuration_computes_nanogpts_function():
     x = torch.randint(0, 256, (2, 16))
     with torch.no_grad():
         y = torch.randint(0, 256, (2, 16))
-        theirs, _ = nano(x, y)          # with targets: logits at every position
+        theirs, _ = nano(x, y)  # with targets: logits at every position
         ours, _ = port(x)
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4, rtol=1e-4)
     # and without its learned positions (RoPE instead) it is a different function

@@ -5,6 +5,7 @@ Cheap checks trace only (``jax.eval_shape`` / ``jax.make_jaxpr``, no compilation
 family; the numeric ones compile three gradient functions per family and are marked slow, except for
 the dense baseline.
 """
+
 from __future__ import annotations
 
 import jax
@@ -17,18 +18,60 @@ from spiraljax.train.step import loss_fn
 
 # tiny shapes (compile time dominates); dropout / phase noise on, so remat must replay the same random draws
 TINY = {
-    "transformer": ["model.d_model=16", "model.n_layers=2", "model.n_heads=2", "model.vocab_size=32",
-                    "model.seq_len=8", "model.dropout=0.1"],
-    "spiralformer": ["model.d_model=16", "model.n_layers=2", "model.n_heads=2", "model.seq_len=16",
-                     "model.breath.dropout=[0.1,0.1,0.1,0.0]"],
-    "kssm_v1": ["model.d_model=16", "model.n_oscillators=16", "model.n_harmonics=3", "model.readout_hidden=16",
-                "model.vocab_size=32", "model.seq_len=8", "model.noise=0.01"],
-    "kssm_v2": ["model.d_model=16", "model.n_layers=2", "model.n_oscillators=16", "model.n_harmonics=3",
-                "model.readout_hidden=16", "model.vocab_size=32", "model.seq_len=8"],
-    "kssm_v3": ["model.d_model=16", "model.n_layers=2", "model.n_oscillators=16", "model.n_harmonics=3",
-                "model.n_groups=2", "model.readout_hidden=16", "model.vocab_size=32", "model.seq_len=8"],
-    "hebbian_lm": ["model.d_model=16", "model.n_layers=2", "model.n_heads=2", "model.window=2", "model.head_hidden=8",
-                   "model.memory_chunk=2", "model.seq_len=8", "model.reasoning_steps=1", "model.dropout=0.1"],
+    "transformer": [
+        "model.d_model=16",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.vocab_size=32",
+        "model.seq_len=8",
+        "model.dropout=0.1",
+    ],
+    "spiralformer": [
+        "model.d_model=16",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.seq_len=16",
+        "model.breath.dropout=[0.1,0.1,0.1,0.0]",
+    ],
+    "kssm_v1": [
+        "model.d_model=16",
+        "model.n_oscillators=16",
+        "model.n_harmonics=3",
+        "model.readout_hidden=16",
+        "model.vocab_size=32",
+        "model.seq_len=8",
+        "model.noise=0.01",
+    ],
+    "kssm_v2": [
+        "model.d_model=16",
+        "model.n_layers=2",
+        "model.n_oscillators=16",
+        "model.n_harmonics=3",
+        "model.readout_hidden=16",
+        "model.vocab_size=32",
+        "model.seq_len=8",
+    ],
+    "kssm_v3": [
+        "model.d_model=16",
+        "model.n_layers=2",
+        "model.n_oscillators=16",
+        "model.n_harmonics=3",
+        "model.n_groups=2",
+        "model.readout_hidden=16",
+        "model.vocab_size=32",
+        "model.seq_len=8",
+    ],
+    "hebbian_lm": [
+        "model.d_model=16",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.window=2",
+        "model.head_hidden=8",
+        "model.memory_chunk=2",
+        "model.seq_len=8",
+        "model.reasoning_steps=1",
+        "model.dropout=0.1",
+    ],
 }
 SLOW = pytest.mark.slow
 
@@ -49,8 +92,9 @@ def trainable_families() -> list[str]:
 
 
 def model_cfg(family: str, dtype: str = "float32", remat: bool = False):
-    return config.load(None, [f"model.family={family}", *TINY[family], f"model.dtype={dtype}",
-                              f"model.remat={str(remat).lower()}"]).model
+    return config.load(
+        None, [f"model.family={family}", *TINY[family], f"model.dtype={dtype}", f"model.remat={str(remat).lower()}"]
+    ).model
 
 
 def batch_for(cfg) -> dict:
@@ -64,6 +108,7 @@ def grad_fn(cfg):
 
     def f(params):
         return jax.value_and_grad(loss_fn, has_aux=True)(params, model, batch, jnp.int32(3), jax.random.key(2))
+
     return f
 
 
@@ -72,6 +117,7 @@ def init_params(cfg, abstract: bool = False):
 
     def init():
         return model.init(jax.random.key(0), tokens)["params"]
+
     return jax.eval_shape(init) if abstract else jax.jit(init)()
 
 

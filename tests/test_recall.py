@@ -1,5 +1,6 @@
 """MQAR recall metric: an ideal induction head scores 1, models that cannot look keys up score near
 the 'guess among present values' reference; the suite's tables by length and by number of pairs."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ class _Lookup:
             hit = (tokens[:, :, None] == tokens[:, None, :]) & (j < i)
         else:  # the value (odd position) right before position i, regardless of key
             hit = jnp.broadcast_to((j % 2 == 0) & (j < i - 1), (tokens.shape[0], t, t))
-        src = jnp.max(jnp.where(hit, j, -1), axis=-1)                     # latest match, −1 if none
+        src = jnp.max(jnp.where(hit, j, -1), axis=-1)  # latest match, −1 if none
         nxt = jnp.take_along_axis(tokens, jnp.clip(src + 1, 0, t - 1), axis=1)
         return jnp.eye(256)[jnp.where(src >= 0, nxt, 0)], {}
 
@@ -42,10 +43,10 @@ def test_first_query_mask_and_present_value_guess_by_hand():
     mask = np.zeros_like(inputs, np.float32)
     mask[0, 6::2] = 1.0
     np.testing.assert_array_equal(np.flatnonzero(first_query_mask(inputs, mask)[0]), [6, 8, 12])
-    assert guess_present_accuracy(inputs, mask) == pytest.approx(1 / 2)   # two distinct values stored
+    assert guess_present_accuracy(inputs, mask) == pytest.approx(1 / 2)  # two distinct values stored
 
 
 def test_fixed_pair_count_is_respected():
     b = mqar_batch(0, 0, 4, 64, 6, 6, 64, 64)
     for row in range(4):
-        assert np.flatnonzero(b["mask"][row])[0] == 12   # 6 pairs, queries start at position 12
+        assert np.flatnonzero(b["mask"][row])[0] == 12  # 6 pairs, queries start at position 12

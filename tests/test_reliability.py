@@ -1,5 +1,6 @@
 """No lost work, no confusing state (issue 12): the run lock, resume compatibility, corrupt
 checkpoints moved aside, one-line errors, no leftovers, glyph prompts, bits per glyph."""
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,15 @@ def test_lock_never_has_two_holders(tmp_path):
     they hold it never overlap (the old create-then-write-PID lock gave two holders in ~1 of 4)."""
     n_workers, trials = 6, 50
     gates = [os.pipe() for _ in range(n_workers)]
-    workers = [subprocess.Popen([sys.executable, "-c", _LOCK_WORKER, str(r), str(tmp_path), str(trials)],
-                                pass_fds=(r,), stdout=subprocess.PIPE, text=True) for r, _ in gates]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOCK_WORKER, str(r), str(tmp_path), str(trials)],
+            pass_fds=(r,),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for r, _ in gates
+    ]
     try:
         overlaps = []
         for t in range(trials):
@@ -81,8 +89,8 @@ def test_lock_refuses_while_held_and_is_free_once_the_holder_is_killed(tmp_path)
         holder.wait()
     finally:
         holder.kill()
-    assert (tmp_path / "LOCK").read_text() == str(holder.pid)   # a SIGKILL leaves the file behind...
-    with RunLock(tmp_path):                                      # ...but the kernel already freed the lock
+    assert (tmp_path / "LOCK").read_text() == str(holder.pid)  # a SIGKILL leaves the file behind...
+    with RunLock(tmp_path):  # ...but the kernel already freed the lock
         assert (tmp_path / "LOCK").read_text() == str(os.getpid())
     assert not (tmp_path / "LOCK").exists()
 
@@ -94,7 +102,7 @@ def test_leftover_lock_file_with_a_live_pid_does_not_block(tmp_path):
     with RunLock(tmp_path) as lock:
         assert lock.held
         with pytest.raises(LockError, match=f"running process {os.getpid()}"):
-            RunLock(tmp_path).acquire()   # a second open file in the same process is refused too
+            RunLock(tmp_path).acquire()  # a second open file in the same process is refused too
 
 
 # ----------------------------------------------------------------------------- runs, resume and checkpoints
@@ -137,8 +145,11 @@ def copy_run(run, tmp_path):
 
 
 def snapshot(run) -> dict[str, str]:
-    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
 
 
 def newest(run) -> int:
@@ -154,8 +165,14 @@ def corrupt(step_dir) -> None:
 
 
 def cli(*args, timeout=300, cwd=None):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_resume_with_a_changed_model_is_refused_in_one_line_and_changes_nothing(saved_run, tmp_path):
@@ -165,9 +182,9 @@ def test_resume_with_a_changed_model_is_refused_in_one_line_and_changes_nothing(
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.count("\n") == 1, r.stderr
     assert "model.d_model 32 → 64" in r.stderr and "params/" in r.stderr and "Nothing was changed" in r.stderr
-    assert snapshot(run) == before                          # config.yaml, metrics, checkpoints untouched
-    assert load_run(run)[0].model.d_model == 32             # still evaluable...
-    assert train(config.load(run / "config.yaml"), run, resume=True).step == 10   # ...and resumable
+    assert snapshot(run) == before  # config.yaml, metrics, checkpoints untouched
+    assert load_run(run)[0].model.d_model == 32  # still evaluable...
+    assert train(config.load(run / "config.yaml"), run, resume=True).step == 10  # ...and resumable
 
 
 def test_resume_may_change_length_and_schedule_and_records_it(saved_run, tmp_path, capfd):
@@ -177,15 +194,21 @@ def test_resume_may_change_length_and_schedule_and_records_it(saved_run, tmp_pat
     before = snapshot(run)
     with pytest.raises(RunError, match=r"cannot resume with train\.steps 8: the run has already reached step 10"):
         train(config.load(run / "config.yaml", ["train.steps=8"]), run, resume=True)
-    assert snapshot(run) == before                          # steps are never lowered below the step reached
+    assert snapshot(run) == before  # steps are never lowered below the step reached
     capfd.readouterr()
     result = train(config.load(run / "config.yaml", ["train.steps=12", "train.lr=5e-3"]), run, resume=True)
     assert result.step == 12
     assert f"resumed {run} at step 10; changed: train.lr 0.01 → 0.005, train.steps 10 → 12\n" in capfd.readouterr().out
     assert config.load(run / "config.yaml").train.steps == 12
     info = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "info" and "resumed_at" in r]
-    assert info == [{"step": 10, "kind": "info", "resumed_at": 10,
-                     "changed": {"train.lr": {"from": 0.01, "to": 0.005}, "train.steps": {"from": 10, "to": 12}}}]
+    assert info == [
+        {
+            "step": 10,
+            "kind": "info",
+            "resumed_at": 10,
+            "changed": {"train.lr": {"from": 0.01, "to": 0.005}, "train.steps": {"from": 10, "to": 12}},
+        }
+    ]
 
 
 def test_corrupt_newest_checkpoint_is_moved_aside_and_the_retrained_step_is_kept(saved_run, tmp_path, capfd):
@@ -217,7 +240,8 @@ def test_every_checkpoint_unreadable_is_one_line(saved_run, tmp_path):
     lines = r.stderr.splitlines()
     assert r.returncode == 2 and len(lines) == 3 and r.stderr.endswith("\n"), r.stderr
     assert [line.split(" is unreadable")[0] for line in lines[:2]] == [
-        f"warning: checkpoint {run}/checkpoints/{step}" for step in (10, 5)], r.stderr
+        f"warning: checkpoint {run}/checkpoints/{step}" for step in (10, 5)
+    ], r.stderr
     assert lines[2] == f"error: {run}/checkpoints: every checkpoint is unreadable (moved to {run}/checkpoints/corrupt)"
 
 
@@ -258,13 +282,16 @@ def test_a_run_in_the_old_two_manager_layout_is_refused_in_one_line(saved_run, t
     shutil.move(str(ckpts / "10"), str(ckpts / "latest" / "10"))
     from spiraljax.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match=r"checkpoints/latest: checkpoints in the layout before version 0\.1\.0 "
-                                              r"\(checkpoints/latest/<step>\), no longer read; move each step up"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoints/latest: checkpoints in the layout before version 0\.1\.0 "
+        r"\(checkpoints/latest/<step>\), no longer read; move each step up",
+    ):
         load_run(run, "latest")
     with pytest.raises(CheckpointError, match="checkpoints/latest: checkpoints in the layout before"):
         train(config.load(run / "config.yaml", ["train.steps=15"]), run, resume=True)
-    assert (ckpts / "latest" / "10").is_dir() and (ckpts / "best" / "5").is_dir()   # nothing moved or deleted
-    for kind in ("latest", "best"):                                                  # the move the message names
+    assert (ckpts / "latest" / "10").is_dir() and (ckpts / "best" / "5").is_dir()  # nothing moved or deleted
+    for kind in ("latest", "best"):  # the move the message names
         for step in (ckpts / kind).iterdir():
             shutil.move(str(step), str(ckpts / step.name))
     assert load_run(run, "latest", return_step=True)[2] == 10
@@ -278,7 +305,7 @@ _LOAD = "import sys, spiraljax; print(spiraljax.load_run(sys.argv[1], sys.argv[2
 def test_load_run_in_a_notebook_prints_one_line_per_problem(saved_run, tmp_path):
     run = copy_run(saved_run, tmp_path)
     r = cli("-c", _LOAD, run, "latest")
-    assert r.returncode == 0 and r.stdout.strip() == "10" and r.stderr == "", r.stderr   # no absl notices
+    assert r.returncode == 0 and r.stdout.strip() == "10" and r.stderr == "", r.stderr  # no absl notices
     corrupt(run / "checkpoints" / "10")
     r = cli("-c", _LOAD, run, "latest")
     assert r.returncode == 0 and r.stdout.strip() == "5", r.stdout + r.stderr
@@ -305,7 +332,7 @@ def test_draining_loops_cancel_and_await_their_pending_tasks_before_closing():
         raise ValueError("truncated")
 
     async def read():
-        await asyncio.gather(slow(), fails())   # the first error is raised at once; slow() goes on
+        await asyncio.gather(slow(), fails())  # the first error is raised at once; slow() goes on
 
     def orbax_like_run_sync():
         loop = asyncio.new_event_loop()
@@ -321,7 +348,7 @@ def test_draining_loops_cancel_and_await_their_pending_tasks_before_closing():
         loop, pending = orbax_like_run_sync()
     assert isinstance(loop, DrainingEventLoop) and len(pending) == 1 and pending[0].cancelled()
     assert ran_finally == [True] and asyncio.get_event_loop_policy() is policy
-    loop, pending = orbax_like_run_sync()          # a plain loop: the task is left pending for good
+    loop, pending = orbax_like_run_sync()  # a plain loop: the task is left pending for good
     assert not isinstance(loop, DrainingEventLoop) and not pending[0].done() and ran_finally == [True]
     pending[0].get_coro().close()
 
@@ -358,8 +385,13 @@ def test_a_failed_data_check_leaves_no_run_directory(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-GLYPH = ["model.family=spiralformer", "model.vocab_size=65", "data.source=mycelial", "data.num_echoes=64",
-         "eval.sample_prompt=…"]
+GLYPH = [
+    "model.family=spiralformer",
+    "model.vocab_size=65",
+    "data.source=mycelial",
+    "data.num_echoes=64",
+    "eval.sample_prompt=…",
+]
 
 
 def test_an_unknown_glyph_in_the_sample_prompt_is_one_line_before_anything_is_written(tmp_path):
@@ -381,10 +413,10 @@ def test_glyph_models_report_bits_per_glyph(glyph_run, saved_run):
     run, result = glyph_run
     assert result.unit == "bits/glyph"
     evals = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"]
-    assert evals and all(r["unit"] == "bits/glyph" and "bpc" in r for r in evals)   # key kept, unit added
+    assert evals and all(r["unit"] == "bits/glyph" and "bpc" in r for r in evals)  # key kept, unit added
     r = cli(ROOT / "evaluate.py", run)
     assert r.returncode == 0 and "bits/glyph" in r.stdout and "BPC" not in r.stdout, r.stdout + r.stderr
-    assert "nats/glyph" in r.stdout and "nats/token" not in r.stdout, r.stdout   # one unit family: per glyph
+    assert "nats/glyph" in r.stdout and "nats/token" not in r.stdout, r.stdout  # one unit family: per glyph
     r = cli(ROOT / "evaluate.py", saved_run, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["lm"]["unit"] == "BPC", r.stderr
     from spiraljax.eval.plots import summary
@@ -409,9 +441,11 @@ def test_evaluate_refuses_unknown_options_and_suites_that_do_not_fit(saved_run, 
     assert "unknown option 'tokenz'" in r.stderr and "generate: prompt, samples, tokens" in r.stderr
     r = cli(ROOT / "evaluate.py", saved_run, "--suite", "generate", "--opt", "tokens=many")
     assert r.returncode == 2 and "tokens='many'" in r.stderr and "whole number" in r.stderr, r.stderr
-    for suite, run, why in (("recall", glyph_run[0], "data.source mqar"),
-                            ("probe", saved_run, "model.family spiralformer"),
-                            ("causality", saved_run, "force_")):
+    for suite, run, why in (
+        ("recall", glyph_run[0], "data.source mqar"),
+        ("probe", saved_run, "model.family spiralformer"),
+        ("causality", saved_run, "force_"),
+    ):
         r = cli(ROOT / "evaluate.py", run, "--suite", suite)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, (suite, r.stdout, r.stderr)
         assert "does not fit" in r.stderr and why in r.stderr, (suite, r.stderr)
@@ -428,8 +462,11 @@ def test_cli_config_errors_name_the_culprit_once_and_suggest_the_fix(tmp_path):
     assert r.returncode == 0 and config.load(ROOT / "configs" / "transformer_tiny.yaml").to_yaml() == r.stdout, r.stderr
     with pytest.raises(config.ConfigError, match=r"did you mean configs/transformer_tiny\.yaml\?"):
         config.load("transformer_tin")
-    with pytest.raises(config.ConfigError, match=r"^--set modle\.d_model=3: unknown key modle\.d_model "
-                                                  r"\(did you mean model\.d_model\?\)$"):
+    with pytest.raises(
+        config.ConfigError,
+        match=r"^--set modle\.d_model=3: unknown key modle\.d_model "
+        r"\(did you mean model\.d_model\?\)$",
+    ):
         config.load(ROOT / "configs" / "transformer_tiny.yaml", ["modle.d_model=3"])
 
 
@@ -445,12 +482,14 @@ def test_a_bare_resume_that_could_mean_two_runs_refuses_and_lists_them(saved_run
     before = snapshot(first)
     r = cli(ROOT / "train.py", "--resume", cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stdout + r.stderr
-    assert ("could mean 2 runs named spiralformer_femto_default: runs/spiralformer_femto_default (finished at "
-            "step 10), runs/spiralformer_femto_default_1 (at step 5 of 10)") in r.stderr, r.stderr
+    assert (
+        "could mean 2 runs named spiralformer_femto_default: runs/spiralformer_femto_default (finished at "
+        "step 10), runs/spiralformer_femto_default_1 (at step 5 of 10)"
+    ) in r.stderr, r.stderr
     assert "python train.py --workdir runs/spiralformer_femto_default_1 --resume" in r.stderr
     assert snapshot(first) == before
     shutil.rmtree(second)
-    r = cli(ROOT / "train.py", "--resume", cwd=tmp_path)   # one run of that name: it, with its own config
+    r = cli(ROOT / "train.py", "--resume", cwd=tmp_path)  # one run of that name: it, with its own config
     assert r.returncode == 0 and "resumed runs/spiralformer_femto_default at step 10\n" in r.stdout, r.stdout + r.stderr
     assert config.load(first / "config.yaml").train.steps == 10
 
@@ -464,6 +503,7 @@ def test_an_interrupted_run_prints_the_command_that_resumes_it_and_plain_progres
         def evaluate(params, step):
             os.kill(os.getpid(), signal.SIGTERM)
             return {"loss": 1.0, "bpc": 1.0, "ppl": 1.0}
+
         return TrainHooks(evaluate=evaluate)
 
     run = tmp_path / "my run"

@@ -1,4 +1,5 @@
 """The report command (``python -m spiraljax.report``), run provenance and bit-exact determinism."""
+
 from __future__ import annotations
 
 import json
@@ -123,7 +124,8 @@ def test_rerun_reuses_runs_and_reproduces_numbers(smoke):
     again = build_report(BUDGETS["smoke"], out_dir=tmp / "reports", runs_dir=tmp / "runs", log=logged.append)
     assert not any(line.strip().startswith(("train", "resume")) for line in logged), logged
     assert sum("reuse" in line for line in logged) == sum(len(s) for s in before["lm"].values()) + sum(
-        len(s) for s in before["recall"].values())
+        len(s) for s in before["recall"].values()
+    )
     for name, seeds in before["lm"].items():
         for seed, r in seeds.items():
             assert again["lm"][name][int(seed)]["final_bpc"] == r["final_bpc"]
@@ -134,8 +136,17 @@ def test_two_runs_of_one_config_are_bit_identical(tmp_path):
     from spiraljax.runs import load_run
     from spiraljax.train.loop import train
 
-    cfg = config.load(None, TINY + [f"data.cache_dir={tmp_path / 'cache'}", "train.steps=6", "eval.sample_tokens=0",
-                                    "checkpoint.every=6", "train.eval_every=6"])
+    cfg = config.load(
+        None,
+        TINY
+        + [
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "train.steps=6",
+            "eval.sample_tokens=0",
+            "checkpoint.every=6",
+            "train.eval_every=6",
+        ],
+    )
     for name in ("a", "b"):
         train(cfg, tmp_path / name)
     info = json.loads((tmp_path / "a" / "run.json").read_text())  # provenance of every run
@@ -145,9 +156,20 @@ def test_two_runs_of_one_config_are_bit_identical(tmp_path):
     pa, pb = (load_run(tmp_path / n, "latest")[1]["params"] for n in ("a", "b"))
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
         assert np.array_equal(np.asarray(x), np.asarray(y))
-    seeded = config.load(None, TINY + [f"data.cache_dir={tmp_path / 'cache'}", "train.steps=6", "eval.sample_tokens=0",
-                                       "checkpoint.every=6", "train.eval_every=6", "train.seed=1"])
+    seeded = config.load(
+        None,
+        TINY
+        + [
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "train.steps=6",
+            "eval.sample_tokens=0",
+            "checkpoint.every=6",
+            "train.eval_every=6",
+            "train.seed=1",
+        ],
+    )
     train(seeded, tmp_path / "c")
     pc = load_run(tmp_path / "c", "latest")[1]["params"]
-    assert not all(np.array_equal(np.asarray(x), np.asarray(y))
-                   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pc)))
+    assert not all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pc))
+    )

@@ -1,4 +1,5 @@
 """``python -m spiraljax.report --budget recall``: state-size counting, first-query scoring, the smoke budget."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,8 @@ def test_first_query_scoring_on_a_hand_made_example():
     targets = np.array([[one, b, two, a, one, a, one, b, two]])
     mask = np.array([[0, 0, 0, 0, 1, 0, 1, 0, 1]], np.float32)
     pred = targets.copy()
-    pred[0, 6] = 7        # second query of A wrong
-    pred[0, 8] = one      # B's (first) query wrong
+    pred[0, 6] = 7  # second query of A wrong
+    pred[0, 8] = one  # B's (first) query wrong
     got = R.score(pred, {"inputs": inputs, "targets": targets, "mask": mask})
     assert got == {"hits": 1.0, "total": 3.0, "first_hits": 1.0, "first_total": 2.0}
 
@@ -47,8 +48,9 @@ def test_recall_smoke_budget_end_to_end(tmp_path):
 
     budget = R.RECALL_BUDGETS["recall-smoke"]
     logs: list[str] = []
-    report = R.build_recall_report(budget, None, "recall-smoke", tmp_path / "reports", tmp_path / "runs",
-                                   command="test", log=logs.append)
+    report = R.build_recall_report(
+        budget, None, "recall-smoke", tmp_path / "reports", tmp_path / "runs", command="test", log=logs.append
+    )
     assert set(report["runs"]) == R.entry_names() and all(len(s) == 2 for s in report["runs"].values())
     for seeds in report["runs"].values():
         for r in seeds.values():
@@ -58,13 +60,14 @@ def test_recall_smoke_budget_end_to_end(tmp_path):
     out = tmp_path / "reports" / "recall-smoke"
     assert (out / "report.md").is_file() and (out / "recall_vs_state.png").is_file()
     text = render_recall.block(report)
-    assert "| transformer |" in text and "First-query accuracy per seed" not in text   # no T256_p16 cell here
+    assert "| transformer |" in text and "First-query accuracy per seed" not in text  # no T256_p16 cell here
     commit = report["provenance"]["git"]["commit"]
     assert f"commit {commit[:7]}" in text if commit else "commit ?" in text
     logs.clear()
-    R.build_recall_report(budget, None, "recall-smoke", tmp_path / "reports", tmp_path / "runs", command="test",
-                          log=logs.append)
-    assert not any(" s0: " in line for line in logs)   # reused
+    R.build_recall_report(
+        budget, None, "recall-smoke", tmp_path / "reports", tmp_path / "runs", command="test", log=logs.append
+    )
+    assert not any(" s0: " in line for line in logs)  # reused
 
 
 @pytest.mark.parametrize("argv", [["--budget", "recall", "--only", "nope"]])

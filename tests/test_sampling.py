@@ -3,6 +3,7 @@
 The sampler tests compare against reference loops copied from the pre-sampler implementation
 (two per-model jit caches), so the refactor cannot change a single sampled token.
 """
+
 import gc
 import weakref
 
@@ -33,6 +34,7 @@ def kept(filtered) -> list[set[int]]:
 
 
 # --- filtering ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("k", [1, 3, 10, V - 1])
 def test_top_k_keeps_exactly_the_k_largest(k):
@@ -110,8 +112,10 @@ def test_sampling_follows_the_filtered_distribution():
 
 # --- reference loops (the pre-sampler implementation, verbatim in behaviour) -------------------------
 
-def reference_generate(model, variables, prompt, n_new, key, seq_len, temperature=1.0, top_k=0, top_p=1.0,
-                       step=0, **extras):
+
+def reference_generate(
+    model, variables, prompt, n_new, key, seq_len, temperature=1.0, top_k=0, top_p=1.0, step=0, **extras
+):
     @jax.jit
     def next_token(window, pos, key, extras):
         logits, _ = model.apply(variables, window, train=False, step=step, **extras)
@@ -134,8 +138,9 @@ def reference_decide(key, logits, run, active, urgent, s):
     logits = logits.at[:, glyphs.PAD_ID].set(-jnp.inf)
     must_speak = (run >= s.max_silence_run) | (urgent & (active < s.min_active_urgent))
     speak = jnp.where(is_silent_vocab[None, :], -jnp.inf, logits)
-    sampled = jax.random.categorical(key, filter_logits(jnp.where(must_speak[:, None], speak, logits), s.temperature,
-                                                        s.top_k, s.top_p), axis=-1)
+    sampled = jax.random.categorical(
+        key, filter_logits(jnp.where(must_speak[:, None], speak, logits), s.temperature, s.top_k, s.top_p), axis=-1
+    )
     gated = (entropy(logits) > s.threshold) & ~must_speak
     return jnp.where(gated, glyphs.SILENCE_ID, sampled), gated
 
@@ -148,8 +153,9 @@ def reference_contemplative(model, variables, conditions, n_new, key, seq_len, s
     @jax.jit
     def step_fn(window, pos, rng, run, active):
         logits, _ = model.apply(variables, window, train=False, step=step, conditions=conditions)
-        return reference_decide(rng, jax.lax.dynamic_index_in_dim(logits, pos, axis=1, keepdims=False), run, active,
-                                urgent, s)
+        return reference_decide(
+            rng, jax.lax.dynamic_index_in_dim(logits, pos, axis=1, keepdims=False), run, active, urgent, s
+        )
 
     total = np.zeros((b, 1 + n_new), np.int32)
     run, active = np.zeros(b, np.int32), np.zeros(b, np.int32)
@@ -158,8 +164,9 @@ def reference_contemplative(model, variables, conditions, n_new, key, seq_len, s
         start = max(0, i - seq_len)
         window = np.zeros((b, seq_len), np.int32)
         window[:, : i - start] = total[:, start:i]
-        tok, gated = step_fn(jnp.asarray(window), i - start - 1, jax.random.fold_in(key, i), jnp.asarray(run),
-                             jnp.asarray(active))
+        tok, gated = step_fn(
+            jnp.asarray(window), i - start - 1, jax.random.fold_in(key, i), jnp.asarray(run), jnp.asarray(active)
+        )
         tok = np.asarray(tok)
         total[:, i], gated_all[:, i - 1] = tok, np.asarray(gated)
         silent = glyphs.is_silence(tok)
@@ -229,12 +236,22 @@ class DigitTokenizer:
 def test_sample_text_decodes_the_sampled_ids(glyph_model):
     cfg, model, variables, _ = glyph_model
     text = sample_text(model, variables, DigitTokenizer(), cfg, jax.random.key(1), n_tokens=6, prompt_text="3141")
-    ids = reference_generate(model, variables, np.array([[3, 1, 4, 1]], np.int32), 6, jax.random.key(1),
-                             cfg.model.seq_len, cfg.eval.temperature, cfg.eval.top_k, cfg.eval.top_p)
+    ids = reference_generate(
+        model,
+        variables,
+        np.array([[3, 1, 4, 1]], np.int32),
+        6,
+        jax.random.key(1),
+        cfg.model.seq_len,
+        cfg.eval.temperature,
+        cfg.eval.top_k,
+        cfg.eval.top_p,
+    )
     assert text == DigitTokenizer().decode(ids[0])
 
 
 # --- one compile per sampler, no global caches --------------------------------------------------------
+
 
 class CountingPolicy:
     """Plain sampling that counts how often it is traced."""
@@ -294,8 +311,17 @@ def test_a_reused_sampler_gives_the_same_samples_and_must_match_the_settings(gly
         for a, b in zip(fresh, reused):
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="settings"):
-        contemplative_generate(model, variables, cond, 5, jax.random.key(0), 32, ContemplativeSettings(),
-                               sampler=sampler)
+        contemplative_generate(
+            model, variables, cond, 5, jax.random.key(0), 32, ContemplativeSettings(), sampler=sampler
+        )
     with pytest.raises(ValueError, match="settings"):
-        sample_text(model, variables, DigitTokenizer(), cfg, jax.random.key(0), n_tokens=2, prompt_text="1",
-                    sampler=Sampler(model, SamplePolicy(temperature=0.123), cfg.model.seq_len))
+        sample_text(
+            model,
+            variables,
+            DigitTokenizer(),
+            cfg,
+            jax.random.key(0),
+            n_tokens=2,
+            prompt_text="1",
+            sampler=Sampler(model, SamplePolicy(temperature=0.123), cfg.model.seq_len),
+        )

@@ -1,6 +1,7 @@
 """FSDP and tensor-parallel sharding on 4 forced CPU devices: every family's train steps under a
 data, an fsdp and a data×model mesh equal the 1-device steps, the parameters really are split, and
 a checkpoint saved sharded restores on 1 and on 2 devices."""
+
 from __future__ import annotations
 
 import json
@@ -19,19 +20,22 @@ from spiraljax.train.sharding import leaf_spec
 # ----------------------------------------------------------------------------- the spec rules (no devices needed)
 
 
-@pytest.mark.parametrize("path, shape, fsdp, model, expected", [
-    ("block_0/attn/qkv/kernel", (128, 3, 4, 32), 1, 2, P(None, None, "model")),         # heads of the input projection
-    ("block_0/attn/out/kernel", (4, 32, 128), 1, 2, P("model")),                        # heads of the output projection
-    ("block_0/mlp/up/kernel", (128, 341), 1, 2, P()),                                   # 341 units: 2 does not divide
-    ("block_0/mlp_up/kernel", (128, 512), 4, 2, P("fsdp", "model")),                    # column split + fsdp on rest
-    ("block_0/mlp_down/kernel", (512, 128), 4, 2, P("model", "fsdp")),                  # row split + fsdp on the rest
-    ("block_0/attn/qkv/kernel", (128, 384), 1, 2, P(None, "model")),                    # a flat (LoRA) qkv kernel
-    ("1/0/mu/block_0/attn/qkv/kernel", (128, 3, 4, 32), 2, 2, P("fsdp", None, "model")),  # AdamW moment: same rule
-    ("embed/embedding", (256, 128), 4, 2, P("fsdp")),                                 # not TP; fsdp on the largest axis
-    ("osc_0/omega0", (256,), 4, 1, P("fsdp")),
-    ("head/bias", (65,), 4, 1, P()),                                                    # 4 does not divide 65
-    ("0/count", (), 4, 2, P()),
-])
+@pytest.mark.parametrize(
+    "path, shape, fsdp, model, expected",
+    [
+        ("block_0/attn/qkv/kernel", (128, 3, 4, 32), 1, 2, P(None, None, "model")),  # heads of the input projection
+        ("block_0/attn/out/kernel", (4, 32, 128), 1, 2, P("model")),  # heads of the output projection
+        ("block_0/mlp/up/kernel", (128, 341), 1, 2, P()),  # 341 units: 2 does not divide
+        ("block_0/mlp_up/kernel", (128, 512), 4, 2, P("fsdp", "model")),  # column split + fsdp on rest
+        ("block_0/mlp_down/kernel", (512, 128), 4, 2, P("model", "fsdp")),  # row split + fsdp on the rest
+        ("block_0/attn/qkv/kernel", (128, 384), 1, 2, P(None, "model")),  # a flat (LoRA) qkv kernel
+        ("1/0/mu/block_0/attn/qkv/kernel", (128, 3, 4, 32), 2, 2, P("fsdp", None, "model")),  # AdamW moment: same rule
+        ("embed/embedding", (256, 128), 4, 2, P("fsdp")),  # not TP; fsdp on the largest axis
+        ("osc_0/omega0", (256,), 4, 1, P("fsdp")),
+        ("head/bias", (65,), 4, 1, P()),  # 4 does not divide 65
+        ("0/count", (), 4, 2, P()),
+    ],
+)
 def test_leaf_spec(path, shape, fsdp, model, expected):
     assert leaf_spec(path, shape, fsdp, model) == expected
 
@@ -123,18 +127,25 @@ _WORKER = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def four_device_results():
-    r = subprocess.run([sys.executable, "-c", _WORKER], cwd=ROOT, env=subprocess_env(devices=4),
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-c", _WORKER],
+        cwd=ROOT,
+        env=subprocess_env(devices=4),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 FAMILIES = ("transformer", "spiralformer", "kssm_v1", "kssm_v3", "hebbian")
 
 
-CASES = [(f, m) for f in FAMILIES for m in ("data", "fsdp", "data_model")
-         if not (f.startswith("kssm") and m == "data_model")]
+CASES = [
+    (f, m) for f in FAMILIES for m in ("data", "fsdp", "data_model") if not (f.startswith("kssm") and m == "data_model")
+]
 
 
 @pytest.mark.parametrize("family, mesh", CASES)
@@ -158,7 +169,7 @@ def test_sharded_steps_equal_one_device(four_device_results, family, mesh):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fsdp_really_splits_the_parameters(four_device_results, family):
     r = four_device_results[f"{family}/fsdp"]
-    assert r["split"] >= r["leaves"] // 2, r          # most leaves have a dimension that 4 divides
+    assert r["split"] >= r["leaves"] // 2, r  # most leaves have a dimension that 4 divides
     assert four_device_results[f"{family}/data"]["split"] == 0
 
 
@@ -185,24 +196,39 @@ def test_a_checkpoint_saved_with_fsdp_restores_on_one_and_two_devices(tmp_path, 
 
     run = tmp_path / "run"
     args = tiny_overrides + [f"data.cache_dir={tmp_path / 'cache'}", "train.steps=10", "eval.sample_tokens=0"]
-    r = subprocess.run([sys.executable, "-c", _SAVE_SHARDED, str(run), *args, "mesh.data=1", "mesh.fsdp=4"],
-                       cwd=ROOT, env=subprocess_env(devices=4), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _SAVE_SHARDED, str(run), *args, "mesh.data=1", "mesh.fsdp=4"],
+        cwd=ROOT,
+        env=subprocess_env(devices=4),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0 and r.stdout.strip().endswith("10"), r.stdout + r.stderr
-    _, variables, step = load_run(run, "latest", return_step=True)         # this process: 1 device
+    _, variables, step = load_run(run, "latest", return_step=True)  # this process: 1 device
     assert step == 10 and jax.device_count() == 1
     saved = [np.asarray(x) for x in jax.tree.leaves(variables["params"])]
     # resumed on 2 devices with fsdp = 2
-    code = ("import sys, numpy as np, jax\nfrom spiraljax import config\n"
-            "from spiraljax.runs import load_run\n"
-            "from spiraljax.train.loop import train\n"
-            "cfg = config.load(sys.argv[1] + '/config.yaml', ['train.steps=12', 'mesh.data=1', 'mesh.fsdp=2'])\n"
-            "print('step', train(cfg, sys.argv[1], resume=True).step, jax.device_count())")
-    r = subprocess.run([sys.executable, "-c", code, str(run)], cwd=ROOT, env=subprocess_env(devices=2),
-                       capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys, numpy as np, jax\nfrom spiraljax import config\n"
+        "from spiraljax.runs import load_run\n"
+        "from spiraljax.train.loop import train\n"
+        "cfg = config.load(sys.argv[1] + '/config.yaml', ['train.steps=12', 'mesh.data=1', 'mesh.fsdp=2'])\n"
+        "print('step', train(cfg, sys.argv[1], resume=True).step, jax.device_count())"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(run)],
+        cwd=ROOT,
+        env=subprocess_env(devices=2),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0 and "step 12 2" in r.stdout, r.stdout + r.stderr
     _, again = load_run(run, 10)
     for a, b in zip(saved, jax.tree.leaves(again["params"])):
         np.testing.assert_array_equal(a, np.asarray(b))
-    resumed = train(config.load(run / "config.yaml", ["train.steps=14", "mesh.data=1", "mesh.fsdp=1"]), run,
-                    resume=True)
+    resumed = train(
+        config.load(run / "config.yaml", ["train.steps=14", "mesh.data=1", "mesh.fsdp=1"]), run, resume=True
+    )
     assert resumed.step == 14

@@ -1,5 +1,6 @@
 """Long tests (``python -m pytest -m slow``): every shipped config at full size, and the baseline's
 quality bar. The fast suite covers the same properties on tiny shapes."""
+
 from __future__ import annotations
 
 import jax
@@ -27,7 +28,9 @@ def test_every_shipped_config_is_causal(name):
 
 def test_transformer_tiny_reaches_the_documented_bpc(tmp_path):
     """README claim: transformer_tiny reaches validation BPC ≤ 2.6 on TinyShakespeare (600 steps)."""
-    cfg = config.load(ROOT / "configs" / "transformer_tiny.yaml",
-                      ["train.progress=false", f"data.cache_dir={tmp_path / 'cache'}", "eval.sample_tokens=8"])
+    cfg = config.load(
+        ROOT / "configs" / "transformer_tiny.yaml",
+        ["train.progress=false", f"data.cache_dir={tmp_path / 'cache'}", "eval.sample_tokens=8"],
+    )
     result = train(cfg, tmp_path / "run")
     assert result.val is not None and result.val["bpc"] <= 2.6, result.val

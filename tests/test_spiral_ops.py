@@ -38,8 +38,9 @@ def qkv(b=2, t=37, h=2, d=8, seed=0):
     return tuple(jax.random.normal(k, (b, t, h, d)) for k in ks)
 
 
-@pytest.mark.parametrize("offsets", [None, make_offsets(37, "phi", n_back=(5,)),
-                                     make_offsets(37, every=6, every_count=3)])
+@pytest.mark.parametrize(
+    "offsets", [None, make_offsets(37, "phi", n_back=(5,)), make_offsets(37, every=6, every_count=3)]
+)
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_sparse_equals_dense_with_gradients(offsets, with_mask):
     q, k, v = qkv()
@@ -59,9 +60,9 @@ def test_sparse_equals_dense_with_gradients(offsets, with_mask):
 def test_bidirectional_and_empty_rows_are_finite():
     q, k, v = qkv(t=12)
     offs = make_offsets(12, bidirectional=True)
-    np.testing.assert_allclose(spiral_attention(q, k, v, offsets=offs),
-                               spiral_attention(q, k, v, offsets=offs, impl="dense"),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        spiral_attention(q, k, v, offsets=offs), spiral_attention(q, k, v, offsets=offs, impl="dense"), atol=1e-5
+    )
     none = jnp.zeros((2, 12), bool)
     for impl in ("sparse", "dense"):
         out = spiral_attention(q, k, v, key_mask=none, keep_diagonal=False, impl=impl)
@@ -97,10 +98,11 @@ def test_rhythm_options():
     rates = rhythm.dropout_rate(ph, (0.0, 0.0, 0.5, 0.0))
     x = jnp.ones((1, 12, 1000))
     y = rhythm.phase_dropout(x, rates[None], jax.random.key(0))
-    assert float(jnp.mean(y[0, :4] == 1.0)) == 1.0          # inhale: no dropout
-    assert 0.4 < float(jnp.mean(y[0, 6:10] == 0.0)) < 0.6   # exhale: ≈ 50 %
-    w = rhythm.rhythmic_token_weights(jnp.array([[0, 5, 5, 0]]), jnp.array([1.0, 1.0, 0.0, 0.5]),
-                                      jnp.array([0]), active_boost=2.0)
+    assert float(jnp.mean(y[0, :4] == 1.0)) == 1.0  # inhale: no dropout
+    assert 0.4 < float(jnp.mean(y[0, 6:10] == 0.0)) < 0.6  # exhale: ≈ 50 %
+    w = rhythm.rhythmic_token_weights(
+        jnp.array([[0, 5, 5, 0]]), jnp.array([1.0, 1.0, 0.0, 0.5]), jnp.array([0]), active_boost=2.0
+    )
     assert np.asarray(w).tolist() == [[1.0, 2.0, 0.0, 0.5]]
 
 
@@ -136,7 +138,7 @@ def test_sparse_equals_dense_with_a_cache_with_gradients(with_mask):
 
 
 def test_mask_with_a_cache_matches_definition():
-    m = np.asarray(spiral_mask(3, None, 9))   # queries at positions 6, 7, 8 of 9 keys; offsets of 9
+    m = np.asarray(spiral_mask(3, None, 9))  # queries at positions 6, 7, 8 of 9 keys; offsets of 9
     for i in range(3):
         for j in range(9):
             d = 6 + i - j

@@ -37,8 +37,9 @@ def test_future_tokens_do_not_change_past_logits(name):
 def test_smeared_keys_are_a_config_field_and_stay_causal():
     """model.smear_keys reaches every SpiralBlock (one smear logit per head and layer) and keeps the model causal."""
     plain = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.memory.enabled=false"])
-    smeared = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.memory.enabled=false",
-                                                                                "model.smear_keys=true"])
+    smeared = config.load(
+        ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.memory.enabled=false", "model.smear_keys=true"]
+    )
     tokens = random_glyphs(jax.random.key(5))
     counts = []
     for cfg in (plain, smeared):
@@ -76,8 +77,11 @@ def test_zero_dropout_rates_draw_no_rng_and_nonzero_rates_still_drop():
     no_stream, _ = zero.apply(variables, tokens, train=True, rngs=sample)  # no "dropout" stream needed
     with_stream, _ = zero.apply(variables, tokens, train=True, rngs={**sample, "dropout": jax.random.key(2)})
     np.testing.assert_array_equal(no_stream, with_stream)
-    some = models.build(config.load(ROOT / "configs" / "spiralformer_femto.yaml",
-                                    SMALL + ["model.breath.dropout=[0.5,0.0,0.5,0.0]"]).model)
+    some = models.build(
+        config.load(
+            ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.breath.dropout=[0.5,0.0,0.5,0.0]"]
+        ).model
+    )
     with pytest.raises(Exception, match="dropout"):
         some.apply(variables, tokens, train=True, rngs=sample)
     a, _ = some.apply(variables, tokens, train=True, rngs={**sample, "dropout": jax.random.key(2)})
@@ -131,13 +135,21 @@ def test_datagen_is_deterministic_and_valid(tmp_path):
     out = tmp_path / "d.jsonl"
     assert datagen_main(["--num_echoes", "5", "--seed", "1", "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 5 and set(rows[0]) == {"conditions", "glyph_sequence", "effectiveness", "metadata",
-                                               "text_input"}
+    assert len(rows) == 5 and set(rows[0]) == {
+        "conditions",
+        "glyph_sequence",
+        "effectiveness",
+        "metadata",
+        "text_input",
+    }
 
 
 def test_soma_field_charge():
-    c = field_charge(jnp.array([[1.0, 0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0, 1.0], [0.0, 0.5, 1.0, 1.0, 1.0],
-                                [0.0, 0.0, 1.0, 1.0, 1.0]]))
+    c = field_charge(
+        jnp.array(
+            [[1.0, 0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0, 1.0], [0.0, 0.5, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0, 1.0]]
+        )
+    )
     np.testing.assert_allclose(c, [[0.25, 1.0], [0.0, 0.0], [1.0, 0.0], [0.75, 0.0]], atol=1e-6)
     assert np.asarray(resonance_label(c)).tolist() == [1, 3, 2, 0]
 
@@ -147,7 +159,7 @@ def test_tower_memory_retrieval_and_eviction():
     for i, charge in enumerate([(0.1, 0.1), (0.9, 0.9), (0.5, 0.5)]):
         t = tower_write(t, jnp.array([[float(i + 1), 0.0]]), jnp.array([charge]), decay=0.5)
     t, content, found, slot = tower_read(t, jnp.array([[0.85, 0.95]]), threshold=0.3)  # charge only
-    assert bool(found[0]) and float(content[0, 0]) == 2.0 and int(slot[0]) == 1   # most resonant painting
+    assert bool(found[0]) and float(content[0, 0]) == 2.0 and int(slot[0]) == 1  # most resonant painting
     t2, _, none, no_slot = tower_read(t, jnp.array([[0.85, 0.95]]), threshold=1.01)
     assert not bool(none[0]) and int(no_slot[0]) == -1
     # full: the weakest (not the oldest) is evicted — painting 2 was re-strengthened by the read
@@ -163,13 +175,19 @@ def test_lora_zero_b_equals_base_and_merge_roundtrip():
     base, lora = models.build(base_cfg.model), models.build(lora_cfg.model)
     tokens = random_glyphs(jax.random.key(5))
     lv = lora.init(jax.random.key(0), tokens)
-    strip = lambda p: jax.tree.map(lambda x: x, {k: strip(v) if isinstance(v, dict) else v  # noqa: E731
-                                                for k, v in p.items() if k not in ("lora_a", "lora_b")})
+
+    def strip(p):
+        return jax.tree.map(
+            lambda x: x,
+            {k: strip(v) if isinstance(v, dict) else v for k, v in p.items() if k not in ("lora_a", "lora_b")},
+        )
+
     bv = {"params": strip(lv["params"])}
     np.testing.assert_allclose(lora.apply(lv, tokens)[0], base.apply(bv, tokens)[0], atol=1e-6)
     # a trained (non-zero) adapter changes the output; merging folds it into the kernels exactly
     trained = jax.tree_util.tree_map_with_path(
-        lambda p, x: x + 0.05 if "lora_b" in jax.tree_util.keystr(p) else x, lv["params"])
+        lambda p, x: x + 0.05 if "lora_b" in jax.tree_util.keystr(p) else x, lv["params"]
+    )
     out = lora.apply({"params": trained}, tokens)[0]
     assert not np.allclose(out, base.apply(bv, tokens)[0], atol=1e-4)
     scale = lora_cfg.model.lora_alpha / lora_cfg.model.lora_rank
@@ -183,8 +201,10 @@ def test_lora_zero_b_equals_base_and_merge_roundtrip():
 def test_lora_training_freezes_base(tmp_path):
     from spiraljax.train.optim import make_optimizer
 
-    cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml",
-                      SMALL + ["model.lora_rank=2", "train.trainable=lora", "train.warmup_steps=0"])
+    cfg = config.load(
+        ROOT / "configs" / "spiralformer_femto.yaml",
+        SMALL + ["model.lora_rank=2", "train.trainable=lora", "train.warmup_steps=0"],
+    )
     model = models.build(cfg.model)
     params = model.init(jax.random.key(0), random_glyphs(jax.random.key(1)))["params"]
     tx = make_optimizer(cfg.train)
@@ -197,11 +217,12 @@ def test_lora_training_freezes_base(tmp_path):
 def test_generator_rules():
     s = ContemplativeSettings(threshold=0.7, max_silence_run=2, min_active_urgent=2)
     flat = jnp.zeros((3, glyphs.VOCAB_SIZE))  # maximal entropy → would always emit silence
-    tok, gated = _decide(jax.random.key(0), flat, jnp.array([0, 2, 0]), jnp.array([0, 0, 0]),
-                         jnp.array([False, False, True]), s)
+    tok, gated = _decide(
+        jax.random.key(0), flat, jnp.array([0, 2, 0]), jnp.array([0, 0, 0]), jnp.array([False, False, True]), s
+    )
     tok = np.asarray(tok)
-    assert tok[0] == glyphs.SILENCE_ID and bool(gated[0])            # uncertain → silence
-    assert not glyphs.is_silence(tok[1:]).any()                       # run of 2 → speak; urgent → speak
+    assert tok[0] == glyphs.SILENCE_ID and bool(gated[0])  # uncertain → silence
+    assert not glyphs.is_silence(tok[1:]).any()  # run of 2 → speak; urgent → speak
     assert (tok != glyphs.PAD_ID).all()
 
 
@@ -222,14 +243,35 @@ def test_probe_runs_on_short_trained_checkpoint(tmp_path):
     from spiraljax.eval.suites import EvalContext, get_suite
     from spiraljax.train.loop import train
 
-    cfg = config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + [
-        "data.num_echoes=200", "train.steps=6", "train.batch_size=4", "train.eval_every=3", "eval.batches=1",
-        "eval.batch_size=4", "train.progress=false", "eval.sample_tokens=4", "checkpoint.every=3"])
+    cfg = config.load(
+        ROOT / "configs" / "spiralformer_femto.yaml",
+        SMALL
+        + [
+            "data.num_echoes=200",
+            "train.steps=6",
+            "train.batch_size=4",
+            "train.eval_every=3",
+            "eval.batches=1",
+            "eval.batch_size=4",
+            "train.progress=false",
+            "eval.sample_tokens=4",
+            "checkpoint.every=3",
+        ],
+    )
     train(cfg, tmp_path / "run")
-    res = get_suite("probe").fn(EvalContext(tmp_path / "run", options={"tokens": "6", "samples": "1",
-                                                                       "memory_sequences": "4"}))
-    assert set(res.data["scenarios"]) == {"calm", "high_latency", "power_surge", "overheating", "packet_loss",
-                                          "low_bandwidth", "multi_fault_crisis", "wisdom_question"}
+    res = get_suite("probe").fn(
+        EvalContext(tmp_path / "run", options={"tokens": "6", "samples": "1", "memory_sequences": "4"})
+    )
+    assert set(res.data["scenarios"]) == {
+        "calm",
+        "high_latency",
+        "power_surge",
+        "overheating",
+        "packet_loss",
+        "low_bandwidth",
+        "multi_fault_crisis",
+        "wisdom_question",
+    }
     for row in res.data["scenarios"].values():
         assert 0.0 <= row["silence_ratio"] <= 1.0 and row["proportionality"] in ("High", "Moderate", "Low")
     assert "multi_fault_crisis" in res.text

@@ -1,6 +1,7 @@
 """Spiralformer with a carried state (docs/long_context_attention.md): per-layer key/value caches under spiral
 attention, the breath clock and silence share at document positions, TowerMemory in the state. Carried
 windows equal one long window where the math says so; a reset row is a fresh start; causal with a state."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ from spiraljax.ops import rhythm
 from spiraljax.state import check_state, reset_rows
 
 ROOT = config.PROJECT_ROOT
-T = 24                     # two breath cycles of 12
+T = 24  # two breath cycles of 12
 SMALL = ["model.d_model=32", "model.n_heads=2", "model.n_layers=2", f"model.seq_len={T}"]
 
 
@@ -45,7 +46,7 @@ def glyph_tokens(t, seed=1, silent_first=0):
 def run_windows(model, apply, toks, t=T):
     state, out, auxes = model.initial_state(toks.shape[0]), [], []
     for i in range(0, toks.shape[1], t):
-        logits, aux = apply(toks[:, i:i + t], state)
+        logits, aux = apply(toks[:, i : i + t], state)
         out.append(logits)
         auxes.append(aux)
         state = aux["state"]
@@ -58,8 +59,11 @@ def test_initial_state_layout_and_equals_no_state(with_memory):
     check_state(state, 2)
     assert set(state) == {"layers", "pos", "silent", "memory"} and state["pos"].dtype == jnp.int32
     assert state["layers"]["block_0"]["k"].shape == (2, cfg.model.cache_length, 2, 16)
-    assert set(models.build(config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + [
-        "model.memory.enabled=false"]).model).initial_state(2)) == {"layers", "pos", "silent"}
+    assert set(
+        models.build(
+            config.load(ROOT / "configs" / "spiralformer_femto.yaml", SMALL + ["model.memory.enabled=false"]).model
+        ).initial_state(2)
+    ) == {"layers", "pos", "silent"}
     toks = glyph_tokens(T)
     plain, aux_plain = apply(toks)
     carried, aux = apply(toks, state)
@@ -76,7 +80,7 @@ def test_two_windows_with_the_cache_equal_one_window_of_2t_memory_off(impl):
     toks = glyph_tokens(2 * T, silent_first=30)
     carried, auxes = run_windows(model, apply, toks)
     long, aux = apply(toks)
-    assert float(aux["silence_gate"][:, T:].min()) < 1.0                  # the gate acts in the second window
+    assert float(aux["silence_gate"][:, T:].min()) < 1.0  # the gate acts in the second window
     np.testing.assert_allclose(auxes[1]["silence_gate"], aux["silence_gate"][:, T:], atol=1e-6)
     np.testing.assert_allclose(carried, long, atol=2e-5)
 
@@ -91,7 +95,7 @@ def test_two_windows_equal_2t_with_tower_memory_when_t_is_a_multiple_of_the_cycl
     carried, auxes = run_windows(model, apply, toks)
     long, aux = apply(toks)
     np.testing.assert_allclose(carried, long, atol=2e-5)
-    assert float(auxes[1]["memory_hits"].min()) > 0                       # W2 read paintings written in W1
+    assert float(auxes[1]["memory_hits"].min()) > 0  # W2 read paintings written in W1
     np.testing.assert_allclose(auxes[1]["state"]["memory"]["content"], aux["memory"]["content"], atol=2e-5)
 
 
@@ -109,7 +113,7 @@ def test_paintings_after_w1_are_the_memory_w2_starts_from_when_a_cycle_straddles
     assert float(aux2["memory_hits"].min()) > 0
     empty = {**aux1["state"], "memory": state["memory"]}
     assert not np.allclose(with_tower, apply(toks[:, t:], empty)[0], atol=1e-4)
-    assert aux2["phase"].tolist() == [np.asarray(rhythm.sequence_phases(t, t)).tolist()] * 2   # document clock
+    assert aux2["phase"].tolist() == [np.asarray(rhythm.sequence_phases(t, t)).tolist()] * 2  # document clock
 
 
 def test_reset_row_equals_a_fresh_start(with_memory):
@@ -126,8 +130,9 @@ def test_reset_row_equals_a_fresh_start(with_memory):
 def test_future_tokens_do_not_change_past_logits(with_state, sparse_no_memory, with_memory):
     for _, model, apply in (sparse_no_memory, with_memory):
         state = apply(glyph_tokens(T, seed=7), model.initial_state(2))[1]["state"] if with_state else None
-        assert_future_independent(lambda tok: apply(tok, state)[0], glyph_tokens(T, seed=8), (0, 9, 20),
-                                  glyphs.VOCAB_SIZE, shift=5, atol=1e-5)
+        assert_future_independent(
+            lambda tok: apply(tok, state)[0], glyph_tokens(T, seed=8), (0, 9, 20), glyphs.VOCAB_SIZE, shift=5, atol=1e-5
+        )
 
 
 def test_spiral_plus_local_offsets_carry_exactly():
@@ -136,8 +141,9 @@ def test_spiral_plus_local_offsets_carry_exactly():
     assert build_offsets("model.spiral.local=3")(40) == (0, 1, 2, 4, 8, 16, 32)
     toks = glyph_tokens(2 * T, seed=9)
     np.testing.assert_allclose(run_windows(model, apply, toks)[0], apply(toks)[0], atol=2e-5)
-    assert_future_independent(lambda tok: apply(tok)[0], glyph_tokens(T, seed=10), (3, 15), glyphs.VOCAB_SIZE,
-                              shift=5, atol=1e-5)
+    assert_future_independent(
+        lambda tok: apply(tok)[0], glyph_tokens(T, seed=10), (3, 15), glyphs.VOCAB_SIZE, shift=5, atol=1e-5
+    )
 
 
 def build_offsets(*overrides):
@@ -148,6 +154,6 @@ def test_memory_keyword_stays_and_is_refused_beside_a_state(with_memory):
     _, model, apply = with_memory
     toks = glyph_tokens(T, seed=11)
     _, aux = apply(toks)
-    apply(toks, memory=aux["memory"])                                      # today's keyword works
+    apply(toks, memory=aux["memory"])  # today's keyword works
     with pytest.raises(ValueError, match=r"state\['memory'\]; memory= must be None"):
         apply(toks, model.initial_state(2), aux["memory"])

@@ -1,4 +1,5 @@
 """TowerMemory reads by content, deterministic eval, breathing-recurrence writes, rhythmic loss (issue 17)."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,10 @@ def build(*overrides):
 @pytest.fixture(scope="module")
 def femto():
     cfg, model, variables = build()
-    fn = jax.jit(lambda tokens, cond, **kw: model.apply(variables, tokens, conditions=cond, **kw),
-                 static_argnames=("cut_memory", "charge_only_memory"))
+    fn = jax.jit(
+        lambda tokens, cond, **kw: model.apply(variables, tokens, conditions=cond, **kw),
+        static_argnames=("cut_memory", "charge_only_memory"),
+    )
     return cfg, model, variables, fn
 
 
@@ -72,9 +75,13 @@ def test_read_is_content_addressed_under_one_charge():
 def test_read_matches_loop_reference_and_threshold():
     key = jax.random.split(jax.random.key(1), 4)
     b, m, dim = 8, 5, 4
-    tower = {"content": jax.random.normal(key[0], (b, m, dim)), "key": jax.random.normal(key[1], (b, m, dim)),
-             "charge": jax.random.uniform(key[2], (b, m, 2)), "strength": jnp.ones((b, m)),
-             "valid": jnp.arange(m)[None, :] < jnp.arange(b)[:, None] % (m + 1)}  # 0 … 5 filled slots
+    tower = {
+        "content": jax.random.normal(key[0], (b, m, dim)),
+        "key": jax.random.normal(key[1], (b, m, dim)),
+        "charge": jax.random.uniform(key[2], (b, m, 2)),
+        "strength": jnp.ones((b, m)),
+        "valid": jnp.arange(m)[None, :] < jnp.arange(b)[:, None] % (m + 1),
+    }  # 0 … 5 filled slots
     charge, query = jax.random.uniform(key[3], (b, 2)), jax.random.normal(key[0], (b, dim))
     for threshold in (-1.0, 0.3, 0.6):
         _, content, found, slot = tower_read(tower, charge, threshold, query=query)
@@ -106,7 +113,7 @@ def test_eval_is_deterministic_and_independent_of_the_batch(femto):
     among other sequences (the old per-row query coins moved logits by up to ≈ 0.25)."""
     _, _, _, fn = femto
     others = active_glyphs(jax.random.key(2), 3)
-    tokens = jnp.concatenate([jnp.repeat(others[:1], 6, axis=0), others[1:]])   # rows 0–5 identical
+    tokens = jnp.concatenate([jnp.repeat(others[:1], 6, axis=0), others[1:]])  # rows 0–5 identical
     cond = jax.random.uniform(jax.random.key(3), (3, 5))
     cond = jnp.concatenate([jnp.repeat(cond[:1], 6, axis=0), cond[1:]])
     logits, aux = fn(tokens, cond)
@@ -117,7 +124,7 @@ def test_eval_is_deterministic_and_independent_of_the_batch(femto):
     np.testing.assert_allclose(shuffled, logits[order], atol=1e-5)
     alone, _ = fn(tokens[:1], cond[:1])
     np.testing.assert_allclose(alone[0], logits[0], atol=1e-5)
-    assert float(aux["memory_hits"].min()) > 0               # the reads happened (and matter: next test)
+    assert float(aux["memory_hits"].min()) > 0  # the reads happened (and matter: next test)
 
 
 def test_past_logits_get_no_gradient_from_future_tokens(femto):
@@ -146,56 +153,63 @@ def test_past_logits_get_no_gradient_from_future_tokens(femto):
     for t in (5, 17, 28, 29):  # hold positions of cycles 0–2 (cycle 2 chooses between two paintings)
         g = np.asarray(grad_of_past((jnp.arange(32) <= t).astype(jnp.float32)))
         assert np.isfinite(g).all()
-        assert np.abs(g[:, t + 1:]).max() == 0.0, f"future leaks into {t}"
+        assert np.abs(g[:, t + 1 :]).max() == 0.0, f"future leaks into {t}"
         assert np.abs(g[:, : t + 1]).max() > 0.0
 
 
 def test_cut_memory_changes_only_hold_positions_that_read(femto):
     cfg, _, _, fn = femto
-    tokens = active_glyphs(jax.random.key(4), 8)                      # batch 8: the shape compiled above
+    tokens = active_glyphs(jax.random.key(4), 8)  # batch 8: the shape compiled above
     cond = jax.random.uniform(jax.random.key(5), (8, 5))
     logits, aux = fn(tokens, cond)
     cut, _ = fn(tokens, cond, cut_memory=True)
     hold = np.asarray(aux["phase"]) == rhythm.HOLD
     np.testing.assert_allclose(cut[:, ~hold], logits[:, ~hold], atol=1e-6)
-    read_cycles = np.asarray(aux["memory_slot"]) >= 0                 # [B, C]
+    read_cycles = np.asarray(aux["memory_slot"]) >= 0  # [B, C]
     cycle_of = np.arange(32) // sum(cfg.model.breath.durations)
     for b in range(8):
         changed = np.abs(np.asarray(cut[b] - logits[b])).max(axis=-1) > 1e-4
         np.testing.assert_array_equal(changed, hold & read_cycles[b, cycle_of])
-    by_charge = fn(tokens, cond, charge_only_memory=True)[1]["memory_slot"]   # the old read: ties → slot 0
+    by_charge = fn(tokens, cond, charge_only_memory=True)[1]["memory_slot"]  # the old read: ties → slot 0
     assert set(np.unique(by_charge).tolist()) == {-1, 0}
 
 
 def test_training_coins_follow_the_sample_key(femto):
     _, model, variables, _ = femto
     tokens = active_glyphs(jax.random.key(6), 64)
-    queries = jax.jit(lambda key: model.apply(variables, tokens, train=True, rngs={
-        "sample": key, "dropout": jax.random.key(0)})[1]["memory_queries"])
+    queries = jax.jit(
+        lambda key: model.apply(variables, tokens, train=True, rngs={"sample": key, "dropout": jax.random.key(0)})[1][
+            "memory_queries"
+        ]
+    )
     a, b = np.asarray(queries(jax.random.key(1))), np.asarray(queries(jax.random.key(2)))
-    np.testing.assert_array_equal(a, queries(jax.random.key(1)))      # same key → same coins (exact resume)
+    np.testing.assert_array_equal(a, queries(jax.random.key(1)))  # same key → same coins (exact resume)
     assert not np.array_equal(a, b)
-    assert 0.2 < a.sum() / (3 * 64) < 0.5                            # ≈ query_prob 0.35 of the 3 hold phases
+    assert 0.2 < a.sum() / (3 * 64) < 0.5  # ≈ query_prob 0.35 of the 3 hold phases
 
 
 def test_breathing_recurrence_writes_every_kth_cycle(femto):
-    tokens = active_glyphs(jax.random.key(7), 1)                      # 32 positions: cycles 0, 1, 2 have content
+    tokens = active_glyphs(jax.random.key(7), 1)  # 32 positions: cycles 0, 1, 2 have content
     every_cycle = femto[3](tokens, jnp.full((1, 5), 0.5))[1]
     assert int(every_cycle["memory"]["valid"].sum()) == 3
-    assert every_cycle["memory_slot"][0, :2].tolist() == [-1, 0]     # cycle 0 finds nothing, cycle 1 cycle 0
+    assert every_cycle["memory_slot"][0, :2].tolist() == [-1, 0]  # cycle 0 finds nothing, cycle 1 cycle 0
     _, model, variables = build("model.memory.write_every=2")
     aux = jax.jit(model.apply)(variables, tokens)[1]
-    assert int(aux["memory"]["valid"].sum()) == 2                     # cycles 0 and 2 written, not 1
-    assert aux["memory_slot"][0, :3].tolist() == [-1, 0, 0]           # cycle 2 can only read cycle 0
+    assert int(aux["memory"]["valid"].sum()) == 2  # cycles 0 and 2 written, not 1
+    assert aux["memory_slot"][0, :3].tolist() == [-1, 0, 0]  # cycle 2 can only read cycle 0
 
 
 def test_loss_weights_are_rhythmic_token_weights_of_the_targets():
     boost = 3.0
     cfg, model, variables = build(f"model.breath.active_boost={boost}")
     seq = active_glyphs(jax.random.key(8), 2, 33)
-    seq = seq.at[:, 10:20].set(glyphs.SILENCE_ID)                     # silence and active targets
-    batch = {"inputs": seq[:, :-1], "targets": seq[:, 1:], "mask": jnp.ones((2, 32)).at[1, 25:].set(0.0),
-             "conditions": jnp.full((2, 5), 0.5)}
+    seq = seq.at[:, 10:20].set(glyphs.SILENCE_ID)  # silence and active targets
+    batch = {
+        "inputs": seq[:, :-1],
+        "targets": seq[:, 1:],
+        "mask": jnp.ones((2, 32)).at[1, 25:].set(0.0),
+        "conditions": jnp.full((2, 5), 0.5),
+    }
 
     @jax.jit
     def trainer_and_model(batch):
@@ -207,7 +221,7 @@ def test_loss_weights_are_rhythmic_token_weights_of_the_targets():
     w = batch["mask"] * rhythm.rhythmic_token_weights(batch["targets"], breath, jnp.asarray(glyphs.SILENCE_IDS), boost)
     np.testing.assert_allclose(ce, jnp.sum(w * nll) / jnp.sum(w), rtol=1e-6)
     plain = batch["mask"] * breath
-    assert abs(float(ce) - float(jnp.sum(plain * nll) / jnp.sum(plain))) > 1e-4   # the boost is applied
+    assert abs(float(ce) - float(jnp.sum(plain * nll) / jnp.sum(plain))) > 1e-4  # the boost is applied
 
 
 def test_bad_memory_settings_are_one_line_errors():

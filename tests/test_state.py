@@ -1,4 +1,5 @@
 """spiraljax.state: per-row reset, the batch-first check and stop-gradient of a carried state."""
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -27,4 +28,4 @@ def test_check_state_names_the_leaf_that_is_not_batch_first():
 
 def test_stop_state_blocks_the_gradient():
     grad = jax.grad(lambda x: jnp.sum(stop_state({"s": x})["s"] * x))(jnp.ones(3))
-    assert grad.tolist() == [1.0, 1.0, 1.0]   # only the direct x factor, not through the state
+    assert grad.tolist() == [1.0, 1.0, 1.0]  # only the direct x factor, not through the state

@@ -1,4 +1,5 @@
 """Training loop: learning, exact resume, NaN skipping, checkpoints, lock, signals."""
+
 from __future__ import annotations
 
 import json
@@ -60,10 +61,11 @@ def test_the_bare_loop_calls_only_the_hooks_it_is_given(full_run, tmp_path):
     calls = []
 
     def hooks(cfg, model, dataset):
-        return loop.TrainHooks(sample=lambda params, step: calls.append(("sample", step)) or f"text {step}",
-                               plot=lambda run: calls.append(("plot", run.name)),
-                               evaluate=lambda params, step: calls.append(("eval", step)) or {"loss": 1.0 / step,
-                                                                                             "bpc": 0.0, "ppl": 1.0})
+        return loop.TrainHooks(
+            sample=lambda params, step: calls.append(("sample", step)) or f"text {step}",
+            plot=lambda run: calls.append(("plot", run.name)),
+            evaluate=lambda params, step: calls.append(("eval", step)) or {"loss": 1.0 / step, "bpc": 0.0, "ppl": 1.0},
+        )
 
     bare = loop.train(cfg_for(tmp_path), tmp_path / "bare")
     assert bare.val is not None and bare.val["loss"] == pytest.approx(full_run[1].val["loss"], rel=1e-6)
@@ -103,10 +105,10 @@ def test_grad_accumulation_equals_one_large_batch(tmp_path):
     accum, plain = jax.jit(make_train_step(model, tx, 2)), jax.jit(make_train_step(model, tx, 1))
     state_a = state_p = state_loop = init_state(model, tx, dataset.train_batch(0)["inputs"][:1], cfg.train.seed)
     for step in range(2):
-        state_loop, _ = accum(state_loop, batch_for_step(dataset, step, 2))    # what the loop should run
-        micro = batch_for_step(dataset, step, 2)           # [2, B, T]: micro-batch i on axis 0
-        micro["mask"][1, :, ::3] = 0.0                      # the second micro-batch counts fewer targets
-        large = {k: v.reshape(-1, *v.shape[2:]) for k, v in micro.items()}   # [2B, T]
+        state_loop, _ = accum(state_loop, batch_for_step(dataset, step, 2))  # what the loop should run
+        micro = batch_for_step(dataset, step, 2)  # [2, B, T]: micro-batch i on axis 0
+        micro["mask"][1, :, ::3] = 0.0  # the second micro-batch counts fewer targets
+        large = {k: v.reshape(-1, *v.shape[2:]) for k, v in micro.items()}  # [2B, T]
         state_a, out_a = accum(state_a, micro)
         state_p, out_p = plain(state_p, large)
         np.testing.assert_allclose(out_a["loss"], out_p["loss"], rtol=1e-5)
@@ -158,8 +160,13 @@ def saved_steps(run) -> list[int]:
 
 
 def _fake_state(step: int) -> dict:
-    return {"params": {"w": np.full((2, 3), float(step), np.float32)}, "opt_state": {"m": np.zeros(3, np.float32)},
-            "step": np.int32(step), "rng": np.zeros(2, np.uint32), "skipped": np.int32(0)}
+    return {
+        "params": {"w": np.full((2, 3), float(step), np.float32)},
+        "opt_state": {"m": np.zeros(3, np.float32)},
+        "step": np.int32(step),
+        "rng": np.zeros(2, np.uint32),
+        "skipped": np.int32(0),
+    }
 
 
 def test_one_manager_keeps_the_newest_and_the_best(tmp_path):
@@ -183,8 +190,9 @@ def test_plain_orbax_reads_a_run_without_project_code(full_run):
     run = full_run[0]
     mngr = ocp.CheckpointManager(run / "checkpoints", item_names=("params", "opt_state", "meta"))
     step = mngr.latest_step()
-    restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(),
-                                                          meta=ocp.args.JsonRestore()))
+    restored = mngr.restore(
+        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+    )
     assert restored.meta["step"] == step == 20
     assert_same_params(restored.params, params_of(run))
     assert mngr.metrics(20)["val_loss"] == pytest.approx(full_run[1].val["loss"])
@@ -193,7 +201,7 @@ def test_plain_orbax_reads_a_run_without_project_code(full_run):
 
 def test_best_checkpoint_survives_rotation(full_run):
     run = full_run[0]
-    assert saved_steps(run) == [10, 15, 20]          # checkpoint.keep = 3 newest; the best (10 or 20) among them
+    assert saved_steps(run) == [10, 15, 20]  # checkpoint.keep = 3 newest; the best (10 or 20) among them
     evals = {r["step"]: r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"}
     assert load_run(run, "best", return_step=True)[2] == min(evals, key=evals.get)
     with pytest.raises(CheckpointError, match="no checkpoint at step 999"):
@@ -221,10 +229,19 @@ def tiny_yaml(tmp_path) -> str:
 
 
 def _start(tmp_path, run, *extra):
-    args = [sys.executable, str(ROOT / "train.py"), "--config", tiny_yaml(tmp_path), "--workdir", str(run),
-            "--set", *extra]
-    return subprocess.Popen(args, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        tiny_yaml(tmp_path),
+        "--workdir",
+        str(run),
+        "--set",
+        *extra,
+    ]
+    return subprocess.Popen(
+        args, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _wait_for(predicate, proc, timeout=240):
@@ -256,24 +273,47 @@ def test_signal_then_resume_matches_uninterrupted(full_run, tmp_path, sig):
         assert not (run / "LOCK").exists()
     cfg, variables, step = load_run(run, "latest", return_step=True)
     assert step >= 5
-    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--workdir", str(run), "--resume"],
-                             cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--workdir", str(run), "--resume"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_same_params(params_of(run), params_of(full_run[0]))
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--set", "model.bogus=1"], cwd=tmp_path,
-                       env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--set", "model.bogus=1"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown key model.bogus" in r.stderr
-    r = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tmp_path / "nope")], cwd=tmp_path,
-                       env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), str(tmp_path / "nope")],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "run directory not found" in r.stderr
 
 
 def test_evaluate_cli_reports_bpc(full_run):
-    r = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(full_run[0]), "--json"], env=subprocess_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), str(full_run[0]), "--json"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["lm"]["bpc"] > 0 and np.isfinite(data["lm"]["ppl"])
@@ -282,9 +322,14 @@ def test_evaluate_cli_reports_bpc(full_run):
 def test_multi_device_data_parallel_matches_single_device(full_run, tmp_path):
     """4 fake CPU devices, batch split over the data axis: same params as the 1-device run."""
     run = tmp_path / "run"
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", tiny_yaml(tmp_path), "--workdir", str(run)],
-                       cwd=tmp_path, env=subprocess_env(devices=4),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", tiny_yaml(tmp_path), "--workdir", str(run)],
+        cwd=tmp_path,
+        env=subprocess_env(devices=4),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     info = [x for x in read_metrics(run / "metrics.jsonl") if x["kind"] == "info"][0]
     assert info["devices"] == 4

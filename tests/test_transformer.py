@@ -10,8 +10,10 @@ from spiraljax.ops.attention import causal_attention, masked_attention
 
 @pytest.mark.parametrize("smear", [False, True])
 def test_future_tokens_do_not_change_past_logits(smear):
-    cfg = config.load(None, ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=24",
-                             f"model.smear_keys={smear}"])
+    cfg = config.load(
+        None,
+        ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.seq_len=24", f"model.smear_keys={smear}"],
+    )
     model = models.build(cfg.model)
     tokens = jax.random.randint(jax.random.key(1), (2, 24), 0, 256)
     variables = model.init(jax.random.key(0), tokens)
@@ -26,9 +28,9 @@ def test_smeared_keys_mix_each_key_with_the_previous_one():
     mix = jnp.array([1.0, 0.0, 0.25])
     out = np.asarray(smear_keys(k, mix))
     k = np.asarray(k)
-    np.testing.assert_allclose(out[:, :, 0], k[:, :, 0], atol=1e-6)                 # m = 1: unchanged
-    np.testing.assert_allclose(out[:, 1:, 1], k[:, :-1, 1], atol=1e-6)               # m = 0: previous key
-    np.testing.assert_allclose(out[:, 0, 1], 0.0, atol=1e-6)                         # nothing before t = 0
+    np.testing.assert_allclose(out[:, :, 0], k[:, :, 0], atol=1e-6)  # m = 1: unchanged
+    np.testing.assert_allclose(out[:, 1:, 1], k[:, :-1, 1], atol=1e-6)  # m = 0: previous key
+    np.testing.assert_allclose(out[:, 0, 1], 0.0, atol=1e-6)  # nothing before t = 0
     np.testing.assert_allclose(out[:, 1:, 2], 0.25 * k[:, 1:, 2] + 0.75 * k[:, :-1, 2], atol=1e-6)
 
 
@@ -53,8 +55,9 @@ def test_sliding_window_matches_explicit_mask():
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
-def expected_parameter_count(v: int, d: int, n_layers: int, n_heads: int, mlp_kind: str, tie: bool,
-                             smear: bool = True) -> int:
+def expected_parameter_count(
+    v: int, d: int, n_layers: int, n_heads: int, mlp_kind: str, tie: bool, smear: bool = True
+) -> int:
     """Embedding V·d; per block: 2 LayerNorms (2·2d), qkv 3d², out d², one smear logit per head, MLP
     (SwiGLU gate/up/down 3·d·h with h = ⌊4d·2/3⌋, GELU up/down 2·d·4d); final LayerNorm 2d; untied head d·V."""
     mlp = 3 * d * int(4 * d * 2 / 3) if mlp_kind == "swiglu" else 2 * d * 4 * d
@@ -62,11 +65,21 @@ def expected_parameter_count(v: int, d: int, n_layers: int, n_heads: int, mlp_ki
     return v * d + n_layers * block + 2 * d + (0 if tie else d * v)
 
 
-@pytest.mark.parametrize("tie,mlp_kind,smear", [(True, "swiglu", True), (False, "swiglu", True),
-                                                (True, "gelu", True), (True, "swiglu", False)])
+@pytest.mark.parametrize(
+    "tie,mlp_kind,smear",
+    [(True, "swiglu", True), (False, "swiglu", True), (True, "gelu", True), (True, "swiglu", False)],
+)
 def test_parameter_count_and_shapes(tie, mlp_kind, smear):
-    cfg = config.load(None, ["model.d_model=64", "model.n_layers=2", f"model.tie_embeddings={tie}",
-                             f"model.mlp_kind={mlp_kind}", f"model.smear_keys={smear}"])
+    cfg = config.load(
+        None,
+        [
+            "model.d_model=64",
+            "model.n_layers=2",
+            f"model.tie_embeddings={tie}",
+            f"model.mlp_kind={mlp_kind}",
+            f"model.smear_keys={smear}",
+        ],
+    )
     model = models.build(cfg.model)
     tokens = jnp.zeros((2, cfg.model.seq_len), jnp.int32)
     variables = model.init(jax.random.key(0), tokens)

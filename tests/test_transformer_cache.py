@@ -1,6 +1,7 @@
 """Dense baseline with local attention and a Transformer-XL cache (docs/long_context_attention.md): the config
 keys, initial_state = no state, carried windows = one long window where the math says so, a reset row =
 a fresh start, and no future token changes a past logit (with and without a state)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,7 +42,7 @@ def run_windows(model, apply, toks, state=None):
     state = model.initial_state(toks.shape[0]) if state is None else state
     out = []
     for i in range(0, toks.shape[1], T):
-        logits, aux = apply(toks[:, i:i + T], state)
+        logits, aux = apply(toks[:, i : i + T], state)
         out.append(logits)
         state = aux["state"]
     return jnp.concatenate(out, axis=1), state
@@ -52,7 +53,7 @@ def test_config_keys_and_one_line_errors():
     assert (cfg.attention, cfg.window, cfg.cache_length) == ("local", 5, 4)
     assert config.load(None, []).model.cache_length == config.load(None, []).model.seq_len
     assert config.load(None, ["model.cache_len=3"]).model.cache_length == 3
-    old = config.load(None, ["model.window=16"]).model      # written before `attention` existed: a sliding window
+    old = config.load(None, ["model.window=16"]).model  # written before `attention` existed: a sliding window
     assert (old.attention, old.window) == ("local", 16)
     with pytest.raises(ConfigError, match="attention: local needs model.window"):
         config.load(None, ["model.attention=local"])
@@ -89,8 +90,8 @@ def test_xl_cache_two_windows_equal_one_window_of_twice_the_length(dense):
     long, _ = apply(toks)
     carried, _ = run_windows(model, apply, toks)
     np.testing.assert_allclose(carried, long, atol=2e-5)
-    three = tokens(3 * T)            # the cache holds one window: the third window no longer sees the first
-    assert not np.allclose(run_windows(model, apply, three)[0][:, 2 * T:], apply(three)[0][:, 2 * T:], atol=1e-3)
+    three = tokens(3 * T)  # the cache holds one window: the third window no longer sees the first
+    assert not np.allclose(run_windows(model, apply, three)[0][:, 2 * T :], apply(three)[0][:, 2 * T :], atol=1e-3)
 
 
 @pytest.mark.parametrize("window", [1, 3, 11])
@@ -103,8 +104,10 @@ def test_local_cache_any_number_of_windows_equal_one_long_window(window):
 
 def test_local_blocked_and_dense_models_agree():
     toks = tokens(4 * T, seed=3)
-    outs = [build("model.attention=local", "model.window=3", f"model.local_impl={impl}")[2](toks)[0]
-            for impl in ("blocked", "dense")]
+    outs = [
+        build("model.attention=local", "model.window=3", f"model.local_impl={impl}")[2](toks)[0]
+        for impl in ("blocked", "dense")
+    ]
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
 
 
@@ -114,7 +117,7 @@ def test_reset_row_equals_a_fresh_start(local):
     _, state = run_windows(model, apply, first)
     state = reset_rows(state, model.initial_state(2), jnp.array([True, False]))
     got, _ = apply(second, state)
-    np.testing.assert_allclose(got[0], apply(second)[0][0], atol=1e-6)                       # fresh
+    np.testing.assert_allclose(got[0], apply(second)[0][0], atol=1e-6)  # fresh
     np.testing.assert_allclose(got[1], apply(jnp.concatenate([first, second], 1))[0][1, T:], atol=2e-5)  # carried
 
 

@@ -4,6 +4,7 @@ subclass that registers itself under its ``source``) whose ``build(cfg)`` return
 :data:`SOURCES` is the one list of the in-tree sources: loading a config imports this package
 (``DataConfig.PACKAGE``), and ``DataConfig.registered()`` then holds exactly these classes (checked by
 tests/test_config.py), as :data:`spiraljax.models.FAMILIES` does for the model families."""
+
 from spiraljax.config import DataConfig
 from spiraljax.data import curriculum, induction, longdocs, mycelial, recall, text
 

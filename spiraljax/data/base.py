@@ -9,6 +9,7 @@ first input in its document), which the trainer consumes and never passes to the
 ``train_batch(step)`` is a pure function of ``(seed, step)`` so a resumed run sees exactly the batches it
 would have seen.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Protocol

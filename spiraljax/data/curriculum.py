@@ -5,6 +5,7 @@ Default stages (after AGIFORMER): < 0.15 → a word list from the corpus (dictio
 (``model.plasticity_stages``) follow the same fractions of ``model.curriculum_steps``. Validation
 is always the full text's held-out split, so BPC is comparable across stages.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Literal
@@ -26,7 +27,8 @@ class CurriculumDataConfig(DataConfig):
     path: str = Field("data/tinyshakespeare.txt", description="UTF-8 corpus, read as bytes")
     stages: list[tuple[float, StageKind]] = Field(
         [(0.15, "words"), (0.40, "sentences"), (1.0, "full")],
-        description="[(end fraction of train.steps, what is trained on), ...]; the last stage after that")
+        description="[(end fraction of train.steps, what is trained on), ...]; the last stage after that",
+    )
     max_sentence_chars: int = Field(48, gt=0, description="longest line kept by the sentences stage")
 
     def build(self, cfg: Config) -> "CurriculumData":
@@ -46,8 +48,17 @@ class CurriculumData:
         tok = ByteTokenizer()
         text = read_corpus(d.path)
         n_val = int(len(text) * d.val_fraction)
-        full = TokenStream(tok.encode(text), tok, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed,
-                           d.val_fraction, cfg.eval.batch_size, cfg.eval.batches, d.path)
+        full = TokenStream(
+            tok.encode(text),
+            tok,
+            cfg.model.seq_len,
+            cfg.train.batch_size,
+            cfg.train.seed,
+            d.val_fraction,
+            cfg.eval.batch_size,
+            cfg.eval.batches,
+            d.path,
+        )
         self.full, self.tokenizer = full, tok
         self.vocab_size, self.token_bytes = tok.vocab_size, tok.token_bytes
         texts = stage_texts(text[: len(text) - n_val], d.max_sentence_chars)

@@ -2,6 +2,7 @@
 symbol raises :class:`GlyphError` naming the symbol (and the record, if given). The table itself (ids,
 symbols, categories) is :mod:`spiraljax.glyph_table`, re-exported here.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence
@@ -9,8 +10,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from spiraljax.data.base import DataError
-from spiraljax.glyph_table import (CATEGORIES, CATEGORY_OF, GLYPHS, PAD, PAD_ID, SILENCE_ID,  # noqa: F401
-                                   SILENCE_IDS, SYMBOL_TO_ID, VOCAB_SIZE, Glyph, ids_of)
+from spiraljax.glyph_table import GLYPHS, PAD_ID, SILENCE_IDS, SYMBOL_TO_ID, VOCAB_SIZE
+from spiraljax.glyph_table import CATEGORIES, CATEGORY_OF, PAD, SILENCE_ID, Glyph, ids_of  # noqa: F401 (re-exported)
 
 
 class GlyphError(DataError):

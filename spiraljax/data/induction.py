@@ -7,6 +7,7 @@ the targets ``s[1:]`` of the second occurrence: tokens that are predictable only
 previous occurrence of the current token and copying its successor (an induction head).
 Deterministic per (seed, index). ``data.source: induction``.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -44,20 +45,20 @@ def induction_example(rng: np.random.Generator, length: int, seg_len: int, n_sym
     seq = rng.integers(0, n_symbols, size=length + 1).astype(np.int32)
     a = int(rng.integers(0, length + 2 - 2 * seg_len))
     b = int(rng.integers(a + seg_len, length + 2 - seg_len))
-    seq[b: b + seg_len] = seq[a: a + seg_len]
+    seq[b : b + seg_len] = seq[a : a + seg_len]
     mask = np.zeros(length, np.float32)
-    mask[b: b + seg_len - 1] = 1.0
+    mask[b : b + seg_len - 1] = 1.0
     return seq, mask
 
 
-def induction_batch(seed: int, index: int, batch: int, length: int, min_len: int, max_len: int,
-                    n_symbols: int) -> Batch:
+def induction_batch(
+    seed: int, index: int, batch: int, length: int, min_len: int, max_len: int, n_symbols: int
+) -> Batch:
     """A batch of induction sequences; segment lengths are capped so two copies fit in ``length + 1``."""
     rng = step_rng(seed, index, stream=11)
     cap = max(2, (length + 1) // 2)
     lo, hi = min(min_len, cap), min(max_len, cap)
-    seqs, masks = zip(*(induction_example(rng, length, int(rng.integers(lo, hi + 1)), n_symbols)
-                        for _ in range(batch)))
+    seqs, masks = zip(*(induction_example(rng, length, int(rng.integers(lo, hi + 1)), n_symbols) for _ in range(batch)))
     seqs = np.stack(seqs)
     return {"inputs": seqs[:, :-1], "targets": seqs[:, 1:], "mask": np.stack(masks)}
 
@@ -76,5 +77,6 @@ class InductionData(SyntheticTask):
 
     def batch(self, index: int, batch: int, length: int | None = None, stream_offset: int = 0) -> Batch:
         d = self.d
-        return induction_batch(self.seed + stream_offset, index, batch, length or self.seq_len, d.min_len,
-                               d.max_len, d.n_symbols)
+        return induction_batch(
+            self.seed + stream_offset, index, batch, length or self.seq_len, d.min_len, d.max_len, d.n_symbols
+        )

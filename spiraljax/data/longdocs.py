@@ -19,6 +19,7 @@ bytes), ``.offsets.npy`` (int64 ``[n_docs + 1]``) and ``.json`` (manifest, writt
 means the others are complete), each atomically (per-process tmp file + rename), and read back with
 ``np.memmap``. Building it reads one document at a time, so no process ever holds the whole corpus.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,50 +40,65 @@ from spiraljax.data.base import Batch, DataError
 
 PYTHON_PACKAGES = ("jax", "flax", "optax", "orbax-checkpoint", "chex", "pydantic")
 SPLITS = ("train", "val", "test")
-TRAIN_STREAM = 20_240_601   # the rng stream of the per-row document permutations
+TRAIN_STREAM = 20_240_601  # the rng stream of the per-row document permutations
 
 
 class LongDocsConfig(DataConfig):
     source: Literal["longdocs"] = "longdocs"
     corpus: Literal["python", "shakespeare"] = Field(
-        "python", description="python: the .py files of the pinned packages; shakespeare: TinyShakespeare "
-                              "as one stream cut into segments")
-    packages: list[str] = Field(default_factory=lambda: list(PYTHON_PACKAGES),
-                                description="python corpus: the distributions whose .py files are the documents")
+        "python",
+        description="python: the .py files of the pinned packages; shakespeare: TinyShakespeare "
+        "as one stream cut into segments",
+    )
+    packages: list[str] = Field(
+        default_factory=lambda: list(PYTHON_PACKAGES),
+        description="python corpus: the distributions whose .py files are the documents",
+    )
     min_doc_bytes: int = Field(8192, gt=1, description="python corpus: smallest file kept as a document (bytes)")
     min_total_bytes: int = Field(10_000_000, ge=0, description="python corpus: refuse a corpus smaller than this")
     path: str = Field("data/tinyshakespeare.txt", description="shakespeare corpus: the text file")
     segment_bytes: int = Field(32768, gt=1, description="shakespeare corpus: bytes per segment (document)")
-    val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="share of the corpus held out for validation "
-                                                                  "(python: of the documents, by name hash; "
-                                                                  "shakespeare: of the bytes, by position)")
-    test_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="share held out for the test split (as "
-                                                                   "val_fraction)")
+    val_fraction: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="share of the corpus held out for validation "
+        "(python: of the documents, by name hash; "
+        "shakespeare: of the bytes, by position)",
+    )
+    test_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="share held out for the test split (as val_fraction)"
+    )
     cache_dir: str = Field(".cache/longdocs", description="where the built corpus is cached (memory-mapped)")
 
     @model_validator(mode="after")
     def _fractions(self) -> "LongDocsConfig":
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} leaves "
-                             f"no training data")
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} leaves no training data"
+            )
         return self
 
     def build(self, cfg: Config) -> "LongDocs":
         if cfg.model.vocab_size < 256:
-            raise DataError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the 256 byte values of "
-                            f"the longdocs corpus")
+            raise DataError(
+                f"model.vocab_size={cfg.model.vocab_size} is smaller than the 256 byte values of the longdocs corpus"
+            )
         if self.corpus == "python":
             docs = python_documents(self.packages, self.min_doc_bytes, self.val_fraction, self.test_fraction)
             total = sum(d.size for d in docs)
             if total < self.min_total_bytes:
-                raise DataError(f"data.packages: the python corpus has {total:,} bytes in {len(docs)} files of at "
-                                f"least {self.min_doc_bytes} bytes, fewer than data.min_total_bytes="
-                                f"{self.min_total_bytes:,}")
+                raise DataError(
+                    f"data.packages: the python corpus has {total:,} bytes in {len(docs)} files of at "
+                    f"least {self.min_doc_bytes} bytes, fewer than data.min_total_bytes="
+                    f"{self.min_total_bytes:,}"
+                )
         else:
             docs = stream_segments(self.path, self.segment_bytes, self.val_fraction, self.test_fraction)
         corpus = cached_corpus(self.corpus, docs, self.cache_dir)
-        return LongDocs(corpus, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed, cfg.eval.batch_size,
-                        cfg.eval.batches)
+        return LongDocs(
+            corpus, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed, cfg.eval.batch_size, cfg.eval.batches
+        )
 
 
 # ----------------------------------------------------------------------------- documents
@@ -98,7 +114,7 @@ class DocSpec:
 
 def hash_split(name: str, val_fraction: float, test_fraction: float) -> str:
     """The split of a document by its name: h = SHA-256(name)[:8] / 2⁶⁴ (stable, not positional)."""
-    h = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little") / 2.0 ** 64
+    h = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little") / 2.0**64
     return "train" if h < 1.0 - val_fraction - test_fraction else "val" if h < 1.0 - test_fraction else "test"
 
 
@@ -110,13 +126,17 @@ def locked_versions(lock: Path = PROJECT_ROOT / "requirements.lock") -> dict[str
     """``{normalised name: version}`` of the ``name==version`` lines of requirements.lock ({} if absent)."""
     if not lock.is_file():
         return {}
-    pins = (ln.split("==", 1) for ln in lock.read_text(encoding="utf-8").splitlines()
-            if "==" in ln and not ln.lstrip().startswith("#"))
+    pins = (
+        ln.split("==", 1)
+        for ln in lock.read_text(encoding="utf-8").splitlines()
+        if "==" in ln and not ln.lstrip().startswith("#")
+    )
     return {_norm(n.strip()): v.strip() for n, v in pins}
 
 
-def python_documents(packages: list[str], min_doc_bytes: int, val_fraction: float,
-                     test_fraction: float) -> list[DocSpec]:
+def python_documents(
+    packages: list[str], min_doc_bytes: int, val_fraction: float, test_fraction: float
+) -> list[DocSpec]:
     """The ``.py`` files of at least ``min_doc_bytes`` of each distribution, ordered by (distribution,
     path); a missing distribution is a one-line DataError, a version other than the lock's a warning."""
     pins = locked_versions()
@@ -125,13 +145,18 @@ def python_documents(packages: list[str], min_doc_bytes: int, val_fraction: floa
         try:
             dist = metadata.distribution(pkg)
         except metadata.PackageNotFoundError:
-            raise DataError(f"data.packages: {pkg!r} is not installed (the longdocs python corpus reads its "
-                            f".py files; install requirements.lock or drop it from data.packages)") from None
+            raise DataError(
+                f"data.packages: {pkg!r} is not installed (the longdocs python corpus reads its "
+                f".py files; install requirements.lock or drop it from data.packages)"
+            ) from None
         if dist.files is None:
             raise DataError(f"data.packages: {pkg!r} {dist.version} has no file list (RECORD); reinstall it")
         if pkg in pins and pins[pkg] != dist.version:
-            print(f"warning: longdocs corpus: {pkg} {dist.version} is installed but requirements.lock pins "
-                  f"{pins[pkg]}; the corpus (and its SHA-256) differs from the locked one", file=sys.stderr)
+            print(
+                f"warning: longdocs corpus: {pkg} {dist.version} is installed but requirements.lock pins "
+                f"{pins[pkg]}; the corpus (and its SHA-256) differs from the locked one",
+                file=sys.stderr,
+            )
         for f in sorted(dist.files, key=lambda f: f.as_posix()):
             if f.suffix != ".py":
                 continue
@@ -157,6 +182,7 @@ def stream_segments(path: str, segment_bytes: int, val_fraction: float, test_fra
             with p.open("rb") as fh:
                 fh.seek(lo)
                 return fh.read(hi - lo)
+
         return read
 
     docs = []
@@ -175,7 +201,7 @@ class Corpus:
     name: str
     sha256: str
     data: np.memmap
-    offsets: np.ndarray   # int64 [n_docs + 1]
+    offsets: np.ndarray  # int64 [n_docs + 1]
     names: tuple[str, ...]
     splits: tuple[str, ...]
 
@@ -195,10 +221,10 @@ def _digest(docs: list[DocSpec], sink: BinaryIO | None = None) -> str:
 
 
 def _atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # per process: concurrent builders never share it
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent builders never share it
     with tmp.open("wb") as fh:
         write(fh)
-    tmp.replace(path)   # atomic: a reader sees the whole file or none
+    tmp.replace(path)  # atomic: a reader sees the whole file or none
 
 
 def cached_corpus(name: str, docs: list[DocSpec], cache_dir: str | Path) -> Corpus:
@@ -212,9 +238,11 @@ def cached_corpus(name: str, docs: list[DocSpec], cache_dir: str | Path) -> Corp
     data_file, offsets_file, manifest = (stem.with_name(stem.name + s) for s in (".u8", ".offsets.npy", ".json"))
     offsets = np.concatenate([[0], np.cumsum([d.size for d in docs])]).astype(np.int64)
     if not (manifest.is_file() and data_file.is_file() and data_file.stat().st_size == offsets[-1]):
+
         def write_data(fh: BinaryIO) -> None:
             if _digest(docs, fh) != sha:
                 raise DataError(f"longdocs {name} corpus: a source file changed while the corpus was built")
+
         _atomic(data_file, write_data)
         _atomic(offsets_file, lambda fh: np.save(fh, offsets))
         info = {"sha256": sha, "corpus": name, "bytes": int(offsets[-1]), "documents": [d.name for d in docs]}
@@ -244,8 +272,9 @@ class LongDocs:
     token_bytes = np.ones(256, np.float32)
     unit = "BPC"
 
-    def __init__(self, corpus: Corpus, seq_len: int, batch_size: int, seed: int, eval_batch_size: int,
-                 eval_batches: int):
+    def __init__(
+        self, corpus: Corpus, seq_len: int, batch_size: int, seed: int, eval_batch_size: int, eval_batches: int
+    ):
         self.corpus, self.sha256, self.name = corpus, corpus.sha256, corpus.name
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
         self.eval_batch_size, self.eval_batches = eval_batch_size, eval_batches
@@ -254,9 +283,11 @@ class LongDocs:
         self.split_docs = {s: np.array([i for i, x in enumerate(corpus.splits) if x == s], np.int64) for s in SPLITS}
         for split in ("train", "val"):
             if not self.windows[self.split_docs[split]].sum():
-                raise DataError(f"longdocs {corpus.name} corpus: the {split} split holds no window "
-                                f"({len(self.split_docs[split])} documents; change data.val_fraction, "
-                                f"data.test_fraction, data.packages or data.segment_bytes)")
+                raise DataError(
+                    f"longdocs {corpus.name} corpus: the {split} split holds no window "
+                    f"({len(self.split_docs[split])} documents; change data.val_fraction, "
+                    f"data.test_fraction, data.packages or data.segment_bytes)"
+                )
         self.epoch_windows = int(self.windows[self.split_docs["train"]].sum())
         self.split_sizes = {s: (len(d), int(lengths[d].sum())) for s, d in self.split_docs.items()}
         self._epochs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -264,8 +295,10 @@ class LongDocs:
     def describe(self) -> str:
         """One line: corpus, SHA-256, documents and bytes per split."""
         parts = ", ".join(f"{s} {n} docs {b / 1e6:.2f} MB" for s, (n, b) in self.split_sizes.items())
-        return (f"longdocs/{self.name} corpus sha256 {self.sha256}: {len(self.corpus.names)} documents, "
-                f"{len(self.corpus.data) / 1e6:.2f} MB ({parts})")
+        return (
+            f"longdocs/{self.name} corpus sha256 {self.sha256}: {len(self.corpus.names)} documents, "
+            f"{len(self.corpus.data) / 1e6:.2f} MB ({parts})"
+        )
 
     # ------------------------------------------------------------------ windows
     def window(self, doc: int, k: int) -> tuple[np.ndarray, int]:
@@ -274,7 +307,7 @@ class LongDocs:
         start = lo + k * self.seq_len
         n = min(self.seq_len + 1, hi - start)
         chunk = np.zeros(self.seq_len + 1, np.int32)
-        chunk[:n] = self.corpus.data[start:start + n]
+        chunk[:n] = self.corpus.data[start : start + n]
         return chunk, n
 
     def batch_of(self, rows: list[tuple[int, int] | None]) -> Batch:
@@ -289,7 +322,7 @@ class LongDocs:
                 continue
             doc, k = row
             chunks[i], n = self.window(doc, k)
-            mask[i, :n - 1] = 1.0
+            mask[i, : n - 1] = 1.0
             reset[i], doc_pos[i] = k == 0, k * t
         return {"inputs": chunks[:, :-1], "targets": chunks[:, 1:], "mask": mask, "reset": reset, "doc_pos": doc_pos}
 
@@ -309,7 +342,7 @@ class LongDocs:
         """(document, window) that batch row ``row`` reads at ``step``."""
         epoch, k = divmod(int(step), self.epoch_windows)
         order, ends = self._epoch(row, epoch)
-        j = int(np.searchsorted(ends, k, side="right"))   # documents of zero windows are skipped
+        j = int(np.searchsorted(ends, k, side="right"))  # documents of zero windows are skipped
         return int(order[j]), k - (int(ends[j - 1]) if j else 0)
 
     def train_batch(self, step: int) -> Batch:
@@ -325,21 +358,24 @@ class LongDocs:
         per_row = []
         for r in range(b):
             seq = [(int(d), k) for d in docs[r::b] for k in range(int(self.windows[d]))]
-            per_row.append(seq[:self.eval_batches] + [None] * (self.eval_batches - len(seq)))
+            per_row.append(seq[: self.eval_batches] + [None] * (self.eval_batches - len(seq)))
         for i in range(self.eval_batches):
             yield self.batch_of([per_row[r][i] for r in range(b)])
 
     # ------------------------------------------------------------------ whole documents
-    def documents(self, split: str = "val", max_docs: int | None = None,
-                  max_bytes: int | None = None) -> list[np.ndarray]:
+    def documents(
+        self, split: str = "val", max_docs: int | None = None, max_bytes: int | None = None
+    ) -> list[np.ndarray]:
         """The documents of ``split`` in corpus order, as uint8 memmap slices (the first ``max_bytes`` of
         each; at most ``max_docs``): the long-context evaluation reads them whole."""
         if split not in self.split_docs:
             raise DataError(f"longdocs: unknown split {split!r} (choose from {', '.join(SPLITS)})")
         docs = self.split_docs[split][:max_docs]
         off = self.corpus.offsets
-        return [self.corpus.data[off[d]:off[d + 1] if max_bytes is None else min(off[d + 1], off[d] + max_bytes)]
-                for d in docs]
+        return [
+            self.corpus.data[off[d] : off[d + 1] if max_bytes is None else min(off[d + 1], off[d] + max_bytes)]
+            for d in docs
+        ]
 
     def document_names(self, split: str = "val") -> list[str]:
         return [self.corpus.names[d] for d in self.split_docs[split]]

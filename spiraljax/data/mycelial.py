@@ -9,6 +9,7 @@ CLI: ``python -m spiraljax.data.mycelial --num_echoes 1000 [--chaos_mode] --seed
 As a data source (``data.source: mycelial``) records are generated in memory (or read from
 ``data.path``) and batched as PAD-padded sequences with ``conditions`` as a model input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,14 +26,22 @@ from spiraljax.data import glyphs
 from spiraljax.data.base import Batch, DataError, step_rng
 
 QUESTIONS = (
-    "What does the forest know about waiting?", "How should a network grieve a lost node?",
-    "When is silence the right repair?", "What grows after the fire?", "How do roots share water?",
-    "What does the tide teach a battery?", "Why does the spiral return?", "How do we rest while serving?",
+    "What does the forest know about waiting?",
+    "How should a network grieve a lost node?",
+    "When is silence the right repair?",
+    "What grows after the fire?",
+    "How do roots share water?",
+    "What does the tide teach a battery?",
+    "Why does the spiral return?",
+    "How do we rest while serving?",
 )
 FAULTS = {  # fault → (condition edits, repair category)
-    "latency": ({0: (0.75, 1.0)}, "NETWORK"), "bandwidth": ({4: (0.0, 0.25)}, "NETWORK"),
-    "packet_loss": ({3: (0.6, 1.0)}, "NETWORK"), "power_low": ({1: (0.0, 0.2)}, "ENERGY"),
-    "power_surge": ({1: (0.85, 1.0)}, "ENERGY"), "overheat": ({2: (0.85, 1.0)}, "HEALTH"),
+    "latency": ({0: (0.75, 1.0)}, "NETWORK"),
+    "bandwidth": ({4: (0.0, 0.25)}, "NETWORK"),
+    "packet_loss": ({3: (0.6, 1.0)}, "NETWORK"),
+    "power_low": ({1: (0.0, 0.2)}, "ENERGY"),
+    "power_surge": ({1: (0.85, 1.0)}, "ENERGY"),
+    "overheat": ({2: (0.85, 1.0)}, "HEALTH"),
     "drought": ({2: (0.7, 0.9), 3: (0.3, 0.5)}, "HEALTH"),
 }
 CALM = [(0.0, 0.2), (0.45, 0.55), (0.4, 0.6), (0.0, 0.1), (0.7, 1.0)]
@@ -72,24 +81,42 @@ def problem(rng: np.random.Generator, chaos: bool) -> dict:
     if chaos:
         cond = np.clip(cond + rng.normal(0, 0.05, 5), 0, 1)
     seq = _weave(rng, active, 10, 24)
-    return {"conditions": cond, "glyph_sequence": seq, "effectiveness": float(rng.uniform(0.6, 1.0)),
-            "metadata": {"scenario": "problem", "faults": names}, "text_input": None}
+    return {
+        "conditions": cond,
+        "glyph_sequence": seq,
+        "effectiveness": float(rng.uniform(0.6, 1.0)),
+        "metadata": {"scenario": "problem", "faults": names},
+        "text_input": None,
+    }
 
 
 def calm(rng: np.random.Generator, chaos: bool) -> dict:
     gentle = [str(rng.choice(["🌱regen", "🌙rest", "🕯️glow", "🌿grow", "📨ack"]))]
-    return {"conditions": _calm_conditions(rng), "glyph_sequence": _weave(rng, gentle, 8, 20),
-            "effectiveness": float(rng.uniform(0.8, 1.0)), "metadata": {"scenario": "calm"}, "text_input": None}
+    return {
+        "conditions": _calm_conditions(rng),
+        "glyph_sequence": _weave(rng, gentle, 8, 20),
+        "effectiveness": float(rng.uniform(0.8, 1.0)),
+        "metadata": {"scenario": "calm"},
+        "text_input": None,
+    }
 
 
 def wisdom(rng: np.random.Generator, chaos: bool) -> dict:
     q = int(rng.integers(len(QUESTIONS)))
-    motifs = [["🌱regen", "🌲44", "🌀spiral"], ["🍄spore", "🕸️mesh", "🌿grow"], ["🌊tide", "🔋store", "🌙rest"],
-              ["🍂shed", "🌱regen", "✨wonder"]]
+    motifs = [
+        ["🌱regen", "🌲44", "🌀spiral"],
+        ["🍄spore", "🕸️mesh", "🌿grow"],
+        ["🌊tide", "🔋store", "🌙rest"],
+        ["🍂shed", "🌱regen", "✨wonder"],
+    ]
     answer = motifs[q % len(motifs)][: int(rng.integers(2, 4))]
-    return {"conditions": _calm_conditions(rng), "glyph_sequence": _weave(rng, answer, 8, 18),
-            "effectiveness": float(rng.uniform(0.5, 0.9)), "metadata": {"scenario": "wisdom", "question_id": q},
-            "text_input": QUESTIONS[q]}
+    return {
+        "conditions": _calm_conditions(rng),
+        "glyph_sequence": _weave(rng, answer, 8, 18),
+        "effectiveness": float(rng.uniform(0.5, 0.9)),
+        "metadata": {"scenario": "wisdom", "question_id": q},
+        "text_input": QUESTIONS[q],
+    }
 
 
 def generate_records(num_echoes: int, seed: int = 0, chaos_mode: bool = False) -> list[dict]:
@@ -139,8 +166,15 @@ class MycelialDataConfig(DataConfig):
         if cfg.model.vocab_size < glyphs.VOCAB_SIZE:
             raise DataError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the glyph vocabulary (65)")
         records = read_jsonl(self.path) if self.path else generate_records(self.num_echoes, self.seed, self.chaos_mode)
-        return MycelialDataset(records, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed, self.val_fraction,
-                               cfg.eval.batch_size, cfg.eval.batches)
+        return MycelialDataset(
+            records,
+            cfg.model.seq_len,
+            cfg.train.batch_size,
+            cfg.train.seed,
+            self.val_fraction,
+            cfg.eval.batch_size,
+            cfg.eval.batches,
+        )
 
 
 class MycelialDataset:
@@ -150,13 +184,21 @@ class MycelialDataset:
     token_bytes = np.ones(glyphs.VOCAB_SIZE, np.float32)  # "characters" are glyphs
     unit = "bits/glyph"  # so the 'bpc' number is bits per glyph, not per character
 
-    def __init__(self, records: list[dict], seq_len: int, batch_size: int, seed: int, val_fraction: float,
-                 eval_batch_size: int, eval_batches: int):
+    def __init__(
+        self,
+        records: list[dict],
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+        val_fraction: float,
+        eval_batch_size: int,
+        eval_batches: int,
+    ):
         n = len(records)
         tokens = np.zeros((n, seq_len + 1), np.int32)  # position 0 = PAD acts as the start symbol
         for r, rec in enumerate(records):
             ids = glyphs.encode(rec["glyph_sequence"], record=r)[:seq_len]
-            tokens[r, 1:1 + len(ids)] = ids
+            tokens[r, 1 : 1 + len(ids)] = ids
         self.tokens = tokens
         self.conditions = np.asarray([rec["conditions"] for rec in records], np.float32)
         n_val = max(1, int(n * val_fraction))
@@ -169,16 +211,21 @@ class MycelialDataset:
     def _batch(self, idx: np.ndarray) -> Batch:
         chunk = self.tokens[idx]
         targets = chunk[:, 1:]
-        return {"inputs": chunk[:, :-1], "targets": targets, "mask": (targets != glyphs.PAD_ID).astype(np.float32),
-                "conditions": self.conditions[idx]}
+        return {
+            "inputs": chunk[:, :-1],
+            "targets": targets,
+            "mask": (targets != glyphs.PAD_ID).astype(np.float32),
+            "conditions": self.conditions[idx],
+        }
 
     def train_batch(self, step: int) -> Batch:
         return self._batch(step_rng(self.seed, step).choice(self.train_idx, size=self.batch_size))
 
     def val_batches(self) -> Iterator[Batch]:
         for i in range(self.eval_batches):
-            idx = np.take(self.val_idx, np.arange(i * self.eval_batch_size, (i + 1) * self.eval_batch_size),
-                          mode="wrap")
+            idx = np.take(
+                self.val_idx, np.arange(i * self.eval_batch_size, (i + 1) * self.eval_batch_size), mode="wrap"
+            )
             yield self._batch(idx)
 
     def encode(self, text: str) -> np.ndarray:
@@ -186,17 +233,21 @@ class MycelialDataset:
         try:
             return glyphs.encode(text.split())
         except glyphs.GlyphError as err:
-            raise glyphs.GlyphError(f"glyph prompt {text!r}: {err}; a prompt is glyph symbols separated by "
-                                    f"spaces, e.g. '… 🌱regen' (all {glyphs.VOCAB_SIZE - 1}: spiraljax.data.glyphs)"
-                                    ) from None
+            raise glyphs.GlyphError(
+                f"glyph prompt {text!r}: {err}; a prompt is glyph symbols separated by "
+                f"spaces, e.g. '… 🌱regen' (all {glyphs.VOCAB_SIZE - 1}: spiraljax.data.glyphs)"
+            ) from None
 
     def decode(self, ids) -> str:
         return " ".join(glyphs.decode(ids, strip_pad=True))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spiraljax.data.mycelial", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m spiraljax.data.mycelial",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--num_echoes", type=int, default=1000)
     p.add_argument("--chaos_mode", action="store_true")
     p.add_argument("--seed", type=int, default=0)

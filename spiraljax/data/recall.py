@@ -4,6 +4,7 @@ Sequence (byte ids): ``k1 v1 k2 v2 … kn vn  q1 a1 q2 a2 …`` with keys from `
 values from ``[VAL0, VAL0+n_values)``; the loss mask is 1 only on answer targets. Deterministic per
 (seed, index). ``data.source: mqar``.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -40,7 +41,7 @@ def mqar_example(rng: np.random.Generator, length: int, n_pairs: int, n_keys: in
     keys = rng.choice(n_keys, size=n_pairs, replace=False) + KEY0
     vals = rng.integers(0, n_values, size=n_pairs) + VAL0
     seq = np.zeros(length + 1, np.int32)
-    seq[: 2 * n_pairs: 2], seq[1: 2 * n_pairs: 2] = keys, vals
+    seq[: 2 * n_pairs : 2], seq[1 : 2 * n_pairs : 2] = keys, vals
     mask = np.zeros(length, np.float32)
     pos = 2 * n_pairs
     while pos + 1 <= length:
@@ -51,12 +52,17 @@ def mqar_example(rng: np.random.Generator, length: int, n_pairs: int, n_keys: in
     return seq, mask
 
 
-def mqar_batch(seed: int, index: int, batch: int, length: int, min_pairs: int, max_pairs: int, n_keys: int,
-               n_values: int) -> Batch:
+def mqar_batch(
+    seed: int, index: int, batch: int, length: int, min_pairs: int, max_pairs: int, n_keys: int, n_values: int
+) -> Batch:
     rng = step_rng(seed, index, stream=7)
     cap = max(1, (length - 2) // 4)  # leave at least as much room for queries as for the pairs
-    seqs, masks = zip(*(mqar_example(rng, length, min(int(rng.integers(min_pairs, max_pairs + 1)), cap), n_keys,
-                                     n_values) for _ in range(batch)))
+    seqs, masks = zip(
+        *(
+            mqar_example(rng, length, min(int(rng.integers(min_pairs, max_pairs + 1)), cap), n_keys, n_values)
+            for _ in range(batch)
+        )
+    )
     seqs = np.stack(seqs)
     return {"inputs": seqs[:, :-1], "targets": seqs[:, 1:], "mask": np.stack(masks)}
 
@@ -66,5 +72,13 @@ class MQARData(SyntheticTask):
 
     def batch(self, index: int, batch: int, length: int | None = None, stream_offset: int = 0) -> Batch:
         d = self.d
-        return mqar_batch(self.seed + stream_offset, index, batch, length or self.seq_len, d.min_pairs, d.max_pairs,
-                          d.n_keys, d.n_values)
+        return mqar_batch(
+            self.seed + stream_offset,
+            index,
+            batch,
+            length or self.seq_len,
+            d.min_pairs,
+            d.max_pairs,
+            d.n_keys,
+            d.n_values,
+        )

@@ -1,4 +1,5 @@
 """Text corpora: tokenise once into a numpy memmap cache, split train/val, batch by step."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,9 @@ from spiraljax.data.tokenizers import build_tokenizer
 class TextDataConfig(DataConfig):
     source: Literal["text"] = "text"
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the data held out for validation")
-    path: str = Field("data/tinyshakespeare.txt", description="UTF-8 corpus (relative: to the cwd, then the "
-                                                             "project root)")
+    path: str = Field(
+        "data/tinyshakespeare.txt", description="UTF-8 corpus (relative: to the cwd, then the project root)"
+    )
     tokenizer: Literal["byte", "bpe"] = Field("byte", description="bytes, or the BPE merges in bpe")
     bpe: str = Field("data/tinyshakespeare_bpe.tiktoken", description="BPE merges file (tokenizer: bpe)")
     cache_dir: str = Field(".cache/tokens", description="where the tokenized corpus is cached")
@@ -27,11 +29,22 @@ class TextDataConfig(DataConfig):
     def build(self, cfg: Config) -> "TokenStream":
         tok = build_tokenizer(self.tokenizer, self.bpe)
         if tok.vocab_size > cfg.model.vocab_size:
-            raise DataError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {self.tokenizer} "
-                            f"tokenizer's vocabulary ({tok.vocab_size})")
+            raise DataError(
+                f"model.vocab_size={cfg.model.vocab_size} is smaller than the {self.tokenizer} "
+                f"tokenizer's vocabulary ({tok.vocab_size})"
+            )
         tokens = cached_tokens(self.path, tok, self.cache_dir)
-        return TokenStream(tokens, tok, cfg.model.seq_len, cfg.train.batch_size, cfg.train.seed, self.val_fraction,
-                           cfg.eval.batch_size, self.val_batches or cfg.eval.batches, self.path)
+        return TokenStream(
+            tokens,
+            tok,
+            cfg.model.seq_len,
+            cfg.train.batch_size,
+            cfg.train.seed,
+            self.val_fraction,
+            cfg.eval.batch_size,
+            self.val_batches or cfg.eval.batches,
+            self.path,
+        )
 
 
 def read_corpus(path: str | Path) -> str:
@@ -69,10 +82,20 @@ class TokenStream:
 
     unit = "BPC"  # bits per byte of UTF-8 text (token_bytes counts each token's bytes)
 
-    def __init__(self, tokens: np.ndarray, tokenizer, seq_len: int, batch_size: int, seed: int,
-                 val_fraction: float, eval_batch_size: int, eval_batches: int, name: str):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        tokenizer,
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+        val_fraction: float,
+        eval_batch_size: int,
+        eval_batches: int,
+        name: str,
+    ):
         n_val = int(len(tokens) * val_fraction)
-        self.train_tokens, self.val_tokens = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val:]
+        self.train_tokens, self.val_tokens = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
         for split, toks in (("train", self.train_tokens), ("validation", self.val_tokens)):
             if len(toks) < seq_len + 2:
                 raise DataError(f"{name}: {split} split has {len(toks)} tokens, fewer than seq_len+2={seq_len + 2}")
@@ -94,8 +117,9 @@ class TokenStream:
         n = self.eval_batches * self.eval_batch_size
         starts = np.linspace(0, hi, n).astype(np.int64)
         for i in range(self.eval_batches):
-            yield windows_at(self.val_tokens, starts[i * self.eval_batch_size:(i + 1) * self.eval_batch_size],
-                             self.seq_len)
+            yield windows_at(
+                self.val_tokens, starts[i * self.eval_batch_size : (i + 1) * self.eval_batch_size], self.seq_len
+            )
 
     def encode(self, text: str) -> np.ndarray:
         return self.tokenizer.encode(text)

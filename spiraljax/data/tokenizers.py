@@ -5,6 +5,7 @@ project trains and ships ranks for TinyShakespeare (``data/tinyshakespeare_bpe.t
 built by ``python -m spiraljax.data.tokenizers train-bpe``); a named tiktoken
 encoding (e.g. ``gpt2``) is used only if its file is already in the local cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,17 +47,21 @@ class BPETokenizer:
         path = Path(source)
         if path.suffix == ".tiktoken" or path.exists():
             if not path.is_file():
-                raise DataError(f"{path}: BPE ranks file not found (build it with "
-                                "`python -m spiraljax.data.tokenizers train-bpe`)")
+                raise DataError(
+                    f"{path}: BPE ranks file not found (build it with `python -m spiraljax.data.tokenizers train-bpe`)"
+                )
             ranks = load_ranks(path)
-            self.enc = tiktoken.Encoding(name=path.stem, pat_str=SPLIT_PATTERN,
-                                         mergeable_ranks=ranks, special_tokens={})
+            self.enc = tiktoken.Encoding(
+                name=path.stem, pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens={}
+            )
         else:
             try:
                 self.enc = tiktoken.get_encoding(source)
             except Exception as err:  # network download impossible offline
-                raise DataError(f"BPE encoding {source!r} is not cached locally and cannot be downloaded "
-                                f"({type(err).__name__}); use a .tiktoken ranks file instead") from None
+                raise DataError(
+                    f"BPE encoding {source!r} is not cached locally and cannot be downloaded "
+                    f"({type(err).__name__}); use a .tiktoken ranks file instead"
+                ) from None
         self.name = f"bpe:{self.enc.name}"
         self.vocab_size = self.enc.n_vocab
 

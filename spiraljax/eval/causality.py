@@ -16,6 +16,7 @@ test 2 — proving the test can fail.
 
 ``python evaluate.py RUN --suite causality [--opt quantity=R values=0.1,0.3,0.5,0.7,0.9 sequences=100]``
 """
+
 from __future__ import annotations
 
 import inspect
@@ -51,8 +52,8 @@ def token_dependence(logp: np.ndarray, mask: np.ndarray) -> float:
     sequences at each position, summed over the vocabulary and averaged over positions (``mask [S, T]``
     weights the sequences; a position with fewer than two sequences counts 0)."""
     w = mask[..., None].astype(np.float64)
-    n = np.sum(w, axis=0)                                       # [T, 1]
-    mean = np.sum(w * logp, axis=0) / np.maximum(n, 1.0)        # [T, V]
+    n = np.sum(w, axis=0)  # [T, 1]
+    mean = np.sum(w * logp, axis=0) / np.maximum(n, 1.0)  # [T, V]
     var = np.sum(w * (logp - mean) ** 2, axis=0) / np.maximum(n, 1.0)
     per_pos = np.where(n[:, 0] > 1, np.sum(var, axis=-1), 0.0)  # [T]
     return float(np.mean(per_pos))
@@ -77,8 +78,9 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
 
 
-def run_tests(model, variables, batches: list[dict], quantity: str, values: list[float], step: int = 0,
-              **model_kwargs) -> dict:
+def run_tests(
+    model, variables, batches: list[dict], quantity: str, values: list[float], step: int = 0, **model_kwargs
+) -> dict:
     """All three tests on ``batches``, the achieved value for every forced one and the quantity's share
     of the token dependence (held at its mean); returns numbers and pass/fail per test."""
     force_kw = f"force_{quantity}"
@@ -86,13 +88,20 @@ def run_tests(model, variables, batches: list[dict], quantity: str, values: list
     @jax.jit
     def forward(batch, force):
         kw = {force_kw: force} if force is not None else {}
-        logits, aux = model.apply(variables, batch["inputs"], train=False, step=step, **model_extras(batch), **kw,
-                                  **model_kwargs)
+        logits, aux = model.apply(
+            variables, batch["inputs"], train=False, step=step, **model_extras(batch), **kw, **model_kwargs
+        )
         nll = jnp.sum(token_nll(logits, batch["targets"]) * batch["mask"], axis=1) / jnp.maximum(
-            jnp.sum(batch["mask"], axis=1), 1.0)
+            jnp.sum(batch["mask"], axis=1), 1.0
+        )
         seen = aux.get(f"{quantity}_readout", aux[quantity])
-        return (logits, jnp.broadcast_to(aux[quantity], batch["inputs"].shape), entropy(logits), nll,
-                jnp.broadcast_to(seen, batch["inputs"].shape))
+        return (
+            logits,
+            jnp.broadcast_to(aux[quantity], batch["inputs"].shape),
+            entropy(logits),
+            nll,
+            jnp.broadcast_to(seen, batch["inputs"].shape),
+        )
 
     q_seq, q_all, ent_all, natural = [], [], [], []
     for batch in batches:
@@ -114,28 +123,39 @@ def run_tests(model, variables, batches: list[dict], quantity: str, values: list
             forced[v]["seen"].append(np.asarray(seen)[np.asarray(batch["mask"]) > 0])
     mask = np.concatenate([np.asarray(b["mask"]) for b in batches])
     natural_logp = _log_softmax(np.concatenate(natural))
-    share = {str(v): share_of_dependence(natural_logp, _log_softmax(np.concatenate(forced[v]["logits"])), mask)
-             for v in settings}
+    share = {
+        str(v): share_of_dependence(natural_logp, _log_softmax(np.concatenate(forced[v]["logits"])), mask)
+        for v in settings
+    }
     seen = {v: np.concatenate(forced[v]["seen"]) for v in settings}
-    deltas = [float(np.mean(np.abs(np.concatenate(forced[a]["logits"]) - np.concatenate(forced[b]["logits"]))))
-              for a, b in combinations(values, 2)]
+    deltas = [
+        float(np.mean(np.abs(np.concatenate(forced[a]["logits"]) - np.concatenate(forced[b]["logits"]))))
+        for a, b in combinations(values, 2)
+    ]
     nll_lo, nll_hi = np.concatenate(forced[values[0]]["nll"]), np.concatenate(forced[values[-1]]["nll"])
     t_p = float(stats.ttest_rel(nll_lo, nll_hi).pvalue) if np.any(nll_lo != nll_hi) else 1.0
     r, r_p = pearson(q_all, ent_all)
     out = {
         "variance": {"std_of_sequence_means": float(np.std(q_seq)), "mean": float(np.mean(q_seq))},
-        "intervention": {"values": values, "mean_abs_delta_logits": float(np.mean(deltas)),
-                         "nll_by_value": {str(v): float(np.mean(np.concatenate(forced[v]["nll"]))) for v in values},
-                         "achieved_by_value": {str(v): float(np.mean(seen[v])) for v in values},
-                         "max_abs_achieved_error": max(float(np.max(np.abs(seen[v] - v))) for v in values),
-                         "paired_t_p": t_p},
+        "intervention": {
+            "values": values,
+            "mean_abs_delta_logits": float(np.mean(deltas)),
+            "nll_by_value": {str(v): float(np.mean(np.concatenate(forced[v]["nll"]))) for v in values},
+            "achieved_by_value": {str(v): float(np.mean(seen[v])) for v in values},
+            "max_abs_achieved_error": max(float(np.max(np.abs(seen[v] - v))) for v in values),
+            "paired_t_p": t_p,
+        },
         "correlation": {"pearson_r": float(r), "p": float(r_p), "positions": int(len(q_all))},
-        "share": {"held_at": mean_q, "share": share[str(mean_q)],
-                  "by_forced_value": {str(v): share[str(v)] for v in values}},
+        "share": {
+            "held_at": mean_q,
+            "share": share[str(mean_q)],
+            "by_forced_value": {str(v): share[str(v)] for v in values},
+        },
     }
     out["variance"]["passed"] = out["variance"]["std_of_sequence_means"] > THRESHOLDS["variance_std"]
-    out["intervention"]["passed"] = (out["intervention"]["mean_abs_delta_logits"] > THRESHOLDS["delta_logits"]
-                                     and t_p < THRESHOLDS["t_test_p"])
+    out["intervention"]["passed"] = (
+        out["intervention"]["mean_abs_delta_logits"] > THRESHOLDS["delta_logits"] and t_p < THRESHOLDS["t_test_p"]
+    )
     out["correlation"]["passed"] = abs(r) > THRESHOLDS["abs_r"] and r_p < THRESHOLDS["r_p"]
     return out
 
@@ -145,25 +165,32 @@ def _format(title: str, res: dict, quantity: str) -> list[str]:
     v, i, c, s = res["variance"], res["intervention"], res["correlation"], res["share"]
     th = THRESHOLDS
     nll = ", ".join(f"{k} → {i['achieved_by_value'][k]:.3f}: {x:.3f}" for k, x in i["nll_by_value"].items())
-    return [f"{title}",
-            f"  1 variance      std of per-sequence means = {v['std_of_sequence_means']:.4f} "
-            f"(> {th['variance_std']})   {ok(v['passed'])}   [mean {v['mean']:.3f}]",
-            f"  2 intervention  mean |Δlogits| = {i['mean_abs_delta_logits']:.4f} (> {th['delta_logits']}), "
-            f"paired t-test p = {i['paired_t_p']:.2e} (< {th['t_test_p']})   {ok(i['passed'])}",
-            f"                  NLL by forced → achieved {quantity}: {nll}",
-            f"                  max |achieved − forced| = {i['max_abs_achieved_error']:.4f}",
-            f"  3 correlation   r(quantity, entropy) = {c['pearson_r']:+.4f} (|r| > {th['abs_r']}), p = {c['p']:.2e} "
-            f"(< {th['r_p']}) over {c['positions']} positions   {ok(c['passed'])}",
-            f"  {quantity} share      {s['share']:.3f} of the outputs' token dependence disappears with {quantity} "
-            f"held at its mean {s['held_at']:.3f}"]
+    return [
+        f"{title}",
+        f"  1 variance      std of per-sequence means = {v['std_of_sequence_means']:.4f} "
+        f"(> {th['variance_std']})   {ok(v['passed'])}   [mean {v['mean']:.3f}]",
+        f"  2 intervention  mean |Δlogits| = {i['mean_abs_delta_logits']:.4f} (> {th['delta_logits']}), "
+        f"paired t-test p = {i['paired_t_p']:.2e} (< {th['t_test_p']})   {ok(i['passed'])}",
+        f"                  NLL by forced → achieved {quantity}: {nll}",
+        f"                  max |achieved − forced| = {i['max_abs_achieved_error']:.4f}",
+        f"  3 correlation   r(quantity, entropy) = {c['pearson_r']:+.4f} (|r| > {th['abs_r']}), p = {c['p']:.2e} "
+        f"(< {th['r_p']}) over {c['positions']} positions   {ok(c['passed'])}",
+        f"  {quantity} share      {s['share']:.3f} of the outputs' token dependence disappears with {quantity} "
+        f"held at its mean {s['held_at']:.3f}",
+    ]
 
 
 # --opt: the quantity forced (K-SSM's order parameter R), the values it is forced to, sequences tested
-@register_suite("causality",
-                options={"quantity": Option(str, "R"), "values": Option(list[float], [0.1, 0.3, 0.5, 0.7, 0.9]),
-                         "sequences": Option(int, 100, minimum=1)},
-                fits=lambda ctx, options: accepts(ctx.model, f"force_{options['quantity']}"),
-                requires="a model that accepts force_<quantity> (--opt quantity=, default R)")
+@register_suite(
+    "causality",
+    options={
+        "quantity": Option(str, "R"),
+        "values": Option(list[float], [0.1, 0.3, 0.5, 0.7, 0.9]),
+        "sequences": Option(int, 100, minimum=1),
+    },
+    fits=lambda ctx, options: accepts(ctx.model, f"force_{options['quantity']}"),
+    requires="a model that accepts force_<quantity> (--opt quantity=, default R)",
+)
 def causality_suite(ctx: EvalContext, *, quantity: str, values: list[float], sequences: int) -> SuiteResult:
     if len(values) < 2:
         raise KeyError(f"--opt values={values}: needs at least two values to compare")
@@ -173,7 +200,7 @@ def causality_suite(ctx: EvalContext, *, quantity: str, values: list[float], seq
     model = ctx.model
     if not accepts(model, f"force_{quantity}"):
         raise KeyError(f"model family {ctx.cfg.model.family!r} does not accept force_{quantity}")
-    batches = validation_batches(ctx.dataset, n_sequences, repeat=True)   # the paired tests want the count
+    batches = validation_batches(ctx.dataset, n_sequences, repeat=True)  # the paired tests want the count
     main = run_tests(model, ctx.variables, batches, quantity, values, ctx.step)
     data = {"quantity": quantity, "model": main, "thresholds": THRESHOLDS}
     lines = _format(f"model (step {ctx.step}), quantity {quantity}:", main, quantity)

@@ -7,6 +7,7 @@ Per step (:class:`ContemplativePolicy`, inside the :class:`~spiraljax.eval.sampl
   have been emitted;
 * PAD is never emitted; temperature / top-k / top-p as in :func:`sample_token`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ def _decide(key, logits, silence_run, active, urgent, s: ContemplativeSettings):
 @dataclass(frozen=True)
 class ContemplativePolicy:
     """The contemplative rules as a sampler policy; flags = gated silences."""
+
     settings: ContemplativeSettings = ContemplativeSettings()
 
     @staticmethod
@@ -65,8 +67,9 @@ class ContemplativePolicy:
         urgent = resonance_label(field_charge(conditions)) == 1
         return jnp.zeros(b, jnp.int32), jnp.zeros(b, jnp.int32), urgent
 
-    def __call__(self, key: jax.Array, logits: jax.Array,
-                 state: ContemplativeState) -> tuple[jax.Array, jax.Array, ContemplativeState]:
+    def __call__(
+        self, key: jax.Array, logits: jax.Array, state: ContemplativeState
+    ) -> tuple[jax.Array, jax.Array, ContemplativeState]:
         run, active, urgent = state
         token, gated = _decide(key, logits, run, active, urgent, self.settings)
         silent = jnp.isin(token, jnp.asarray(glyphs.SILENCE_IDS))
@@ -79,9 +82,18 @@ def contemplative_sampler(model, seq_len: int, settings: ContemplativeSettings =
     return Sampler(model, ContemplativePolicy(settings), seq_len)
 
 
-def contemplative_generate(model, variables, conditions: np.ndarray, n_new: int, key: jax.Array, seq_len: int,
-                           settings: ContemplativeSettings = ContemplativeSettings(), prompt: np.ndarray | None = None,
-                           step: int = 0, sampler: Sampler | None = None):
+def contemplative_generate(
+    model,
+    variables,
+    conditions: np.ndarray,
+    n_new: int,
+    key: jax.Array,
+    seq_len: int,
+    settings: ContemplativeSettings = ContemplativeSettings(),
+    prompt: np.ndarray | None = None,
+    step: int = 0,
+    sampler: Sampler | None = None,
+):
     """Generate ``n_new`` glyphs per conditions row. Returns ``(ids [B, P + n_new], gated [B, n_new])``.
     ``sampler``: one from :func:`contemplative_sampler` for this model, seq_len and settings, reused
     across calls; default: a new one."""

@@ -18,6 +18,7 @@ Options: ``items`` (stored random contexts, default 2000), ``seeds`` (dream seed
   beside the count n-gram model, split into contexts seen and unseen in training; the general mode also
   with recency 0.5 and 1).
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -36,7 +37,7 @@ from spiraljax.ops.constants import PHI
 
 POSITIONS = ("first", "middle", "last")
 GENERATION_SEED_OFFSET = 1  # generation samples with jax.random.key(seed + 1); the dreams use seed, seed + 1, ...
-RECENCY_VARIANTS = (0.5, 1.0)     # position weights φ^(−r·(n−1−i)) also reported on TinyShakespeare
+RECENCY_VARIANTS = (0.5, 1.0)  # position weights φ^(−r·(n−1−i)) also reported on TinyShakespeare
 _learn = jax.jit(H.learn, static_argnums=3)
 _retrieve = jax.jit(H.retrieve, static_argnums=2)
 _similarity_read = jax.jit(H.similarity_read, static_argnums=(2, 3, 4))
@@ -46,8 +47,10 @@ _best_scores = jax.jit(H.best_scores, static_argnums=2)
 def _cfg(ctx: EvalContext, mode: str, **updates) -> H.HolographicConfig:
     base = ctx.cfg.model
     if base.family != "holographic":
-        raise ConfigError("the holographic suite needs a config with model.family: holographic "
-                          "(e.g. --config configs/holographic.yaml)")
+        raise ConfigError(
+            "the holographic suite needs a config with model.family: holographic "
+            "(e.g. --config configs/holographic.yaml)"
+        )
     return base.model_copy(update={"mode": mode, **updates})
 
 
@@ -57,8 +60,12 @@ def _registry_size(n_items: int) -> int:
 
 
 def _predict(state, contexts: np.ndarray, capacity: int, chunk: int = 2048) -> np.ndarray:
-    return np.concatenate([np.asarray(_retrieve(state, jnp.asarray(contexts[i:i + chunk]), capacity)[0])
-                           for i in range(0, len(contexts), chunk)])
+    return np.concatenate(
+        [
+            np.asarray(_retrieve(state, jnp.asarray(contexts[i : i + chunk]), capacity)[0])
+            for i in range(0, len(contexts), chunk)
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- tasks and baselines
@@ -81,7 +88,7 @@ def ngram_fit(contexts: np.ndarray, targets: np.ndarray) -> list[dict]:
     tables = [defaultdict(Counter) for _ in range(n + 1)]
     for c, t in zip(contexts.tolist(), targets.tolist()):
         for k in range(n + 1):
-            tables[k][tuple(c[n - k:])][t] += 1
+            tables[k][tuple(c[n - k :])][t] += 1
     return tables
 
 
@@ -91,7 +98,7 @@ def ngram_predict(tables: list[dict], contexts: np.ndarray) -> np.ndarray:
     preds = []
     for c in contexts.tolist():
         for k in range(n, -1, -1):
-            key = tuple(c[n - k:])
+            key = tuple(c[n - k :])
             if key in tables[k]:
                 preds.append(tables[k][key].most_common(1)[0][0])
                 break
@@ -133,20 +140,25 @@ def generalisation(ctx: EvalContext, rng: np.random.Generator, n_items: int, n_q
     rows, queries, pos = substitution_task(rng, contexts, n_queries, v)
     answer = targets[rows]
     state = _learn(H.init(cfg), jnp.asarray(contexts), jnp.asarray(targets), cap)
-    backoff = _learn(H.init(_cfg(ctx, "backoff", episodes=cfg.episodes)), jnp.asarray(contexts),
-                     jnp.asarray(targets), cap)
+    backoff = _learn(
+        H.init(_cfg(ctx, "backoff", episodes=cfg.episodes)), jnp.asarray(contexts), jnp.asarray(targets), cap
+    )
     plain = np.asarray(_similarity_read(state, jnp.asarray(queries), cap, H.NEIGHBOURS, 1.0)[0]).argmax(-1)
-    preds = {"similarity (ours)": _predict(state, queries, cap),
-             "similarity, recency 1": _predict(with_recency(state, 1.0), queries, cap),
-             "lookup table": lookup_table(contexts, targets, queries),
-             "count n-gram back-off": ngram_predict(ngram_fit(contexts, targets), queries),
-             "prefix/suffix back-off store": _predict(backoff, queries, cap),
-             "nearest by shared positions (Hamming)": hamming_nearest(contexts, targets, queries),
-             "nearest by product Frobenius": product_nearest(state["embed"], contexts, targets, queries),
-             "phase kernel without φ⁴": plain}
+    preds = {
+        "similarity (ours)": _predict(state, queries, cap),
+        "similarity, recency 1": _predict(with_recency(state, 1.0), queries, cap),
+        "lookup table": lookup_table(contexts, targets, queries),
+        "count n-gram back-off": ngram_predict(ngram_fit(contexts, targets), queries),
+        "prefix/suffix back-off store": _predict(backoff, queries, cap),
+        "nearest by shared positions (Hamming)": hamming_nearest(contexts, targets, queries),
+        "nearest by product Frobenius": product_nearest(state["embed"], contexts, targets, queries),
+        "phase kernel without φ⁴": plain,
+    }
     names = POSITIONS if cfg.context_len == 3 else tuple(f"position {i}" for i in range(cfg.context_len))
-    by_method = {m: {names[i]: float(np.mean(p[pos == i] == answer[pos == i])) for i in range(cfg.context_len)}
-                 for m, p in preds.items()}
+    by_method = {
+        m: {names[i]: float(np.mean(p[pos == i] == answer[pos == i])) for i in range(cfg.context_len)}
+        for m, p in preds.items()
+    }
     return {"items": n_items, "queries": n_queries, "chance": 1.0 / v, "accuracy": by_method}
 
 
@@ -184,14 +196,21 @@ def dream_trial(cfg: H.HolographicConfig, n_items: int, seed: int, keep_states: 
     nrem, _ = H.dream(state, key, rem=False)
     noop, _ = H.noop_dream(state, key)
     rem_delta = np.abs(_scores(dreamt, contexts, cap) - _scores(nrem, contexts, cap))
-    return {"pre": recall(state), "post": recall(dreamt), "nrem_only": recall(nrem), "noop": recall(noop),
-            "iterations": int(stats["iterations"]), "stability_before": float(stats["stability_before"]),
-            "stability_after": float(stats["stability"]), "relabelled": int(stats["relabelled"]),
-            "rem_lanes_accepted": int(stats["rem_lanes_accepted"]),
-            "rebind_violations": int(stats["rebind_violations"]),
-            "rem_max_read_change": float(rem_delta.max()),
-            "rem_changed_answers": int(np.sum(_predict(dreamt, contexts, cap) != _predict(nrem, contexts, cap))),
-            **({"states": {"store": state, "dream": dreamt, "nrem": nrem, "noop": noop}} if keep_states else {})}
+    return {
+        "pre": recall(state),
+        "post": recall(dreamt),
+        "nrem_only": recall(nrem),
+        "noop": recall(noop),
+        "iterations": int(stats["iterations"]),
+        "stability_before": float(stats["stability_before"]),
+        "stability_after": float(stats["stability"]),
+        "relabelled": int(stats["relabelled"]),
+        "rem_lanes_accepted": int(stats["rem_lanes_accepted"]),
+        "rebind_violations": int(stats["rebind_violations"]),
+        "rem_max_read_change": float(rem_delta.max()),
+        "rem_changed_answers": int(np.sum(_predict(dreamt, contexts, cap) != _predict(nrem, contexts, cap))),
+        **({"states": {"store": state, "dream": dreamt, "nrem": nrem, "noop": noop}} if keep_states else {}),
+    }
 
 
 def _mean_sd(xs: list[float]) -> dict:
@@ -214,7 +233,7 @@ def shakespeare_ngrams(ctx: EvalContext, cfg: H.HolographicConfig, n_train: int,
     text = np.frombuffer(read_corpus("data/tinyshakespeare.txt").encode(), np.uint8).astype(np.int32)
     split = int(len(text) * 0.9)
     k = cfg.context_len
-    train, val = text[: min(split, n_train + k)], text[split: split + n_test + k]
+    train, val = text[: min(split, n_train + k)], text[split : split + n_test + k]
     windows = lambda x: np.lib.stride_tricks.sliding_window_view(x, k + 1)  # noqa: E731
     tr, te = windows(train), windows(val)
     seen = {tuple(c) for c in tr[:, :k].tolist()}
@@ -224,21 +243,28 @@ def shakespeare_ngrams(ctx: EvalContext, cfg: H.HolographicConfig, n_train: int,
         mcfg = cfg.model_copy(update={"mode": mode, "vocab_size": 256})
         state = H.init(mcfg)
         for i in range(0, len(tr), 8192):
-            state = _learn(state, jnp.asarray(tr[i:i + 8192, :k]), jnp.asarray(tr[i:i + 8192, k]), mcfg.capacity)
+            state = _learn(state, jnp.asarray(tr[i : i + 8192, :k]), jnp.asarray(tr[i : i + 8192, k]), mcfg.capacity)
         preds[f"holographic_{mode}"] = _predict(state, te[:, :k], mcfg.capacity)
         if mode == "general":
             registry_full = int(state["ep_count"]) >= mcfg.episodes
-            for r in RECENCY_VARIANTS:      # only unseen contexts read the similarity: the rest is shared
+            for r in RECENCY_VARIANTS:  # only unseen contexts read the similarity: the rest is shared
                 p = preds["holographic_general"].copy()
                 if unseen.any():
                     p[unseen] = _predict(with_recency(state, r), te[unseen, :k], mcfg.capacity)
                 preds[f"holographic_general_recency_{r:g}"] = p
     preds["ngram_count_backoff"] = ngram_baseline(train, te[:, :k], k)
     out = {name: float(np.mean(p == te[:, k])) for name, p in preds.items()}
-    out["unseen_contexts"] = {name: float(np.mean(p[unseen] == te[unseen, k])) if unseen.any() else None
-                              for name, p in preds.items()}
-    out.update(train_positions=int(len(tr)), test_positions=int(len(te)), context=k, recency=cfg.recency,
-               unseen_share=float(unseen.mean()), registry_full=registry_full)
+    out["unseen_contexts"] = {
+        name: float(np.mean(p[unseen] == te[unseen, k])) if unseen.any() else None for name, p in preds.items()
+    }
+    out.update(
+        train_positions=int(len(tr)),
+        test_positions=int(len(te)),
+        context=k,
+        recency=cfg.recency,
+        unseen_share=float(unseen.mean()),
+        registry_full=registry_full,
+    )
     return out
 
 
@@ -247,11 +273,13 @@ def _text(res: dict, n_items: int, cfg: H.HolographicConfig) -> str:
     ok = lambda b: "MET" if b else "NOT MET"  # noqa: E731
     tm, g = res["targets_met"], res["generalisation"]
     pos = list(next(iter(g["accuracy"].values())))
-    lines = [f"exact recall ({n_items} random {cfg.context_len}-token contexts, vocab {cfg.vocab_size}): "
-             f"{res['exact_recall']:.3f}",
-             f"generalisation: {g['queries']} queries = a stored context with one token replaced "
-             f"(accuracy by changed position; chance {g['chance']:.3f})",
-             f"  {'method':40s}" + "".join(f"{p:>9s}" for p in pos)]
+    lines = [
+        f"exact recall ({n_items} random {cfg.context_len}-token contexts, vocab {cfg.vocab_size}): "
+        f"{res['exact_recall']:.3f}",
+        f"generalisation: {g['queries']} queries = a stored context with one token replaced "
+        f"(accuracy by changed position; chance {g['chance']:.3f})",
+        f"  {'method':40s}" + "".join(f"{p:>9s}" for p in pos),
+    ]
     lines += [f"  {m:40s}" + "".join(f"{a[p]:9.3f}" for p in pos) for m, a in g["accuracy"].items()]
     for name, met in tm.items():
         if name.startswith("generalisation") or name.startswith("similarity"):
@@ -259,15 +287,19 @@ def _text(res: dict, n_items: int, cfg: H.HolographicConfig) -> str:
     for regime, d in res["dream"].items():
         s = d["summary"]
         f = lambda k: plus_minus(s[k]["mean"], s[k]["sd"])  # noqa: E731
-        lines.append(f"dream, {regime} store ({d['items']} items, {d['capacity']} slots, seeds {d['seeds']}): "
-                     f"pre {f('pre')} → dream {f('post')}; non-REM only {f('nrem_only')}; no-op dream "
-                     f"{f('noop')}; post/pre {f('ratio')}")
+        lines.append(
+            f"dream, {regime} store ({d['items']} items, {d['capacity']} slots, seeds {d['seeds']}): "
+            f"pre {f('pre')} → dream {f('post')}; non-REM only {f('nrem_only')}; no-op dream "
+            f"{f('noop')}; post/pre {f('ratio')}"
+        )
         for t, seed in zip(d["per_seed"], d["seeds"]):
-            lines.append(f"  seed {seed}: pre {t['pre']:.3f} post {t['post']:.3f} non-REM only {t['nrem_only']:.3f} "
-                         f"no-op {t['noop']:.3f} | {t['iterations']} iterations, stability {t['stability_before']:.3f}"
-                         f" → {t['stability_after']:.3f}, relabelled {t['relabelled']}, REM lanes kept "
-                         f"{t['rem_lanes_accepted']}, REM changed {t['rem_changed_answers']} answers "
-                         f"(max |Δ read| {t['rem_max_read_change']:.3f})")
+            lines.append(
+                f"  seed {seed}: pre {t['pre']:.3f} post {t['post']:.3f} non-REM only {t['nrem_only']:.3f} "
+                f"no-op {t['noop']:.3f} | {t['iterations']} iterations, stability {t['stability_before']:.3f}"
+                f" → {t['stability_after']:.3f}, relabelled {t['relabelled']}, REM lanes kept "
+                f"{t['rem_lanes_accepted']}, REM changed {t['rem_changed_answers']} answers "
+                f"(max |Δ read| {t['rem_max_read_change']:.3f})"
+            )
     for name, met in tm.items():
         if name.startswith("dream") or name.startswith("REM") or name.startswith("post-dream"):
             lines.append(f"  target: {name}: {ok(met)}")
@@ -275,31 +307,50 @@ def _text(res: dict, n_items: int, cfg: H.HolographicConfig) -> str:
     u = s["unseen_contexts"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     recency = [name for name in u if name.startswith("holographic_general_recency_")]
-    lines += [f"paradox (two targets per context): both retrievable {res['paradox_both_retrievable']:.3f}",
-              f"generation: {res['generation']['distinct_tokens']} distinct tokens, distinct-trigram ratio "
-              f"{res['generation']['distinct_trigram_ratio']:.3f}",
-              f"TinyShakespeare next char from {s['context']} chars ({s['train_positions']} train / "
-              f"{s['test_positions']} test positions): holographic exact {s['holographic_exact']:.3f}, general "
-              f"(recency {s['recency']:g}) {s['holographic_general']:.3f}, backoff {s['holographic_backoff']:.3f}, "
-              f"count n-gram back-off {s['ngram_count_backoff']:.3f}; general with recency "
-              + ", ".join(f"{name.rsplit('_', 1)[1]}: {s[name]:.3f}" for name in recency),
-              f"  on the {s['unseen_share']:.1%} of test contexts unseen in training: exact "
-              f"{fmt(u['holographic_exact'])}, general {fmt(u['holographic_general'])}, backoff "
-              f"{fmt(u['holographic_backoff'])}, count n-gram back-off {fmt(u['ngram_count_backoff'])}; general "
-              "with recency " + ", ".join(f"{name.rsplit('_', 1)[1]}: {fmt(u[name])}" for name in recency)
-              + ("  (registry full!)" if s["registry_full"] else "")]
+    lines += [
+        f"paradox (two targets per context): both retrievable {res['paradox_both_retrievable']:.3f}",
+        f"generation: {res['generation']['distinct_tokens']} distinct tokens, distinct-trigram ratio "
+        f"{res['generation']['distinct_trigram_ratio']:.3f}",
+        f"TinyShakespeare next char from {s['context']} chars ({s['train_positions']} train / "
+        f"{s['test_positions']} test positions): holographic exact {s['holographic_exact']:.3f}, general "
+        f"(recency {s['recency']:g}) {s['holographic_general']:.3f}, backoff {s['holographic_backoff']:.3f}, "
+        f"count n-gram back-off {s['ngram_count_backoff']:.3f}; general with recency "
+        + ", ".join(f"{name.rsplit('_', 1)[1]}: {s[name]:.3f}" for name in recency),
+        f"  on the {s['unseen_share']:.1%} of test contexts unseen in training: exact "
+        f"{fmt(u['holographic_exact'])}, general {fmt(u['holographic_general'])}, backoff "
+        f"{fmt(u['holographic_backoff'])}, count n-gram back-off {fmt(u['ngram_count_backoff'])}; general "
+        "with recency "
+        + ", ".join(f"{name.rsplit('_', 1)[1]}: {fmt(u[name])}" for name in recency)
+        + ("  (registry full!)" if s["registry_full"] else ""),
+    ]
     return "\n".join(lines)
 
 
 # --opt (module docstring): stored contexts, dream seeds, bindings per slot of the overloaded store,
 # generation temperature, TinyShakespeare train / test positions
-@register_suite("holographic", needs_run=False, families=("holographic",),
-                options={"items": Option(int, 2000, minimum=1), "temperature": Option(float, 0.5),
-                         "train_positions": Option(int, 200_000, minimum=1),
-                         "test_positions": Option(int, 20_000, minimum=1),
-                         "seeds": Option(int, 3, minimum=1), "overload": Option(int, 4, minimum=1)})
-def holographic_suite(ctx: EvalContext, *, items: int, seeds: int, overload: int, temperature: float,
-                      train_positions: int, test_positions: int) -> SuiteResult:
+@register_suite(
+    "holographic",
+    needs_run=False,
+    families=("holographic",),
+    options={
+        "items": Option(int, 2000, minimum=1),
+        "temperature": Option(float, 0.5),
+        "train_positions": Option(int, 200_000, minimum=1),
+        "test_positions": Option(int, 20_000, minimum=1),
+        "seeds": Option(int, 3, minimum=1),
+        "overload": Option(int, 4, minimum=1),
+    },
+)
+def holographic_suite(
+    ctx: EvalContext,
+    *,
+    items: int,
+    seeds: int,
+    overload: int,
+    temperature: float,
+    train_positions: int,
+    test_positions: int,
+) -> SuiteResult:
     rng = np.random.default_rng(ctx.seed)
     n_items, n_seeds = items, seeds
     cfg = _cfg(ctx, "general", episodes=_registry_size(n_items))
@@ -324,10 +375,12 @@ def holographic_suite(ctx: EvalContext, *, items: int, seeds: int, overload: int
     # generation diversity on the learned random contexts
     key = jax.random.key(ctx.seed + GENERATION_SEED_OFFSET)
     out = np.asarray(H.generate(state, jnp.asarray(contexts[:64]), 16, key, cap, temperature=temperature))
-    out = out[:, cfg.context_len:]
-    trigrams = [tuple(r[i:i + 3]) for r in out for i in range(len(r) - 2)]
-    res["generation"] = {"distinct_tokens": int(len(set(out.ravel().tolist()))),
-                         "distinct_trigram_ratio": len(set(trigrams)) / max(len(trigrams), 1)}
+    out = out[:, cfg.context_len :]
+    trigrams = [tuple(r[i : i + 3]) for r in out for i in range(len(r) - 2)]
+    res["generation"] = {
+        "distinct_tokens": int(len(set(out.ravel().tolist()))),
+        "distinct_trigram_ratio": len(set(trigrams)) / max(len(trigrams), 1),
+    }
     res["shakespeare"] = shakespeare_ngrams(ctx, _cfg(ctx, "general"), train_positions, test_positions)
     acc = res["generalisation"]["accuracy"]
     ours = acc["similarity (ours)"]
@@ -336,11 +389,15 @@ def holographic_suite(ctx: EvalContext, *, items: int, seeds: int, overload: int
     normal, over = res["dream"]["normal"]["per_seed"], res["dream"]["overloaded"]["per_seed"]
     res["targets_met"] = {
         "generalisation > 0.5 at every changed position (similarity)": min(ours.values()) > 0.5,
-        "similarity beats lookup table, n-gram and back-off store on middle changes":
-            all(ours[mid] > acc[o][mid] for o in others),
-        "post-dream ≥ 0.95 × pre-dream on the normal store (every seed)":
-            all(t["post"] >= 0.95 * t["pre"] for t in normal),
+        "similarity beats lookup table, n-gram and back-off store on middle changes": all(
+            ours[mid] > acc[o][mid] for o in others
+        ),
+        "post-dream ≥ 0.95 × pre-dream on the normal store (every seed)": all(
+            t["post"] >= 0.95 * t["pre"] for t in normal
+        ),
         "dream beats the no-op dream on the overloaded store (every seed)": all(t["post"] > t["noop"] for t in over),
-        "REM changes what retrieval reads (overloaded store, every seed)":
-            all(t["rem_max_read_change"] > 0 for t in over)}
+        "REM changes what retrieval reads (overloaded store, every seed)": all(
+            t["rem_max_read_change"] > 0 for t in over
+        ),
+    }
     return SuiteResult(res, _text(res, n_items, cfg), all(res["targets_met"].values()))

@@ -25,6 +25,7 @@ d. **Long-range recall** (:mod:`spiraljax.eval.long_probe`): ``probe_rows`` rows
 BPC = Σ NLL / (ln 2 · bytes). Plots (``plots=true``) go to ``RUN/plots/long_context_*.png``. Cost with
 the defaults on the 2-core CPU machine: docs/results/long_context.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,13 +42,20 @@ from spiraljax.eval import long_probe
 from spiraljax.eval.suites import EvalContext, Option, SuiteResult, get_suite, register_suite
 from spiraljax.losses import token_nll
 
-OPTIONS = {"docs": Option(int, 4, minimum=1), "doc_bytes": Option(int, 32768, minimum=1),
-           "buckets": Option(list[int], [0, 256, 1024, 4096, 16384]),
-           "lengths": Option(list[int], [512, 1024, 2048, 4096, 8192]), "extrap_docs": Option(int, 1, minimum=1),
-           "extrap_bytes": Option(int, 16384), "probe_rows": Option(int, 16, minimum=0),
-           "pairs": Option(int, 2, minimum=1), "distances": Option(list[int], [1, 2, 4, 8]),
-           "batch": Option(int, 8, minimum=1), "plots": Option(bool, True)}
-ATTENTION_FAMILIES = ("transformer", "spiralformer")   # families with a key/value cache and a window length
+OPTIONS = {
+    "docs": Option(int, 4, minimum=1),
+    "doc_bytes": Option(int, 32768, minimum=1),
+    "buckets": Option(list[int], [0, 256, 1024, 4096, 16384]),
+    "lengths": Option(list[int], [512, 1024, 2048, 4096, 8192]),
+    "extrap_docs": Option(int, 1, minimum=1),
+    "extrap_bytes": Option(int, 16384),
+    "probe_rows": Option(int, 16, minimum=0),
+    "pairs": Option(int, 2, minimum=1),
+    "distances": Option(list[int], [1, 2, 4, 8]),
+    "batch": Option(int, 8, minimum=1),
+    "plots": Option(bool, True),
+}
+ATTENTION_FAMILIES = ("transformer", "spiralformer")  # families with a key/value cache and a window length
 LN2 = math.log(2.0)
 
 
@@ -85,9 +93,11 @@ def bpc(total: float, tokens: int) -> float | None:
 def position_table(nll: np.ndarray, mask: np.ndarray, edges) -> dict[str, Any]:
     """``{"all": BPC, "buckets": {label: BPC}, "tokens": {label: n}}`` of one reading."""
     sums = bucket_sums(nll, mask, edges)
-    return {"all": bpc(float(np.sum(nll * mask)), int(np.sum(mask))),
-            "buckets": {bucket_label(lo, hi): bpc(s, n) for (lo, hi), (s, n) in zip(edges, sums)},
-            "tokens": {bucket_label(lo, hi): n for (lo, hi), (_, n) in zip(edges, sums)}}
+    return {
+        "all": bpc(float(np.sum(nll * mask)), int(np.sum(mask))),
+        "buckets": {bucket_label(lo, hi): bpc(s, n) for (lo, hi), (s, n) in zip(edges, sums)},
+        "tokens": {bucket_label(lo, hi): n for (lo, hi), (_, n) in zip(edges, sums)},
+    }
 
 
 # ----------------------------------------------------------------------------- reading documents
@@ -119,7 +129,7 @@ class Reader:
         rows, n = tokens.shape[0], tokens.shape[1] - 1
         k = -(-n // window)
         pad = np.zeros((rows, k * window + 1), np.int32)
-        pad[:, :n + 1] = tokens
+        pad[:, : n + 1] = tokens
         return pad[:, :-1].reshape(rows, k, window), pad[:, 1:].reshape(rows, k, window), n
 
     def carried(self, tokens: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,8 +146,9 @@ class Reader:
             pred.append(np.asarray(b))
         return np.concatenate(nll, 1)[:, :n], np.concatenate(pred, 1)[:, :n]
 
-    def alone(self, tokens: np.ndarray, window: int, batch: int = 8,
-              only: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def alone(
+        self, tokens: np.ndarray, window: int, batch: int = 8, only: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every window read alone (the state reset every window), ``batch`` windows per call;
         ``only``: read just those window indices (the others stay NLL 0, prediction −1)."""
         inputs, targets, n = self.windows(tokens, window)
@@ -146,8 +157,8 @@ class Reader:
         nll = np.zeros((rows, k, window), np.float32)
         pred = np.full((rows, k, window), -1, np.int32)
         for lo in range(0, len(picked), batch):
-            part = picked[lo:lo + batch]
-            idx = part + [part[-1]] * (batch - len(part))      # a full batch: one compiled shape
+            part = picked[lo : lo + batch]
+            idx = part + [part[-1]] * (batch - len(part))  # a full batch: one compiled shape
             x = np.stack([inputs[r, j] for r, j in idx])
             y = np.stack([targets[r, j] for r, j in idx])
             a, b = self._alone(self.variables, x, y, self.step)
@@ -169,8 +180,10 @@ def long_documents(dataset, n_docs: int, n_bytes: int, shrink: bool = False) -> 
         n_bytes = min(len(d) for d, _ in picked)
     if not picked or n_bytes < 2:
         longest = max((len(d) for d in docs), default=0)
-        raise SuiteError(f"--opt doc_bytes={n_bytes}: no validation document is that long (the longest has "
-                         f"{longest} bytes); lower doc_bytes")
+        raise SuiteError(
+            f"--opt doc_bytes={n_bytes}: no validation document is that long (the longest has "
+            f"{longest} bytes); lower doc_bytes"
+        )
     tokens = np.stack([np.asarray(d[:n_bytes], np.int32) for d, _ in picked])
     return tokens, [n for _, n in picked]
 
@@ -191,40 +204,56 @@ def by_position(reader: Reader, tokens: np.ndarray, window: int, edges, batch: i
     carried, _ = reader.carried(tokens, window)
     reset = carried if not reader.stateful else reader.alone(tokens, window, batch)[0]
     c, r = position_table(carried, mask, edges), position_table(reset, mask, edges)
-    buckets = {label: {"carried": c["buckets"][label], "reset": r["buckets"][label],
-                       "gap": None if c["buckets"][label] is None else c["buckets"][label] - r["buckets"][label],
-                       "tokens": c["tokens"][label], "lo": lo, "hi": hi}
-               for (lo, hi), label in zip(edges, c["buckets"])}
+    buckets = {
+        label: {
+            "carried": c["buckets"][label],
+            "reset": r["buckets"][label],
+            "gap": None if c["buckets"][label] is None else c["buckets"][label] - r["buckets"][label],
+            "tokens": c["tokens"][label],
+            "lo": lo,
+            "hi": hi,
+        }
+        for (lo, hi), label in zip(edges, c["buckets"])
+    }
     overall = {"carried": c["all"], "reset": r["all"], "gap": c["all"] - r["all"], "tokens": int(mask.sum())}
     return {"buckets": buckets, "all": overall}, {"carried": carried, "reset": reset}
 
 
-def extrapolation(ctx: EvalContext, tokens: np.ndarray, lengths: list[int], edges, batch: int,
-                  trained: dict[str, np.ndarray]) -> dict[str, Any]:
+def extrapolation(
+    ctx: EvalContext, tokens: np.ndarray, lengths: list[int], edges, batch: int, trained: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """c: BPC per evaluation length with the cache carried and without it (``tokens`` already cut)."""
     cfg = ctx.cfg.model
     n_bytes = tokens.shape[1]
     mask = np.ones((tokens.shape[0], n_bytes - 1), np.float32)
-    out: dict[str, Any] = {"lengths": [], "skipped": {}, "by_length": {}, "cache_len": cfg.cache_length,
-                           "trained_length": cfg.seq_len}
+    out: dict[str, Any] = {
+        "lengths": [],
+        "skipped": {},
+        "by_length": {},
+        "cache_len": cfg.cache_length,
+        "trained_length": cfg.seq_len,
+    }
     for length in lengths:
         if length >= n_bytes:
             out["skipped"][str(length)] = f"not shorter than extrap_bytes={n_bytes}"
             continue
-        if length == cfg.seq_len:   # the bucket reading already holds these bytes (causal: same NLLs)
-            carried, reset = (trained[k][:tokens.shape[0], :n_bytes - 1] for k in ("carried", "reset"))
+        if length == cfg.seq_len:  # the bucket reading already holds these bytes (causal: same NLLs)
+            carried, reset = (trained[k][: tokens.shape[0], : n_bytes - 1] for k in ("carried", "reset"))
         else:
             reader = Reader(model_at_length(cfg, length), ctx.variables, ctx.step)
             carried = reader.carried(tokens, length)[0]
             reset = reader.alone(tokens, length, max(1, batch * cfg.seq_len // length))[0]
         out["lengths"].append(length)
-        out["by_length"][str(length)] = {"carried": position_table(carried, mask, edges),
-                                         "reset": position_table(reset, mask, edges)}
+        out["by_length"][str(length)] = {
+            "carried": position_table(carried, mask, edges),
+            "reset": position_table(reset, mask, edges),
+        }
     return out
 
 
-def recall(reader: Reader, dataset, window: int, rows: int, pairs: int, distances: list[int], seed: int,
-           batch: int) -> dict[str, Any]:
+def recall(
+    reader: Reader, dataset, window: int, rows: int, pairs: int, distances: list[int], seed: int, batch: int
+) -> dict[str, Any]:
     """d: accuracy on the probe's value bytes per distance, carried and reset, beside chance and guess."""
     lines = long_probe.code_lines(dataset.documents("val"))
     try:
@@ -235,10 +264,24 @@ def recall(reader: Reader, dataset, window: int, rows: int, pairs: int, distance
     _, carried = reader.carried(tokens, window)
     reset = carried if not reader.stateful else reader.alone(tokens, window, batch, only=sorted(set(distances)))[1]
     c, r, ref = long_probe.score(probe, carried), long_probe.score(probe, reset), long_probe.levels(probe)
-    by = {str(d): {"carried": {k: c[d][k] for k in ("first", "all")}, "reset": {k: r[d][k] for k in ("first", "all")},
-                   "queries": c[d]["queries"], **ref[d]} for d in sorted(c)}
-    return {"distances": sorted(c), "rows": rows, "pairs": pairs, "by_distance": by,
-            "key_len": long_probe.KEY_LEN, "value_len": long_probe.VALUE_LEN, "alphabet": len(long_probe.ALPHABET)}
+    by = {
+        str(d): {
+            "carried": {k: c[d][k] for k in ("first", "all")},
+            "reset": {k: r[d][k] for k in ("first", "all")},
+            "queries": c[d]["queries"],
+            **ref[d],
+        }
+        for d in sorted(c)
+    }
+    return {
+        "distances": sorted(c),
+        "rows": rows,
+        "pairs": pairs,
+        "by_distance": by,
+        "key_len": long_probe.KEY_LEN,
+        "value_len": long_probe.VALUE_LEN,
+        "alphabet": len(long_probe.ALPHABET),
+    }
 
 
 # ----------------------------------------------------------------------------- text and plots
@@ -248,42 +291,55 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
 
 def describe(data: dict[str, Any]) -> str:
     pos = data["position"]
-    lines = [f"BPC by position in the document ({len(data['docs'])} validation documents, first {data['doc_bytes']} "
-             f"bytes each; windows of {data['window']}; carried = state carried, reset = every window alone)"]
+    lines = [
+        f"BPC by position in the document ({len(data['docs'])} validation documents, first {data['doc_bytes']} "
+        f"bytes each; windows of {data['window']}; carried = state carried, reset = every window alone)"
+    ]
     if not data["stateful"]:
         lines.append(f"  {data['family']} carries no state: carried = reset = the plain model")
     lines.append(f"  {'bucket':<9} {'tokens':>7} {'carried':>8} {'reset':>8} {'carried-reset':>14}")
     for label, b in [*pos["buckets"].items(), ("all", pos["all"])]:
-        lines.append(f"  {label:<9} {b['tokens']:>7} {_f(b['carried']):>8} {_f(b['reset']):>8} "
-                     f"{_f(b['gap'], '+.3f'):>14}")
+        lines.append(
+            f"  {label:<9} {b['tokens']:>7} {_f(b['carried']):>8} {_f(b['reset']):>8} {_f(b['gap'], '+.3f'):>14}"
+        )
     ex = data["extrapolation"]
     if "by_length" in ex:
         first = ex["by_length"][str(ex["lengths"][0])]["carried"]["tokens"] if ex["lengths"] else {}
-        late = [label for label, n in first.items() if n][-2:]     # the two last buckets the text reaches
-        lines.append(f"length extrapolation ({len(data['extrap_docs'])} document(s), first {ex['bytes']} bytes; "
-                     f"trained at T={ex['trained_length']}; cache = {ex['cache_len']} keys per layer carried)")
-        lines.append(f"  {'length':>6} {'cache':>8} {'no cache':>8}   "
-                     + "   ".join(f"{lb + ' cache/no':>20}" for lb in late))
+        late = [label for label, n in first.items() if n][-2:]  # the two last buckets the text reaches
+        lines.append(
+            f"length extrapolation ({len(data['extrap_docs'])} document(s), first {ex['bytes']} bytes; "
+            f"trained at T={ex['trained_length']}; cache = {ex['cache_len']} keys per layer carried)"
+        )
+        lines.append(
+            f"  {'length':>6} {'cache':>8} {'no cache':>8}   " + "   ".join(f"{lb + ' cache/no':>20}" for lb in late)
+        )
         for length in ex["lengths"]:
             row = ex["by_length"][str(length)]
             cells = [f"{_f(row['carried']['buckets'][lb]):>9} /{_f(row['reset']['buckets'][lb]):>9}" for lb in late]
-            lines.append(f"  {length:>6} {_f(row['carried']['all']):>8} {_f(row['reset']['all']):>8}   " + "   ".join(
-                f"{c:>20}" for c in cells))
+            lines.append(
+                f"  {length:>6} {_f(row['carried']['all']):>8} {_f(row['reset']['all']):>8}   "
+                + "   ".join(f"{c:>20}" for c in cells)
+            )
         for length, why in ex["skipped"].items():
             lines.append(f"  {length:>6} skipped: {why}")
     else:
         lines.append(f"length extrapolation: {ex['skipped']}")
     rc = data["recall"]
     if "by_distance" in rc:
-        lines.append(f"long-range recall ({rc['rows']} rows, {rc['pairs']} queries per distance and row; value = "
-                     f"{rc['value_len']} letters after the key prefix; first byte / all bytes)")
-        lines.append(f"  {'windows later':>13} {'queries':>7} {'carried':>13} {'reset':>13} {'chance':>13} "
-                     f"{'guess present':>14}")
+        lines.append(
+            f"long-range recall ({rc['rows']} rows, {rc['pairs']} queries per distance and row; value = "
+            f"{rc['value_len']} letters after the key prefix; first byte / all bytes)"
+        )
+        lines.append(
+            f"  {'windows later':>13} {'queries':>7} {'carried':>13} {'reset':>13} {'chance':>13} {'guess present':>14}"
+        )
         for d, x in rc["by_distance"].items():
-            lines.append(f"  {d:>13} {x['queries']:>7} {x['carried']['first']:>6.3f}/{x['carried']['all']:.3f} "
-                         f"{x['reset']['first']:>6.3f}/{x['reset']['all']:.3f} "
-                         f"{x['chance_first']:>6.3f}/{x['chance_all']:.3f}"
-                         f" {x['guess_first']:>7.3f}/{x['guess_all']:.3f}")
+            lines.append(
+                f"  {d:>13} {x['queries']:>7} {x['carried']['first']:>6.3f}/{x['carried']['all']:.3f} "
+                f"{x['reset']['first']:>6.3f}/{x['reset']['all']:.3f} "
+                f"{x['chance_first']:>6.3f}/{x['chance_all']:.3f}"
+                f" {x['guess_first']:>7.3f}/{x['guess_all']:.3f}"
+            )
     else:
         lines.append(f"long-range recall: {rc['skipped']}")
     lines.append(f"({data['seconds']['total']:.0f} s)")
@@ -323,8 +379,12 @@ def plot(data: dict[str, Any], out: Path) -> dict[str, str]:
     if ex.get("lengths"):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for key, style in (("carried", "-o"), ("reset", "--s")):
-            ax.plot(ex["lengths"], [ex["by_length"][str(n)][key]["all"] for n in ex["lengths"]], style,
-                    label="with cache" if key == "carried" else "no cache")
+            ax.plot(
+                ex["lengths"],
+                [ex["by_length"][str(n)][key]["all"] for n in ex["lengths"]],
+                style,
+                label="with cache" if key == "carried" else "no cache",
+            )
         ax.axvline(ex["trained_length"], color="0.6", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set(xlabel="evaluation window length", ylabel="BPC", title="length extrapolation")
@@ -360,25 +420,35 @@ def long_context(ctx: EvalContext, plots: bool | None = None) -> dict[str, Any]:
     tokens, names = long_documents(ctx.dataset, opt["docs"], opt["doc_bytes"], shrink="doc_bytes" not in ctx.options)
     opt["doc_bytes"] = tokens.shape[1]
     seconds: dict[str, float] = {}
-    data: dict[str, Any] = {"family": cfg.model.family, "stateful": reader.stateful, "window": window,
-                            "step": ctx.step, "docs": names, "doc_bytes": opt["doc_bytes"],
-                            "data_sha256": getattr(ctx.dataset, "sha256", None), "options": opt}
+    data: dict[str, Any] = {
+        "family": cfg.model.family,
+        "stateful": reader.stateful,
+        "window": window,
+        "step": ctx.step,
+        "docs": names,
+        "doc_bytes": opt["doc_bytes"],
+        "data_sha256": getattr(ctx.dataset, "sha256", None),
+        "options": opt,
+    }
     data["position"], raw = by_position(reader, tokens, window, edges, opt["batch"])
     seconds["position"] = time.perf_counter() - t0
     t = time.perf_counter()
     if cfg.model.family in ATTENTION_FAMILIES and opt["lengths"]:
         n = min(opt["extrap_bytes"], opt["doc_bytes"])
-        data["extrap_docs"] = names[:opt["extrap_docs"]]
-        data["extrapolation"] = {"bytes": n, **extrapolation(ctx, tokens[:opt["extrap_docs"], :n], opt["lengths"],
-                                                             edges, opt["batch"], raw)}
+        data["extrap_docs"] = names[: opt["extrap_docs"]]
+        data["extrapolation"] = {
+            "bytes": n,
+            **extrapolation(ctx, tokens[: opt["extrap_docs"], :n], opt["lengths"], edges, opt["batch"], raw),
+        }
     else:
         why = "no lengths asked" if not opt["lengths"] else f"attention families only ({', '.join(ATTENTION_FAMILIES)})"
         data["extrapolation"] = {"skipped": why}
     seconds["extrapolation"] = time.perf_counter() - t
     t = time.perf_counter()
     if opt["probe_rows"]:
-        data["recall"] = recall(reader, ctx.dataset, window, opt["probe_rows"], opt["pairs"], opt["distances"],
-                                ctx.seed, opt["batch"])
+        data["recall"] = recall(
+            reader, ctx.dataset, window, opt["probe_rows"], opt["pairs"], opt["distances"], ctx.seed, opt["batch"]
+        )
     else:
         data["recall"] = {"skipped": "probe_rows=0"}
     seconds["recall"] = time.perf_counter() - t

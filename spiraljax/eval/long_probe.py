@@ -17,6 +17,7 @@ window 0 scores exactly chance in expectation: ``1/26`` for one byte, ``(1/26)^V
 A model that knows which values window 0 defined but not which key each belongs to (a uniform guess
 among the row's P values) scores ``#{values sharing the first letter} / P`` and ``1 / P``.
 """
+
 from __future__ import annotations
 
 import string
@@ -25,10 +26,10 @@ from typing import Sequence
 
 import numpy as np
 
-ALPHABET = string.ascii_lowercase.encode()   # the letters keys and values are drawn from
+ALPHABET = string.ascii_lowercase.encode()  # the letters keys and values are drawn from
 KEY_LEN = 4
 VALUE_LEN = 4
-PROBE_STREAM = 20_240_624                      # the rng stream of the probe rows
+PROBE_STREAM = 20_240_624  # the rng stream of the probe rows
 
 
 def definition_line(key: bytes, value: bytes) -> bytes:
@@ -46,17 +47,17 @@ QUERY_VALUE_AT = len(b"    y = ") + KEY_LEN + 1
 
 @dataclass(frozen=True)
 class Query:
-    distance: int        # windows between the definition window (0) and this query's window
-    value_start: int     # position of the first value byte in the row
+    distance: int  # windows between the definition window (0) and this query's window
+    value_start: int  # position of the first value byte in the row
     value: bytes
-    guess_first: float   # uniform guess among the row's values: P(first value byte right)
-    guess_all: float     # ... P(every value byte right)
+    guess_first: float  # uniform guess among the row's values: P(first value byte right)
+    guess_all: float  # ... P(every value byte right)
 
 
 @dataclass(frozen=True)
 class ProbeRow:
-    tokens: np.ndarray                            # int32 [(max(distances) + 1) · T + 1]
-    definitions: tuple[tuple[int, bytes, bytes], ...]   # (position of the value's first byte, key, value)
+    tokens: np.ndarray  # int32 [(max(distances) + 1) · T + 1]
+    definitions: tuple[tuple[int, bytes, bytes], ...]  # (position of the value's first byte, key, value)
     queries: tuple[Query, ...]
 
 
@@ -129,8 +130,7 @@ def _distinct_words(rng: np.random.Generator, n: int, length: int) -> list[bytes
     return words
 
 
-def probe_row(lines: list[bytes], window: int, distances: Sequence[int], pairs: int, seed: int,
-              row: int) -> ProbeRow:
+def probe_row(lines: list[bytes], window: int, distances: Sequence[int], pairs: int, seed: int, row: int) -> ProbeRow:
     """One probe row (module docstring): a pure function of (lines, window, distances, pairs, seed, row)."""
     distances = sorted(set(int(d) for d in distances))
     if not distances or distances[0] < 1:
@@ -138,8 +138,8 @@ def probe_row(lines: list[bytes], window: int, distances: Sequence[int], pairs: 
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(row), PROBE_STREAM])
     n = len(distances) * pairs
     keys, values = _distinct_words(rng, n, KEY_LEN), _distinct_words(rng, n, VALUE_LEN)
-    order = rng.permutation(n)                      # the order of the definitions in window 0
-    asked = {d: list(range(k * pairs, (k + 1) * pairs)) for k, d in enumerate(distances)}   # pair ids per d
+    order = rng.permutation(n)  # the order of the definitions in window 0
+    asked = {d: list(range(k * pairs, (k + 1) * pairs)) for k, d in enumerate(distances)}  # pair ids per d
     code = CodeStream(lines, int(rng.integers(len(lines))))
     parts: list[bytes] = []
     definitions, queries = [], []
@@ -155,13 +155,14 @@ def probe_row(lines: list[bytes], window: int, distances: Sequence[int], pairs: 
             else:
                 queries.append(Query(w, pos, values[j], firsts.count(values[j][0]) / n, 1.0 / n))
         parts.append(text)
-    parts.append(code.take()[:1])                   # the target of the last window's last input
+    parts.append(code.take()[:1])  # the target of the last window's last input
     tokens = np.frombuffer(b"".join(parts), np.uint8).astype(np.int32)
     return ProbeRow(tokens, tuple(definitions), tuple(queries))
 
 
-def probe_rows(lines: list[bytes], window: int, distances: Sequence[int], pairs: int, seed: int,
-               rows: int) -> list[ProbeRow]:
+def probe_rows(
+    lines: list[bytes], window: int, distances: Sequence[int], pairs: int, seed: int, rows: int
+) -> list[ProbeRow]:
     return [probe_row(lines, window, distances, pairs, seed, r) for r in range(rows)]
 
 
@@ -173,8 +174,8 @@ def score(rows: Sequence[ProbeRow], predictions: np.ndarray) -> dict[int, dict[s
     for r, row in enumerate(rows):
         for q in row.queries:
             lo = q.value_start
-            want = row.tokens[lo:lo + len(q.value)]
-            got = predictions[r, lo - 1:lo - 1 + len(q.value)]
+            want = row.tokens[lo : lo + len(q.value)]
+            got = predictions[r, lo - 1 : lo - 1 + len(q.value)]
             acc = out.setdefault(q.distance, {"first": 0.0, "all": 0.0, "queries": 0})
             acc["first"] += float(got[0] == want[0])
             acc["all"] += float(np.array_equal(got, want))
@@ -195,7 +196,12 @@ def levels(rows: Sequence[ProbeRow]) -> dict[int, dict[str, float]]:
             acc["guess_first"] += q.guess_first
             acc["guess_all"] += q.guess_all
             acc["n"] += 1
-    return {d: {"chance_first": 1 / len(ALPHABET), "chance_all": (1 / len(ALPHABET)) ** VALUE_LEN,
-                "guess_first": a["guess_first"] / a["n"], "guess_all": a["guess_all"] / a["n"]}
-            for d, a in out.items()}
-
+    return {
+        d: {
+            "chance_first": 1 / len(ALPHABET),
+            "chance_all": (1 / len(ALPHABET)) ** VALUE_LEN,
+            "guess_first": a["guess_first"] / a["n"],
+            "guess_all": a["guess_all"] / a["n"],
+        }
+        for d, a in out.items()
+    }

@@ -2,6 +2,7 @@
 
 ``python -m spiraljax.eval.plots RUN_DIR`` writes ``RUN_DIR/plots/metrics.png``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,15 @@ def plot_run(run_dir: str | Path) -> Path:
 
     run = Path(run_dir)
     rows = read_metrics(run / "metrics.jsonl")
-    train_keys = sorted({k for r in rows if r.get("kind") == "train" for k, v in r.items()
-                         if isinstance(v, (int, float)) and k not in ("step", "kind", "ce", "skipped")})
+    train_keys = sorted(
+        {
+            k
+            for r in rows
+            if r.get("kind") == "train"
+            for k, v in r.items()
+            if isinstance(v, (int, float)) and k not in ("step", "kind", "ce", "skipped")
+        }
+    )
     keys = [k for k in CORE if k in train_keys] + [k for k in train_keys if k not in CORE]
     panels = keys + ["val"]
     ncol = 3
@@ -52,7 +60,7 @@ def plot_run(run_dir: str | Path) -> Path:
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     out = run / "plots" / "metrics.png"
@@ -69,8 +77,9 @@ def summary(run_dir: str | Path) -> str:
     if not train:
         return f"{run_dir}: no metrics yet"
     last = train[-1]
-    lines = [f"{run_dir}: step {last['step']}  loss {last.get('loss', float('nan')):.4f}  "
-             f"skipped {last.get('skipped', 0)}"]
+    lines = [
+        f"{run_dir}: step {last['step']}  loss {last.get('loss', float('nan')):.4f}  skipped {last.get('skipped', 0)}"
+    ]
     unit = eval_unit(rows)
     for r in evals[-5:]:
         lines.append(f"  eval step {r['step']:>6}: val loss {r['loss']:.4f}  {unit} {r['bpc']:.4f}  PPL {r['ppl']:.2f}")

@@ -10,6 +10,7 @@ reference "guess among the values present": a model that knows which values the 
 which key they belong to scores ``mean over queries of 1 / #distinct values in the pairs``.
 ``plasticity=a,b`` also evaluates every model that accepts ``force_plasticity`` at those forced α.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -43,15 +44,24 @@ def guess_present_accuracy(inputs: np.ndarray, mask: np.ndarray) -> float:
         queries = np.flatnonzero(mask[row])
         if len(queries) == 0:
             continue
-        values = set(int(v) for v in inputs[row, 1: queries[0]: 2])
+        values = set(int(v) for v in inputs[row, 1 : queries[0] : 2])
         num += len(queries) / max(len(values), 1)
         den += len(queries)
     return num / max(den, 1.0)
 
 
-def recall_stats(model, variables, data_cfg: MQARDataConfig, length: int, n_batches: int = 4, batch: int = 16,
-                 seed: int = 12345, step: int = 0, pairs: int | None = None,
-                 force_plasticity: float | None = None) -> dict[str, float]:
+def recall_stats(
+    model,
+    variables,
+    data_cfg: MQARDataConfig,
+    length: int,
+    n_batches: int = 4,
+    batch: int = 16,
+    seed: int = 12345,
+    step: int = 0,
+    pairs: int | None = None,
+    force_plasticity: float | None = None,
+) -> dict[str, float]:
     """``{"accuracy", "first_accuracy", "guess_present"}`` over ``n_batches`` MQAR batches of ``length``
     (``pairs`` fixes the number of key–value pairs; default: the data config's range), plus
     ``"plasticity"``: the α the model reports in ``aux["plasticity"]`` (the forced one, if it reached
@@ -78,8 +88,12 @@ def recall_stats(model, variables, data_cfg: MQARDataConfig, length: int, n_batc
         first_hits += float(np.sum(right * first))
         first_total += float(np.sum(first))
         guess += guess_present_accuracy(b["inputs"], b["mask"]) * float(np.sum(b["mask"]))
-    return {"accuracy": hits / max(total, 1.0), "first_accuracy": first_hits / max(first_total, 1.0),
-            "guess_present": guess / max(total, 1.0), **({"plasticity": float(np.mean(used))} if used else {})}
+    return {
+        "accuracy": hits / max(total, 1.0),
+        "first_accuracy": first_hits / max(first_total, 1.0),
+        "guess_present": guess / max(total, 1.0),
+        **({"plasticity": float(np.mean(used))} if used else {}),
+    }
 
 
 def _table(title: str, columns: list, rows: dict[str, dict[str, float]], head: str) -> list[str]:
@@ -91,12 +105,28 @@ def _table(title: str, columns: list, rows: dict[str, dict[str, float]], head: s
 
 
 # --opt (module docstring); lengths default to seq_len/2, seq_len, 2·seq_len and pairs_length to seq_len
-@register_suite("recall", sources=("mqar",),
-                options={"lengths": Option(list[int], minimum=1), "pairs": Option(list[int], [], minimum=1),
-                         "pairs_length": Option(int, minimum=1), "plasticity": Option(list[float], []),
-                         "batches": Option(int, 4, minimum=1), "baseline": Option(list[str], [])})
-def recall_suite(ctx: EvalContext, *, lengths: list[int] | None, pairs: list[int], pairs_length: int | None,
-                 plasticity: list[float], batches: int, baseline: list[str]) -> SuiteResult:
+@register_suite(
+    "recall",
+    sources=("mqar",),
+    options={
+        "lengths": Option(list[int], minimum=1),
+        "pairs": Option(list[int], [], minimum=1),
+        "pairs_length": Option(int, minimum=1),
+        "plasticity": Option(list[float], []),
+        "batches": Option(int, 4, minimum=1),
+        "baseline": Option(list[str], []),
+    },
+)
+def recall_suite(
+    ctx: EvalContext,
+    *,
+    lengths: list[int] | None,
+    pairs: list[int],
+    pairs_length: int | None,
+    plasticity: list[float],
+    batches: int,
+    baseline: list[str],
+) -> SuiteResult:
     cfg = ctx.cfg
     data_cfg = cfg.data if cfg.data.source == "mqar" else MQARDataConfig()
     seq = cfg.model.seq_len
@@ -115,8 +145,9 @@ def recall_suite(ctx: EvalContext, *, lengths: list[int] | None, pairs: list[int
                 settings[f"{name} α={a:g}"] = (c, a)
 
     def stats(c, alpha, length, pairs=None):
-        return recall_stats(c.model, c.variables, data_cfg, length, n_batches, step=c.step, pairs=pairs,
-                            force_plasticity=alpha)
+        return recall_stats(
+            c.model, c.variables, data_cfg, length, n_batches, step=c.step, pairs=pairs, force_plasticity=alpha
+        )
 
     by_length = {name: {str(n): stats(c, a, n) for n in lengths} for name, (c, a) in settings.items()}
     table = {name: {k: v["accuracy"] for k, v in r.items()} for name, r in by_length.items()}
@@ -132,19 +163,33 @@ def recall_suite(ctx: EvalContext, *, lengths: list[int] | None, pairs: list[int
         data["plasticity_used"] = used
         lines.append("plasticity α the model used: " + ", ".join(f"{name}: {a:.3f}" for name, a in used.items()))
     if pair_counts:
-        by_pairs = {name: {str(p): stats(c, a, pairs_length, p) for p in pair_counts}
-                    for name, (c, a) in settings.items()}
+        by_pairs = {
+            name: {str(p): stats(c, a, pairs_length, p) for p in pair_counts} for name, (c, a) in settings.items()
+        }
         data["by_pairs"] = {name: {k: v["accuracy"] for k, v in r.items()} for name, r in by_pairs.items()}
         data["by_pairs_first"] = {name: {k: v["first_accuracy"] for k, v in r.items()} for name, r in by_pairs.items()}
-        data["pairs_guess_present"] = {str(p): next(iter(by_pairs.values()))[str(p)]["guess_present"]
-                                       for p in pair_counts}
+        data["pairs_guess_present"] = {
+            str(p): next(iter(by_pairs.values()))[str(p)]["guess_present"] for p in pair_counts
+        }
         data["pairs"], data["pairs_length"] = pair_counts, pairs_length
-        lines += _table(f"accuracy vs number of pairs at T={pairs_length} "
-                        f"(capped at {max(1, (pairs_length - 2) // 4)})", pair_counts, data["by_pairs"], "n")
-        lines.append("guess among present values: " + "  ".join(
-            f"n={p}: {data['pairs_guess_present'][str(p)]:.3f}" for p in pair_counts))
-        lines += _table(f"accuracy on first queries vs number of pairs at T={pairs_length}", pair_counts,
-                        data["by_pairs_first"], "n")
-    lines.append(f"(MQAR: {data_cfg.min_pairs}-{data_cfg.max_pairs} key-value pairs, then queries to the end; "
-                 f"trained at T={seq}; chance 1/{data_cfg.n_values})")
+        lines += _table(
+            f"accuracy vs number of pairs at T={pairs_length} (capped at {max(1, (pairs_length - 2) // 4)})",
+            pair_counts,
+            data["by_pairs"],
+            "n",
+        )
+        lines.append(
+            "guess among present values: "
+            + "  ".join(f"n={p}: {data['pairs_guess_present'][str(p)]:.3f}" for p in pair_counts)
+        )
+        lines += _table(
+            f"accuracy on first queries vs number of pairs at T={pairs_length}",
+            pair_counts,
+            data["by_pairs_first"],
+            "n",
+        )
+    lines.append(
+        f"(MQAR: {data_cfg.min_pairs}-{data_cfg.max_pairs} key-value pairs, then queries to the end; "
+        f"trained at T={seq}; chance 1/{data_cfg.n_values})"
+    )
     return SuiteResult(data, "\n".join(lines))

@@ -11,6 +11,7 @@ cache needed); a model with a stream state (``init_cache`` / ``advance`` / ``pat
 Hebbian byte LM) reads the prompt once and then carries its fast weights and attention window on.
 Token ``i`` of the output is always drawn with ``jax.random.fold_in(key, i)``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ def filter_logits(logits: jax.Array, temperature: float = 1.0, top_k: int = 0, t
     return logits
 
 
-def sample_token(key: jax.Array, logits: jax.Array, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0) -> jax.Array:
+def sample_token(
+    key: jax.Array, logits: jax.Array, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> jax.Array:
     """Sample ids ``[B]`` from ``logits [B, V]``."""
     return jax.random.categorical(key, filter_logits(logits, temperature, top_k, top_p), axis=-1)
 
@@ -60,6 +62,7 @@ class Policy(Protocol):
 @dataclass(frozen=True)
 class SamplePolicy:
     """Plain sampling: temperature / top-k / top-p. Stateless; flags are always False."""
+
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -86,8 +89,16 @@ class Sampler:
         self._patch_step = jax.jit(_patch_step_fn(model, policy))
         self._advance = jax.jit(lambda v, toks, cache, step: model.apply(v, toks, cache, step, method="advance"))
 
-    def __call__(self, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array, state: Any = None,
-                 step: int = 0, **extras: Any) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self,
+        variables: Any,
+        prompt: np.ndarray,
+        n_new: int,
+        key: jax.Array,
+        state: Any = None,
+        step: int = 0,
+        **extras: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Continue ``prompt`` ([B, P] ids, P ≥ 1) by ``n_new`` tokens. ``state``: the policy's initial
         state; ``extras`` go to ``model.apply`` (window models only). Returns ``(ids [B, P + n_new],
         flags [B, n_new])``."""
@@ -98,8 +109,9 @@ class Sampler:
             return self._stream(variables, prompt, n_new, key, state, step)
         return self._window(variables, prompt, n_new, key, state, step, extras)
 
-    def _window(self, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array, state: Any, step: int,
-                extras: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _window(
+        self, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array, state: Any, step: int, extras: dict
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Re-run the model on the last ``seq_len`` tokens for every new token."""
         b, p = prompt.shape
         total, flags = _outputs(prompt, n_new)
@@ -107,13 +119,15 @@ class Sampler:
             start = max(0, i - self.seq_len)
             window = np.zeros((b, self.seq_len), np.int32)
             window[:, : i - start] = total[:, start:i]
-            token, flag, state = self._window_step(variables, jnp.asarray(window), i - start - 1,
-                                                   jax.random.fold_in(key, i), state, step, extras)
+            token, flag, state = self._window_step(
+                variables, jnp.asarray(window), i - start - 1, jax.random.fold_in(key, i), state, step, extras
+            )
             total[:, i], flags[:, i - p] = np.asarray(token), np.asarray(flag)
         return total, flags
 
-    def _stream(self, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array, state: Any,
-                step: int) -> tuple[np.ndarray, np.ndarray]:
+    def _stream(
+        self, variables: Any, prompt: np.ndarray, n_new: int, key: jax.Array, state: Any, step: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Whole prompt patches are read once with ``advance``; bytes of the current patch are drawn
         one by one from ``patch_logits``, and a completed patch is fed to ``advance``."""
         b, n = prompt.shape
@@ -129,8 +143,9 @@ class Sampler:
         patch[:, : n - full] = prompt[:, full:]
         for i in range(n, n + n_new):
             j = i % p
-            token, flag, state = self._patch_step(variables, context, jnp.asarray(patch), j,
-                                                  jax.random.fold_in(key, i), state)
+            token, flag, state = self._patch_step(
+                variables, context, jnp.asarray(patch), j, jax.random.fold_in(key, i), state
+            )
             patch[:, j] = total[:, i] = np.asarray(token)
             flags[:, i - n] = np.asarray(flag)
             if j == p - 1 and i + 1 < n + n_new:
@@ -148,15 +163,19 @@ def _outputs(prompt: np.ndarray, n_new: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _window_step_fn(model: nn.Module, policy: Policy) -> Callable:
     """The (unjitted) window step: logits at ``pos`` of the window, then the policy."""
+
     def step_fn(variables, window, pos, key, state, step, extras):
         logits, _ = model.apply(variables, window, train=False, step=step, **extras)
         return policy(key, _last(logits, pos), state)
+
     return step_fn
 
 
 def _patch_step_fn(model: nn.Module, policy: Policy) -> Callable:
     """The (unjitted) streaming step: byte ``j`` of the current patch from the local head, then the policy."""
+
     def step_fn(variables, context, patch, j, key, state):
         logits = model.apply(variables, context, patch, method="patch_logits")
         return policy(key, _last(logits, j), state)
+
     return step_fn

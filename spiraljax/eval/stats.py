@@ -1,4 +1,5 @@
 """Mean ± sample standard deviation over seeds, and how it is printed (the report and the suites)."""
+
 from __future__ import annotations
 
 import math

@@ -14,6 +14,7 @@ that does not fit the run, an option no selected suite declares and a value that
 is below its minimum; ``--suite all`` skips the suites that do not fit. ``--config`` (a config
 without a run directory) is for suites with ``needs_run=False``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,9 +39,9 @@ SUITE_MODULES: dict[str, str] = {
 
 @dataclass
 class SuiteResult:
-    data: dict[str, Any]          # JSON-serialisable numbers (printed with --json)
-    text: str                     # human-readable table
-    passed: bool | None = None    # for suites with pass/fail criteria
+    data: dict[str, Any]  # JSON-serialisable numbers (printed with --json)
+    text: str  # human-readable table
+    passed: bool | None = None  # for suites with pass/fail criteria
 
 
 _TYPE_WORDS = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}
@@ -73,6 +74,7 @@ def parse_option(kind: Any, value: Any) -> Any:
 class Option:
     """One ``--opt`` key of a suite: its type (str, int, float, bool or list[...] of those), its value
     when not given (None: the suite derives it from the run) and, for numbers, the smallest value allowed."""
+
     kind: Any
     default: Any = None
     minimum: float | None = None
@@ -81,13 +83,13 @@ class Option:
 @dataclass
 class Suite:
     name: str
-    body: Callable[..., SuiteResult]          # body(ctx, **options)
+    body: Callable[..., SuiteResult]  # body(ctx, **options)
     needs_run: bool = True
     families: tuple[str, ...] | None = None  # model families it fits; None = any family
-    sources: tuple[str, ...] | None = None   # data sources the run must have been trained on; None = any
-    options: dict[str, Option] = field(default_factory=dict)   # --opt key → Option
+    sources: tuple[str, ...] | None = None  # data sources the run must have been trained on; None = any
+    options: dict[str, Option] = field(default_factory=dict)  # --opt key → Option
     fits: Callable[["EvalContext", dict[str, Any]], bool] | None = None  # a further check (ctx, options)...
-    requires: str = ""                                      # ...and what it requires, in words
+    requires: str = ""  # ...and what it requires, in words
 
     def fn(self, ctx: "EvalContext") -> SuiteResult:
         """Run the suite on ``ctx`` with its options parsed (:meth:`values`)."""
@@ -126,13 +128,19 @@ class Suite:
         return None
 
 
-
 SUITES: dict[str, Suite] = {}
 
 
-def register_suite(name: str, *, needs_run: bool = True, families: tuple[str, ...] | None = None,
-                   sources: tuple[str, ...] | None = None, options: dict[str, Any] | None = None,
-                   fits: Callable[["EvalContext", dict[str, Any]], bool] | None = None, requires: str = ""):
+def register_suite(
+    name: str,
+    *,
+    needs_run: bool = True,
+    families: tuple[str, ...] | None = None,
+    sources: tuple[str, ...] | None = None,
+    options: dict[str, Any] | None = None,
+    fits: Callable[["EvalContext", dict[str, Any]], bool] | None = None,
+    requires: str = "",
+):
     """Register ``fn(ctx, **options) -> SuiteResult`` under ``name`` with what it fits and the options it
     reads (key → :class:`Option`, or a bare type for ``Option(type)``)."""
     declared = {k: v if isinstance(v, Option) else Option(v) for k, v in (options or {}).items()}
@@ -173,7 +181,7 @@ class EvalContext:
     run_dir: Path | None
     checkpoint: str = "best"
     seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict)   # --opt key=value pairs (text; Suite.values parses)
+    options: dict[str, Any] = field(default_factory=dict)  # --opt key=value pairs (text; Suite.values parses)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def _load(self) -> None:

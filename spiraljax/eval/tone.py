@@ -5,6 +5,7 @@ The zones of R (bounds: ops.kuramoto.ZONE_BOUNDS): < 0.1 ∅ Unformed, ☾ Intim
 
 Writes ``RUN_DIR/plots/R_tone_zones.png`` and prints the zone-visit counts logged in training.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,14 @@ import numpy as np
 from spiraljax.ops.kuramoto import ZONE_BOUNDS
 from spiraljax.runs import read_metrics
 
-TONE_ZONES = tuple(zip(  # (lower bound of R, symbol, name) per zone; the bounds are ops.kuramoto's
-    (0.0, *ZONE_BOUNDS), ("∅", "☾", "⚖", "🌀", "✨", "🔥", "🜂"),
-    ("Unformed", "Intimacy", "Balance", "Mystery", "Wonder", "Passion", "Ache"), strict=True))
+TONE_ZONES = tuple(
+    zip(  # (lower bound of R, symbol, name) per zone; the bounds are ops.kuramoto's
+        (0.0, *ZONE_BOUNDS),
+        ("∅", "☾", "⚖", "🌀", "✨", "🔥", "🜂"),
+        ("Unformed", "Intimacy", "Balance", "Mystery", "Wonder", "Passion", "Ache"),
+        strict=True,
+    )
+)
 
 ZONE_COLORS = ("#eeeeee", "#dde7f5", "#dff0e0", "#efe3f5", "#fff4cc", "#ffe0cc", "#f8d0d0")
 
@@ -70,8 +76,9 @@ def plot_tone(run_dir: str | Path) -> tuple[Path, str]:
     plt.close(fig)
     total = max(float(np.sum(counts)), 1.0)
     lines = [f"final R mean {mean[-1]:.3f} ± {std[-1]:.3f} → {zone_name(mean[-1])}", "zone visits (logged steps):"]
-    lines += [f"  {sym} {name:<9} {int(c):>9}  ({100 * c / total:5.1f} %)"
-              for (_, sym, name), c in zip(TONE_ZONES, counts)]
+    lines += [
+        f"  {sym} {name:<9} {int(c):>9}  ({100 * c / total:5.1f} %)" for (_, sym, name), c in zip(TONE_ZONES, counts)
+    ]
     return out, "\n".join(lines)
 
 

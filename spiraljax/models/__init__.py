@@ -6,6 +6,7 @@ subclass that registers itself under its ``family``) whose ``build()`` returns t
 exactly these classes (plus any out-of-tree family a program imported itself; tests/test_config.py
 checks the two agree). The holographic memory's config (``spiraljax.holographic``: not a Flax model,
 its ``build()`` refuses) is listed too."""
+
 from __future__ import annotations
 
 import flax.linen as nn

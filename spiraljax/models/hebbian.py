@@ -16,6 +16,7 @@ Carried state across windows (docs/carried_state.md, layout in docs/fast_weights
 dict of batch-first arrays from :meth:`HebbianLM.initial_state`; streaming generation
 (``init_cache`` / ``advance``) runs on the same state.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -43,21 +44,29 @@ class HebbianConfig(AttentionConfig):
     window: int = Field(128, gt=0, description="sliding-window attention span, in patches")
     reasoning_steps: int = Field(3, ge=0, description="iterations of the reasoning loop over the latents")
     head_hidden: int = Field(256, gt=0, description="hidden width of the GRU local head")
-    head_context_norm: bool = Field(True, description="LayerNorm (no parameters) on the head's context latent; "
-                                                      "false: the pre-stability head (docs/results/hebbian.md)")
-    head_embed_std: float = Field(1.0, gt=0, description="init std of the head's byte embedding (0.02 before "
-                                                         "the stability fix)")
-    memory_impl: Literal["chunked", "scan"] = Field("chunked", description="fast-weight memory: chunked "
-                                                                           "parallel form or a sequential scan")
+    head_context_norm: bool = Field(
+        True,
+        description="LayerNorm (no parameters) on the head's context latent; "
+        "false: the pre-stability head (docs/results/hebbian.md)",
+    )
+    head_embed_std: float = Field(
+        1.0, gt=0, description="init std of the head's byte embedding (0.02 before the stability fix)"
+    )
+    memory_impl: Literal["chunked", "scan"] = Field(
+        "chunked", description="fast-weight memory: chunked parallel form or a sequential scan"
+    )
     memory_chunk: int = Field(64, gt=0, description="patches per chunk of the chunked memory")
     memory_rule: Literal["hebbian", "shifted", "delta"] = Field(
-        "hebbian", description="fast-weight write rule: hebbian (k_t ⊗ v_t, normalised), shifted (keys from a "
-                               "causal convolution over positions t−K+1…t, started as k_{t−1}), delta (DeltaNet "
-                               "error-correcting write, learned β_t, L2-normalised q and k)")
+        "hebbian",
+        description="fast-weight write rule: hebbian (k_t ⊗ v_t, normalised), shifted (keys from a "
+        "causal convolution over positions t−K+1…t, started as k_{t−1}), delta (DeltaNet "
+        "error-correcting write, learned β_t, L2-normalised q and k)",
+    )
     shift_kernel: int = Field(2, ge=2, description="width K of the shifted rule's causal key convolution")
     plasticity_stages: list[tuple[float, float]] = Field(
         [(0.15, 0.10), (0.40, 0.50), (1.0, 0.99)],
-        description="curriculum [(end fraction of curriculum_steps, α), ...]; α of the last stage after that")
+        description="curriculum [(end fraction of curriculum_steps, α), ...]; α of the last stage after that",
+    )
     curriculum_steps: int = Field(1000, gt=0, description="steps the plasticity curriculum spans")
     lora_rank: LoraRank = 0
     lora_alpha: LoraAlpha = 16.0
@@ -94,8 +103,21 @@ class HebbianLM(nn.Module):
         self.encoder = PatchEncoder(cfg.d_model, cfg.patch, cfg.dropout, dtype)
         dense = lora_dense(cfg.lora_rank, cfg.lora_alpha, dtype)
         block = maybe_remat(HybridBlock, cfg.remat, static_argnums=(4,))  # train: positional and static
-        self.blocks = [block(cfg.n_heads, cfg.window, cfg.memory_impl, cfg.memory_chunk, cfg.dropout, dense, dtype,
-                             cfg.memory_rule, cfg.shift_kernel, name=f"block_{i}") for i in range(cfg.n_layers)]
+        self.blocks = [
+            block(
+                cfg.n_heads,
+                cfg.window,
+                cfg.memory_impl,
+                cfg.memory_chunk,
+                cfg.dropout,
+                dense,
+                dtype,
+                cfg.memory_rule,
+                cfg.shift_kernel,
+                name=f"block_{i}",
+            )
+            for i in range(cfg.n_layers)
+        ]
         self.final_ln = nn.LayerNorm()
         self.reasoning = ReasoningLoop(cfg.reasoning_steps, dtype)
         self.head = LocalHead(cfg.head_hidden, cfg.head_context_norm, cfg.head_embed_std)
@@ -115,9 +137,10 @@ class HebbianLM(nn.Module):
                 z, log_decay, carry = block(z, alpha, None, train)
             else:
                 full = jnp.concatenate([state["history"][:, i], z.astype(jnp.float32)], axis=1)
-                histories.append(full[:, full.shape[1] - state["history"].shape[2]:])  # inputs of the last S
-                z, log_decay, carry = block(z, alpha, self._layer_carry(state, i), train, state["history"][:, i],
-                                            state["valid"])
+                histories.append(full[:, full.shape[1] - state["history"].shape[2] :])  # inputs of the last S
+                z, log_decay, carry = block(
+                    z, alpha, self._layer_carry(state, i), train, state["history"][:, i], state["valid"]
+                )
             decays.append(jnp.exp(log_decay))
             carries.append(carry)
         z, updates = self.reasoning(self.final_ln(z))
@@ -125,10 +148,15 @@ class HebbianLM(nn.Module):
         if state is not None:
             slots = state["history"].shape[2]
             valid = jnp.concatenate([state["valid"], jnp.ones(z.shape[:2], bool)], axis=1)
-            new = {**state, "memory": jnp.stack([c["memory"] for c in carries], axis=1),
-                   "history": jnp.stack(histories, axis=1), "valid": valid[:, valid.shape[1] - slots:],
-                   "pos": state["pos"] + z.shape[1], "latent": z[:, -1].astype(jnp.float32),
-                   "started": jnp.ones_like(state["started"])}
+            new = {
+                **state,
+                "memory": jnp.stack([c["memory"] for c in carries], axis=1),
+                "history": jnp.stack(histories, axis=1),
+                "valid": valid[:, valid.shape[1] - slots :],
+                "pos": state["pos"] + z.shape[1],
+                "latent": z[:, -1].astype(jnp.float32),
+                "started": jnp.ones_like(state["started"]),
+            }
             if "keys" in state:
                 new["keys"] = jnp.stack([c["keys"] for c in carries], axis=1)
             new = jax.tree.map(lambda a, ref: a.astype(ref.dtype), new, state)
@@ -190,11 +218,18 @@ class HebbianLM(nn.Module):
         # final latent with the start symbol (the first byte of the next, unseen patch)
         nxt = self.head(z[:, -1], jnp.full((b, p), START, tokens.dtype))[:, 0]
         logits = jnp.concatenate([byte_logits[:, 1:], nxt[:, None]], axis=1).astype(jnp.float32)
-        aux = {"plasticity": alpha, "decay": decays, "reasoning_update": updates,
-               "memory_state": [c["memory"] for c in carries],
-               "metrics": {"plasticity": alpha, "decay_mean": jnp.mean(decays),
-                           **{f"decay_l{i}": jnp.mean(d) for i, d in enumerate(decays)},
-                           **{f"reason_{i}": u for i, u in enumerate(updates)}}}
+        aux = {
+            "plasticity": alpha,
+            "decay": decays,
+            "reasoning_update": updates,
+            "memory_state": [c["memory"] for c in carries],
+            "metrics": {
+                "plasticity": alpha,
+                "decay_mean": jnp.mean(decays),
+                **{f"decay_l{i}": jnp.mean(d) for i, d in enumerate(decays)},
+                **{f"reason_{i}": u for i, u in enumerate(updates)},
+            },
+        }
         if state is not None:
             aux["state"] = new_state
         return logits, aux
@@ -218,12 +253,14 @@ class HebbianLM(nn.Module):
         cfg = self.cfg
         hd = cfg.d_model // cfg.n_heads
         width = hd if cfg.memory_rule == "delta" else hd + 1
-        state = {"memory": jnp.zeros((batch_size, cfg.n_layers, cfg.n_heads, hd, width), jnp.float32),
-                 "history": jnp.zeros((batch_size, cfg.n_layers, cfg.window - 1, cfg.d_model), jnp.float32),
-                 "valid": jnp.zeros((batch_size, cfg.window - 1), bool),
-                 "pos": jnp.zeros((batch_size,), jnp.int32),
-                 "latent": jnp.zeros((batch_size, cfg.d_model), jnp.float32),
-                 "started": jnp.zeros((batch_size,), bool)}
+        state = {
+            "memory": jnp.zeros((batch_size, cfg.n_layers, cfg.n_heads, hd, width), jnp.float32),
+            "history": jnp.zeros((batch_size, cfg.n_layers, cfg.window - 1, cfg.d_model), jnp.float32),
+            "valid": jnp.zeros((batch_size, cfg.window - 1), bool),
+            "pos": jnp.zeros((batch_size,), jnp.int32),
+            "latent": jnp.zeros((batch_size, cfg.d_model), jnp.float32),
+            "started": jnp.zeros((batch_size,), bool),
+        }
         if cfg.memory_rule == "shifted":
             state["keys"] = jnp.zeros((batch_size, cfg.n_layers, cfg.shift_kernel - 1, cfg.n_heads, hd), jnp.float32)
         return state

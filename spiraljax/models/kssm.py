@@ -27,6 +27,7 @@ Carried state (docs/carried_state.md): ``initial_state(B) = {"theta": [B, L, N] 
 each layer's scan from the carried phases and ``aux["state"]`` holds the phases after the window
 (wrapped to [0, 2π): the model reads only e^{iθ}), so two carried windows equal one of twice the length.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -53,14 +54,15 @@ class KSSMConfig(ModelConfig):
     noise: float = Field(0.0, ge=0, description="phase noise scale in training (0 = none)")
     readout_hidden: int = Field(256, gt=0, description="hidden width of each layer's readout MLP")
     unroll: int = Field(4, gt=0, description="lax.scan unroll of the oscillator recurrence")
-    n_groups: int = Field(1, gt=0, description="independent oscillator banks (G), each with its own order "
-                                               "parameters")
-    remat_chunk: int | None = Field(None, gt=0, description="jax.checkpoint every C steps of the scan (long T; "
-                                                            "null = off)")
-    global_mix: float = Field(0.0, ge=0, le=1, description="share of each bank's coupling acting on all N "
-                                                           "oscillators")
-    full_phase_readout: bool = Field(False, description="declare a config whose banks have ≤ 2·n_harmonics "
-                                                        "oscillators (the readout sees every phase)")
+    n_groups: int = Field(1, gt=0, description="independent oscillator banks (G), each with its own order parameters")
+    remat_chunk: int | None = Field(
+        None, gt=0, description="jax.checkpoint every C steps of the scan (long T; null = off)"
+    )
+    global_mix: float = Field(0.0, ge=0, le=1, description="share of each bank's coupling acting on all N oscillators")
+    full_phase_readout: bool = Field(
+        False,
+        description="declare a config whose banks have ≤ 2·n_harmonics oscillators (the readout sees every phase)",
+    )
     # bfloat16 runs the readout MLPs only: the oscillator layer (phases, Z_n, R) stays float32
     dtype: DType = "float32"
     remat: Remat = False
@@ -88,7 +90,8 @@ class KSSMConfig(ModelConfig):
                 f"banks of {self.bank_size} oscillators (n_oscillators={self.n_oscillators} / n_groups="
                 f"{self.n_groups}) with n_harmonics={self.n_harmonics}: the power sums determine every phase, so "
                 f"the readout sees the full phase state, not a population summary; use banks of more than "
-                f"2·n_harmonics oscillators or set full_phase_readout=true to say so")
+                f"2·n_harmonics oscillators or set full_phase_readout=true to say so"
+            )
         return self
 
 
@@ -103,13 +106,20 @@ class KSSMv2Config(KSSMConfig):
 
 class KSSMv3Config(KSSMConfig):
     family: Literal["kssm_v3"] = "kssm_v3"
-    core: Literal["bistable"] = Field("bistable", description="coupling core: K = coupling_scale·σ(u) from the "
-                                                              "bistable core: u = (d·g − c·h)/(a·g − c·e + ε) from "
-                                                              "10 scalars a..j = Linear(h), clamped to [0.1, 10]")
+    core: Literal["bistable"] = Field(
+        "bistable",
+        description="coupling core: K = coupling_scale·σ(u) from the "
+        "bistable core: u = (d·g − c·h)/(a·g − c·e + ε) from "
+        "10 scalars a..j = Linear(h), clamped to [0.1, 10]",
+    )
     n_harmonics: int = Field(32, gt=0, description="order parameters Z_1..Z_H read out per bank (H)")
     noise: float = Field(0.01, ge=0, description="phase noise scale in training (0 = none)")
-    reg_weight: float = Field(1.0, ge=0, description="multiplies the bistable regulariser λ_reg·(λ1/(mean|Δ| + ε) "
-                                                     "+ λ2·(−log(ū + ε))), Δ = b·g − c·f, added to the loss")
+    reg_weight: float = Field(
+        1.0,
+        ge=0,
+        description="multiplies the bistable regulariser λ_reg·(λ1/(mean|Δ| + ε) "
+        "+ λ2·(−log(ū + ε))), Δ = b·g − c·f, added to the loss",
+    )
     coupling_scale: float = Field(2.0, gt=0, description="K = coupling_scale·σ(u) (2 in the original)")
 
 
@@ -119,8 +129,10 @@ class KSSM(nn.Module):
     def initial_state(self, batch_size: int) -> dict:
         """The state before any text: ``theta [B, L, N]`` (unused until ``started``), ``started [B]`` False."""
         cfg = self.cfg
-        return {"theta": jnp.zeros((batch_size, cfg.n_layers, cfg.n_oscillators), jnp.float32),
-                "started": jnp.zeros((batch_size,), bool)}
+        return {
+            "theta": jnp.zeros((batch_size, cfg.n_layers, cfg.n_oscillators), jnp.float32),
+            "started": jnp.zeros((batch_size,), bool),
+        }
 
     @nn.compact
     def __call__(self, tokens, *, train: bool = False, step=0, force_R=None, cut_R: bool = False, state=None):
@@ -153,11 +165,28 @@ class KSSM(nn.Module):
         def layer(mdl, h, force_R, train, cut_R, i, theta_start, started):
             """Layer i: LayerNorm → oscillators (float32) → readout MLP (``dtype``); its modules belong to
             ``mdl`` (the KSSM), so the parameter tree is the same with and without remat."""
-            osc = OscillatorLayer(cfg.n_oscillators, cfg.n_harmonics, cfg.dt, cfg.noise, unroll=cfg.unroll,
-                                  remat_chunk=cfg.remat_chunk, n_groups=cfg.n_groups, global_mix=cfg.global_mix,
-                                  core=cfg.core, **scale, name=f"osc_{i}", parent=mdl)
-            feats, inner = osc(nn.LayerNorm(name=f"ln_in_{i}", parent=mdl)(h), train=train, force_R=force_R,
-                               cut_R=cut_R, theta_start=theta_start, started=started)
+            osc = OscillatorLayer(
+                cfg.n_oscillators,
+                cfg.n_harmonics,
+                cfg.dt,
+                cfg.noise,
+                unroll=cfg.unroll,
+                remat_chunk=cfg.remat_chunk,
+                n_groups=cfg.n_groups,
+                global_mix=cfg.global_mix,
+                core=cfg.core,
+                **scale,
+                name=f"osc_{i}",
+                parent=mdl,
+            )
+            feats, inner = osc(
+                nn.LayerNorm(name=f"ln_in_{i}", parent=mdl)(h),
+                train=train,
+                force_R=force_R,
+                cut_R=cut_R,
+                theta_start=theta_start,
+                started=started,
+            )
             h = nn.Dense(cfg.readout_hidden, dtype=dtype, name=f"readout_{i}", parent=mdl)(feats)
             return nn.Dense(cfg.d_model, dtype=dtype, name=f"readout_out_{i}", parent=mdl)(nn.gelu(h)), inner
 
@@ -165,15 +194,21 @@ class KSSM(nn.Module):
         rs, seen, internals = [], [], []
         started = None if state is None else jnp.asarray(state["started"], bool)
         for i in range(cfg.n_layers):
-            h, inner = layer(self, h, force_R, train, cut_R, i, None if state is None else state["theta"][:, i],
-                             started)
+            h, inner = layer(
+                self, h, force_R, train, cut_R, i, None if state is None else state["theta"][:, i], started
+            )
             rs.append(inner["R"])
             seen.append(inner["R_readout"])
             internals.append(inner)
         logits = nn.Dense(cfg.vocab_size, name="head")(nn.gelu(h)).astype(jnp.float32)
         r = rs[-1]
-        aux = {"R": r, "R_layers": jnp.stack(rs), "R_readout": seen[-1], "R_readout_layers": jnp.stack(seen),
-               "coupling": internals[-1]["coupling"]}
+        aux = {
+            "R": r,
+            "R_layers": jnp.stack(rs),
+            "R_readout": seen[-1],
+            "R_readout_layers": jnp.stack(seen),
+            "coupling": internals[-1]["coupling"],
+        }
         metrics = {"R_mean": jnp.mean(r), "R_std": jnp.std(r), "zone_counts": zone_counts(r)}
         if bistable:
             u = internals[-1]["u"]
@@ -182,6 +217,8 @@ class KSSM(nn.Module):
             metrics.update(u_mean=jnp.mean(u), u_clamp_frac=jnp.mean(internals[-1]["u_saturated"]), reg=reg)
         aux["metrics"] = metrics
         if state is not None:
-            aux["state"] = {"theta": jnp.stack([x["theta_end"] for x in internals], axis=1),
-                            "started": jnp.ones_like(started)}
+            aux["state"] = {
+                "theta": jnp.stack([x["theta_end"] for x in internals], axis=1),
+                "started": jnp.ones_like(started),
+            }
         return logits, aux

@@ -12,6 +12,7 @@ the loss mask); and ``metrics``.
 for interventions; ``cut_memory=True`` reads the tower but adds nothing (ablation);
 ``charge_only_memory=True`` reads by charge resonance alone (the old read: ties → slot 0).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -34,31 +35,38 @@ from spiraljax.state import check_state_like
 
 
 class SpiralSection(Section):
-    pattern: Literal["pow2", "phi", "none"] = Field("pow2", description="offsets i − j attended: powers of 2, "
-                                                                        "round(φ^k), or only the diagonal")
+    pattern: Literal["pow2", "phi", "none"] = Field(
+        "pow2", description="offsets i − j attended: powers of 2, round(φ^k), or only the diagonal"
+    )
     n_back: list[int] = Field([], description="extra fixed offsets every position attends back to")
     every: int = Field(0, ge=0, description="also attend to offsets every·m, m = 1..every_count (0 = off)")
     every_count: int = Field(0, ge=0, description="how many of those strided offsets")
-    local: int = Field(0, ge=0, description="also attend the last `local` positions (offsets 0 … local-1, a "
-                                            "sliding window beside the spiral hops; 0 = off)")
-    impl: Literal["auto", "sparse", "dense"] = Field("auto", description="gather the offsets (sparse), mask a "
-                                                     "dense attention (dense), or auto: dense below a crossover "
-                                                     "length (spiraljax.ops.impl); same numbers to float "
-                                                     "tolerance")
+    local: int = Field(
+        0,
+        ge=0,
+        description="also attend the last `local` positions (offsets 0 … local-1, a "
+        "sliding window beside the spiral hops; 0 = off)",
+    )
+    impl: Literal["auto", "sparse", "dense"] = Field(
+        "auto",
+        description="gather the offsets (sparse), mask a "
+        "dense attention (dense), or auto: dense below a crossover "
+        "length (spiraljax.ops.impl); same numbers to float "
+        "tolerance",
+    )
 
 
 class BreathSection(Section):
     enabled: bool = Field(True, description="the breath clock (inhale, hold, exhale, pause) is on")
     durations: list[int] = Field([4, 2, 4, 2], description="positions per phase: inhale, hold, exhale, pause")
     weights: list[float] = Field([1.0, 0.5, 0.25, 0.0], description="breath weight of each phase")
-    clock: Literal["position", "step"] = Field("position", description="phase of position t (+ the training step "
-                                                                       "if 'step')")
-    attention_phases: list[int] = Field([0, 1, 2, 3], description="rhythmic attention: phases where attention is "
-                                                                  "open")
+    clock: Literal["position", "step"] = Field(
+        "position", description="phase of position t (+ the training step if 'step')"
+    )
+    attention_phases: list[int] = Field([0, 1, 2, 3], description="rhythmic attention: phases where attention is open")
     dropout: list[float] = Field([0.0, 0.0, 0.0, 0.0], description="contemplative dropout rate per phase")
     rhythmic_loss: bool = Field(True, description="weight the loss of each position by its breath weight")
-    active_boost: float = Field(1.0, gt=0, description="rhythmic loss: weight × this on non-silence targets "
-                                                       "(1 = off)")
+    active_boost: float = Field(1.0, gt=0, description="rhythmic loss: weight × this on non-silence targets (1 = off)")
 
     @model_validator(mode="after")
     def _four(self) -> "BreathSection":
@@ -72,8 +80,9 @@ class BreathSection(Section):
 
 class SilenceSection(Section):
     key_mask: bool = Field(True, description="PAD keys masked per sequence (diagonal kept)")
-    gate: Literal["scale", "off", "none"] = Field("scale", description="above the threshold, scale attention by "
-                                                                       "1 − silence share, close it, or do nothing")
+    gate: Literal["scale", "off", "none"] = Field(
+        "scale", description="above the threshold, scale attention by 1 − silence share, close it, or do nothing"
+    )
     threshold: float = Field(0.5, ge=0, le=1, description="share of silence glyphs in the prefix that gates")
 
 
@@ -82,8 +91,9 @@ class MemorySection(Section):
     capacity: int = Field(15, gt=0, description="paintings kept")
     decay: float = Field(0.95, gt=0, le=1, description="strength of every stored painting × this per write")
     threshold: float = Field(0.3, description="similarity a painting needs to be read")
-    query_prob: float = Field(0.35, ge=0, le=1, description="training only: chance a hold phase queries "
-                                                            "(eval: every hold)")
+    query_prob: float = Field(
+        0.35, ge=0, le=1, description="training only: chance a hold phase queries (eval: every hold)"
+    )
     write_every: int = Field(1, ge=1, description="breathing recurrence: write a painting every k-th breath cycle")
 
 
@@ -99,12 +109,14 @@ class SpiralformerConfig(AttentionConfig):
     memory: MemorySection = Field(MemorySection(), description="TowerMemory")
     lora_rank: LoraRank = 0
     lora_alpha: LoraAlpha = 16.0
-    smear_keys: bool = Field(False, description="per-head smeared keys k_j <- m k_j + (1-m) k_{j-1} (as the "
-                                                "dense baseline's default)")
+    smear_keys: bool = Field(
+        False, description="per-head smeared keys k_j <- m k_j + (1-m) k_{j-1} (as the dense baseline's default)"
+    )
     dtype: DType = "float32"
     remat: Remat = False
-    cache_len: int | None = Field(None, ge=0, description="keys/values per layer carried to the next window with "
-                                                          "state= (null: seq_len)")
+    cache_len: int | None = Field(
+        None, ge=0, description="keys/values per layer carried to the next window with state= (null: seq_len)"
+    )
 
     @property
     def cache_length(self) -> int:
@@ -140,9 +152,14 @@ class Spiralformer(nn.Module):
         PAD), the tokens of the document read so far (the breath clock's position) and the silence glyphs
         among them, and with ``memory.enabled`` an empty tower (:func:`spiraljax.ops.tower.tower_init`)."""
         cfg = self.cfg
-        state = {"layers": {f"block_{i}": init_cache(batch_size, cfg.cache_length, cfg.n_heads,
-                                                     cfg.d_model // cfg.n_heads) for i in range(cfg.n_layers)},
-                 "pos": jnp.zeros((batch_size,), jnp.int32), "silent": jnp.zeros((batch_size,), jnp.float32)}
+        state = {
+            "layers": {
+                f"block_{i}": init_cache(batch_size, cfg.cache_length, cfg.n_heads, cfg.d_model // cfg.n_heads)
+                for i in range(cfg.n_layers)
+            },
+            "pos": jnp.zeros((batch_size,), jnp.int32),
+            "silent": jnp.zeros((batch_size,), jnp.float32),
+        }
         if cfg.memory.enabled:
             state["memory"] = tower_init(batch_size, cfg.memory.capacity, cfg.d_model)
         return state
@@ -155,7 +172,7 @@ class Spiralformer(nn.Module):
         if pos is None:
             phases = rhythm.sequence_phases(t, offset, bc.durations)
         else:
-            start = pos + jnp.asarray(offset, jnp.int32)                       # clock of position 0, [B]
+            start = pos + jnp.asarray(offset, jnp.int32)  # clock of position 0, [B]
             phases = rhythm.phase(jnp.arange(t, dtype=jnp.int32)[None, :] + start[:, None], bc.durations)
         if not bc.enabled:
             ones = jnp.ones(phases.shape, jnp.float32)
@@ -191,14 +208,14 @@ class Spiralformer(nn.Module):
         n_cyc = t // cycle + 2
         if pos is None:
             cyc = (jnp.arange(t) + jnp.mod(jnp.asarray(offset, jnp.int32), cycle)) // cycle  # cycle index per position
-            onehot = jax.nn.one_hot(cyc, n_cyc)                                          # [T, C]
+            onehot = jax.nn.one_hot(cyc, n_cyc)  # [T, C]
             per_row, first_cycle = "tc", jnp.zeros((), jnp.int32)
             phases_bt = phases[None, :]
         else:
-            start = pos + jnp.asarray(offset, jnp.int32)                                 # clock of position 0, [B]
-            cyc = (jnp.arange(t)[None, :] + jnp.mod(start, cycle)[:, None]) // cycle     # [B, T]
-            onehot = jax.nn.one_hot(cyc, n_cyc)                                          # [B, T, C]
-            per_row, first_cycle = "btc", (start // cycle)[None, :]                      # the document's cycle 0
+            start = pos + jnp.asarray(offset, jnp.int32)  # clock of position 0, [B]
+            cyc = (jnp.arange(t)[None, :] + jnp.mod(start, cycle)[:, None]) // cycle  # [B, T]
+            onehot = jax.nn.one_hot(cyc, n_cyc)  # [B, T, C]
+            per_row, first_cycle = "btc", (start // cycle)[None, :]  # the document's cycle 0
             phases_bt = phases
         valid = (tokens != 0).astype(jnp.float32)
 
@@ -212,52 +229,69 @@ class Spiralformer(nn.Module):
         key = nn.Dense(d, use_bias=False, name="memory_key")(content)
         hold = (phases == rhythm.HOLD).astype(jnp.float32)
         if pos is None:
-            has_hold = (jnp.einsum("t,tc->c", hold, onehot) > 0)[:, None]               # [C, 1]
+            has_hold = (jnp.einsum("t,tc->c", hold, onehot) > 0)[:, None]  # [C, 1]
         else:
-            has_hold = (jnp.einsum("bt,btc->cb", hold, onehot) > 0)                     # [C, B]
+            has_hold = jnp.einsum("bt,btc->cb", hold, onehot) > 0  # [C, B]
         if train and mc.query_prob < 1.0:
             coin = jax.random.bernoulli(self.make_rng("sample"), mc.query_prob, (n_cyc, b))
         else:
             coin = jnp.ones((n_cyc, b), bool)
-        ask = coin & has_hold                                                           # [C, B]
+        ask = coin & has_hold  # [C, B]
         tick = rhythm.recurrence_tick(jnp.arange(n_cyc)[:, None] + first_cycle, mc.write_every)  # [C, 1 or B]
         write = (count > 0).T & tick
         if memory is not None and set(memory) != set(tower_init(1, 1, 1)):
-            raise ValueError(f"memory: expected a TowerMemory state (aux['memory']) with keys "
-                             f"{sorted(tower_init(1, 1, 1))}, got {sorted(memory)}")
+            raise ValueError(
+                f"memory: expected a TowerMemory state (aux['memory']) with keys "
+                f"{sorted(tower_init(1, 1, 1))}, got {sorted(memory)}"
+            )
         state = memory if memory is not None else tower_init(b, mc.capacity, d)
 
         def per_cycle(state, xs):
             content_c, key_c, query_c, ask_c, write_c = xs
-            state, got, found, slot = tower_read(state, charge, mc.threshold, query=None if charge_only else query_c,
-                                                 active=ask_c)
+            state, got, found, slot = tower_read(
+                state, charge, mc.threshold, query=None if charge_only else query_c, active=ask_c
+            )
             state = tower_write(state, content_c, charge, mc.decay, active=write_c, key=key_c)
             return state, (got, found, slot)
 
         cycles_first = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
         xs = (cycles_first(content), cycles_first(key), cycles_first(query), ask, write)
         state, (got, found, slot) = jax.lax.scan(per_cycle, state, xs)
-        got, found, slot = cycles_first(got), found.T, slot.T                            # [B, C, d], [B, C]
+        got, found, slot = cycles_first(got), found.T, slot.T  # [B, C, d], [B, C]
         hold_bt = hold[None, :] if pos is None else hold
         per_pos = jnp.einsum(f"bcd,{per_row}->btd", got, onehot) * hold_bt[..., None]
         read_at = jnp.einsum(f"bc,{per_row}->bt", found.astype(jnp.float32), onehot) * hold_bt > 0  # [B, T]
-        gate = nn.sigmoid(nn.Dense(1, name="memory_gate")(h))[..., 0]                    # [B, T]
+        gate = nn.sigmoid(nn.Dense(1, name="memory_gate")(h))[..., 0]  # [B, T]
         if force_gate is not None:
             gate = jnp.broadcast_to(jnp.asarray(force_gate, jnp.float32), (b, t))
         out = h if cut else h + gate[..., None] * per_pos
-        aux = {"memory": state, "memory_queries": jnp.sum(ask.T, axis=1).astype(jnp.float32),
-               "hold_phases": jnp.broadcast_to(jnp.sum(has_hold, axis=0).astype(jnp.float32), (b,)),
-               "memory_hits": jnp.sum(found, axis=1).astype(jnp.float32), "memory_slot": slot,
-               "memory_read": read_at, "memory_gate": gate}
+        aux = {
+            "memory": state,
+            "memory_queries": jnp.sum(ask.T, axis=1).astype(jnp.float32),
+            "hold_phases": jnp.broadcast_to(jnp.sum(has_hold, axis=0).astype(jnp.float32), (b,)),
+            "memory_hits": jnp.sum(found, axis=1).astype(jnp.float32),
+            "memory_slot": slot,
+            "memory_read": read_at,
+            "memory_gate": gate,
+        }
         return out, aux
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, *, train: bool = False, step: int | jax.Array = 0,
-                 conditions: jax.Array | None = None, memory: dict | None = None,
-                 force_breath_weight: float | jax.Array | None = None,
-                 force_silence_gate: float | jax.Array | None = None,
-                 force_memory_gate: float | jax.Array | None = None, cut_memory: bool = False,
-                 charge_only_memory: bool = False, state: dict | None = None):
+    def __call__(
+        self,
+        tokens: jax.Array,
+        *,
+        train: bool = False,
+        step: int | jax.Array = 0,
+        conditions: jax.Array | None = None,
+        memory: dict | None = None,
+        force_breath_weight: float | jax.Array | None = None,
+        force_silence_gate: float | jax.Array | None = None,
+        force_memory_gate: float | jax.Array | None = None,
+        cut_memory: bool = False,
+        charge_only_memory: bool = False,
+        state: dict | None = None,
+    ):
         """Next-token logits through spiral-attention blocks gated by the breath clock and silence.
 
         Args:
@@ -305,9 +339,11 @@ class Spiralformer(nn.Module):
         if force_breath_weight is not None:
             breath_w = jnp.broadcast_to(jnp.asarray(force_breath_weight, jnp.float32), (b, t))
         frac = silence_fraction(tokens) if state is None else silence_fraction(tokens, state["silent"], pos)
-        gate = {"scale": jnp.where(frac > cfg.silence.threshold, 1.0 - frac, 1.0),
-                "off": jnp.where(frac > cfg.silence.threshold, 0.0, 1.0),
-                "none": jnp.ones_like(frac)}[cfg.silence.gate]
+        gate = {
+            "scale": jnp.where(frac > cfg.silence.threshold, 1.0 - frac, 1.0),
+            "off": jnp.where(frac > cfg.silence.threshold, 0.0, 1.0),
+            "none": jnp.ones_like(frac),
+        }[cfg.silence.gate]
         if force_silence_gate is not None:
             gate = jnp.broadcast_to(jnp.asarray(force_silence_gate, jnp.float32), (b, t))
         key_mask = tokens != 0 if cfg.silence.key_mask else None
@@ -316,8 +352,17 @@ class Spiralformer(nn.Module):
         block = maybe_remat(SpiralBlock, cfg.remat, static_argnums=(6,))  # train (argument 6) is static
         new_layers = {}
         for i in range(cfg.n_layers):
-            layer = block(cfg.n_heads, hidden, offsets, cfg.spiral.impl, cfg.lora_rank, cfg.lora_alpha, cfg.smear_keys,
-                          compute_dtype(cfg.dtype), name=f"block_{i}")
+            layer = block(
+                cfg.n_heads,
+                hidden,
+                offsets,
+                cfg.spiral.impl,
+                cfg.lora_rank,
+                cfg.lora_alpha,
+                cfg.smear_keys,
+                compute_dtype(cfg.dtype),
+                name=f"block_{i}",
+            )
             args = (x, key_mask, breath_w, gate * rows(attn_open), drop_rates, train)
             if state is None:
                 x = layer(*args)
@@ -325,8 +370,9 @@ class Spiralformer(nn.Module):
                 x, new_layers[f"block_{i}"] = layer(*args, state["layers"][f"block_{i}"])
         aux = {"breath_weight": breath_w, "silence_gate": gate, "field_charge": charge, "phase": phases}
         if cfg.memory.enabled:
-            x, memory_aux = self._memory(x, tokens, phases, charge, step, memory, train, force_memory_gate,
-                                         cut_memory, charge_only_memory, pos)
+            x, memory_aux = self._memory(
+                x, tokens, phases, charge, step, memory, train, force_memory_gate, cut_memory, charge_only_memory, pos
+            )
             aux.update(memory_aux)
         if state is not None:
             silent = jnp.isin(tokens, jnp.asarray(SILENCE_IDS)).astype(jnp.float32)

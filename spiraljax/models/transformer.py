@@ -1,6 +1,7 @@
 """Dense causal Transformer baseline: pre-norm, RoPE, smeared keys, SwiGLU/GELU MLP, tied or untied embeddings,
 optional LoRA adapters on the block projections (``lora_rank``); dense or local (sliding-window) attention,
 and a Transformer-XL key/value cache carried across windows (``state=``, docs/long_context_attention.md)."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -26,22 +27,35 @@ class TransformerConfig(AttentionConfig):
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of d_model (×2/3 for swiglu)")
     mlp_kind: Literal["swiglu", "gelu"] = Field("swiglu", description="MLP of each block")
     tie_embeddings: bool = Field(True, description="the output head reuses the token embedding")
-    attention: Literal["dense", "local"] = Field("dense", description="dense: every earlier key; local: the last "
-                                                                      "`window` keys (sliding window)")
-    window: int | None = Field(None, gt=0, description="attention: local: keys per query w (query t attends "
-                                                       "t-w+1 … t; w = ⌈log₂T⌉+1 costs what spiral "
-                                                       "attention does); only with local (a config with a window "
-                                                       "and no attention key means local)")
-    local_impl: Literal["auto", "blocked", "dense"] = Field("auto", description="local attention: blocks of w "
-                                                            "queries (blocked, O(T·w)), the masked T×T form (dense), "
-                                                            "or auto (spiraljax.ops.impl); same numbers to float "
-                                                            "tolerance")
-    cache_len: int | None = Field(None, ge=0, description="keys/values per layer carried to the next window with "
-                                                          "state= (Transformer-XL cache; null: seq_len for dense, "
-                                                          "window-1 for local)")
+    attention: Literal["dense", "local"] = Field(
+        "dense", description="dense: every earlier key; local: the last `window` keys (sliding window)"
+    )
+    window: int | None = Field(
+        None,
+        gt=0,
+        description="attention: local: keys per query w (query t attends "
+        "t-w+1 … t; w = ⌈log₂T⌉+1 costs what spiral "
+        "attention does); only with local (a config with a window "
+        "and no attention key means local)",
+    )
+    local_impl: Literal["auto", "blocked", "dense"] = Field(
+        "auto",
+        description="local attention: blocks of w "
+        "queries (blocked, O(T·w)), the masked T×T form (dense), "
+        "or auto (spiraljax.ops.impl); same numbers to float "
+        "tolerance",
+    )
+    cache_len: int | None = Field(
+        None,
+        ge=0,
+        description="keys/values per layer carried to the next window with "
+        "state= (Transformer-XL cache; null: seq_len for dense, "
+        "window-1 for local)",
+    )
     # without smeared keys the 2-layer baseline does not form induction heads at our budgets (docs/notes/recall.md)
-    smear_keys: bool = Field(True, description="per-head smeared keys k_j <- m k_j + (1-m) k_{j-1} (false: plain "
-                                               "attention)")
+    smear_keys: bool = Field(
+        True, description="per-head smeared keys k_j <- m k_j + (1-m) k_{j-1} (false: plain attention)"
+    )
     lora_rank: LoraRank = 0
     lora_alpha: LoraAlpha = 16.0
 
@@ -59,8 +73,10 @@ class TransformerConfig(AttentionConfig):
         if self.attention == "local" and self.window is None:
             raise ValueError("attention: local needs model.window (keys per query, e.g. ⌈log₂ seq_len⌉+1)")
         if self.attention == "dense" and self.window is not None:
-            raise ValueError(f"model.window={self.window} is the width of attention: local; dense attention "
-                             "attends every earlier key (set model.attention=local, or window: null)")
+            raise ValueError(
+                f"model.window={self.window} is the width of attention: local; dense attention "
+                "attends every earlier key (set model.attention=local, or window: null)"
+            )
         if self.attention == "dense" and self.local_impl != "auto":
             raise ValueError("model.local_impl applies to attention: local only")
         return self
@@ -85,12 +101,15 @@ class Transformer(nn.Module):
         (:func:`spiraljax.nn.layers.init_cache`)."""
         cfg = self.cfg
         head_dim = cfg.d_model // cfg.n_heads
-        return {"layers": {f"block_{i}": init_cache(batch_size, cfg.cache_length, cfg.n_heads, head_dim)
-                           for i in range(cfg.n_layers)}}
+        return {
+            "layers": {
+                f"block_{i}": init_cache(batch_size, cfg.cache_length, cfg.n_heads, head_dim)
+                for i in range(cfg.n_layers)
+            }
+        }
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, *, train: bool = False, step: int | jax.Array = 0,
-                 state: dict | None = None):
+    def __call__(self, tokens: jax.Array, *, train: bool = False, step: int | jax.Array = 0, state: dict | None = None):
         """Next-token logits of a causal window.
 
         Args:
@@ -110,7 +129,7 @@ class Transformer(nn.Module):
         x = embed(tokens)
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
         hidden = int(cfg.mlp_ratio * cfg.d_model * (2 / 3 if cfg.mlp_kind == "swiglu" else 1))
-        attend = None   # dense causal (with a cache: over its valid keys too)
+        attend = None  # dense causal (with a cache: over its valid keys too)
         if cfg.attention == "local":
             attend = partial(local_attention, window=cfg.window, impl=cfg.local_impl)
         if state is not None:
@@ -119,8 +138,17 @@ class Transformer(nn.Module):
         block = maybe_remat(Block, cfg.remat, static_argnums=(2,))  # train: positional and static
         new_layers = {}
         for i in range(cfg.n_layers):
-            layer = block(cfg.n_heads, hidden, cfg.mlp_kind, cfg.dropout, dtype, attend=attend, smear=cfg.smear_keys,
-                          dense=dense, name=f"block_{i}")
+            layer = block(
+                cfg.n_heads,
+                hidden,
+                cfg.mlp_kind,
+                cfg.dropout,
+                dtype,
+                attend=attend,
+                smear=cfg.smear_keys,
+                dense=dense,
+                name=f"block_{i}",
+            )
             if state is None:
                 x = layer(x, train)
             else:

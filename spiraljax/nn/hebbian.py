@@ -1,4 +1,5 @@
 """Layers of the Hebbian byte LM: patch encoder, Hebbian memory, hybrid block, reasoning loop, GRU head."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -104,18 +105,29 @@ class HebbianMemory(nn.Module):
         out_carry = {}
         if self.rule == "delta":
             beta = nn.sigmoid(dense((self.n_heads,), name="beta")(u).astype(jnp.float32))
-            o, out_carry["memory"] = delta_rule(q, k, v, beta, log_decay, initial_state=carry.get("memory"),
-                                                impl=self.impl, chunk=self.chunk)
+            o, out_carry["memory"] = delta_rule(
+                q, k, v, beta, log_decay, initial_state=carry.get("memory"), impl=self.impl, chunk=self.chunk
+            )
         else:
             v1 = jnp.concatenate([v, jnp.ones((b, t, self.n_heads, 1), jnp.float32)], axis=-1)
             if self.rule == "hebbian":
-                o, out_carry["memory"] = fast_weights(q, k, v1, log_decay, initial_state=carry.get("memory"),
-                                                      impl=self.impl, chunk=self.chunk)
+                o, out_carry["memory"] = fast_weights(
+                    q, k, v1, log_decay, initial_state=carry.get("memory"), impl=self.impl, chunk=self.chunk
+                )
             else:
                 taps = self.param("shift_taps", _shift_taps_init, (self.n_heads, self.shift_kernel))
                 o, out_carry["memory"], out_carry["keys"] = shifted_fast_weights(
-                    q, k, v1, log_decay, taps, phi, initial_state=carry.get("memory"),
-                    initial_keys=carry.get("keys"), impl=self.impl, chunk=self.chunk)
+                    q,
+                    k,
+                    v1,
+                    log_decay,
+                    taps,
+                    phi,
+                    initial_state=carry.get("memory"),
+                    initial_keys=carry.get("keys"),
+                    impl=self.impl,
+                    chunk=self.chunk,
+                )
             o = o[..., :hd] / (o[..., hd:] + 1e-6)
         o = dense(d, axis=(-2, -1), name="out")(o)
         o = nn.LayerNorm(dtype=self.dtype, name="ln")(o)
@@ -159,8 +171,17 @@ class HybridBlock(nn.Module):
         attend = partial(local_attention, window=self.window, key_valid=valid)  # O(S·w), no S×S mask
         swa = SelfAttention(self.n_heads, rope=False, attend=attend, dense=dense, name="swa")(u_full)[:, -t:]
         u = u_full[:, -t:]
-        mem, log_decay, state = HebbianMemory(self.n_heads, self.impl, self.chunk, self.dropout, dense, self.dtype,
-                                              self.rule, self.shift_kernel, name="memory")(u, alpha, carry, train)
+        mem, log_decay, state = HebbianMemory(
+            self.n_heads,
+            self.impl,
+            self.chunk,
+            self.dropout,
+            dense,
+            self.dtype,
+            self.rule,
+            self.shift_kernel,
+            name="memory",
+        )(u, alpha, carry, train)
         h = h + dense(d, name="mix")(swa + mem)
         m = nn.LayerNorm(dtype=self.dtype, name="ln_2")(h)
         m = dense(d, use_bias=True, name="mlp_down")(nn.gelu(dense(4 * d, use_bias=True, name="mlp_up")(m)))
@@ -253,13 +274,18 @@ class LocalHead(nn.Module):
         if reference:
             emb = embed(prev_bytes)
             x = jnp.concatenate([emb, jnp.broadcast_to(ctx[:, None, :], emb.shape)], axis=-1)
-            scan = nn.scan(lambda c, carry, xt: c(carry, xt), variable_broadcast="params",
-                           split_rngs={"params": False}, in_axes=1, out_axes=1)
+            scan = nn.scan(
+                lambda c, carry, xt: c(carry, xt),
+                variable_broadcast="params",
+                split_rngs={"params": False},
+                in_axes=1,
+                out_axes=1,
+            )
             _, ys = scan(nn.GRUCell(self.hidden, name="gru"), h, x)
             return out(ys)
         w_i, b_i, w_h, b_hn = _GRUWeights(2 * self.hidden, self.hidden, name="gru")()
-        table = embed(jnp.arange(257)) @ w_i[: self.hidden]                    # [257, 3H]
-        x_gates = table[prev_bytes] + (ctx @ w_i[self.hidden:] + b_i)[:, None]   # [N, P, 3H]
+        table = embed(jnp.arange(257)) @ w_i[: self.hidden]  # [257, 3H]
+        x_gates = table[prev_bytes] + (ctx @ w_i[self.hidden :] + b_i)[:, None]  # [N, P, 3H]
         ys = []
         for j in range(prev_bytes.shape[1]):  # P is small and static: a plain unrolled loop
             xr, xz, xn = jnp.split(x_gates[:, j], 3, axis=-1)

@@ -1,12 +1,19 @@
 """An oscillator layer whose only output is the multi-scale order parameter of its phases."""
+
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spiraljax.ops.kuramoto import (bistable_regulariser, bistable_u, force_global_order_parameter,
-                                    global_order_parameter, kuramoto_scan, multiscale_features)
+from spiraljax.ops.kuramoto import (
+    bistable_regulariser,
+    bistable_u,
+    force_global_order_parameter,
+    global_order_parameter,
+    kuramoto_scan,
+    multiscale_features,
+)
 
 
 class OscillatorLayer(nn.Module):
@@ -38,8 +45,7 @@ class OscillatorLayer(nn.Module):
     coupling_scale: float = 2.0
 
     @nn.compact
-    def __call__(self, h, *, train: bool = False, force_R=None, cut_R: bool = False, theta_start=None,
-                 started=None):
+    def __call__(self, h, *, train: bool = False, force_R=None, cut_R: bool = False, theta_start=None, started=None):
         """``theta_start [B, N]`` / ``started [B]`` (carried state): rows with ``started`` begin from
         ``theta_start``, the others from the learned θ₀ (None: every row from θ₀). The internals hold
         ``theta_end [B, N]``, the phases after the last position, wrapped to [0, 2π)."""
@@ -51,9 +57,12 @@ class OscillatorLayer(nn.Module):
         omega = (omega0 + nn.Dense(self.n_osc, name="omega")(h)).reshape(b, t, g, m)
         internals = {}
         if self.core == "bistable":
-            p = nn.Dense(10, name="core", kernel_init=nn.initializers.normal(0.1),
-                         bias_init=lambda k, s, d=jnp.float32: jnp.array(
-                             [1, 0.5, 0.2, 1, 0.2, 0.5, 1, 0.2, 0, 0], d))(h)
+            p = nn.Dense(
+                10,
+                name="core",
+                kernel_init=nn.initializers.normal(0.1),
+                bias_init=lambda k, s, d=jnp.float32: jnp.array([1, 0.5, 0.2, 1, 0.2, 0.5, 1, 0.2, 0, 0], d),
+            )(h)
             u, sat = bistable_u(p)
             coupling = jnp.broadcast_to(self.coupling_scale * jax.nn.sigmoid(u)[..., None], (b, t, g))
             internals.update(u=u, u_saturated=sat.astype(jnp.float32), reg=bistable_regulariser(p, u))
@@ -65,8 +74,9 @@ class OscillatorLayer(nn.Module):
         start = jnp.broadcast_to(theta0, (b, self.n_osc))
         if theta_start is not None:
             start = jnp.where(started[:, None], theta_start.astype(jnp.float32), start)
-        theta, theta_end = kuramoto_scan(start.reshape(b, g, m), omega, coupling, self.dt, noise,
-                                         self.unroll, self.remat_chunk, self.global_mix)
+        theta, theta_end = kuramoto_scan(
+            start.reshape(b, g, m), omega, coupling, self.dt, noise, self.unroll, self.remat_chunk, self.global_mix
+        )
         internals["theta_end"] = jnp.mod(theta_end.reshape(b, self.n_osc), 2 * jnp.pi)  # exact: only e^{iθ} is read
         mag, cos, sin = multiscale_features(theta, self.n_harmonics)  # [B, T, G, H] each
         r = global_order_parameter(mag, cos, sin)  # R of all N oscillators, a function of the features
@@ -76,8 +86,12 @@ class OscillatorLayer(nn.Module):
             check_forced_R(force_R)
             mag, cos, sin = force_global_order_parameter(mag, cos, sin, force_R)
         feats = jnp.concatenate([mag, cos, sin], axis=-1).reshape(b, t, -1)
-        return feats, {"R": r, "R_readout": global_order_parameter(mag, cos, sin),
-                       "coupling": jnp.mean(coupling, axis=-1), **internals}
+        return feats, {
+            "R": r,
+            "R_readout": global_order_parameter(mag, cos, sin),
+            "coupling": jnp.mean(coupling, axis=-1),
+            **internals,
+        }
 
 
 def check_forced_R(value) -> None:

@@ -5,6 +5,7 @@ Every linear layer comes from a dense-layer factory (:data:`DenseFactory`, by de
 :func:`lora_dense` with rank 0 = a plain bias-free Dense), so one implementation serves the dense
 baseline, Spiralformer and the Hebbian model, with or without LoRA adapters.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -49,15 +50,17 @@ def init_cache(batch: int, length: int, n_heads: int, head_dim: int) -> dict[str
     ``k, v [B, M, H, D]`` (keys after RoPE and smearing, rotated to positions −M … −1 of the next
     window), ``valid [B, M]`` and ``prev_key [B, H, D]`` (the raw key of position −1, which the
     next window's first key is smeared with)."""
-    return {"k": jnp.zeros((batch, length, n_heads, head_dim), jnp.float32),
-            "v": jnp.zeros((batch, length, n_heads, head_dim), jnp.float32),
-            "valid": jnp.zeros((batch, length), bool),
-            "prev_key": jnp.zeros((batch, n_heads, head_dim), jnp.float32)}
+    return {
+        "k": jnp.zeros((batch, length, n_heads, head_dim), jnp.float32),
+        "v": jnp.zeros((batch, length, n_heads, head_dim), jnp.float32),
+        "valid": jnp.zeros((batch, length), bool),
+        "prev_key": jnp.zeros((batch, n_heads, head_dim), jnp.float32),
+    }
 
 
 def _last(x: jax.Array, m: int) -> jax.Array:
     """The last ``m`` time steps (axis 1) of ``x`` (none for ``m = 0``)."""
-    return x[:, x.shape[1] - m:]
+    return x[:, x.shape[1] - m :]
 
 
 class SelfAttention(nn.Module):
@@ -86,8 +89,7 @@ class SelfAttention(nn.Module):
     dense: DenseFactory | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, cache: dict[str, jax.Array] | None = None,
-                 key_valid: jax.Array | None = None):
+    def __call__(self, x: jax.Array, cache: dict[str, jax.Array] | None = None, key_valid: jax.Array | None = None):
         b, t, d = x.shape
         head_dim = d // self.n_heads
         dense = self.dense or lora_dense(dtype=self.dtype)
@@ -100,8 +102,11 @@ class SelfAttention(nn.Module):
             q, k = apply_rope(q, pos), apply_rope(k, pos)
         raw_k = k
         if self.smear:
-            k = smear_keys(k, nn.sigmoid(self.param("smear", nn.initializers.zeros, (self.n_heads,))),
-                           None if cache is None else cache["prev_key"])
+            k = smear_keys(
+                k,
+                nn.sigmoid(self.param("smear", nn.initializers.zeros, (self.n_heads,))),
+                None if cache is None else cache["prev_key"],
+            )
         attend = self.attend or causal_attention
         if cache is None:
             return dense(d, axis=(-2, -1), name="out")(attend(q, k, v))
@@ -114,8 +119,12 @@ class SelfAttention(nn.Module):
         new_k, prev_key = _last(k_all, m), raw_k[:, -1:]
         if self.rope:  # to positions −M … −1 of the next window
             new_k, prev_key = apply_rope(new_k, jnp.full((m,), -t)), apply_rope(prev_key, jnp.full((1,), -t))
-        new_cache = {"k": new_k, "v": _last(v_all, m).astype(jnp.float32), "valid": _last(valid_all, m),
-                     "prev_key": prev_key[:, 0]}
+        new_cache = {
+            "k": new_k,
+            "v": _last(v_all, m).astype(jnp.float32),
+            "valid": _last(valid_all, m),
+            "prev_key": prev_key[:, 0],
+        }
         return dense(d, axis=(-2, -1), name="out")(out), new_cache
 
 
@@ -169,12 +178,14 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, cache: dict[str, jax.Array] | None = None):
         drop = nn.Dropout(self.dropout, deterministic=not train)
-        h = SelfAttention(self.n_heads, self.dtype, attend=self.attend, smear=self.smear, dense=self.dense,
-                          name="attn")(nn.LayerNorm(dtype=self.dtype)(x), cache)
+        h = SelfAttention(
+            self.n_heads, self.dtype, attend=self.attend, smear=self.smear, dense=self.dense, name="attn"
+        )(nn.LayerNorm(dtype=self.dtype)(x), cache)
         if cache is not None:
             h, cache = h
         x = x + drop(h)
         h = MLP(self.mlp_hidden, self.mlp_kind, self.dtype, dense=self.dense, name="mlp")(
-            nn.LayerNorm(dtype=self.dtype)(x))
+            nn.LayerNorm(dtype=self.dtype)(x)
+        )
         x = x + drop(h)
         return x if cache is None else (x, cache)

@@ -4,6 +4,7 @@
 is ``nn.Dense`` / ``nn.DenseGeneral`` (no adapter) with the same parameter names, shapes and initial
 values, so a model gains adapters by a config field without changing its base parameters.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,7 +74,7 @@ def as_matrix_product(x: jax.Array, kernel: jax.Array, n_axes: int, out_shape: t
     fwd+bwd at [32, 128, 128]: 22 → 11 ms, docs/benchmarks.md).
     """
     batch = x.shape[: x.ndim - n_axes]
-    n_in = math.prod(x.shape[x.ndim - n_axes:])
+    n_in = math.prod(x.shape[x.ndim - n_axes :])
     y = x.reshape(-1, n_in) @ kernel.reshape(n_in, math.prod(out_shape))
     return y.reshape(batch + tuple(out_shape))
 
@@ -109,9 +110,13 @@ def merge_lora(params, scale: float):
     ``scale`` is ``α / r``. Returns ``(merged, saved)``: the merged tree (same outputs, plain
     kernels) and ``saved = {…: {"lora_b": B}}`` per adapter, which :func:`unmerge_lora` needs to undo it.
     """
+
     def fold(node):
-        return {**node, "kernel": node["kernel"] + _delta(node, node["lora_b"], scale),
-                "lora_b": jnp.zeros_like(node["lora_b"])}
+        return {
+            **node,
+            "kernel": node["kernel"] + _delta(node, node["lora_b"], scale),
+            "lora_b": jnp.zeros_like(node["lora_b"]),
+        }
 
     merged = _map_lora(params, fold)
     saved = _map_lora(params, lambda node: {"lora_b": node["lora_b"]})
@@ -120,6 +125,7 @@ def merge_lora(params, scale: float):
 
 def unmerge_lora(merged, saved, scale: float):
     """Inverse of :func:`merge_lora`: ``W ← W − scale·A B_saved``, ``B ← B_saved``."""
+
     def walk(m, s):
         if _is_lora(m):
             b = s["lora_b"]

@@ -34,6 +34,7 @@ it (the remat'd modules keep their names), so checkpoints move freely between th
 ``remat_chunk`` is a different, finer axis (checkpoints inside one layer's scan over time) and combines
 with ``remat``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

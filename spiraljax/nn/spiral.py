@@ -1,5 +1,6 @@
 """Spiralformer's block: the shared attention / MLP layers (:mod:`spiraljax.nn.layers`) with spiral
 sparse attention and LoRA-capable projections, gated by the breath clock."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -49,8 +50,16 @@ class SpiralBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, key_mask: jax.Array | None, breath_w: jax.Array, attn_gate: jax.Array,
-                 drop_rates: jax.Array | None, train: bool = False, cache: dict[str, jax.Array] | None = None):
+    def __call__(
+        self,
+        x: jax.Array,
+        key_mask: jax.Array | None,
+        breath_w: jax.Array,
+        attn_gate: jax.Array,
+        drop_rates: jax.Array | None,
+        train: bool = False,
+        cache: dict[str, jax.Array] | None = None,
+    ):
         def drop(h):
             if not train or drop_rates is None:
                 return h

@@ -1,5 +1,6 @@
 """Dense causal attention, sliding-window (local) attention and rotary position codes (shapes
 ``[B, T, H, D]``; keys may carry a cache of earlier positions in front: ``[B, S, H, D]``, S ≥ T)."""
+
 from __future__ import annotations
 
 import chex
@@ -122,8 +123,9 @@ def masked_softmax_reference(scores: jax.Array, mask: jax.Array) -> jax.Array:
     return w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-30)
 
 
-def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
-                     empty_rows: bool = True) -> jax.Array:
+def masked_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, empty_rows: bool = True
+) -> jax.Array:
     """softmax(q·kᵀ/√D + mask) v. Rows with no allowed key return zeros (never NaN).
 
     Args:
@@ -156,8 +158,9 @@ def check_prefix_keys(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.A
         chex.assert_shape(key_valid, k.shape[:2])
 
 
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | None = None, *,
-                     key_valid: jax.Array | None = None) -> jax.Array:
+def causal_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, window: int | None = None, *, key_valid: jax.Array | None = None
+) -> jax.Array:
     """Dense causal (optionally sliding-window) softmax attention, O(T·S):
     ``o_i = Σ_{j ≤ i+P, i+P − j < window, valid_j} softmax_j(q_i·k_j/√D) v_j``.
 
@@ -181,8 +184,15 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int | Non
     return masked_attention(q, k, v, mask & key_valid[:, None, None, :])
 
 
-def local_attention_blocked(q: jax.Array, k: jax.Array, v: jax.Array, window: int, *,
-                            key_valid: jax.Array | None = None, block: int | None = None) -> jax.Array:
+def local_attention_blocked(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    window: int,
+    *,
+    key_valid: jax.Array | None = None,
+    block: int | None = None,
+) -> jax.Array:
     """Sliding-window attention in O(S·w) time and memory: :func:`causal_attention` with ``window`` (same
     values and gradients, tested), without an S×S array.
 
@@ -208,7 +218,7 @@ def local_attention_blocked(q: jax.Array, k: jax.Array, v: jax.Array, window: in
     c = min(max(block or window, window), s)
     n = -(-s // c)
     pad = n * c - s
-    q = jnp.pad(q, ((0, 0), (s - t, pad), (0, 0), (0, 0)))     # queries aligned with the keys
+    q = jnp.pad(q, ((0, 0), (s - t, pad), (0, 0), (0, 0)))  # queries aligned with the keys
     k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (k, v))
     valid = jnp.ones((b, s), bool) if key_valid is None else key_valid
     valid = jnp.pad(valid, ((0, 0), (0, pad)))
@@ -219,19 +229,26 @@ def local_attention_blocked(q: jax.Array, k: jax.Array, v: jax.Array, window: in
         return jnp.concatenate([prev, x], axis=2)
 
     kb, vb = with_previous(k), with_previous(v)
-    vk = with_previous(valid)                                           # block 0's "previous" keys: padding, invalid
+    vk = with_previous(valid)  # block 0's "previous" keys: padding, invalid
     qb = q.reshape(b, n, c, h, d)
-    diff = jnp.arange(c)[:, None] + c - jnp.arange(2 * c)[None, :]      # i − j within a block pair
-    mask = ((diff >= 0) & (diff < window))[None, None, None] & vk[:, :, None, None, :]   # [B, n, 1, c, 2c]
-    scores = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, kb) * d ** -0.5
+    diff = jnp.arange(c)[:, None] + c - jnp.arange(2 * c)[None, :]  # i − j within a block pair
+    mask = ((diff >= 0) & (diff < window))[None, None, None] & vk[:, :, None, None, :]  # [B, n, 1, c, 2c]
+    scores = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, kb) * d**-0.5
     # a query whose own key is valid never has an empty row; the padded queries' rows are dropped
     w = masked_softmax(scores, mask, empty_rows=key_valid is not None)
     out = jnp.einsum("bnhqk,bnkhd->bnqhd", w.astype(vb.dtype), vb).reshape(b, n * c, h, -1)
-    return out[:, s - t:s]
+    return out[:, s - t : s]
 
 
-def local_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int, *, key_valid: jax.Array | None = None,
-                    impl: str | Impl = Impl.AUTO) -> jax.Array:
+def local_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    window: int,
+    *,
+    key_valid: jax.Array | None = None,
+    impl: str | Impl = Impl.AUTO,
+) -> jax.Array:
     """Sliding-window causal attention: query i attends keys ``i − w + 1 … i`` (that exist and are valid).
 
     ``impl`` (resolved in :mod:`spiraljax.ops.impl`): ``blocked`` (:func:`local_attention_blocked`,

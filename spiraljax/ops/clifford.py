@@ -10,6 +10,7 @@ In this representation the transpose is a Clifford operation: e1, e2, e3 are sym
 skew, so Mᵀ = M† (reversion followed by e4 → −e4). Hence the Frobenius product is the positive-definite
 Clifford inner product ⟨A, B⟩ = ⟨A† B⟩₀ = tr(Aᵀ B)/4 = Σ_b a_b b_b over blade coefficients.
 """
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -21,7 +22,7 @@ import numpy as np
 
 from spiraljax.ops.constants import PHI
 
-GRACE_SCALES = (1.0, PHI ** -1, PHI ** -2, PHI ** -3, PHI ** -1)  # grades 0..4
+GRACE_SCALES = (1.0, PHI**-1, PHI**-2, PHI**-3, PHI**-1)  # grades 0..4
 
 _sx = np.array([[0.0, 1.0], [1.0, 0.0]])
 _sz = np.array([[1.0, 0.0], [0.0, -1.0]])
@@ -43,8 +44,8 @@ def _blades() -> tuple[np.ndarray, np.ndarray]:
 
 
 BLADES_NP, GRADES_NP = _blades()
-BLADES = jnp.asarray(BLADES_NP, jnp.float32)   # [16, 4, 4]
-GRADES = jnp.asarray(GRADES_NP)                # [16]
+BLADES = jnp.asarray(BLADES_NP, jnp.float32)  # [16, 4, 4]
+GRADES = jnp.asarray(GRADES_NP)  # [16]
 
 
 def coefficients(m: jax.Array) -> jax.Array:

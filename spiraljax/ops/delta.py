@@ -34,6 +34,7 @@ so they are computed for all chunks at once as batched matmuls. Two variants (as
   chunk-initial states; the backward pass is hand-written (:func:`_chunked_per_head_bwd`).
 * ``chunked_general`` (any decay): per-chunk tables, the recurrence as ``S ← Γ S + R``, JAX's gradient.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -57,8 +58,7 @@ def _check_shapes(q, k, v, beta, initial_state) -> None:
 def _prepare(q, k, v, beta, log_decay, initial_state, dtype):
     b, t, h, d = q.shape
     g = jnp.broadcast_to(jnp.asarray(log_decay, dtype), (b, t, h))
-    s0 = (jnp.zeros((b, h, d, v.shape[-1]), dtype) if initial_state is None
-          else initial_state.astype(dtype))
+    s0 = jnp.zeros((b, h, d, v.shape[-1]), dtype) if initial_state is None else initial_state.astype(dtype)
     return q.astype(dtype), k.astype(dtype), v.astype(dtype), beta.astype(dtype), g, s0
 
 
@@ -67,8 +67,14 @@ def _dtype(*xs) -> jnp.dtype:
     return jnp.float64 if any(jnp.asarray(x).dtype == jnp.float64 for x in xs if x is not None) else jnp.float32
 
 
-def delta_rule_scan(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array, log_decay: jax.Array | float,
-                    initial_state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def delta_rule_scan(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array,
+    log_decay: jax.Array | float,
+    initial_state: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """Reference: one ``lax.scan`` step per position,
     ``S ← e^{g_t} S;  S ← S + β_t k_tᵀ (v_t − k_t S);  o_t = q_t S``.
 
@@ -83,9 +89,9 @@ def delta_rule_scan(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array, l
     q, k, v, beta, g, s0 = _prepare(q, k, v, beta, log_decay, initial_state, dt)
 
     def step(s, x):
-        qt, kt, vt, bt, gt = x                                   # [B, H, ·]
+        qt, kt, vt, bt, gt = x  # [B, H, ·]
         s = jnp.exp(gt)[..., None, None] * s
-        err = vt - jnp.einsum("bhd,bhde->bhe", kt, s)            # v_t − k_t (λ_t S_{t−1})
+        err = vt - jnp.einsum("bhd,bhde->bhe", kt, s)  # v_t − k_t (λ_t S_{t−1})
         s = s + jnp.einsum("bhd,bhe->bhde", kt, bt[..., None] * err)
         return s, jnp.einsum("bhd,bhde->bhe", qt, s)
 
@@ -115,8 +121,7 @@ def _unit_lower_inverse_pow2(m: jax.Array) -> jax.Array:
     halves = _unit_lower_inverse_pow2(jnp.stack([m[..., :h, :h], m[..., h:, h:]], axis=-3))
     a_inv, b_inv = halves[..., 0, :, :], halves[..., 1, :, :]
     low = -(b_inv @ m[..., h:, :h] @ a_inv)
-    return jnp.concatenate([jnp.concatenate([a_inv, jnp.zeros_like(low)], -1),
-                            jnp.concatenate([low, b_inv], -1)], -2)
+    return jnp.concatenate([jnp.concatenate([a_inv, jnp.zeros_like(low)], -1), jnp.concatenate([low, b_inv], -1)], -2)
 
 
 def _to_chunks(x, c: int):
@@ -136,9 +141,18 @@ def _tr(x):
     return jnp.swapaxes(x, -1, -2)
 
 
-def delta_rule_chunked(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array, log_decay: jax.Array | float,
-                       initial_state: jax.Array | None = None, chunk: int = 64, unroll: int = 1, *,
-                       impl: str | Impl = Impl.CHUNKED) -> tuple[jax.Array, jax.Array]:
+def delta_rule_chunked(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array,
+    log_decay: jax.Array | float,
+    initial_state: jax.Array | None = None,
+    chunk: int = 64,
+    unroll: int = 1,
+    *,
+    impl: str | Impl = Impl.CHUNKED,
+) -> tuple[jax.Array, jax.Array]:
     """Chunk-parallel WY/UT form (module docstring), in two variants as
     :func:`spiraljax.ops.hebbian.fast_weights_chunked`: ``chunked_per_head`` (a scalar or ``[H]`` log decay
     and C | T: one shared decay table, hand-written backward) and ``chunked_general`` (any decay; T
@@ -158,8 +172,10 @@ def delta_rule_chunked(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array
     b, t, h, _ = q.shape
     which = resolve("delta_rule", impl, length=t, chunk=chunk, per_head_decay=jnp.ndim(log_decay) <= 1)
     if which not in (Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL):
-        raise ValueError(f"delta_rule_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | chunked_general "
-                         "(the scan is delta_rule_scan)")
+        raise ValueError(
+            f"delta_rule_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | chunked_general "
+            "(the scan is delta_rule_scan)"
+        )
     dt = _dtype(q, k, v, beta, log_decay, initial_state)
     c = min(chunk, t)
     if which is Impl.CHUNKED_PER_HEAD:
@@ -177,25 +193,25 @@ def _chunked_general(q, k, v, beta, g, s0, c):
     if pad:
         padder = lambda a: jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2))  # noqa: E731
         q, k, v, beta, g = (padder(a) for a in (q, k, v, beta, g))
-    qc, kc, vc = _to_chunks(q, c), _to_chunks(k, c), _to_chunks(v, c)       # [B, H, n, C, ·]
-    bc, gc = _to_chunks(beta, c), _to_chunks(g, c)                          # [B, H, n, C]
-    cum = jnp.cumsum(gc, axis=-1)                                           # L_i
-    last = cum[..., -1:]                                                    # L_{C−1}
+    qc, kc, vc = _to_chunks(q, c), _to_chunks(k, c), _to_chunks(v, c)  # [B, H, n, C, ·]
+    bc, gc = _to_chunks(beta, c), _to_chunks(g, c)  # [B, H, n, C]
+    cum = jnp.cumsum(gc, axis=-1)  # L_i
+    last = cum[..., -1:]  # L_{C−1}
     causal = jnp.tril(jnp.ones((c, c), bool))
     decay = jnp.exp(jnp.where(causal, cum[..., :, None] - cum[..., None, :], -jnp.inf))  # D [.., C, C]
     strict = jnp.tril(jnp.ones((c, c), bool), -1)
     inv = unit_lower_inverse(jnp.where(strict, bc[..., None] * (kc @ _tr(kc)) * decay, 0.0))  # T
     wu = inv @ jnp.concatenate([kc * (bc * jnp.exp(cum))[..., None], vc * bc[..., None]], -1)
-    w, u = wu[..., :dk], wu[..., dk:]                                       # W [.., C, Dk], U [.., C, Dv]
-    gamma_r = _tr(kc * jnp.exp(last - cum)[..., None]) @ wu                 # [Kdᵀ W | Kdᵀ U]
+    w, u = wu[..., :dk], wu[..., dk:]  # W [.., C, Dk], U [.., C, Dv]
+    gamma_r = _tr(kc * jnp.exp(last - cum)[..., None]) @ wu  # [Kdᵀ W | Kdᵀ U]
     gamma = jnp.exp(last)[..., None] * jnp.eye(dk, dtype=q.dtype) - gamma_r[..., :dk]
 
-    def step(s, x):                                                         # s [B, H, Dk, Dv]
+    def step(s, x):  # s [B, H, Dk, Dv]
         gm, rm = x
         return gm @ s + rm, s
 
     final, prev = jax.lax.scan(step, s0, (jnp.moveaxis(gamma, 2, 0), jnp.moveaxis(gamma_r[..., dk:], 2, 0)))
-    prev = jnp.moveaxis(prev, 0, 2)                                         # S_0 of every chunk
+    prev = jnp.moveaxis(prev, 0, 2)  # S_0 of every chunk
     out = (qc * jnp.exp(cum)[..., None]) @ prev + ((qc @ _tr(kc)) * decay) @ (u - w @ prev)
     return _from_chunks(out)[:, :t], final
 
@@ -236,8 +252,8 @@ def _per_head_forward(q, k, v, beta, g, s0, c, unroll):
     ``U' = U − W S``, ``S ← e^{L_{C−1}} S + Kdᵀ U'`` over chunks (Kdᵀ transposed beforehand, each chunk's
     initial state saved transposed for the backward pass), then the outputs for all chunks."""
     dm, dms, eq, ek, ea = _decay_tables(g, c)
-    qc, kc, vc = _to_chunk_major(q, c), _to_chunk_major(k, c), _to_chunk_major(v, c)   # [n, B, H, C, ·]
-    bc = _to_chunk_major(beta, c)[..., None]                                          # [n, B, H, C, 1]
+    qc, kc, vc = _to_chunk_major(q, c), _to_chunk_major(k, c), _to_chunk_major(v, c)  # [n, B, H, C, ·]
+    bc = _to_chunk_major(beta, c)[..., None]  # [n, B, H, C, 1]
     kk = kc @ _tr(kc)
     inv = unit_lower_inverse(bc * kk * dms)
     w = inv @ (kc * (bc * eq))
@@ -278,7 +294,7 @@ def _chunked_per_head_bwd(c, unroll, res, cotangents):
     dm, dms, eq, ek, ea = _decay_tables(g, c)
     doc = _to_chunk_major(d_out, c)
 
-    def step(ds, x):                                         # ds = dL/dS after this chunk
+    def step(ds, x):  # ds = dL/dS after this chunk
         pdo_m, kd_m, wt_m, qdo_m = x
         du = pdo_m + kd_m @ ds
         return ea * ds + qdo_m - wt_m @ du, (_tr(ds), du)
@@ -287,7 +303,7 @@ def _chunked_per_head_bwd(c, unroll, res, cotangents):
     ds0, (after_t, du) = jax.lax.scan(step, d_final, xs, reverse=True, unroll=unroll)
     dp = (doc @ _tr(u_corr)) * dm
     dq = dp @ kc + (doc @ prev_t) * eq
-    dkb = _tr(inv) @ -(du @ prev_t)                         # Tᵀ dW
+    dkb = _tr(inv) @ -(du @ prev_t)  # Tᵀ dW
     dvb = _tr(inv) @ du
     da = -(dkb @ _tr(w) + dvb @ _tr(u)) * dms
     x = bc * da
@@ -295,19 +311,33 @@ def _chunked_per_head_bwd(c, unroll, res, cotangents):
     dbeta = _rowsum(da * kk) + eq[..., 0] * _rowsum(dkb * kc) + _rowsum(dvb * vc)
     dv = dvb * bc
     n = qc.shape[0]
-    pos = jnp.arange(1, n * c + 1, dtype=qc.dtype).reshape(n, 1, 1, c)       # t + 1 of each chunk row
-    dl = _rowsum(qc * dq) - _rowsum(vc * dv)                                  # dℓ_t, [n, B, H, C]
+    pos = jnp.arange(1, n * c + 1, dtype=qc.dtype).reshape(n, 1, 1, c)  # t + 1 of each chunk row
+    dl = _rowsum(qc * dq) - _rowsum(vc * dv)  # dℓ_t, [n, B, H, C]
     dg = jnp.sum(pos * dl, axis=(0, 1, 3)) + n * c * jnp.sum(d_final * final, axis=(0, 2, 3))
-    return (_from_chunk_major(dq), _from_chunk_major(dk), _from_chunk_major(dv),
-            _from_chunk_major(dbeta[..., None])[..., 0], dg, ds0)
+    return (
+        _from_chunk_major(dq),
+        _from_chunk_major(dk),
+        _from_chunk_major(dv),
+        _from_chunk_major(dbeta[..., None])[..., 0],
+        dg,
+        ds0,
+    )
 
 
 _chunked_per_head.defvjp(_chunked_per_head_fwd, _chunked_per_head_bwd)
 
 
-def delta_rule(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array, log_decay: jax.Array | float, *,
-               initial_state: jax.Array | None = None, impl: str | Impl = Impl.CHUNKED,
-               chunk: int = 64) -> tuple[jax.Array, jax.Array]:
+def delta_rule(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array,
+    log_decay: jax.Array | float,
+    *,
+    initial_state: jax.Array | None = None,
+    impl: str | Impl = Impl.CHUNKED,
+    chunk: int = 64,
+) -> tuple[jax.Array, jax.Array]:
     """Decayed delta rule ``S_t = λ_t S_{t−1} + β_t k_tᵀ (v_t − λ_t k_t S_{t−1})``, ``o_t = q_t S_t``.
 
     Args:

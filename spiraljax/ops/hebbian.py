@@ -22,6 +22,7 @@ states), using dL/dL_t = q_t·dq_t − k_t·dk_t for the log-decay gradient:
     dV = Aᵀ dO + (K ⊙ e^{L_{C−1} − L}) dS_next,  dS_prev = e^{L_{C−1}} dS_next + (Q ⊙ e^{L})ᵀ dO,
     dg = Σ_t (t+1)(q_t·dq_t − k_t·dk_t) + T·⟨dS_T, S_T⟩.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -54,8 +55,9 @@ def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array, initial_state: jax.A
         chex.assert_shape(initial_state, (b, h, d, v.shape[-1]))
 
 
-def fast_weights_scan(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array | float,
-                      initial_state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def fast_weights_scan(
+    q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array | float, initial_state: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Reference: one recurrent step per position with ``lax.scan``,
     ``S_t = exp(g_t)·S_{t−1} + k_tᵀ v_t``, ``o_t = q_t S_t``.
 
@@ -81,9 +83,17 @@ def fast_weights_scan(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.A
     return jnp.swapaxes(out, 0, 1), final
 
 
-def fast_weights_chunked(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array | float,
-                         initial_state: jax.Array | None = None, chunk: int = 64,
-                         unroll: int = 2, *, impl: str | Impl = Impl.CHUNKED) -> tuple[jax.Array, jax.Array]:
+def fast_weights_chunked(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    log_decay: jax.Array | float,
+    initial_state: jax.Array | None = None,
+    chunk: int = 64,
+    unroll: int = 2,
+    *,
+    impl: str | Impl = Impl.CHUNKED,
+) -> tuple[jax.Array, jax.Array]:
     """Chunk-parallel form (equations in the module docstring): dense matmuls inside chunks, a scan
     over chunks carrying S (``unroll`` chunks per loop iteration: 2 was fastest on a 2-core CPU).
 
@@ -102,8 +112,10 @@ def fast_weights_chunked(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: ja
     b, t, h, d = q.shape
     which = resolve("fast_weights", impl, length=t, chunk=chunk, per_head_decay=jnp.ndim(log_decay) <= 1)
     if which not in (Impl.CHUNKED_PER_HEAD, Impl.CHUNKED_GENERAL):
-        raise ValueError(f"fast_weights_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | "
-                         "chunked_general (the scan is fast_weights_scan)")
+        raise ValueError(
+            f"fast_weights_chunked impl {str(impl)!r}: one of chunked | chunked_per_head | "
+            "chunked_general (the scan is fast_weights_scan)"
+        )
     c = min(chunk, t)
     dt = _dtype(q, k, v, log_decay, initial_state)
     s0 = jnp.zeros((b, h, d, v.shape[-1]), dt) if initial_state is None else initial_state.astype(dt)
@@ -127,15 +139,15 @@ def _chunked_general(q, k, v, log_decay, s0, c, unroll):
     causal = jnp.tril(jnp.ones((c, c), bool))
 
     def step(s, x):
-        qc, kc, vc, gc = x                                   # [B, C, H, ·]
-        cum = jnp.cumsum(gc, axis=1)                         # L_i, [B, C, H]
-        diff = cum[:, :, None, :] - cum[:, None, :, :]       # L_i − L_j, [B, C, C, H]
+        qc, kc, vc, gc = x  # [B, C, H, ·]
+        cum = jnp.cumsum(gc, axis=1)  # L_i, [B, C, H]
+        diff = cum[:, :, None, :] - cum[:, None, :, :]  # L_i − L_j, [B, C, C, H]
         decay = jnp.exp(jnp.where(causal[None, :, :, None], diff, -jnp.inf))
         scores = jnp.einsum("bihd,bjhd->bijh", qc, kc) * decay
         intra = jnp.einsum("bijh,bjhe->bihe", scores, vc)
         inter = jnp.einsum("bihd,bhde->bihe", qc * jnp.exp(cum)[..., None], s)
-        last = cum[:, -1:, :]                                # L_{C−1}
-        w = jnp.exp(last - cum)                              # e^{L_{C−1} − L_j} ≤ 1
+        last = cum[:, -1:, :]  # L_{C−1}
+        w = jnp.exp(last - cum)  # e^{L_{C−1} − L_j} ≤ 1
         s = jnp.exp(last[:, 0])[..., None, None] * s + jnp.einsum("bjhd,bjhe->bhde", kc * w[..., None], vc)
         return s, intra + inter
 
@@ -172,7 +184,7 @@ def _per_head_forward(q, k, v, g, s0, c, unroll):
     dm, eq, ek, ea = _decay_tables(g, c)
 
     def step(s, x):
-        qc, kc, vc = x                                       # [B, H, C, ·]
+        qc, kc, vc = x  # [B, H, C, ·]
         att = (qc @ _tr(kc)) * dm
         out = att @ vc + (qc * eq) @ s
         return ea * s + _tr(kc * ek) @ vc, (out, s, att)
@@ -198,7 +210,7 @@ def _chunked_per_head_bwd(c, unroll, res, cotangents):
     d_out, d_final = cotangents
     dm, eq, ek, ea = _decay_tables(g, c)
 
-    def step(ds, x):                                         # ds = dL/dS after this chunk
+    def step(ds, x):  # ds = dL/dS after this chunk
         qc, kc, vc, doc, s_prev, a = x
         da = (doc @ _tr(vc)) * dm
         dq = da @ kc + (doc @ _tr(s_prev)) * eq
@@ -211,7 +223,7 @@ def _chunked_per_head_bwd(c, unroll, res, cotangents):
     dq, dk, dv = _from_chunks(dq), _from_chunks(dk), _from_chunks(dv)
     t = q.shape[1]
     pos = jnp.arange(1, t + 1, dtype=q.dtype)[None, :, None]  # L_t = (t+1)·g
-    dl = jnp.sum(q * dq, -1) - jnp.sum(k * dk, -1)               # dL/dL_t, [B, T, H]
+    dl = jnp.sum(q * dq, -1) - jnp.sum(k * dk, -1)  # dL/dL_t, [B, T, H]
     dg = jnp.sum(pos * dl, axis=(0, 1)) + t * jnp.sum(d_final * final, axis=(0, 2, 3))
     return dq, dk, dv, dg, ds0
 
@@ -219,9 +231,16 @@ def _chunked_per_head_bwd(c, unroll, res, cotangents):
 _chunked_per_head.defvjp(_chunked_per_head_fwd, _chunked_per_head_bwd)
 
 
-def fast_weights(q: jax.Array, k: jax.Array, v: jax.Array, log_decay: jax.Array | float, *,
-                 initial_state: jax.Array | None = None, impl: str | Impl = Impl.CHUNKED,
-                 chunk: int = 64) -> tuple[jax.Array, jax.Array]:
+def fast_weights(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    log_decay: jax.Array | float,
+    *,
+    initial_state: jax.Array | None = None,
+    impl: str | Impl = Impl.CHUNKED,
+    chunk: int = 64,
+) -> tuple[jax.Array, jax.Array]:
     """Decayed linear attention ``S_t = exp(g_t)·S_{t−1} + k_tᵀ v_t``, ``o_t = q_t S_t``.
 
     Args:

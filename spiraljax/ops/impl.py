@@ -77,6 +77,7 @@ Four choices depend on the inputs; the rules are these, and they live only here:
 * **kuramoto_scan, auto** → ``remat`` when the caller set a ``remat_chunk`` shorter than T, else
   ``scan`` (one chunk of T steps is the plain scan). ``remat`` by name needs a ``remat_chunk``.
 """
+
 from __future__ import annotations
 
 import enum
@@ -87,15 +88,15 @@ import jax
 class Impl(enum.StrEnum):
     """An op's implementation. A ``str``: ``Impl("sparse") is Impl.SPARSE`` and ``Impl.SPARSE == "sparse"``."""
 
-    AUTO = "auto"                          # resolved per platform (and input) by :func:`resolve`
-    SPARSE = "sparse"                      # spiral_attention: per-offset shifts, O(T·|offsets|)
-    DENSE = "dense"                        # spiral_attention reference: masked T×T attention
-    SCAN = "scan"                          # fast_weights / kuramoto_scan reference: one step per position
-    CHUNKED = "chunked"                    # fast_weights: chunk-parallel, variant chosen from the inputs
+    AUTO = "auto"  # resolved per platform (and input) by :func:`resolve`
+    SPARSE = "sparse"  # spiral_attention: per-offset shifts, O(T·|offsets|)
+    DENSE = "dense"  # spiral_attention reference: masked T×T attention
+    SCAN = "scan"  # fast_weights / kuramoto_scan reference: one step per position
+    CHUNKED = "chunked"  # fast_weights: chunk-parallel, variant chosen from the inputs
     CHUNKED_PER_HEAD = "chunked_per_head"  # fast_weights: shared decay table, hand-written backward
-    CHUNKED_GENERAL = "chunked_general"    # fast_weights: any decay, JAX-differentiated
-    REMAT = "remat"                        # kuramoto_scan: scan over remat_chunk steps under jax.checkpoint
-    BLOCKED = "blocked"                    # local_attention: blocks of w queries vs 2 blocks of keys, O(S·w)
+    CHUNKED_GENERAL = "chunked_general"  # fast_weights: any decay, JAX-differentiated
+    REMAT = "remat"  # kuramoto_scan: scan over remat_chunk steps under jax.checkpoint
+    BLOCKED = "blocked"  # local_attention: blocks of w queries vs 2 blocks of keys, O(S·w)
 
 
 # the values each op accepts besides ``auto``
@@ -189,8 +190,16 @@ def platform_name(platform: str | None = None) -> str:
     return name
 
 
-def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = None, length: int | None = None,
-            chunk: int | None = None, per_head_decay: bool = True, window: int | None = None) -> Impl:
+def resolve(
+    op: str,
+    impl: str | Impl = Impl.AUTO,
+    *,
+    platform: str | None = None,
+    length: int | None = None,
+    chunk: int | None = None,
+    per_head_decay: bool = True,
+    window: int | None = None,
+) -> Impl:
     """The implementation ``op`` runs: ``auto`` through :data:`AUTO`, then the input rules of the module
     docstring. The op dispatches on the result and on nothing else.
 
@@ -215,8 +224,11 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
         choice = auto_choice(op, row)
         if op == "spiral_attention" and length is not None and length < DENSE_BELOW[row]:
             return Impl.DENSE
-        if op == "local_attention" and length is not None and (
-                length < LOCAL_DENSE_BELOW[row] or (window is not None and 2 * window >= length)):
+        if (
+            op == "local_attention"
+            and length is not None
+            and (length < LOCAL_DENSE_BELOW[row] or (window is not None and 2 * window >= length))
+        ):
             return Impl.DENSE
     if op in ("fast_weights", "delta_rule"):
         return _fast_weights_variant(op, choice, length, chunk, per_head_decay)
@@ -229,8 +241,7 @@ def resolve(op: str, impl: str | Impl = Impl.AUTO, *, platform: str | None = Non
     return choice
 
 
-def _fast_weights_variant(op: str, choice: Impl, length: int | None, chunk: int | None,
-                          per_head_decay: bool) -> Impl:
+def _fast_weights_variant(op: str, choice: Impl, length: int | None, chunk: int | None, per_head_decay: bool) -> Impl:
     """``chunked`` → ``chunked_per_head`` or ``chunked_general`` (module docstring; fast_weights and
     delta_rule alike); checks an explicit ``chunked_per_head`` against the inputs."""
     if choice not in (Impl.CHUNKED, Impl.CHUNKED_PER_HEAD) or length is None or chunk is None:
@@ -240,7 +251,9 @@ def _fast_weights_variant(op: str, choice: Impl, length: int | None, chunk: int 
     if choice is Impl.CHUNKED:
         return Impl.CHUNKED_PER_HEAD if shared_table else Impl.CHUNKED_GENERAL
     if not shared_table:
-        raise ValueError(f"{op} impl 'chunked_per_head' needs a per-head log decay (scalar or [H]) and a "
-                         f"chunk dividing T; got T={length}, chunk={chunk}, per-head decay={per_head_decay} "
-                         "(use 'chunked' or 'chunked_general')")
+        raise ValueError(
+            f"{op} impl 'chunked_per_head' needs a per-head log decay (scalar or [H]) and a "
+            f"chunk dividing T; got T={length}, chunk={chunk}, per-head decay={per_head_decay} "
+            "(use 'chunked' or 'chunked_general')"
+        )
     return choice

@@ -8,6 +8,7 @@ Mean-field identity: Σ_j sin(θ_j − θ_i) = cos θ_i·S − sin θ_i·C with 
 i.e. N·R·sin(ψ − θ_i) where R e^{iψ} = (C + iS)/N. A general coupling matrix uses
 cos θ_i (K sin θ)_i − sin θ_i (K cos θ)_i.
 """
+
 from __future__ import annotations
 
 import chex
@@ -33,7 +34,7 @@ def order_parameter(theta: jax.Array, n: int = 1) -> tuple[jax.Array, jax.Array]
     """
     c = jnp.mean(jnp.cos(n * theta), axis=-1)
     s = jnp.mean(jnp.sin(n * theta), axis=-1)
-    return jnp.sqrt(c ** 2 + s ** 2), jnp.arctan2(s, c)
+    return jnp.sqrt(c**2 + s**2), jnp.arctan2(s, c)
 
 
 def polar(c: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -46,7 +47,7 @@ def polar(c: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     Returns:
       ``(|Z|, cos arg Z, sin arg Z)``, each ``[...]``.
     """
-    mag = jnp.sqrt(c ** 2 + s ** 2 + 1e-12)
+    mag = jnp.sqrt(c**2 + s**2 + 1e-12)
     return mag, c / mag, s / mag
 
 
@@ -81,11 +82,12 @@ def global_order_parameter(mag: jax.Array, cos: jax.Array, sin: jax.Array) -> ja
     chex.assert_equal_shape([mag, cos, sin])
     c = jnp.mean(mag[..., 0] * cos[..., 0], axis=-1)
     s = jnp.mean(mag[..., 0] * sin[..., 0], axis=-1)
-    return jnp.sqrt(c ** 2 + s ** 2)
+    return jnp.sqrt(c**2 + s**2)
 
 
-def force_global_order_parameter(mag: jax.Array, cos: jax.Array, sin: jax.Array,
-                                 r_target: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def force_global_order_parameter(
+    mag: jax.Array, cos: jax.Array, sin: jax.Array, r_target: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Bank features ``[..., G, H]`` whose global R (:func:`global_order_parameter`) is exactly ``r_target``
     (``[...]`` or scalar, in [0, 1]).
 
@@ -112,7 +114,7 @@ def force_global_order_parameter(mag: jax.Array, cos: jax.Array, sin: jax.Array,
     chex.assert_equal_shape([mag, cos, sin])
     zc, zs = mag * cos, mag * sin
     c1, s1 = jnp.mean(zc[..., 0], axis=-1), jnp.mean(zs[..., 0], axis=-1)
-    r = jnp.sqrt(c1 ** 2 + s1 ** 2)
+    r = jnp.sqrt(c1**2 + s1**2)
     psi = jnp.arctan2(s1, c1)
     r_target = jnp.broadcast_to(jnp.asarray(r_target, jnp.float32), r.shape)
     raise_ = r_target > r
@@ -156,8 +158,14 @@ def coupling_pairwise(theta: jax.Array, k_matrix: jax.Array | None = None) -> ja
     return jnp.sum(diff, axis=-1)
 
 
-def kuramoto_step(theta: jax.Array, omega: jax.Array, coupling: jax.Array, dt: float,
-                  noise: jax.Array | None = None, global_mix: float = 0.0) -> jax.Array:
+def kuramoto_step(
+    theta: jax.Array,
+    omega: jax.Array,
+    coupling: jax.Array,
+    dt: float,
+    noise: jax.Array | None = None,
+    global_mix: float = 0.0,
+) -> jax.Array:
     """One Euler step: ``θ + dt·(ω + (K/N)·Σ_j sin(θ_j − θ_i)) [+ noise]``; ``coupling`` is K per row.
 
     ``global_mix = γ`` for banked phases ``[..., G, M]``: a fraction γ of each bank's coupling acts on
@@ -189,10 +197,17 @@ def kuramoto_step(theta: jax.Array, omega: jax.Array, coupling: jax.Array, dt: f
     return new
 
 
-def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: float,
-                  noise: jax.Array | None = None, unroll: int = 1,
-                  remat_chunk: int | None = None, global_mix: float = 0.0,
-                  impl: str | Impl = Impl.AUTO) -> tuple[jax.Array, jax.Array]:
+def kuramoto_scan(
+    theta0: jax.Array,
+    omega: jax.Array,
+    coupling: jax.Array,
+    dt: float,
+    noise: jax.Array | None = None,
+    unroll: int = 1,
+    remat_chunk: int | None = None,
+    global_mix: float = 0.0,
+    impl: str | Impl = Impl.AUTO,
+) -> tuple[jax.Array, jax.Array]:
     """Evolve phases along time: ``omega [B, T, ..., N]``, ``coupling [B, T, ...]`` → ``(θ [B, T, ..., N],
     θ_T)``; extra axes (e.g. oscillator banks) are batched, coupling acts within the last (plus the
     ``global_mix`` share across the last two, see :func:`kuramoto_step`).
@@ -225,8 +240,11 @@ def kuramoto_scan(theta0: jax.Array, omega: jax.Array, coupling: jax.Array, dt: 
         chex.assert_equal_shape([omega, noise])
     omega = omega.astype(jnp.float32)
     coupling = coupling.astype(jnp.float32)
-    xs = (jnp.swapaxes(omega, 0, 1), jnp.swapaxes(coupling, 0, 1),
-          None if noise is None else jnp.swapaxes(noise.astype(jnp.float32), 0, 1))
+    xs = (
+        jnp.swapaxes(omega, 0, 1),
+        jnp.swapaxes(coupling, 0, 1),
+        None if noise is None else jnp.swapaxes(noise.astype(jnp.float32), 0, 1),
+    )
 
     def body(theta, x):
         om, k, nz = x
@@ -303,8 +321,9 @@ def bistable_u(p: jax.Array, eps: float = 1e-4, lo: float = 0.1, hi: float = 10.
     return u, (raw <= lo) | (raw >= hi)
 
 
-def bistable_regulariser(p: jax.Array, u: jax.Array, lam1: float = 0.1, lam2: float = 0.5, lam_reg: float = 0.5,
-                         eps: float = 1e-4) -> jax.Array:
+def bistable_regulariser(
+    p: jax.Array, u: jax.Array, lam1: float = 0.1, lam2: float = 0.5, lam_reg: float = 0.5, eps: float = 1e-4
+) -> jax.Array:
     """``λ_reg·(λ1/(mean|Δ| + ε) + λ2·(−log(ū + ε)))`` with ``Δ = b·g − c·f``.
 
     Args:

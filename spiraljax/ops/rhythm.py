@@ -8,6 +8,7 @@ Options of the one rhythm mechanism: phase weights (block gating), rhythmic atte
 open only in chosen phases), breathing recurrence (update every k), contemplative dropout (rate per
 phase) and rhythmic loss weights.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -38,8 +39,9 @@ def phase(counter: jax.Array | int, durations: Sequence[int] = DEFAULT_DURATIONS
     return jnp.searchsorted(bounds, c, side="right").astype(jnp.int32)
 
 
-def phase_weight(counter: jax.Array | int, durations: Sequence[int] = DEFAULT_DURATIONS,
-                 weights: Sequence[float] = DEFAULT_WEIGHTS) -> jax.Array:
+def phase_weight(
+    counter: jax.Array | int, durations: Sequence[int] = DEFAULT_DURATIONS, weights: Sequence[float] = DEFAULT_WEIGHTS
+) -> jax.Array:
     """Attention/block weight of the phase at ``counter``: ``weights[phase(counter)]``.
 
     Args:
@@ -53,8 +55,9 @@ def phase_weight(counter: jax.Array | int, durations: Sequence[int] = DEFAULT_DU
     return jnp.asarray(weights, jnp.float32)[phase(counter, durations)]
 
 
-def sequence_phases(length: int, offset: jax.Array | int = 0,
-                    durations: Sequence[int] = DEFAULT_DURATIONS) -> jax.Array:
+def sequence_phases(
+    length: int, offset: jax.Array | int = 0, durations: Sequence[int] = DEFAULT_DURATIONS
+) -> jax.Array:
     """Phase of every position ``t`` of a sequence: ``phase(offset + t)``.
 
     Args:
@@ -142,8 +145,9 @@ def target_weight_table(vocab_size: int, silence_ids: jax.Array, active_boost: f
     return jnp.where(silent, 1.0, jnp.float32(active_boost))
 
 
-def rhythmic_token_weights(targets: jax.Array, weights_per_position: jax.Array, silence_ids: jax.Array | None = None,
-                           active_boost: float = 1.0) -> jax.Array:
+def rhythmic_token_weights(
+    targets: jax.Array, weights_per_position: jax.Array, silence_ids: jax.Array | None = None, active_boost: float = 1.0
+) -> jax.Array:
     """Loss weight per target (the rhythmic loss): the breath weight of its position (pause → 0), and targets
     that are not silence up-weighted by ``active_boost`` (counters silence-majority collapse):
     ``w_t = breath_w_t · (active_boost if targets_t ∉ silence else 1)``.

@@ -11,6 +11,7 @@ the rest 0 the pure shift ``k̃_t = k_{t−1}``. Positions before the first carr
 (zero padding, as a causal convolution does). The last K−1 key inputs are returned, so a following
 window continues the convolution exactly: ``initial_keys [B, K−1, H, D]`` (oldest first).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -38,8 +39,9 @@ def _initial_keys(p: jax.Array, taps: jax.Array, initial_keys: jax.Array | None)
     return initial_keys.astype(jnp.float32)
 
 
-def causal_key_conv(p: jax.Array, taps: jax.Array, initial_keys: jax.Array | None = None
-                    ) -> tuple[jax.Array, jax.Array]:
+def causal_key_conv(
+    p: jax.Array, taps: jax.Array, initial_keys: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """``p̃_t = Σ_j c_{h,j} p_{t−j}`` over ``[initial_keys; p]`` (zeros before them).
 
     Args:
@@ -55,13 +57,20 @@ def causal_key_conv(p: jax.Array, taps: jax.Array, initial_keys: jax.Array | Non
     width = taps.shape[-1]
     full = jnp.concatenate([_initial_keys(p, taps, initial_keys), p.astype(jnp.float32)], axis=1)
     c = taps.astype(jnp.float32)
-    out = sum(c[:, j][:, None] * full[:, width - 1 - j: width - 1 - j + t] for j in range(width))
-    return out, full[:, full.shape[1] - (width - 1):]
+    out = sum(c[:, j][:, None] * full[:, width - 1 - j : width - 1 - j + t] for j in range(width))
+    return out, full[:, full.shape[1] - (width - 1) :]
 
 
-def shifted_fast_weights_scan(q: jax.Array, p: jax.Array, v: jax.Array, log_decay: jax.Array | float,
-                              taps: jax.Array, feature: Feature = _identity, initial_state: jax.Array | None = None,
-                              initial_keys: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+def shifted_fast_weights_scan(
+    q: jax.Array,
+    p: jax.Array,
+    v: jax.Array,
+    log_decay: jax.Array | float,
+    taps: jax.Array,
+    feature: Feature = _identity,
+    initial_state: jax.Array | None = None,
+    initial_keys: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Reference: one ``lax.scan`` step per position carrying the fast weights and the last K−1 key
     inputs: ``buf ← [buf; p_t]``, ``k̃_t = φ(Σ_j c_j buf_{−1−j})``, ``S ← e^{g_t} S + k̃_tᵀ v_t``, ``o_t = q_t S``.
 
@@ -70,8 +79,7 @@ def shifted_fast_weights_scan(q: jax.Array, p: jax.Array, v: jax.Array, log_deca
     b, t, h, d = q.shape
     chex.assert_equal_shape([q, p])
     g = jnp.broadcast_to(jnp.asarray(log_decay, jnp.float32), (b, t, h))
-    s0 = (jnp.zeros((b, h, d, v.shape[-1]), jnp.float32) if initial_state is None
-          else initial_state.astype(jnp.float32))
+    s0 = jnp.zeros((b, h, d, v.shape[-1]), jnp.float32) if initial_state is None else initial_state.astype(jnp.float32)
     buf0 = _initial_keys(p, taps, initial_keys)
     c = taps.astype(jnp.float32)
     width = taps.shape[-1]
@@ -79,7 +87,7 @@ def shifted_fast_weights_scan(q: jax.Array, p: jax.Array, v: jax.Array, log_deca
     def step(carry, x):
         s, buf = carry
         qt, pt, vt, gt = x
-        window = jnp.concatenate([buf, pt[:, None]], axis=1)         # positions t−K+1 … t
+        window = jnp.concatenate([buf, pt[:, None]], axis=1)  # positions t−K+1 … t
         kt = feature(sum(c[:, j][:, None] * window[:, width - 1 - j] for j in range(width)))
         s = jnp.exp(gt)[..., None, None] * s + jnp.einsum("bhd,bhe->bhde", kt, vt)
         return (s, window[:, 1:]), jnp.einsum("bhd,bhde->bhe", qt, s)
@@ -89,10 +97,19 @@ def shifted_fast_weights_scan(q: jax.Array, p: jax.Array, v: jax.Array, log_deca
     return jnp.swapaxes(out, 0, 1), final, keys
 
 
-def shifted_fast_weights(q: jax.Array, p: jax.Array, v: jax.Array, log_decay: jax.Array | float,
-                         taps: jax.Array, feature: Feature = _identity, *, initial_state: jax.Array | None = None,
-                         initial_keys: jax.Array | None = None, impl: str | Impl = Impl.CHUNKED,
-                         chunk: int = 64) -> tuple[jax.Array, jax.Array, jax.Array]:
+def shifted_fast_weights(
+    q: jax.Array,
+    p: jax.Array,
+    v: jax.Array,
+    log_decay: jax.Array | float,
+    taps: jax.Array,
+    feature: Feature = _identity,
+    *,
+    initial_state: jax.Array | None = None,
+    initial_keys: jax.Array | None = None,
+    impl: str | Impl = Impl.CHUNKED,
+    chunk: int = 64,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Fast weights written with convolved keys ``k̃_t = φ(Σ_j c_{h,j} p_{t−j})`` (module docstring).
 
     Args:
@@ -114,6 +131,5 @@ def shifted_fast_weights(q: jax.Array, p: jax.Array, v: jax.Array, log_decay: ja
     if which is Impl.SCAN:
         return shifted_fast_weights_scan(q, p, v, log_decay, taps, feature, initial_state, initial_keys)
     conv, keys = causal_key_conv(p, taps, initial_keys)
-    o, state = fast_weights(q, feature(conv), v, log_decay, initial_state=initial_state, impl=Impl.CHUNKED,
-                            chunk=chunk)
+    o, state = fast_weights(q, feature(conv), v, log_decay, initial_state=initial_state, impl=Impl.CHUNKED, chunk=chunk)
     return o, state, keys

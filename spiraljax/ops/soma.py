@@ -1,4 +1,5 @@
 """Soma: conditions ``[latency, voltage, temperature, error_rate, bandwidth]`` (each in [0, 1]) → FieldCharge."""
+
 from __future__ import annotations
 
 import chex

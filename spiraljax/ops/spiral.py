@@ -13,6 +13,7 @@ Two implementations with identical results (chosen by ``impl``, resolved in :mod
 Keys may carry a cache: with ``S > T`` keys the queries are the last T positions (query i is position
 ``P + i``, ``P = S − T``) and attend keys ``P + i − o``; ``key_mask [B, S]`` marks the usable ones.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,7 @@ def powers_of_two(n: int) -> list[int]:
     Returns:
       Sorted offsets (list of int).
     """
-    return [0] + [2 ** k for k in range(max(int(math.log2(max(n - 1, 1))) + 1, 0)) if 2 ** k < n]
+    return [0] + [2**k for k in range(max(int(math.log2(max(n - 1, 1))) + 1, 0)) if 2**k < n]
 
 
 def phi_offsets(n: int) -> list[int]:
@@ -49,14 +50,20 @@ def phi_offsets(n: int) -> list[int]:
       Sorted offsets (list of int).
     """
     out, k = {0}, 0
-    while round(PHI ** k) < n:
-        out.add(round(PHI ** k))
+    while round(PHI**k) < n:
+        out.add(round(PHI**k))
         k += 1
     return sorted(out)
 
 
-def make_offsets(n: int, pattern: str = "pow2", n_back: Sequence[int] = (), every: int = 0, every_count: int = 0,
-                 bidirectional: bool = False) -> tuple[int, ...]:
+def make_offsets(
+    n: int,
+    pattern: str = "pow2",
+    n_back: Sequence[int] = (),
+    every: int = 0,
+    every_count: int = 0,
+    bidirectional: bool = False,
+) -> tuple[int, ...]:
     """One offset set for every routing pattern of seed 001.
 
     ``pattern``: "pow2" (spiral), "phi" (round(φ^k)), or "none" (only the diagonal); ``n_back``:
@@ -126,8 +133,9 @@ def shift_time(x: jax.Array, offset: int) -> jax.Array:
     return jnp.pad(x, pad)[:, -offset:]
 
 
-def _valid_keys(n: int, n_keys: int, offsets: Sequence[int], key_mask: jax.Array | None,
-                keep_diagonal: bool) -> jax.Array:
+def _valid_keys(
+    n: int, n_keys: int, offsets: Sequence[int], key_mask: jax.Array | None, keep_diagonal: bool
+) -> jax.Array:
     """Bool ``[B or 1, n, |offsets|]``: key ``P + i − o`` exists (and is allowed by ``key_mask``)."""
     p = n_keys - n
     i = jnp.arange(n) + p
@@ -168,9 +176,16 @@ def _dense(q, k, v, offsets, key_mask, keep_diagonal):
     return masked_attention(q, k, v, mask, empty_rows=_can_have_empty_rows(offsets, key_mask, keep_diagonal))
 
 
-def spiral_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, offsets: Sequence[int] | None = None,
-                     key_mask: jax.Array | None = None, impl: str | Impl = Impl.AUTO,
-                     keep_diagonal: bool = True) -> jax.Array:
+def spiral_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    offsets: Sequence[int] | None = None,
+    key_mask: jax.Array | None = None,
+    impl: str | Impl = Impl.AUTO,
+    keep_diagonal: bool = True,
+) -> jax.Array:
     """softmax(q·k/√D) over the spiral-allowed keys; shapes ``[B, T, H, D]`` (keys ``[B, S, H, D]``,
     S ≥ T, when the first S − T keys are a cache of earlier positions).
 

@@ -14,6 +14,7 @@ holographic memory has no sequence to attend over (a context is a few tokens). W
 with it is the phase kernel ``phase_kernel`` = (1 + cos Δ)/2, applied there to the angle Δ between
 position-wise multivectors of a query and a stored context (``spiraljax/holographic/read.py``).
 """
+
 from __future__ import annotations
 
 import chex
@@ -25,8 +26,9 @@ from spiraljax.ops.constants import PHI
 N_SATELLITES = 16
 
 
-def satellite_phases(n: int, n_satellites: int = N_SATELLITES, base: float = 0.1,
-                     offsets: jax.Array | None = None) -> jax.Array:
+def satellite_phases(
+    n: int, n_satellites: int = N_SATELLITES, base: float = 0.1, offsets: jax.Array | None = None
+) -> jax.Array:
     """Phases θ_{k,i} = 2πk/K + φ + φ^(k mod 4)·base·i (+ optional per-satellite offsets).
 
     Args:
@@ -91,9 +93,12 @@ def toroidal_attention(v: jax.Array, theta: jax.Array, causal: bool = True) -> j
       ``[n, d]`` master output.
     """
     _check_shapes(v, theta)
-    c, s = jnp.cos(theta), jnp.sin(theta)                     # [K, n]
-    agg = ((lambda x: jnp.cumsum(x, axis=1)) if causal
-           else (lambda x: jnp.broadcast_to(jnp.sum(x, 1, keepdims=True), x.shape)))
+    c, s = jnp.cos(theta), jnp.sin(theta)  # [K, n]
+    agg = (
+        (lambda x: jnp.cumsum(x, axis=1))
+        if causal
+        else (lambda x: jnp.broadcast_to(jnp.sum(x, 1, keepdims=True), x.shape))
+    )
     s1 = agg(jnp.broadcast_to(v, (theta.shape[0], *v.shape)))  # [K, n, d]
     sc, ss = agg(c[..., None] * v), agg(s[..., None] * v)
     n1 = agg(jnp.ones_like(c))

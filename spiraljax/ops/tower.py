@@ -19,6 +19,7 @@ and the keys receive the gradient of a soft read.
 A write decays every strength by ``decay`` and puts the new painting (strength 1) into a free slot,
 else over the weakest one (not merely the oldest: a read re-strengthens its painting).
 """
+
 from __future__ import annotations
 
 import chex
@@ -26,8 +27,8 @@ import jax
 import jax.numpy as jnp
 
 Tower = dict[str, jax.Array]
-READ_TEMPERATURE = 0.1   # τ of the straight-through softmax (gradient only)
-_EMPTY = -1e9            # finite stand-in for −inf in the softmax (an empty tower must not give NaN)
+READ_TEMPERATURE = 0.1  # τ of the straight-through softmax (gradient only)
+_EMPTY = -1e9  # finite stand-in for −inf in the softmax (an empty tower must not give NaN)
 
 
 def tower_init(batch: int, capacity: int, dim: int, key_dim: int | None = None) -> Tower:
@@ -42,11 +43,13 @@ def tower_init(batch: int, capacity: int, dim: int, key_dim: int | None = None) 
     Returns:
       ``{content [B, M, d], key [B, M, k], charge [B, M, 2], strength [B, M], valid [B, M] bool}``, all zero.
     """
-    return {"content": jnp.zeros((batch, capacity, dim), jnp.float32),
-            "key": jnp.zeros((batch, capacity, key_dim or dim), jnp.float32),
-            "charge": jnp.zeros((batch, capacity, 2), jnp.float32),
-            "strength": jnp.zeros((batch, capacity), jnp.float32),
-            "valid": jnp.zeros((batch, capacity), bool)}
+    return {
+        "content": jnp.zeros((batch, capacity, dim), jnp.float32),
+        "key": jnp.zeros((batch, capacity, key_dim or dim), jnp.float32),
+        "charge": jnp.zeros((batch, capacity, 2), jnp.float32),
+        "strength": jnp.zeros((batch, capacity), jnp.float32),
+        "valid": jnp.zeros((batch, capacity), bool),
+    }
 
 
 def charge_resonance(tower: Tower, charge: jax.Array) -> jax.Array:
@@ -101,9 +104,14 @@ def resonance(tower: Tower, charge: jax.Array, query: jax.Array | None = None) -
     return jnp.where(tower["valid"], sim, -jnp.inf)
 
 
-def tower_read(tower: Tower, charge: jax.Array, threshold: float = 0.3, query: jax.Array | None = None,
-               active: jax.Array | None = None, awaken: float = 0.1
-               ) -> tuple[Tower, jax.Array, jax.Array, jax.Array]:
+def tower_read(
+    tower: Tower,
+    charge: jax.Array,
+    threshold: float = 0.3,
+    query: jax.Array | None = None,
+    active: jax.Array | None = None,
+    awaken: float = 0.1,
+) -> tuple[Tower, jax.Array, jax.Array, jax.Array]:
     """Most resonant painting per sequence → ``(tower', content [B, d], found [B], slot [B])``.
 
     ``content`` is zero and ``slot`` is −1 where nothing is found (or ``active`` is False); a hit
@@ -134,15 +142,21 @@ def tower_read(tower: Tower, charge: jax.Array, threshold: float = 0.3, query: j
     m = tower["strength"].shape[-1]
     hard = jax.nn.one_hot(best, m)
     soft = jax.nn.softmax(jnp.where(tower["valid"], sim, _EMPTY) / READ_TEMPERATURE, axis=-1)
-    weights = hard + (soft - jax.lax.stop_gradient(soft))   # value: one-hot; gradient: soft read
+    weights = hard + (soft - jax.lax.stop_gradient(soft))  # value: one-hot; gradient: soft read
     content = jnp.einsum("bm,bmd->bd", weights, tower["content"])
     bump = hard * (awaken * found[:, None])
     tower = {**tower, "strength": jnp.minimum(tower["strength"] + bump, 1.0)}
     return tower, content * found[:, None], found, jnp.where(found, best, -1)
 
 
-def tower_write(tower: Tower, content: jax.Array, charge: jax.Array, decay: float = 0.95,
-                active: jax.Array | None = None, key: jax.Array | None = None) -> Tower:
+def tower_write(
+    tower: Tower,
+    content: jax.Array,
+    charge: jax.Array,
+    decay: float = 0.95,
+    active: jax.Array | None = None,
+    key: jax.Array | None = None,
+) -> Tower:
     """Decay all strengths, then store ``content [B, d]`` (address ``key [B, k]``, default the content
     itself) in a free slot or over the weakest painting: ``strength ← decay·strength``, the chosen
     slot ← (content, key, charge, strength 1, valid).
@@ -171,8 +185,10 @@ def tower_write(tower: Tower, content: jax.Array, charge: jax.Array, decay: floa
     slot = jax.nn.one_hot(jnp.argmin(score, axis=-1), m, dtype=bool)
     if active is not None:
         slot = slot & active[:, None]
-    return {"content": jnp.where(slot[..., None], content[:, None, :], tower["content"]),
-            "key": jnp.where(slot[..., None], key[:, None, :], tower["key"]),
-            "charge": jnp.where(slot[..., None], charge[:, None, :], tower["charge"]),
-            "strength": jnp.where(slot, 1.0, tower["strength"] * decay),
-            "valid": tower["valid"] | slot}
+    return {
+        "content": jnp.where(slot[..., None], content[:, None, :], tower["content"]),
+        "key": jnp.where(slot[..., None], key[:, None, :], tower["key"]),
+        "charge": jnp.where(slot[..., None], charge[:, None, :], tower["charge"]),
+        "strength": jnp.where(slot, 1.0, tower["strength"] * decay),
+        "valid": tower["valid"] | slot,
+    }

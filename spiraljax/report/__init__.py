@@ -8,6 +8,7 @@ resumes unfinished ones, so an interrupted report continues. ``--readme`` rewrit
 (between ``<!-- report:<name>:begin -->`` and ``<!-- report:<name>:end -->``) wherever it lives: in the
 files given (``--readme README.md``), or, with none given, in README.md and docs/**/*.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def _suite(run: Path, suite: str, options: dict[str, str]) -> dict:
     return {**res.data, "passed": res.passed}
 
 
-def _train_entries(entries: tuple[Entry, ...], budget: Budget, steps: int | None, seeds: list[int], root: Path,
-                   kind: str, log) -> dict[str, dict[int, dict]]:
+def _train_entries(
+    entries: tuple[Entry, ...], budget: Budget, steps: int | None, seeds: list[int], root: Path, kind: str, log
+) -> dict[str, dict[int, dict]]:
     from spiraljax.report import runner
 
     out: dict[str, dict[int, dict]] = {}
@@ -83,9 +85,17 @@ def _train_entries(entries: tuple[Entry, ...], budget: Budget, steps: int | None
     return out
 
 
-def build_report(budget: Budget, seeds: int | None = None, name: str | None = None, out_dir: str | Path = "reports",
-                 runs_dir: str | Path = "runs", only: set[str] | None = None, recall: bool = True,
-                 command: str | None = None, log=print) -> dict:
+def build_report(
+    budget: Budget,
+    seeds: int | None = None,
+    name: str | None = None,
+    out_dir: str | Path = "reports",
+    runs_dir: str | Path = "runs",
+    only: set[str] | None = None,
+    recall: bool = True,
+    command: str | None = None,
+    log=print,
+) -> dict:
     """Train/reuse every run of ``budget`` and write the report; returns the report dict."""
     from spiraljax.report import render
     from spiraljax.runinfo import run_info
@@ -102,13 +112,20 @@ def build_report(budget: Budget, seeds: int | None = None, name: str | None = No
     log(f"report {name!r}: budget {budget.name}, seeds {seed_list}, runs in {root}")
     report: dict[str, Any] = {
         "command": command or "python -m spiraljax.report " + shlex.join(sys.argv[1:]),
-        "budget": asdict(budget), "seeds": seed_list, "recall_seeds": recall_seeds, "provenance": run_info(),
-        "recall_lengths": list(budget.recall_lengths), "recall_batches": budget.recall_batches,
+        "budget": asdict(budget),
+        "seeds": seed_list,
+        "recall_seeds": recall_seeds,
+        "provenance": run_info(),
+        "recall_lengths": list(budget.recall_lengths),
+        "recall_batches": budget.recall_batches,
         "report_md": str(out / "report.md"),
     }
     report["lm"] = _train_entries(pick(LM_ENTRIES), budget, budget.steps, seed_list, root, "lm", log)
-    report["recall"] = (_train_entries(pick(RECALL_ENTRIES), budget, budget.recall_steps, recall_seeds, root,
-                                       "recall", log) if recall else {})
+    report["recall"] = (
+        _train_entries(pick(RECALL_ENTRIES), budget, budget.recall_steps, recall_seeds, root, "recall", log)
+        if recall
+        else {}
+    )
     figs = render.figures(report, out)
     (out / "report.md").write_text(render.markdown(report, figs), encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
@@ -117,23 +134,32 @@ def build_report(budget: Budget, seeds: int | None = None, name: str | None = No
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m spiraljax.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m spiraljax.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     from spiraljax.report.long import LONG_BUDGETS
     from spiraljax.report.recall_state import RECALL_BUDGETS
 
     every = {**BUDGETS, **LONG_BUDGETS, **RECALL_BUDGETS}
-    p.add_argument("--budget", choices=sorted(every), default="small",
-                   help="; ".join(f"{b.name}: {b.description}" for b in every.values()).replace("%", "%%"))
+    p.add_argument(
+        "--budget",
+        choices=sorted(every),
+        default="small",
+        help="; ".join(f"{b.name}: {b.description}" for b in every.values()).replace("%", "%%"),
+    )
     p.add_argument("--seeds", type=int, help="number of seeds (default: the budget's, 3)")
     p.add_argument("--name", help="report name (default: the budget's name)")
     p.add_argument("--out", default="reports", help="where reports/<name>/ is written (default: reports)")
     p.add_argument("--runs", default="runs", help="where runs/report_<name>/ run directories live (default: runs)")
     p.add_argument("--only", help="comma-separated entry names, e.g. transformer,kssm_v3")
     p.add_argument("--no-recall", action="store_true", help="skip the MQAR recall models")
-    p.add_argument("--readme", nargs="*", metavar="FILE",
-                   help="rewrite the <!-- report:<name>:begin/end --> block in these Markdown files (with no FILE: "
-                        "wherever it is in README.md and docs/**/*.md under the current directory)")
+    p.add_argument(
+        "--readme",
+        nargs="*",
+        metavar="FILE",
+        help="rewrite the <!-- report:<name>:begin/end --> block in these Markdown files (with no FILE: "
+        "wherever it is in README.md and docs/**/*.md under the current directory)",
+    )
     return p.parse_args(argv)
 
 
@@ -156,22 +182,33 @@ def main(argv: list[str] | None = None) -> int:
 
     long = args.budget in LONG_BUDGETS
     mqar = args.budget in recall_state.RECALL_BUDGETS
-    budget = (LONG_BUDGETS[args.budget] if long else recall_state.RECALL_BUDGETS[args.budget] if mqar
-              else BUDGETS[args.budget])
-    names = (entry_names(budget) if long else recall_state.entry_names() if mqar
-             else {e.name for e in LM_ENTRIES + RECALL_ENTRIES})
+    budget = (
+        LONG_BUDGETS[args.budget]
+        if long
+        else recall_state.RECALL_BUDGETS[args.budget]
+        if mqar
+        else BUDGETS[args.budget]
+    )
+    names = (
+        entry_names(budget)
+        if long
+        else recall_state.entry_names()
+        if mqar
+        else {e.name for e in LM_ENTRIES + RECALL_ENTRIES}
+    )
     only = set(args.only.split(",")) if args.only else None
     if only and only - names:
         print(f"error: --only: unknown entries {sorted(only - names)} (choose from {sorted(names)})", file=sys.stderr)
         return 2
     targets: list[Path] = []
-    if args.readme is not None:   # checked before the runs: a missing block must not cost an hour of training
+    if args.readme is not None:  # checked before the runs: a missing block must not cost an hour of training
         name = args.name or budget.name
         targets = render.holding_block([Path(f) for f in args.readme] or render.doc_files(Path.cwd()), name)
         if not targets:
             where = ", ".join(args.readme) or "README.md and docs/"
-            print(f"error: {where}: no <!-- report:{name}:begin --> … <!-- report:{name}:end --> block",
-                  file=sys.stderr)
+            print(
+                f"error: {where}: no <!-- report:{name}:begin --> … <!-- report:{name}:end --> block", file=sys.stderr
+            )
             return 2
     try:
         if long:
@@ -189,8 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     if targets:
         from spiraljax.report import render_long, render_recall
 
-        block = (render_long.readme_block(report) if long else render_recall.block(report) if mqar
-                 else render.readme_block(report))
+        block = (
+            render_long.readme_block(report)
+            if long
+            else render_recall.block(report)
+            if mqar
+            else render.readme_block(report)
+        )
         updated = render.update_docs(targets, args.name or budget.name, block)
         print(f"updated {', '.join(map(str, updated))}")
     return 0

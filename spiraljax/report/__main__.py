@@ -1,4 +1,5 @@
 """Entry point of ``python -m spiraljax.report``."""
+
 import sys
 
 from spiraljax.report import main

@@ -11,6 +11,7 @@ State size is the bytes of one sequence's carried state at length T: every leaf 
 history window, phases …). Runs are trained in this process, not through ``train.py``: each run's
 numbers are kept in ``runs/report_<name>/<entry>_s<seed>.json`` (no checkpoints) and reused.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,49 +39,91 @@ class RecallBudget:
     name: str
     steps: int
     train_length: int
-    train_pairs: tuple[int, int]       # (min, max) pairs per training sequence
+    train_pairs: tuple[int, int]  # (min, max) pairs per training sequence
     cells: tuple[tuple[int, int], ...]  # (T, pairs) evaluation grid
     seeds: int = 3
     batch: int = 16
     lr: float = 3e-3
-    eval_batches: int = 2               # batches of ``batch`` sequences per cell
+    eval_batches: int = 2  # batches of ``batch`` sequences per cell
     d_model: int = 64
     n_layers: int = 2
     description: str = ""
 
 
 def _hebbian(rule: str, patch: int, window: int, alpha: float = 1.0) -> tuple[str, ...]:
-    return ("model.family=hebbian_lm", f"model.patch={patch}", f"model.window={window}", f"model.memory_rule={rule}",
-            "model.reasoning_steps=1", "model.head_hidden=32", "model.memory_chunk=32",
-            f"model.plasticity_stages=[[1.0,{alpha}]]", "model.curriculum_steps={steps}")
+    return (
+        "model.family=hebbian_lm",
+        f"model.patch={patch}",
+        f"model.window={window}",
+        f"model.memory_rule={rule}",
+        "model.reasoning_steps=1",
+        "model.head_hidden=32",
+        "model.memory_chunk=32",
+        f"model.plasticity_stages=[[1.0,{alpha}]]",
+        "model.curriculum_steps={steps}",
+    )
 
 
 RECALL_LINEUP: tuple[RecallEntry, ...] = (
     RecallEntry("transformer", "dense attention, smeared keys (KV cache of T)", ("model.family=transformer",)),
-    RecallEntry("spiralformer", "spiral attention only, plain keys (KV cache of T)",
-                ("model.family=spiralformer", "model.soma=false", "model.silence.key_mask=false",
-                 "model.silence.gate=none", "model.breath.enabled=false", "model.memory.enabled=false")),
-    RecallEntry("fw_hebbian", "fast weights, hebbian rule, byte level (patch 1, attention window 2)",
-                _hebbian("hebbian", 1, 2)),
+    RecallEntry(
+        "spiralformer",
+        "spiral attention only, plain keys (KV cache of T)",
+        (
+            "model.family=spiralformer",
+            "model.soma=false",
+            "model.silence.key_mask=false",
+            "model.silence.gate=none",
+            "model.breath.enabled=false",
+            "model.memory.enabled=false",
+        ),
+    ),
+    RecallEntry(
+        "fw_hebbian", "fast weights, hebbian rule, byte level (patch 1, attention window 2)", _hebbian("hebbian", 1, 2)
+    ),
     RecallEntry("fw_shifted", "fast weights, shifted rule (k_{t-1} ⊗ v_t), byte level", _hebbian("shifted", 1, 2)),
     RecallEntry("fw_delta", "fast weights, delta rule, byte level", _hebbian("delta", 1, 2)),
-    RecallEntry("hebbian_lm_p4", "the patched Hebbian LM (patch 4, window 16 patches, hebbian rule)",
-                _hebbian("hebbian", 4, 16)),
-    RecallEntry("kssm_v3", "K-SSM v3 (oscillator phases)",
-                ("model.family=kssm_v3", "model.n_oscillators=64", "model.n_groups=4", "model.n_harmonics=3",
-                 "model.readout_hidden=64")),
+    RecallEntry(
+        "hebbian_lm_p4", "the patched Hebbian LM (patch 4, window 16 patches, hebbian rule)", _hebbian("hebbian", 4, 16)
+    ),
+    RecallEntry(
+        "kssm_v3",
+        "K-SSM v3 (oscillator phases)",
+        (
+            "model.family=kssm_v3",
+            "model.n_oscillators=64",
+            "model.n_groups=4",
+            "model.n_harmonics=3",
+            "model.readout_hidden=64",
+        ),
+    ),
 )
 
 RECALL_BUDGETS: dict[str, RecallBudget] = {
-    "recall": RecallBudget("recall", steps=240, train_length=256, train_pairs=(4, 32),
-                           cells=((256, 4), (256, 16), (256, 64), (1024, 16)), seeds=3,
-                           description="MQAR recall vs state size: 7 models (d 64, 2 layers) × 3 seeds, 240 steps × "
-                                       "16 rows × T 256, 4-32 pairs; scored at T 256 (4/16/64 pairs) and T 1024 "
-                                       "(16 pairs)"),
-    "recall-smoke": RecallBudget("recall-smoke", steps=3, train_length=32, train_pairs=(2, 4),
-                                 cells=((32, 2), (32, 4), (64, 4)), seeds=2, batch=4, eval_batches=1, d_model=16,
-                                 n_layers=1, description="the recall line-up at tiny sizes, 3 steps: checks the "
-                                                         "pipeline"),
+    "recall": RecallBudget(
+        "recall",
+        steps=240,
+        train_length=256,
+        train_pairs=(4, 32),
+        cells=((256, 4), (256, 16), (256, 64), (1024, 16)),
+        seeds=3,
+        description="MQAR recall vs state size: 7 models (d 64, 2 layers) × 3 seeds, 240 steps × "
+        "16 rows × T 256, 4-32 pairs; scored at T 256 (4/16/64 pairs) and T 1024 "
+        "(16 pairs)",
+    ),
+    "recall-smoke": RecallBudget(
+        "recall-smoke",
+        steps=3,
+        train_length=32,
+        train_pairs=(2, 4),
+        cells=((32, 2), (32, 4), (64, 4)),
+        seeds=2,
+        batch=4,
+        eval_batches=1,
+        d_model=16,
+        n_layers=1,
+        description="the recall line-up at tiny sizes, 3 steps: checks the pipeline",
+    ),
 }
 
 
@@ -91,10 +134,20 @@ def entry_names() -> set[str]:
 def run_overrides(entry: RecallEntry, budget: RecallBudget, seed: int, length: int | None = None) -> list[str]:
     """The config overrides of ``entry``'s run (``length``: the model's ``seq_len``, default T_train)."""
     heads = 2
-    out = ["model.vocab_size=256", f"model.seq_len={length or budget.train_length}", f"model.d_model={budget.d_model}",
-           f"model.n_layers={budget.n_layers}", "data.source=mqar", f"data.min_pairs={budget.train_pairs[0]}",
-           f"data.max_pairs={budget.train_pairs[1]}", f"train.steps={budget.steps}", f"train.batch_size={budget.batch}",
-           f"train.lr={budget.lr}", f"train.warmup_steps={max(1, budget.steps // 10)}", f"train.seed={seed}"]
+    out = [
+        "model.vocab_size=256",
+        f"model.seq_len={length or budget.train_length}",
+        f"model.d_model={budget.d_model}",
+        f"model.n_layers={budget.n_layers}",
+        "data.source=mqar",
+        f"data.min_pairs={budget.train_pairs[0]}",
+        f"data.max_pairs={budget.train_pairs[1]}",
+        f"train.steps={budget.steps}",
+        f"train.batch_size={budget.batch}",
+        f"train.lr={budget.lr}",
+        f"train.warmup_steps={max(1, budget.steps // 10)}",
+        f"train.seed={seed}",
+    ]
     family = next(o for o in entry.overrides if o.startswith("model.family="))
     out.insert(0, family)
     if not entry.name.startswith("kssm"):
@@ -108,8 +161,9 @@ def state_bytes(model_cfg) -> int:
 
     model = model_cfg.build()
     shapes = jax.eval_shape(lambda: model.initial_state(1))
-    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
-                   for x in jax.tree_util.tree_leaves(shapes)))
+    return int(
+        sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(shapes))
+    )
 
 
 def score(pred: np.ndarray, batch: dict) -> dict[str, float]:
@@ -119,8 +173,12 @@ def score(pred: np.ndarray, batch: dict) -> dict[str, float]:
 
     right = pred == batch["targets"]
     first = first_query_mask(batch["inputs"], batch["mask"])
-    return {"hits": float(np.sum(right * batch["mask"])), "total": float(np.sum(batch["mask"])),
-            "first_hits": float(np.sum(right * first)), "first_total": float(np.sum(first))}
+    return {
+        "hits": float(np.sum(right * batch["mask"])),
+        "total": float(np.sum(batch["mask"])),
+        "first_hits": float(np.sum(right * first)),
+        "first_total": float(np.sum(first)),
+    }
 
 
 def train_and_score(entry: RecallEntry, budget: RecallBudget, seed: int, log=print) -> dict[str, Any]:
@@ -156,19 +214,33 @@ def train_and_score(entry: RecallEntry, budget: RecallBudget, seed: int, log=pri
         cap = max(1, (length - 2) // 4)
         mcfg = config.load(None, run_overrides(entry, budget, seed, length)).model
         cells[f"T{length}_p{pairs}"] = {
-            "T": length, "pairs": min(pairs, cap), "accuracy": tot["hits"] / max(tot["total"], 1.0),
+            "T": length,
+            "pairs": min(pairs, cap),
+            "accuracy": tot["hits"] / max(tot["total"], 1.0),
             "first_accuracy": tot["first_hits"] / max(tot["first_total"], 1.0),
-            "guess_present": guess / max(tot["total"], 1.0), "queries": tot["total"],
-            "first_queries": tot["first_total"], "state_bytes": state_bytes(mcfg)}
+            "guess_present": guess / max(tot["total"], 1.0),
+            "queries": tot["total"],
+            "first_queries": tot["first_total"],
+            "state_bytes": state_bytes(mcfg),
+        }
     n_params = int(sum(x.size for x in jax.tree_util.tree_leaves(state["params"])))
-    log(f"  {entry.name} s{seed}: {train_s:.0f} s, loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f}, " + ", ".join(
-        f"{k} {v['accuracy']:.3f}/{v['first_accuracy']:.3f}" for k, v in cells.items()))
+    log(
+        f"  {entry.name} s{seed}: {train_s:.0f} s, loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f}, "
+        + ", ".join(f"{k} {v['accuracy']:.3f}/{v['first_accuracy']:.3f}" for k, v in cells.items())
+    )
     return {"cells": cells, "params": n_params, "train_seconds": train_s, "loss": losses}
 
 
-def build_recall_report(budget: RecallBudget, seeds: int | None = None, name: str | None = None,
-                        out_dir: str | Path = "reports", runs_dir: str | Path = "runs", only: set[str] | None = None,
-                        command: str | None = None, log=print) -> dict[str, Any]:
+def build_recall_report(
+    budget: RecallBudget,
+    seeds: int | None = None,
+    name: str | None = None,
+    out_dir: str | Path = "reports",
+    runs_dir: str | Path = "runs",
+    only: set[str] | None = None,
+    command: str | None = None,
+    log=print,
+) -> dict[str, Any]:
     """Train/reuse every (entry, seed) of ``budget``; write ``reports/<name>/report.{md,json}`` and the figure."""
     from spiraljax.report import _compilation_cache, render_recall
     from spiraljax.runinfo import run_info
@@ -183,11 +255,15 @@ def build_recall_report(budget: RecallBudget, seeds: int | None = None, name: st
     log(f"report {name!r}: budget {budget.name}, seeds {seed_list}, runs in {root}")
     report: dict[str, Any] = {
         "command": command or "python -m spiraljax.report " + shlex.join(sys.argv[1:]),
-        "budget": asdict(budget), "seeds": seed_list, "provenance": run_info(), "report_md": str(out / "report.md"),
-        "entries": {e.name: e.what for e in picked}}
+        "budget": asdict(budget),
+        "seeds": seed_list,
+        "provenance": run_info(),
+        "report_md": str(out / "report.md"),
+        "entries": {e.name: e.what for e in picked},
+    }
     key = asdict(budget)
     report["runs"] = {e.name: {} for e in picked}
-    for seed in seed_list:          # seed-major: an interrupted report has every model at its first seeds
+    for seed in seed_list:  # seed-major: an interrupted report has every model at its first seeds
         for entry in picked:
             path = root / f"{entry.name}_s{seed}.json"
             want = json.loads(json.dumps({"budget": key, "overrides": run_overrides(entry, budget, seed)}))

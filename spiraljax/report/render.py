@@ -1,4 +1,5 @@
 """Turn the report's numbers into ``report.md``, PNG figures and the generated blocks of README.md / docs/."""
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,10 @@ def _num(x: Any, digits: int = 3) -> str:
 
 
 def lm_table(lm: dict[str, dict[int, dict]]) -> list[str]:
-    lines = ["| model | params | seeds | val BPC (mean ± sd) | per seed | tokens/s | step memory (MiB) "
-             "| wall s / run |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | params | seeds | val BPC (mean ± sd) | per seed | tokens/s | step memory (MiB) | wall s / run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, seeds in lm.items():
         runs = list(seeds.values())
         bpcs = [r["final_bpc"] for r in runs]
@@ -42,14 +44,19 @@ def lm_table(lm: dict[str, dict[int, dict]]) -> list[str]:
         tok = mean_sd([r["tokens_per_s"] for r in runs])[0]
         wall = mean_sd([r["wall_s"] for r in runs])[0]
         mem = runs[0].get("step_memory_mb")
-        lines.append(f"| {name} | {_num(params / 1e6 if params else None, 2)} M | {len(runs)} | **{fmt_ms(bpcs)}** | "
-                     f"{per_seed} | {_num(tok, 0)} | {_num(mem, 1)} | {_num(wall, 0)} |")
+        lines.append(
+            f"| {name} | {_num(params / 1e6 if params else None, 2)} M | {len(runs)} | **{fmt_ms(bpcs)}** | "
+            f"{per_seed} | {_num(tok, 0)} | {_num(mem, 1)} | {_num(wall, 0)} |"
+        )
     return lines
 
 
 def causality_table(lm: dict[str, dict[int, dict]]) -> list[str]:
-    lines = ["| model | seed | val BPC | R mean | 1 variance (> 0.01) | 2 \\|Δlogits\\| (p) | 3 r(R, entropy) (p) "
-             "| achieved R at forced values | R share | all three |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | seed | val BPC | R mean | 1 variance (> 0.01) | 2 \\|Δlogits\\| (p) | 3 r(R, entropy) (p) "
+        "| achieved R at forced values | R share | all three |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, seeds in lm.items():
         passes = []
         for seed, r in seeds.items():
@@ -68,15 +75,15 @@ def causality_table(lm: dict[str, dict[int, dict]]) -> list[str]:
                 f"{v['std_of_sequence_means']:.4f}{mark(v['passed'])} | "
                 f"{i['mean_abs_delta_logits']:.2f} ({i['paired_t_p']:.1e}){mark(i['passed'])} | "
                 f"{k['pearson_r']:+.3f} ({k['p']:.1e}){mark(k['passed'])} | {ach} | "
-                f"{_num(share)} | {'pass' if ok else 'fail'} |")
+                f"{_num(share)} | {'pass' if ok else 'fail'} |"
+            )
         if passes:
             lines.append(f"| {name} | **pass rate** | | | | | | | | **{sum(passes)} of {len(passes)}** |")
     return lines
 
 
 def recall_table(recall: dict[str, dict[int, dict]], lengths: Sequence[int]) -> list[str]:
-    lines = ["| model | seeds | " + " | ".join(f"T = {n}" for n in lengths) + " |",
-             "|---|---|" + "---|" * len(lengths)]
+    lines = ["| model | seeds | " + " | ".join(f"T = {n}" for n in lengths) + " |", "|---|---|" + "---|" * len(lengths)]
     for name, seeds in recall.items():
         accs = [r.get("recall", {}) for r in seeds.values()]
         cells = [fmt_ms([a.get(str(n)) for a in accs]) for n in lengths]
@@ -85,8 +92,10 @@ def recall_table(recall: dict[str, dict[int, dict]], lengths: Sequence[int]) -> 
 
 
 def diagnostics_table(lm: dict[str, dict[int, dict]]) -> list[str]:
-    lines = ["| model | mechanism metric (mean over the last 10 % of logged steps) | mean ± sd over seeds |",
-             "|---|---|---|"]
+    lines = [
+        "| model | mechanism metric (mean over the last 10 % of logged steps) | mean ± sd over seeds |",
+        "|---|---|---|",
+    ]
     for name, seeds in lm.items():
         keys = sorted({k for r in seeds.values() for k, v in r["diagnostics"].items() if isinstance(v, float)})
         for k in keys:
@@ -107,37 +116,57 @@ def header(report: dict) -> list[str]:
     commit = (g.get("commit") or "no git")[:10] + (" (dirty tree)" if g.get("dirty") else "")
     runs = [r for part in ("lm", "recall") for seeds in report.get(part, {}).values() for r in seeds.values()]
     made = sorted({(r.get("commit") or "unknown")[:10] + (" (dirty)" if r.get("dirty") else "") for r in runs})
-    return [f"Command: `{report['command']}` — budget `{b['name']}` ({b['description']}); "
-            f"{b['steps']} steps per language model; seeds {', '.join(map(str, report['seeds']))}; "
-            "mean ± sample sd over seeds.",
-            f"Made with commit {commit}, Python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
-            f"optax {v['optax']}, orbax-checkpoint {v['orbax-checkpoint']}, numpy {v['numpy']} on "
-            f"{info['device']['platform']} × {info['device']['device_count']} ({info['device']['machine']}); "
-            f"the runs were trained at commit {', '.join(made) or '—'} (each run's `run.json`)."]
+    return [
+        f"Command: `{report['command']}` — budget `{b['name']}` ({b['description']}); "
+        f"{b['steps']} steps per language model; seeds {', '.join(map(str, report['seeds']))}; "
+        "mean ± sample sd over seeds.",
+        f"Made with commit {commit}, Python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
+        f"optax {v['optax']}, orbax-checkpoint {v['orbax-checkpoint']}, numpy {v['numpy']} on "
+        f"{info['device']['platform']} × {info['device']['device_count']} ({info['device']['machine']}); "
+        f"the runs were trained at commit {', '.join(made) or '—'} (each run's `run.json`).",
+    ]
 
 
 def markdown(report: dict, figures: dict[str, str]) -> str:
-    parts = ["# spiraljax report", "", *header(report), "",
-             "## Every family on TinyShakespeare, beside the dense baseline", "",
-             "Byte-level TinyShakespeare (last 10 % = validation), the same batch, sequence length, steps and data "
-             "order for every model. BPC = total NLL / (ln 2 × bytes) at the last step; tokens/s is the median "
-             "logged training throughput; step memory is XLA's compiled peak for one train step.", "",
-             *lm_table(report["lm"]), ""]
+    parts = [
+        "# spiraljax report",
+        "",
+        *header(report),
+        "",
+        "## Every family on TinyShakespeare, beside the dense baseline",
+        "",
+        "Byte-level TinyShakespeare (last 10 % = validation), the same batch, sequence length, steps and data "
+        "order for every model. BPC = total NLL / (ln 2 × bytes) at the last step; tokens/s is the median "
+        "logged training throughput; step memory is XLA's compiled peak for one train step.",
+        "",
+        *lm_table(report["lm"]),
+        "",
+    ]
     if "bpc" in figures:
         parts += [f"![validation BPC]({figures['bpc']})", ""]
     if any(r.get("causality") for s in report["lm"].values() for r in s.values()):
-        parts += ["## K-SSM causality suite, every seed", "",
-                  "Tests: 1 std of per-sequence mean R > 0.01; 2 forcing R to 0.1…0.9 moves the logits "
-                  "(mean |Δlogits| > 0.1, paired t-test p < 0.01); 3 |r(R_t, next-token entropy_t)| > 0.05 with "
-                  "p < 0.01; the control with the R path cut must fail test 2. ✗ marks a failed test.", "",
-                  *causality_table({k: v for k, v in report["lm"].items()}), ""]
+        parts += [
+            "## K-SSM causality suite, every seed",
+            "",
+            "Tests: 1 std of per-sequence mean R > 0.01; 2 forcing R to 0.1…0.9 moves the logits "
+            "(mean |Δlogits| > 0.1, paired t-test p < 0.01); 3 |r(R_t, next-token entropy_t)| > 0.05 with "
+            "p < 0.01; the control with the R path cut must fail test 2. ✗ marks a failed test.",
+            "",
+            *causality_table({k: v for k, v in report["lm"].items()}),
+            "",
+        ]
     if "R" in figures:
         parts += [f"![R over training]({figures['R']})", ""]
     if report.get("recall"):
-        parts += ["## Multi-query associative recall (MQAR)", "",
-                  f"Query accuracy by sequence length (trained at the configs' length; {report['recall_batches']} "
-                  "evaluation batches per length).", "",
-                  *recall_table(report["recall"], report["recall_lengths"]), ""]
+        parts += [
+            "## Multi-query associative recall (MQAR)",
+            "",
+            f"Query accuracy by sequence length (trained at the configs' length; {report['recall_batches']} "
+            "evaluation batches per length).",
+            "",
+            *recall_table(report["recall"], report["recall_lengths"]),
+            "",
+        ]
         if "recall" in figures:
             parts += [f"![recall]({figures['recall']})", ""]
     parts += ["## Mechanism diagnostics", "", *diagnostics_table(report["lm"]), ""]
@@ -198,7 +227,7 @@ def figures(report: dict, out: Path) -> dict[str, str]:
             return
         ys = np.array([[dict(c).get(s, np.nan) for s in steps] for c in curves], float)
         m, sd = np.nanmean(ys, 0), (np.nanstd(ys, 0, ddof=1) if len(ys) > 1 else np.zeros(len(steps)))
-        line, = ax.plot(steps, m, marker="o", ms=3, label=label)
+        (line,) = ax.plot(steps, m, marker="o", ms=3, label=label)
         ax.fill_between(steps, m - sd, m + sd, color=line.get_color(), alpha=0.2)
 
     def finish(fig, ax, name: str, xlabel: str, ylabel: str, title: str) -> None:
@@ -226,8 +255,9 @@ def figures(report: dict, out: Path) -> dict[str, str]:
         for name, seeds in r_runs.items():
             band(ax, [r["R_curve"] for r in seeds.values()], name)
         ax.set_ylim(0, 1)
-        finish(fig, ax, "R", "step", "R (training batches)",
-               "K-SSM order parameter R over training, mean ± sd over seeds")
+        finish(
+            fig, ax, "R", "step", "R (training batches)", "K-SSM order parameter R over training, mean ± sd over seeds"
+        )
 
     if report.get("recall"):
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -1,4 +1,5 @@
 """The long-context report's tables, figures and generated block (``--budget long`` / ``sparse``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,20 +25,25 @@ def header(report: dict) -> list[str]:
     runs = [r for seeds in report["runs"].values() for r in seeds.values()]
     made = sorted({(r.get("commit") or "unknown")[:10] + (" (dirty)" if r.get("dirty") else "") for r in runs})
     steps = sorted({r["steps"] for r in runs})
-    return [f"Command: `{report['command']}` — budget `{b['name']}` ({b['description']}); "
-            f"{', '.join(map(str, steps))} steps per model; seeds {', '.join(map(str, report['seeds']))}; "
-            "mean ± sample sd over seeds, then every seed.",
-            f"Corpus: longdocs/python, SHA-256 {', '.join(report['data_sha256']) or '—'}.",
-            f"Made with commit {commit}, Python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, "
-            f"flax {v['flax']} on "
-            f"{info['device']['platform']} × {info['device']['device_count']} ({info['device']['machine']}); "
-            f"the runs were trained at commit {', '.join(made) or '—'} (each run's `run.json`)."]
+    return [
+        f"Command: `{report['command']}` — budget `{b['name']}` ({b['description']}); "
+        f"{', '.join(map(str, steps))} steps per model; seeds {', '.join(map(str, report['seeds']))}; "
+        "mean ± sample sd over seeds, then every seed.",
+        f"Corpus: longdocs/python, SHA-256 {', '.join(report['data_sha256']) or '—'}.",
+        f"Made with commit {commit}, Python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, "
+        f"flax {v['flax']} on "
+        f"{info['device']['platform']} × {info['device']['device_count']} ({info['device']['machine']}); "
+        f"the runs were trained at commit {', '.join(made) or '—'} (each run's `run.json`).",
+    ]
 
 
 def bpc_table(report: dict) -> list[str]:
     """Val BPC at equal steps and at equal wall time (per group), with params, carry and throughput."""
-    lines = ["| model | what | params | steps | val BPC, equal steps | per seed | train s | val BPC at "
-             "equal wall time | per seed | tokens/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | what | params | steps | val BPC, equal steps | per seed | train s | val BPC at "
+        "equal wall time | per seed | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, seeds in report["runs"].items():
         runs = list(seeds.values())
         group = report["entries"][name]["group"]
@@ -50,13 +56,16 @@ def bpc_table(report: dict) -> list[str]:
             f"{_num(mean_sd([r['curve'][-1][1] if r['curve'] else None for r in runs])[0], 0)} | "
             f"**{fmt_ms([r['bpc_at_equal_time'] for r in runs])}** (at {_num(t, 0)} s) | "
             f"{_seeds({s: r['bpc_at_equal_time'] for s, r in seeds.items()})} | "
-            f"{_num(mean_sd([r['tokens_per_s'] for r in runs])[0], 0)} |")
+            f"{_num(mean_sd([r['tokens_per_s'] for r in runs])[0], 0)} |"
+        )
     return lines
 
 
 def bucket_table(report: dict) -> list[str]:
-    lines = ["| model | bytes at offset | tokens | carried | reset | carried − reset | carried − reset per seed |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | bytes at offset | tokens | carried | reset | carried − reset | carried − reset per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, seeds in report["runs"].items():
         suites = {s: _suite(r) for s, r in seeds.items() if _suite(r)}
         if not suites:
@@ -65,11 +74,18 @@ def bucket_table(report: dict) -> list[str]:
         for label, b in [*first["position"]["buckets"].items(), ("all", first["position"]["all"])]:
             if not b["tokens"]:
                 continue
-            pick = lambda k: {s: (d["position"]["all"] if label == "all" else d["position"]["buckets"][label])[k]  # noqa: E731
-                              for s, d in suites.items()}
-            lines.append(f"| {name} | {label} | {b['tokens']:,} | {fmt_ms(list(pick('carried').values()))} | "
-                         f"{fmt_ms(list(pick('reset').values()))} | **{fmt_ms(list(pick('gap').values()))}** | "
-                         f"{_seeds(pick('gap'))} |")
+
+            def pick(k: str, label: str = label) -> dict:
+                return {
+                    s: (d["position"]["all"] if label == "all" else d["position"]["buckets"][label])[k]
+                    for s, d in suites.items()
+                }
+
+            lines.append(
+                f"| {name} | {label} | {b['tokens']:,} | {fmt_ms(list(pick('carried').values()))} | "
+                f"{fmt_ms(list(pick('reset').values()))} | **{fmt_ms(list(pick('gap').values()))}** | "
+                f"{_seeds(pick('gap'))} |"
+            )
     return lines
 
 
@@ -85,25 +101,38 @@ def extrapolation_table(report: dict) -> list[str]:
         late = [k for k, n in first.items() if n][-1]
         for part in ("all", late):
             for key, words in (("carried", "with cache"), ("reset", "no cache")):
+
                 def cell(n, exs=exs, key=key, part=part):
-                    vals = [(x["by_length"][str(n)][key]["all"] if part == "all" else
-                             x["by_length"][str(n)][key]["buckets"][part]) if str(n) in x["by_length"] else None
-                            for x in exs]
+                    vals = [
+                        (
+                            x["by_length"][str(n)][key]["all"]
+                            if part == "all"
+                            else x["by_length"][str(n)][key]["buckets"][part]
+                        )
+                        if str(n) in x["by_length"]
+                        else None
+                        for x in exs
+                    ]
                     return fmt_ms(vals)
+
                 rows.append((name, "all bytes" if part == "all" else f"offsets {part}", words, cell))
     if not rows:
         return []
-    lines = ["| model | bytes | cache | " + " | ".join(f"T = {n}" for n in lengths) + " |",
-             "|---|---|---|" + "---|" * len(lengths)]
+    lines = [
+        "| model | bytes | cache | " + " | ".join(f"T = {n}" for n in lengths) + " |",
+        "|---|---|---|" + "---|" * len(lengths),
+    ]
     for name, part, words, cell in rows:
         lines.append(f"| {name} | {part} | {words} | " + " | ".join(cell(n) for n in lengths) + " |")
     return lines
 
 
 def recall_table(report: dict) -> list[str]:
-    lines = ["| model | windows later | queries/seed | carried: first byte | all bytes | reset: first byte | all bytes "
-             "| chance first / all | guess among present first / all | carried first per seed |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | windows later | queries/seed | carried: first byte | all bytes | reset: first byte | all bytes "
+        "| chance first / all | guess among present first / all | carried first per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     any_row = False
     for name, seeds in report["runs"].items():
         rcs = {s: _suite(r).get("recall", {}) for s, r in seeds.items()}
@@ -115,48 +144,67 @@ def recall_table(report: dict) -> list[str]:
             at = {s: x["by_distance"][d] for s, x in rcs.items()}
             x0 = at[next(iter(at))]
             vals = lambda a, k: [v[a][k] for v in at.values()]  # noqa: E731
-            lines.append(f"| {name} | {d} | {x0['queries']} | **{fmt_ms(vals('carried', 'first'))}** | "
-                         f"{fmt_ms(vals('carried', 'all'))} | {fmt_ms(vals('reset', 'first'))} | "
-                         f"{fmt_ms(vals('reset', 'all'))} | {x0['chance_first']:.3f} / {x0['chance_all']:.1e} | "
-                         f"{fmt_ms([v['guess_first'] for v in at.values()])} / "
-                         f"{fmt_ms([v['guess_all'] for v in at.values()])} | "
-                         f"{_seeds({s: v['carried']['first'] for s, v in at.items()})} |")
+            lines.append(
+                f"| {name} | {d} | {x0['queries']} | **{fmt_ms(vals('carried', 'first'))}** | "
+                f"{fmt_ms(vals('carried', 'all'))} | {fmt_ms(vals('reset', 'first'))} | "
+                f"{fmt_ms(vals('reset', 'all'))} | {x0['chance_first']:.3f} / {x0['chance_all']:.1e} | "
+                f"{fmt_ms([v['guess_first'] for v in at.values()])} / "
+                f"{fmt_ms([v['guess_all'] for v in at.values()])} | "
+                f"{_seeds({s: v['carried']['first'] for s, v in at.items()})} |"
+            )
             any_row = True
     return lines if any_row else []
 
 
 def _sections(report: dict, figs: dict[str, str] | None) -> list[str]:
     times = ", ".join(f"{g or 'all models'}: {t:.0f} s" for g, t in report["equal_time_s"].items())
-    parts = ["**Validation BPC at equal steps and at equal wall time.** Equal steps: the last evaluation. Equal "
-             "wall time: each run's validation curve (six evaluations) against its `train_seconds` (training "
-             "wall time, validation excluded; every run's train step was compiled beforehand by a one-step warm-up "
-             "run into XLA's persistent cache, so this is training, not compilation), interpolated linearly at "
-             "the shortest run's total "
-             f"training time ({times}); — where that comes before a run's first evaluation.", "",
-             *bpc_table(report), ""]
+    parts = [
+        "**Validation BPC at equal steps and at equal wall time.** Equal steps: the last evaluation. Equal "
+        "wall time: each run's validation curve (six evaluations) against its `train_seconds` (training "
+        "wall time, validation excluded; every run's train step was compiled beforehand by a one-step warm-up "
+        "run into XLA's persistent cache, so this is training, not compilation), interpolated linearly at "
+        "the shortest run's total "
+        f"training time ({times}); — where that comes before a run's first evaluation.",
+        "",
+        *bpc_table(report),
+        "",
+    ]
     if figs and "seconds" in figs:
         parts += [f"![BPC vs seconds]({figs['seconds']})", ""]
     buckets = bucket_table(report)
     if len(buckets) > 2:
-        parts += ["**BPC by position in the document** (`evaluate.py RUN --suite long_context`): validation "
-                  "documents read in windows of the trained length with the state carried, and with every "
-                  "window read alone (reset); carried − reset < 0 is what the carried state is worth.", "",
-                  *buckets, ""]
+        parts += [
+            "**BPC by position in the document** (`evaluate.py RUN --suite long_context`): validation "
+            "documents read in windows of the trained length with the state carried, and with every "
+            "window read alone (reset); carried − reset < 0 is what the carried state is worth.",
+            "",
+            *buckets,
+            "",
+        ]
         for key, alt in (("position", "BPC by position"), ("gap", "carried − reset")):
             if figs and key in figs:
                 parts += [f"![{alt}]({figs[key]})", ""]
     extrap = extrapolation_table(report)
     if extrap:
-        parts += ["**Length extrapolation** (attention families): trained at T = 512, read in windows of T with "
-                  "the trained cache carried and without it; all bytes and the last position bucket.", "",
-                  *extrap, ""]
+        parts += [
+            "**Length extrapolation** (attention families): trained at T = 512, read in windows of T with "
+            "the trained cache carried and without it; all bytes and the last position bucket.",
+            "",
+            *extrap,
+            "",
+        ]
         if figs and "extrapolation" in figs:
             parts += [f"![extrapolation]({figs['extrapolation']})", ""]
     recall = recall_table(report)
     if recall:
-        parts += ["**Long-range recall**: identifiers defined in the first window, queried d windows later; "
-                  "accuracy on the value bytes (first byte; all bytes, teacher-forced). Reset is the control "
-                  "that must sit at chance.", "", *recall, ""]
+        parts += [
+            "**Long-range recall**: identifiers defined in the first window, queried d windows later; "
+            "accuracy on the value bytes (first byte; all bytes, teacher-forced). Reset is the control "
+            "that must sit at chance.",
+            "",
+            *recall,
+            "",
+        ]
         if figs and "recall" in figs:
             parts += [f"![recall]({figs['recall']})", ""]
     return parts
@@ -168,8 +216,9 @@ def markdown(report: dict, figs: dict[str, str]) -> str:
 
 def readme_block(report: dict) -> str:
     """The block of docs/results/long_context.md (figures are in the report directory)."""
-    return "\n".join([*header(report), "", *_sections(report, None),
-                      f"Full report with figures: `{report['report_md']}`."])
+    return "\n".join(
+        [*header(report), "", *_sections(report, None), f"Full report with figures: `{report['report_md']}`."]
+    )
 
 
 def figures(report: dict, out: Path) -> dict[str, str]:
@@ -194,11 +243,18 @@ def figures(report: dict, out: Path) -> dict[str, str]:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, seeds in report["runs"].items():
-        color = None   # the first seed's line picks it; the others reuse it
+        color = None  # the first seed's line picks it; the others reuse it
         for i, r in enumerate(seeds.values()):
             if r["curve"]:
-                line, = ax.plot([p[1] for p in r["curve"]], [p[2] for p in r["curve"]], marker="o", ms=3, lw=1,
-                                label=name if i == 0 else None, color=None if i == 0 else color)
+                (line,) = ax.plot(
+                    [p[1] for p in r["curve"]],
+                    [p[2] for p in r["curve"]],
+                    marker="o",
+                    ms=3,
+                    lw=1,
+                    label=name if i == 0 else None,
+                    color=None if i == 0 else color,
+                )
                 color = line.get_color()
     for t in report["equal_time_s"].values():
         ax.axvline(t, color="0.6", lw=0.8, ls=":")
@@ -214,7 +270,9 @@ def figures(report: dict, out: Path) -> dict[str, str]:
         for name, ss in suites.items():
             for key, style in (("carried", "-o"), ("reset", "--")):
                 m, _ = mean([[s["position"]["buckets"][k][key] for k in labels] for s in ss])
-                line, = ax.plot(labels, m, style, label=f"{name} {key}", **({"color": color} if key == "reset" else {}))
+                (line,) = ax.plot(
+                    labels, m, style, label=f"{name} {key}", **({"color": color} if key == "reset" else {})
+                )
                 color = line.get_color()
         ax.set(xlabel="byte offset in the document", ylabel="BPC", title="BPC by position (mean over seeds)")
         ax.legend(fontsize=6, ncol=2)
@@ -226,22 +284,34 @@ def figures(report: dict, out: Path) -> dict[str, str]:
             ax.bar(np.arange(len(labels)) + i * width, m, width, yerr=sd, label=name, capsize=2)
         ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
         ax.axhline(0, color="0.4", lw=0.8)
-        ax.set(xlabel="byte offset in the document", ylabel="carried − reset BPC",
-               title="what the carried state is worth")
+        ax.set(
+            xlabel="byte offset in the document", ylabel="carried − reset BPC", title="what the carried state is worth"
+        )
         ax.legend(fontsize=7)
         save(fig, "gap")
-    extrap = {n: [s["extrapolation"] for s in ss if s.get("extrapolation", {}).get("lengths")]
-              for n, ss in suites.items()}
+    extrap = {
+        n: [s["extrapolation"] for s in ss if s.get("extrapolation", {}).get("lengths")] for n, ss in suites.items()
+    }
     extrap = {n: e for n, e in extrap.items() if e}
     if extrap:
         fig, ax = plt.subplots(figsize=(7, 4))
         for name, exs in extrap.items():
             lengths = exs[0]["lengths"]
             for key, style in (("carried", "-o"), ("reset", "--s")):
-                m, sd = mean([[x["by_length"][str(n)][key]["all"] if str(n) in x["by_length"] else None
-                               for n in lengths] for x in exs])
-                ax.errorbar(lengths, m, yerr=sd, fmt=style, capsize=2,
-                            label=f"{name} {'cache' if key == 'carried' else 'no cache'}")
+                m, sd = mean(
+                    [
+                        [x["by_length"][str(n)][key]["all"] if str(n) in x["by_length"] else None for n in lengths]
+                        for x in exs
+                    ]
+                )
+                ax.errorbar(
+                    lengths,
+                    m,
+                    yerr=sd,
+                    fmt=style,
+                    capsize=2,
+                    label=f"{name} {'cache' if key == 'carried' else 'no cache'}",
+                )
         ax.set_xscale("log", base=2)
         ax.set(xlabel="evaluation window length", ylabel="BPC", title="length extrapolation (trained at T = 512)")
         ax.legend(fontsize=6, ncol=2)
@@ -261,8 +331,11 @@ def figures(report: dict, out: Path) -> dict[str, str]:
         ax.plot(ds, [first[str(d)]["guess_first"] for d in ds], "-.", color="0.6", label="guess among present values")
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, 1)
-        ax.set(xlabel="windows between definition and query", ylabel="first value byte accuracy",
-               title="long-range recall (dashed: state reset)")
+        ax.set(
+            xlabel="windows between definition and query",
+            ylabel="first value byte accuracy",
+            title="long-range recall (dashed: state reset)",
+        )
         ax.legend(fontsize=7)
         save(fig, "recall")
     return made

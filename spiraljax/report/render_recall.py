@@ -1,4 +1,5 @@
 """Tables and the accuracy-vs-state-size figure of the recall budget (:mod:`spiraljax.report.recall_state`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,18 +33,33 @@ def table(report: dict, key: str) -> list[str]:
     """One row per model: state bytes at each T, then ``key`` (mean ± sd over seeds) per cell."""
     cells = _cells(report)
     lengths = sorted({int(c[1:].split("_p")[0]) for c in cells})
-    lines = ["| model | params | " + " | ".join(f"state bytes, T {t}" for t in lengths) + " | "
-             + " | ".join(_head(c, report) for c in cells) + " |",
-             "|---|---|" + "---|" * (len(lengths) + len(cells))]
+    lines = [
+        "| model | params | "
+        + " | ".join(f"state bytes, T {t}" for t in lengths)
+        + " | "
+        + " | ".join(_head(c, report) for c in cells)
+        + " |",
+        "|---|---|" + "---|" * (len(lengths) + len(cells)),
+    ]
     for entry in report["runs"]:
         runs = list(report["runs"][entry].values())
         by_t = {int(c[1:].split("_p")[0]): runs[0]["cells"][c]["state_bytes"] for c in cells}
-        lines.append(f"| {entry} | {runs[0]['params']:,} | " + " | ".join(f"{by_t[t]:,}" for t in lengths) + " | "
-                     + " | ".join(_mean_sd(_values(report, entry, c, key)) for c in cells) + " |")
+        lines.append(
+            f"| {entry} | {runs[0]['params']:,} | "
+            + " | ".join(f"{by_t[t]:,}" for t in lengths)
+            + " | "
+            + " | ".join(_mean_sd(_values(report, entry, c, key)) for c in cells)
+            + " |"
+        )
     first = next(iter(report["runs"].values()))
     guess = [np.mean([float(r["cells"][c]["guess_present"]) for r in first.values()]) for c in cells]
-    lines.append("| guess among present values | | " + " | " * (len(lengths) - 1) + " | "
-                 + " | ".join(f"{g:.3f}" for g in guess) + " |")
+    lines.append(
+        "| guess among present values | | "
+        + " | " * (len(lengths) - 1)
+        + " | "
+        + " | ".join(f"{g:.3f}" for g in guess)
+        + " |"
+    )
     return lines
 
 
@@ -67,19 +83,31 @@ def _commit(report: dict) -> str:
 def block(report: dict, figs: dict[str, str] | None = None) -> str:
     """The generated block: budget, both tables, the per-seed line at the target cell, the figure."""
     b = report["budget"]
-    parts = [f"Budget `{b['name']}`: {b['steps']} steps × {b['batch']} rows × T {b['train_length']}, "
-             f"{b['train_pairs'][0]}–{b['train_pairs'][1]} pairs, lr {b['lr']}, d {b['d_model']}, "
-             f"{b['n_layers']} layers; seeds {', '.join(map(str, report['seeds']))}; {b['eval_batches']} × "
-             f"{b['batch']} fresh sequences per cell. Command: `{report['command']}`; commit "
-             f"{_commit(report)}.", "",
-             "**Accuracy on first queries** (mean ± sd over seeds; the answer is only in the pairs):", "",
-             *table(report, "first_accuracy"), "", "**Accuracy on all queries:**", "",
-             *table(report, "accuracy"), "", *seeds_line(report, "T256_p16"), ""]
+    parts = [
+        f"Budget `{b['name']}`: {b['steps']} steps × {b['batch']} rows × T {b['train_length']}, "
+        f"{b['train_pairs'][0]}–{b['train_pairs'][1]} pairs, lr {b['lr']}, d {b['d_model']}, "
+        f"{b['n_layers']} layers; seeds {', '.join(map(str, report['seeds']))}; {b['eval_batches']} × "
+        f"{b['batch']} fresh sequences per cell. Command: `{report['command']}`; commit "
+        f"{_commit(report)}.",
+        "",
+        "**Accuracy on first queries** (mean ± sd over seeds; the answer is only in the pairs):",
+        "",
+        *table(report, "first_accuracy"),
+        "",
+        "**Accuracy on all queries:**",
+        "",
+        *table(report, "accuracy"),
+        "",
+        *seeds_line(report, "T256_p16"),
+        "",
+    ]
     if figs:
         parts += [f"![{name}]({path})" for name, path in figs.items()] + [""]
     else:
-        parts.append(f"Full report with the figure (first-query accuracy vs state bytes): `{report['report_md']}`, "
-                     f"`{Path(report['report_md']).parent / 'recall_vs_state.png'}`.")
+        parts.append(
+            f"Full report with the figure (first-query accuracy vs state bytes): `{report['report_md']}`, "
+            f"`{Path(report['report_md']).parent / 'recall_vs_state.png'}`."
+        )
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -102,8 +130,12 @@ def figures(report: dict, out: Path) -> dict[str, str]:
             x = runs[0]["cells"][cell]["state_bytes"]
             ys = _values(report, entry, cell, "first_accuracy")
             ax.errorbar([x], [np.mean(ys)], yerr=[np.std(ys)], fmt="o", label=entry, capsize=2)
-        ax.axhline(np.mean([float(r["cells"][cell]["guess_present"])
-                            for r in next(iter(report["runs"].values())).values()]), color="grey", ls=":", lw=1)
+        ax.axhline(
+            np.mean([float(r["cells"][cell]["guess_present"]) for r in next(iter(report["runs"].values())).values()]),
+            color="grey",
+            ls=":",
+            lw=1,
+        )
         ax.set(xscale="log", xlabel="state bytes per sequence", title=_head(cell, report), ylim=(-0.02, 1.02))
     axes[0][0].set_ylabel("first-query accuracy")
     axes[0][-1].legend(fontsize=6, loc="center right")

@@ -4,6 +4,7 @@ A run directory is reused as it is when its ``report_status.json`` says it finis
 resolved config; an unfinished one is resumed from its checkpoints (exact resume), so an
 interrupted report continues where it stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,7 @@ def diagnostics(rows: list[dict], tail: float = 0.1) -> dict[str, Any]:
     train = [r for r in rows if r.get("kind") == "train"]
     if not train:
         return {}
-    last = train[-max(int(len(train) * tail), 1):]
+    last = train[-max(int(len(train) * tail), 1) :]
     out: dict[str, Any] = {}
     for key in sorted({k for r in last for k in r} - STANDARD_KEYS):
         vals = [r[key] for r in last if isinstance(r.get(key), (int, float))]
@@ -100,7 +101,7 @@ def step_memory_mb(cfg: Config) -> float | None:
     """
     from spiraljax.train.setup import setup
 
-    s = setup(cfg, mesh=False)   # the step as the loop runs it (carried state, gradient accumulation)
+    s = setup(cfg, mesh=False)  # the step as the loop runs it (carried state, gradient accumulation)
     try:
         compiled = s.jit_step().lower(s.abstract_state, s.batch(0)).compile()
         m = compiled.memory_analysis()
@@ -109,7 +110,7 @@ def step_memory_mb(cfg: Config) -> float | None:
     if m is None:
         return None
     total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
-    return total / 2 ** 20
+    return total / 2**20
 
 
 def run_numbers(run: Path, status: dict[str, Any]) -> dict[str, Any]:
@@ -119,9 +120,18 @@ def run_numbers(run: Path, status: dict[str, Any]) -> dict[str, Any]:
     bpc, loss = curve(rows, "bpc"), curve(rows, "loss")
     r_curve = [(int(r["step"]), float(r["R_mean"])) for r in rows if r.get("kind") == "train" and "R_mean" in r]
     info = read_run_info(run) or {}
-    return {**({"R_curve": r_curve} if r_curve else {}), "provenance": describe(info),
-            "commit": (info.get("git") or {}).get("commit"), "dirty": (info.get("git") or {}).get("dirty"),
-            "run_dir": str(run), "params": params, "bpc_curve": bpc, "loss_curve": loss,
-            "final_bpc": bpc[-1][1] if bpc else None, "final_loss": loss[-1][1] if loss else None,
-            "tokens_per_s": train_throughput(rows), "wall_s": status.get("seconds"),
-            "diagnostics": diagnostics(rows)}
+    return {
+        **({"R_curve": r_curve} if r_curve else {}),
+        "provenance": describe(info),
+        "commit": (info.get("git") or {}).get("commit"),
+        "dirty": (info.get("git") or {}).get("dirty"),
+        "run_dir": str(run),
+        "params": params,
+        "bpc_curve": bpc,
+        "loss_curve": loss,
+        "final_bpc": bpc[-1][1] if bpc else None,
+        "final_loss": loss[-1][1] if loss else None,
+        "tokens_per_s": train_throughput(rows),
+        "wall_s": status.get("seconds"),
+        "diagnostics": diagnostics(rows),
+    }

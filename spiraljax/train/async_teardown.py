@@ -14,6 +14,7 @@ does at its end: cancel the pending tasks, run the loop until they have finished
 exceptions) and shut the default executor down, then close. Orbax avoids ``asyncio.run`` because its
 teardown walks *every* loop's tasks from many threads; here only this loop's tasks are touched.
 """
+
 from __future__ import annotations
 
 import asyncio

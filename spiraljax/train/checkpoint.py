@@ -21,6 +21,7 @@ is closed" …); every read now runs inside :func:`~spiraljax.train.async_teardo
 whose loops cancel and await their tasks before closing, so every problem is reported in exactly one
 line and nothing follows it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,7 +38,7 @@ import orbax.checkpoint as ocp
 from spiraljax.errors import CheckpointError
 from spiraljax.train.async_teardown import draining_event_loops
 
-ITEMS = ("params", "opt_state", "meta", "carry")   # carry: only in train.carry_state runs
+ITEMS = ("params", "opt_state", "meta", "carry")  # carry: only in train.carry_state runs
 # The layout before one manager, checkpoints/<kind>/<step>: no longer read since version 0.1.0 (refused in one
 # line that says how to move the steps into the current layout; nothing is deleted).
 LEGACY_KINDS = ("latest", "best")
@@ -70,8 +71,12 @@ def quiet_orbax() -> None:
 
 # ----------------------------------------------------------------------------- the manager
 def _handlers() -> dict[str, ocp.CheckpointHandler]:
-    return {"params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),
-            "meta": ocp.JsonCheckpointHandler(), "carry": ocp.StandardCheckpointHandler()}
+    return {
+        "params": ocp.StandardCheckpointHandler(),
+        "opt_state": ocp.StandardCheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler(),
+        "carry": ocp.StandardCheckpointHandler(),
+    }
 
 
 def _val_loss(metrics: Any) -> float:
@@ -83,12 +88,21 @@ def make_manager(path: Path, keep: int = 3, async_save: bool = True, read_only: 
     if read_only:
         opts = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
     else:
-        policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-            ocp.checkpoint_managers.LatestN(n=keep),
-            ocp.checkpoint_managers.BestN(get_metric_fn=_val_loss, reverse=True, n=1,
-                                          keep_checkpoints_without_metrics=False)])
-        opts = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_val_loss, best_mode="min",
-                                            enable_async_checkpointing=async_save, create=True)
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [
+                ocp.checkpoint_managers.LatestN(n=keep),
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=_val_loss, reverse=True, n=1, keep_checkpoints_without_metrics=False
+                ),
+            ]
+        )
+        opts = ocp.CheckpointManagerOptions(
+            preservation_policy=policy,
+            best_fn=_val_loss,
+            best_mode="min",
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
     return ocp.CheckpointManager(path.resolve(), options=opts, item_names=ITEMS, item_handlers=_handlers())
 
 
@@ -98,14 +112,21 @@ def _abstract(tree):
 
 def _save_args(state: dict, meta: dict) -> ocp.args.Composite:
     carry = {"carry": ocp.args.StandardSave(state["carry"])} if "carry" in state else {}
-    return ocp.args.Composite(params=ocp.args.StandardSave(state["params"]),
-                              opt_state=ocp.args.StandardSave(state["opt_state"]),
-                              meta=ocp.args.JsonSave(meta), **carry)
+    return ocp.args.Composite(
+        params=ocp.args.StandardSave(state["params"]),
+        opt_state=ocp.args.StandardSave(state["opt_state"]),
+        meta=ocp.args.JsonSave(meta),
+        **carry,
+    )
 
 
 def state_meta(state: dict, **extra: Any) -> dict:
-    return {"step": int(state["step"]), "skipped": int(state["skipped"]),
-            "rng": np.asarray(jax.device_get(state["rng"])).tolist(), **extra}
+    return {
+        "step": int(state["step"]),
+        "skipped": int(state["skipped"]),
+        "rng": np.asarray(jax.device_get(state["rng"])).tolist(),
+        **extra,
+    }
 
 
 def _problem(err: BaseException) -> str:
@@ -118,8 +139,14 @@ def tree_signature(tree, prefix: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{"params/block_0/attn/qkv/kernel": (shape, dtype)}`` for every array leaf of a state tree,
     a saved checkpoint's metadata tree or an ``eval_shape`` tree alike."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {f"{prefix}/{jax.tree_util.keystr(path, simple=True, separator='/')}":
-            (tuple(leaf.shape), str(np.dtype(leaf.dtype))) for path, leaf in leaves if hasattr(leaf, "shape")}
+    return {
+        f"{prefix}/{jax.tree_util.keystr(path, simple=True, separator='/')}": (
+            tuple(leaf.shape),
+            str(np.dtype(leaf.dtype)),
+        )
+        for path, leaf in leaves
+        if hasattr(leaf, "shape")
+    }
 
 
 def first_mismatch(saved: dict, wanted: dict) -> str | None:
@@ -162,9 +189,11 @@ def run_managers(root: Path, mngr: ocp.CheckpointManager | None = None) -> dict[
     quiet_orbax()
     for kind in LEGACY_KINDS:
         if (root / kind).is_dir() and any(p.name.isdigit() for p in (root / kind).iterdir()):
-            raise CheckpointError(f"{root / kind}: checkpoints in the layout before version 0.1.0 "
-                                  f"(checkpoints/{kind}/<step>), no longer read; move each step up into {root}/ "
-                                  f"(e.g. mv {root / kind}/* {root}/) and run again")
+            raise CheckpointError(
+                f"{root / kind}: checkpoints in the layout before version 0.1.0 "
+                f"(checkpoints/{kind}/<step>), no longer read; move each step up into {root}/ "
+                f"(e.g. mv {root / kind}/* {root}/) and run again"
+            )
     if mngr is not None:
         return {"": mngr}
     return {"": make_manager(root, read_only=True)} if root.is_dir() else {}
@@ -192,13 +221,14 @@ def best_first(managers: dict[str, ocp.CheckpointManager]) -> list[Candidate]:
     return [c for _, c in with_loss] + [c for v, c in scored if v is None]
 
 
-def first_readable(candidates: list[Candidate], read: Callable[[Candidate], Any],
-                   on_error: Callable[[Candidate, BaseException], None]) -> tuple[Candidate, Any] | None:
+def first_readable(
+    candidates: list[Candidate], read: Callable[[Candidate], Any], on_error: Callable[[Candidate, BaseException], None]
+) -> tuple[Candidate, Any] | None:
     """The one restore routine: ``(candidate, read(candidate))`` of the first candidate that reads;
     ``on_error`` is told of every one that fails (warn, or move aside). None when none reads."""
     for c in candidates:
         try:
-            with draining_event_loops():   # a failed read leaves no pending Orbax task behind
+            with draining_event_loops():  # a failed read leaves no pending Orbax task behind
                 return c, read(c)
         except Exception as err:
             on_error(c, err)
@@ -220,7 +250,7 @@ class Checkpointer:
         self.root = Path(run_dir) / "checkpoints"
         self.mngr = make_manager(self.root, keep, async_save)
         self.managers = run_managers(self.root, self.mngr)
-        self.restored_meta: dict = {}   # the meta item of the step restore() read
+        self.restored_meta: dict = {}  # the meta item of the step restore() read
 
     def save(self, state: dict, val_loss: float | None = None, meta: dict | None = None) -> None:
         """Save ``state`` at its step (once per step); ``val_loss`` marks it as a candidate for best;
@@ -229,8 +259,9 @@ class Checkpointer:
         if step in self.mngr.all_steps():
             return
         extra = {} if val_loss is None else {"val_loss": float(val_loss)}
-        self.mngr.save(step, args=_save_args(state, state_meta(state, **(meta or {}), **extra)),
-                       metrics=extra or None, force=True)
+        self.mngr.save(
+            step, args=_save_args(state, state_meta(state, **(meta or {}), **extra)), metrics=extra or None, force=True
+        )
 
     def has_checkpoints(self) -> bool:
         return any(m.all_steps() for m in self.managers.values())
@@ -239,10 +270,13 @@ class Checkpointer:
         """Compare the newest saved step whose metadata is readable with ``abstract_state`` (e.g.
         ``jax.eval_shape`` of ``init_state`` for a new config) without loading any array; returns the
         first differing parameter / optimizer leaf, or None when they match."""
-        wanted = {**tree_signature(abstract_state["params"], "params"),
-                  **tree_signature(abstract_state["opt_state"], "opt_state")}
-        found = first_readable(newest_first(self.managers), lambda c: saved_signature(c.mngr, c.step),
-                               lambda c, err: None)   # unreadable metadata: restore() moves the step aside
+        wanted = {
+            **tree_signature(abstract_state["params"], "params"),
+            **tree_signature(abstract_state["opt_state"], "opt_state"),
+        }
+        found = first_readable(
+            newest_first(self.managers), lambda c: saved_signature(c.mngr, c.step), lambda c, err: None
+        )  # unreadable metadata: restore() moves the step aside
         return first_mismatch(found[1], wanted) if found else None
 
     def move_aside(self, c: Candidate, err: BaseException) -> Path:
@@ -257,7 +291,7 @@ class Checkpointer:
         except FileNotFoundError:  # another process of a multi-host run moved it first
             pass
         c.mngr.reload()
-        if jax.process_index() == 0:   # every process of a multi-process run meets it: one line
+        if jax.process_index() == 0:  # every process of a multi-process run meets it: one line
             print(f"warning: checkpoint {c.path} is unreadable ({_problem(err)}); moved it to {dst}", file=sys.stderr)
         return dst
 
@@ -268,10 +302,15 @@ class Checkpointer:
         carry = {"carry": ocp.args.StandardRestore(_abstract(template["carry"]))} if "carry" in template else {}
 
         def read(c: Candidate):
-            return c.mngr.restore(c.step, args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(_abstract(template["params"])),
-                opt_state=ocp.args.StandardRestore(_abstract(template["opt_state"])),
-                meta=ocp.args.JsonRestore(), **carry))
+            return c.mngr.restore(
+                c.step,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(_abstract(template["params"])),
+                    opt_state=ocp.args.StandardRestore(_abstract(template["opt_state"])),
+                    meta=ocp.args.JsonRestore(),
+                    **carry,
+                ),
+            )
 
         found = first_readable(newest_first(self.managers), read, self.move_aside)
         if found is None:
@@ -279,9 +318,13 @@ class Checkpointer:
         r = found[1]
         self.restored_meta = dict(r.meta)
         rng = np.asarray(r.meta["rng"], dtype=np.asarray(template["rng"]).dtype)
-        state = {"params": r.params, "opt_state": r.opt_state,
-                 "step": jax.numpy.asarray(r.meta["step"], jax.numpy.int32),
-                 "rng": jax.numpy.asarray(rng), "skipped": jax.numpy.asarray(r.meta["skipped"], jax.numpy.int32)}
+        state = {
+            "params": r.params,
+            "opt_state": r.opt_state,
+            "step": jax.numpy.asarray(r.meta["step"], jax.numpy.int32),
+            "rng": jax.numpy.asarray(rng),
+            "skipped": jax.numpy.asarray(r.meta["skipped"], jax.numpy.int32),
+        }
         if carry:
             state["carry"] = r.carry
         return state

@@ -25,6 +25,7 @@ CPU devices: the way multi-process training is tested without a cluster
 (``python -m spiraljax.launch``). It shows process 0's output, and a failure of another process
 once, naming it; when one process fails it stops the others.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -43,7 +44,7 @@ import jax
 ENV_COORDINATOR, ENV_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 ENV_PEER_TIMEOUT = "SPIRALJAX_PEER_TIMEOUT_S"
 DEFAULT_PEER_TIMEOUT_S = 30.0
-PEER_LOST_EXIT = 75   # EX_TEMPFAIL: a peer process was lost or failed; the run can be resumed
+PEER_LOST_EXIT = 75  # EX_TEMPFAIL: a peer process was lost or failed; the run can be resumed
 GLOO_NOTICE = b"[Gloo] Rank "
 
 
@@ -66,16 +67,19 @@ def initialize() -> None:
     n, pid = os.environ.get(ENV_PROCESSES), os.environ.get(ENV_PROCESS_ID)
     timeout = peer_timeout()
     with _service_in_own_process(timeout):
-        jax.distributed.initialize(coordinator_address=os.environ.get(ENV_COORDINATOR),
-                                   num_processes=int(n) if n else None, process_id=int(pid) if pid else None,
-                                   heartbeat_timeout_seconds=int(4 * timeout + 30))
+        jax.distributed.initialize(
+            coordinator_address=os.environ.get(ENV_COORDINATOR),
+            num_processes=int(n) if n else None,
+            process_id=int(pid) if pid else None,
+            heartbeat_timeout_seconds=int(4 * timeout + 30),
+        )
     state = _jax_state()
     if state.num_processes > 1:
         _quiet_stdout(primary=state.process_id == 0)
         global WATCH
         WATCH = PeerWatch(state.client, state.process_id, state.num_processes, timeout)
         WATCH.start()
-        atexit.register(WATCH.finish)   # a normal exit that did not call finish(): done (see finish)
+        atexit.register(WATCH.finish)  # a normal exit that did not call finish(): done (see finish)
 
 
 def _jax_state():
@@ -89,10 +93,19 @@ class _ServiceProcess:
     """Stands in for JAX's in-process coordination service: the service runs in a child process."""
 
     def __init__(self, address: str, processes: int, heartbeat: int, shutdown: int, linger: float):
-        cmd = [sys.executable, "-m", "spiraljax.train.coordinator", address, str(processes), str(heartbeat),
-               str(shutdown), str(linger)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     start_new_session=True)   # no Ctrl-C from the terminal
+        cmd = [
+            sys.executable,
+            "-m",
+            "spiraljax.train.coordinator",
+            address,
+            str(processes),
+            str(heartbeat),
+            str(shutdown),
+            str(linger),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+        )  # no Ctrl-C from the terminal
         ready = self.proc.stdout.readline().strip()
         if ready != "ready":
             self.proc.kill()
@@ -118,6 +131,7 @@ def _service_in_own_process(timeout: float) -> Iterator[None]:
     without that function keeps its in-process service."""
     try:
         from jax._src.lib import _jax
+
         original = _jax.get_distributed_runtime_service
     except (ImportError, AttributeError):
         yield
@@ -157,7 +171,7 @@ class _DropLines:
         """Flush, restore the descriptor and wait until everything written has been forwarded."""
         with contextlib.suppress(Exception):
             sys.stdout.flush()
-        os.dup2(self.target, self.fd)   # the pipe's last write end closes: the pump reads to its end
+        os.dup2(self.target, self.fd)  # the pipe's last write end closes: the pump reads to its end
         self.thread.join(timeout=5)
 
 
@@ -199,8 +213,15 @@ class PeerWatch:
 
     KEY = "spiraljax/alive/"
 
-    def __init__(self, client, me: int, processes: int, timeout: float, interval: float = 1.0,
-                 on_lost: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        client,
+        me: int,
+        processes: int,
+        timeout: float,
+        interval: float = 1.0,
+        on_lost: Callable[[str], None] | None = None,
+    ):
         self.client, self.me, self.n, self.timeout, self.interval = client, me, processes, timeout, interval
         self.on_lost = on_lost or _stop_process
         self._stop = threading.Event()
@@ -227,10 +248,10 @@ class PeerWatch:
                 for i in peers:
                     try:
                         values[i] = self.client.key_value_try_get(f"{self.KEY}{i}")
-                    except Exception:   # not written yet (NOT_FOUND)
+                    except Exception:  # not written yet (NOT_FOUND)
                         values[i] = None
                 service_ok = now
-            except Exception:   # the coordination service itself is unreachable
+            except Exception:  # the coordination service itself is unreachable
                 if now - service_ok > self.timeout:
                     return self._lost(f"lost the coordination service (unreachable for {self.timeout:g} s)")
                 continue
@@ -247,8 +268,9 @@ class PeerWatch:
 
     def _lost(self, why: str) -> None:
         self.verdict = why
-        self.on_lost(f"error: {why}; process {self.me} stops (exit status {PEER_LOST_EXIT}); "
-                     "resume the run with --resume")
+        self.on_lost(
+            f"error: {why}; process {self.me} stops (exit status {PEER_LOST_EXIT}); resume the run with --resume"
+        )
 
     def finish(self, failed: bool = False) -> None:
         """Stop watching; tell the peers this process ended normally (``done``) or ``failed``. Only
@@ -308,14 +330,21 @@ def local_env(process_id: int, processes: int, local_devices: int, port: int) ->
     """The environment of local process ``process_id``: CPU, ``local_devices`` forced host devices."""
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    env.update({"JAX_PLATFORMS": "cpu", ENV_COORDINATOR: f"127.0.0.1:{port}", ENV_PROCESSES: str(processes),
-                ENV_PROCESS_ID: str(process_id),
-                "XLA_FLAGS": " ".join(flags + [f"--xla_force_host_platform_device_count={local_devices}"])})
+    env.update(
+        {
+            "JAX_PLATFORMS": "cpu",
+            ENV_COORDINATOR: f"127.0.0.1:{port}",
+            ENV_PROCESSES: str(processes),
+            ENV_PROCESS_ID: str(process_id),
+            "XLA_FLAGS": " ".join(flags + [f"--xla_force_host_platform_device_count={local_devices}"]),
+        }
+    )
     return env
 
 
-def launch_local(command: Sequence[str], processes: int = 2, local_devices: int = 2,
-                 timeout: float | None = None) -> int:
+def launch_local(
+    command: Sequence[str], processes: int = 2, local_devices: int = 2, timeout: float | None = None
+) -> int:
     """Run ``command`` (e.g. ``[python, train.py, --distributed, ...]``) as ``processes`` local processes.
 
     Process 0's output is shown as it comes; the others' standard output is dropped and their
@@ -327,13 +356,20 @@ def launch_local(command: Sequence[str], processes: int = 2, local_devices: int 
     Returns the first non-zero exit status, 124 on ``timeout``, else 0.
     """
     port = free_port()
-    procs = [subprocess.Popen(list(command), env=local_env(i, processes, local_devices, port),
-                              stdout=None if i == 0 else subprocess.DEVNULL,
-                              stderr=None if i == 0 else subprocess.PIPE, text=True)
-             for i in range(processes)]
+    procs = [
+        subprocess.Popen(
+            list(command),
+            env=local_env(i, processes, local_devices, port),
+            stdout=None if i == 0 else subprocess.DEVNULL,
+            stderr=None if i == 0 else subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
     errors: dict[int, list[str]] = {i: [] for i in range(1, processes)}
-    readers = [threading.Thread(target=lambda p=procs[i], out=errors[i]: out.extend(p.stderr), daemon=True)
-               for i in errors]
+    readers = [
+        threading.Thread(target=lambda p=procs[i], out=errors[i]: out.extend(p.stderr), daemon=True) for i in errors
+    ]
     for r in readers:
         r.start()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -341,7 +377,7 @@ def launch_local(command: Sequence[str], processes: int = 2, local_devices: int 
     status = 0
     interrupted = False
     try:
-        while [p.poll() for p in procs].count(None):   # poll every process (any() would stop at the first)
+        while [p.poll() for p in procs].count(None):  # poll every process (any() would stop at the first)
             try:
                 bad = [i for i, p in enumerate(procs) if p.returncode not in (None, 0)]
                 if bad:
@@ -386,7 +422,7 @@ def report_failure(index: int, processes: int, code: int, stderr: list[str] | No
         sys.stderr.write("".join(stderr[-40:]))
         return
     if index == 0 and code > 0:
-        return   # process 0 printed its own error
+        return  # process 0 printed its own error
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
     print(f"error: process {index} of {processes} {how}; stopped the others", file=sys.stderr)
 
@@ -394,10 +430,12 @@ def report_failure(index: int, processes: int, code: int, stderr: list[str] | No
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m spiraljax.launch",
-                                description="run a command as N local JAX processes on CPU (multi-process test "
-                                            "on one machine), e.g. python -m spiraljax.launch -n 2 -d 2 -- "
-                                            "python train.py --distributed --config configs/transformer_tiny.yaml")
+    p = argparse.ArgumentParser(
+        prog="python -m spiraljax.launch",
+        description="run a command as N local JAX processes on CPU (multi-process test "
+        "on one machine), e.g. python -m spiraljax.launch -n 2 -d 2 -- "
+        "python train.py --distributed --config configs/transformer_tiny.yaml",
+    )
     p.add_argument("-n", "--processes", type=int, default=2, help="number of processes (default 2)")
     p.add_argument("-d", "--local-devices", type=int, default=2, help="CPU devices per process (default 2)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command each process runs (after --)")

@@ -13,6 +13,7 @@ checks that the path still names the file it locked and otherwise retries on the
 Windows has no ``fcntl``: ``msvcrt.locking`` on one byte far past the PID takes its place (also
 released by the OS when the process dies). That path is not exercised by the test suite.
 """
+
 from __future__ import annotations
 
 import os

@@ -13,6 +13,7 @@ parameter shapes are checked before the run directory is created, and a resume i
 the saved config and the checkpoint's parameter tree (metadata only) before anything in the run
 changes. Only the keys in :data:`RESUMABLE_KEYS` may change on resume; the changes are recorded.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,7 +63,7 @@ class TrainHooks:
     progress: Callable[[dict[str, Any]], dict[str, str]] | None = None
 
 
-HookFactory = Callable[[Config, Any, Any], TrainHooks]   # (cfg, model, dataset) -> hooks
+HookFactory = Callable[[Config, Any, Any], TrainHooks]  # (cfg, model, dataset) -> hooks
 
 
 @dataclass
@@ -79,9 +80,24 @@ class RunResult:
 # run's length, learning-rate schedule and optimizer hyperparameters (the optimizer state keeps its
 # layout), logging/eval/checkpoint cadence, evaluation settings and the device mesh. Any other
 # change (model.*, data.*, train.seed, batch_size, grad_accum, trainable) is refused.
-RESUMABLE_KEYS = ("name", "train.steps", "train.lr", "train.min_lr_ratio", "train.warmup_steps",
-                  "train.weight_decay", "train.clip_norm", "train.b1", "train.b2", "train.eval_every",
-                  "train.log_every", "train.progress", "train.tensorboard", "checkpoint.", "eval.", "mesh.")
+RESUMABLE_KEYS = (
+    "name",
+    "train.steps",
+    "train.lr",
+    "train.min_lr_ratio",
+    "train.warmup_steps",
+    "train.weight_decay",
+    "train.clip_norm",
+    "train.b1",
+    "train.b2",
+    "train.eval_every",
+    "train.log_every",
+    "train.progress",
+    "train.tensorboard",
+    "checkpoint.",
+    "eval.",
+    "mesh.",
+)
 
 
 def resumable(key: str) -> bool:
@@ -155,7 +171,7 @@ class _StopFlag:
     def _handle(self, signum, frame) -> None:
         self.signum = signum
         if self.multi:
-            os.kill(os.getpid(), signal.SIGTERM)   # JAX's preemption notice reaches every process
+            os.kill(os.getpid(), signal.SIGTERM)  # JAX's preemption notice reaches every process
 
     def stop_now(self, step: int) -> bool:
         """Whether to save and stop after ``step`` (called once per step, in every process)."""
@@ -164,7 +180,7 @@ class _StopFlag:
 
             try:
                 return multihost_utils.reached_preemption_sync_point(step)
-            except RuntimeError:   # the preemption service is switched off: this process's signals only
+            except RuntimeError:  # the preemption service is switched off: this process's signals only
                 pass
         return self.signum is not None
 
@@ -178,8 +194,9 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _postfix(out: dict[str, Any], tok_s: float,
-             family_fields: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> dict[str, str]:
+def _postfix(
+    out: dict[str, Any], tok_s: float, family_fields: Callable[[dict[str, Any]], dict[str, str]] | None = None
+) -> dict[str, str]:
     """The progress bar's fields: loss, tok/s, the family's own fields (``TrainHooks.progress``), then
     the model's other scalar metrics (8 fields at most)."""
     shown = {"loss": f"{float(out['loss']):.3f}", "tok/s": f"{tok_s:,.0f}"}
@@ -191,8 +208,9 @@ def _postfix(out: dict[str, Any], tok_s: float,
     return shown
 
 
-def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int | None = None,
-          hooks: HookFactory | None = None) -> RunResult:
+def train(
+    cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int | None = None, hooks: HookFactory | None = None
+) -> RunResult:
     """Train ``cfg`` in ``workdir``.
 
     Args:
@@ -214,8 +232,8 @@ def train(cfg: Config, workdir: str | Path, resume: bool = False, stop_at: int |
         raise RunError(f"{run}: nothing to resume (no such directory; check --workdir)")
     if resume and not holds_run(run):
         raise RunError(f"{run}: nothing to resume (no config.yaml or checkpoints/ in it; check --workdir)")
-    prepared = setup(cfg)   # everything checked before the run directory exists
-    with RunLock(run) if is_primary() else contextlib.nullcontext():   # multi-process: process 0 owns the run
+    prepared = setup(cfg)  # everything checked before the run directory exists
+    with RunLock(run) if is_primary() else contextlib.nullcontext():  # multi-process: process 0 owns the run
         ckpt = Checkpointer(run, cfg.checkpoint.keep, cfg.checkpoint.async_save)
         try:
             made = hooks(cfg, prepared.model, prepared.dataset) if hooks else TrainHooks()
@@ -244,18 +262,24 @@ def _check_resume(cfg: Config, run: Path, ckpt: Checkpointer, abstract_state: di
     refused = [k for k in changes if not resumable(k)]
     reached = reached_step(run)
     if cfg.train.steps < reached:
-        raise RunError(f"{run}: cannot resume with train.steps {cfg.train.steps}: the run has already reached step "
-                       f"{reached}. Nothing was changed: resume without lowering train.steps, or extend it with "
-                       f"--set train.steps=N (N > {reached})")
+        raise RunError(
+            f"{run}: cannot resume with train.steps {cfg.train.steps}: the run has already reached step "
+            f"{reached}. Nothing was changed: resume without lowering train.steps, or extend it with "
+            f"--set train.steps=N (N > {reached})"
+        )
     mismatch = ckpt.incompatibility(abstract_state)
     if mismatch:
         what = _describe(changes, refused or changes) if changes else "no config key (was the model code changed?)"
-        raise RunError(f"{run}: cannot resume: the checkpoint does not fit the new config ({mismatch}); changed: "
-                       f"{what}. Nothing was changed: resume without these overrides or train into a new --workdir")
+        raise RunError(
+            f"{run}: cannot resume: the checkpoint does not fit the new config ({mismatch}); changed: "
+            f"{what}. Nothing was changed: resume without these overrides or train into a new --workdir"
+        )
     if refused:
-        raise RunError(f"{run}: cannot resume with {_describe(changes, refused)}: on resume only the length, "
-                       "learning-rate schedule, optimizer hyperparameters, cadences, eval settings and mesh may "
-                       "change. Nothing was changed: train into a new --workdir instead")
+        raise RunError(
+            f"{run}: cannot resume with {_describe(changes, refused)}: on resume only the length, "
+            "learning-rate schedule, optimizer hyperparameters, cadences, eval settings and mesh may "
+            "change. Nothing was changed: train into a new --workdir instead"
+        )
     return changes
 
 
@@ -264,8 +288,9 @@ def _warn(what: str, step: int | None, err: Exception) -> None:
     print(f"warning: {what} failed{at}: {type(err).__name__}: {err}", file=sys.stderr)
 
 
-def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: int | None,
-           prepared: Setup, hooks: TrainHooks) -> RunResult:
+def _train(
+    cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: int | None, prepared: Setup, hooks: TrainHooks
+) -> RunResult:
     t_start = time.time()
     if ckpt.has_checkpoints() and not resume:
         raise RunError(f"{run} already holds checkpoints; pass --resume to continue it or choose another --workdir")
@@ -274,9 +299,9 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     dataset, model, mesh = prepared.dataset, prepared.model, prepared.mesh
     schedule = lr_schedule(tc)
     unit = metric_unit(dataset)
-    state = prepared.init_state()   # sharded by FSDP / tensor-parallel specs per leaf
+    state = prepared.init_state()  # sharded by FSDP / tensor-parallel specs per leaf
     start, restored = 0, False
-    train_seconds = 0.0   # wall seconds of training steps (validation excluded), carried by checkpoints
+    train_seconds = 0.0  # wall seconds of training steps (validation excluded), carried by checkpoints
     if resume and ckpt.has_checkpoints():
         state = ckpt.restore(state)
         start, restored = int(state["step"]), True
@@ -286,22 +311,28 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
     elif resume:
         print(f"note: {run} has no checkpoint yet; starting from scratch")
     data_sha = getattr(dataset, "sha256", None)
-    if data_sha is not None:   # a corpus that names its content: a different install shows here
+    if data_sha is not None:  # a corpus that names its content: a different install shows here
         print(dataset.describe() if hasattr(dataset, "describe") else f"data sha256 {data_sha}")
-    primary = is_primary()   # multi-process: every process computes, process 0 writes the run's files
+    primary = is_primary()  # multi-process: every process computes, process 0 writes the run's files
     if primary:
         config_lib.save(cfg, run / "config.yaml")
         write_run_info(run, resumed=restored)
         (run / "samples").mkdir(exist_ok=True)
-    writer = (MetricsWriter(run, resume_step=start if restored else None, tensorboard=tc.tensorboard)
-              if primary else NullWriter())
+    writer = (
+        MetricsWriter(run, resume_step=start if restored else None, tensorboard=tc.tensorboard)
+        if primary
+        else NullWriter()
+    )
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     sha = {} if data_sha is None else {"data_sha256": data_sha}
     if start == 0:
         writer.write(0, "info", {"params": n_params, "devices": jax.device_count(), "family": cfg.model.family, **sha})
     if restored:
-        writer.write(start, "info", {"resumed_at": start, **sha,
-                                     "changed": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}})
+        writer.write(
+            start,
+            "info",
+            {"resumed_at": start, **sha, "changed": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}},
+        )
     lead = prepared.lead
     train_step = prepared.jit_step()
     eval_step = jax.jit(make_eval_step(model, dataset.token_bytes, tc.carry_state))
@@ -315,20 +346,20 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
         else:
             m = evaluate_lm(model, state["params"], dataset, step, eval_step, tc.carry_state)
         writer.write(step, "eval", {**m, "unit": unit, "train_seconds": train_seconds})
-        ckpt.save(state, val_loss=m["loss"], meta={"train_seconds": train_seconds})   # kept while best or newest
+        ckpt.save(state, val_loss=m["loss"], meta={"train_seconds": train_seconds})  # kept while best or newest
         if hooks.sample is not None:
             try:
-                text = hooks.sample(state["params"], step)   # every process: the sampler's jits span all devices
+                text = hooks.sample(state["params"], step)  # every process: the sampler's jits span all devices
                 if primary:
                     (run / "samples" / f"step_{step:07d}.txt").write_text(text, encoding="utf-8")
             except Exception as err:  # a sample must never kill a training run
                 _warn("sampling", step, err)
         return m
 
-    bar = progress_bar(tc.steps, start, cfg.name, enabled=tc.progress and primary)   # plain lines unless a terminal
+    bar = progress_bar(tc.steps, start, cfg.name, enabled=tc.progress and primary)  # plain lines unless a terminal
     interrupted = False
     t_last, steps_since = time.time(), 0
-    t_mark: float | None = time.time()   # start of the current stretch of training steps
+    t_mark: float | None = time.time()  # start of the current stretch of training steps
 
     def elapsed() -> float:
         """Wall seconds of training so far: the stretches between validation passes."""
@@ -350,7 +381,7 @@ def _train(cfg: Config, run: Path, ckpt: Checkpointer, resume: bool, stop_at: in
                 writer.write(step, "train", {**out, "lr": float(schedule(step - 1)), "tokens_per_s": tok_s})
                 bar.set_postfix(_postfix(out, tok_s, hooks.progress), refresh=False)
             if step % tc.eval_every == 0 or step == tc.steps:
-                jax.block_until_ready(state)   # training time stops here: validation is not counted
+                jax.block_until_ready(state)  # training time stops here: validation is not counted
                 train_seconds, t_mark = elapsed(), None
                 val = run_eval(step)
                 t_mark = time.time()

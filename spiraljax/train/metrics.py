@@ -1,4 +1,5 @@
 """Metrics as JSON lines (+ optional TensorBoard), truncated on resume so history stays exact."""
+
 from __future__ import annotations
 
 import json
@@ -34,6 +35,7 @@ class MetricsWriter:
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter  # optional dependency
+
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:
                 print("note: train.tensorboard=true but tensorboardX is not installed; writing JSONL only")

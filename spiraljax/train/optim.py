@@ -1,4 +1,5 @@
 """Optimizer: AdamW (decay on matrices only) + warmup/cosine + global-norm clipping (+ frozen params)."""
+
 from __future__ import annotations
 
 import jax
@@ -22,8 +23,12 @@ def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
     """
     warmup = min(cfg.warmup_steps, max(cfg.steps - 1, 0))
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup,
-        decay_steps=max(cfg.steps, warmup + 1), end_value=cfg.lr * cfg.min_lr_ratio)
+        init_value=0.0,
+        peak_value=cfg.lr,
+        warmup_steps=warmup,
+        decay_steps=max(cfg.steps, warmup + 1),
+        end_value=cfg.lr * cfg.min_lr_ratio,
+    )
 
 
 def path_str(path) -> str:
@@ -64,7 +69,8 @@ def trainable_labels(params, trainable: str):
     if trainable == "all":
         return jax.tree.map(lambda _: "train", params)
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: "train" if trainable in path_str(path) else "freeze", params)
+        lambda path, _: "train" if trainable in path_str(path) else "freeze", params
+    )
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -83,6 +89,7 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         optax.adamw(lr_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask),
     )
     if cfg.trainable != "all":
-        tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()},
-                                   lambda p: trainable_labels(p, cfg.trainable))
+        tx = optax.multi_transform(
+            {"train": tx, "freeze": optax.set_to_zero()}, lambda p: trainable_labels(p, cfg.trainable)
+        )
     return tx

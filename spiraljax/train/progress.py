@@ -5,6 +5,7 @@ ordinary line (``name: step 400/800 (50%), 12.3 steps/s, loss=2.913 tok/s=7,351`
 ``interval`` seconds, and one at the end. Both have the interface the loop uses: ``update``,
 ``set_postfix``, ``write`` (to stdout, like ``tqdm.write``) and ``close``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,18 +14,25 @@ from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
-PLAIN_INTERVAL_S = 30.0   # seconds between plain progress lines
+PLAIN_INTERVAL_S = 30.0  # seconds between plain progress lines
 
 
 class PlainProgress:
     """Progress as plain lines on ``file``: the first update, then at most one per ``interval`` s, and the end."""
 
-    def __init__(self, total: int, initial: int = 0, desc: str = "", file: TextIO | None = None,
-                 interval: float = PLAIN_INTERVAL_S, disable: bool = False):
+    def __init__(
+        self,
+        total: int,
+        initial: int = 0,
+        desc: str = "",
+        file: TextIO | None = None,
+        interval: float = PLAIN_INTERVAL_S,
+        disable: bool = False,
+    ):
         self.total, self.n, self.desc, self.interval, self.disable = total, initial, desc, interval, disable
         self.file = file if file is not None else sys.stderr
         self.postfix: dict[str, Any] = {}
-        self._start_n, self._t0 = initial, None   # the rate counts from the first step (after compiling)
+        self._start_n, self._t0 = initial, None  # the rate counts from the first step (after compiling)
         self._last: float | None = None
         self._printed_n: int | None = None
 
@@ -62,6 +70,7 @@ def progress_bar(total: int, initial: int, desc: str, enabled: bool, file: TextI
     widget there), else :class:`PlainProgress`; silent unless ``enabled``."""
     file = file if file is not None else sys.stderr
     if (hasattr(file, "isatty") and file.isatty()) or "ipykernel" in sys.modules:
-        return tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True, mininterval=1.0,
-                    desc=desc, file=file)
+        return tqdm(
+            total=total, initial=initial, disable=not enabled, dynamic_ncols=True, mininterval=1.0, desc=desc, file=file
+        )
     return PlainProgress(total, initial, desc, file, disable=not enabled)

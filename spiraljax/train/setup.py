@@ -5,6 +5,7 @@ so the step they time or measure is the step the loop runs. Everything in :func:
 before any file is written: a bad config, a missing corpus or an unencodable sample prompt fails
 here (one line), before the run directory exists.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,8 +69,9 @@ class Setup:
         ``seed`` defaults to ``train.seed``; ``carry=False`` leaves out the carried state."""
         seed = self.cfg.train.seed if seed is None else seed
         carry_batch = self.carry_batch if carry else None
-        init = jax.jit(lambda x: init_state(self.model, self.tx, x, seed, carry_batch),
-                       out_shardings=self.state_shardings())
+        init = jax.jit(
+            lambda x: init_state(self.model, self.tx, x, seed, carry_batch), out_shardings=self.state_shardings()
+        )
         return init(self.sample_inputs)
 
     @property
@@ -86,8 +88,12 @@ class Setup:
             return jax.jit(self.step_fn, donate_argnums=donate_argnums)
         shardings = self.state_shardings()
         batch_specs = batch_shardings(self.batch(0), self.mesh, self.lead)
-        return jax.jit(self.step_fn, donate_argnums=donate_argnums, in_shardings=(shardings, batch_specs),
-                       out_shardings=(shardings, replicated(self.mesh)))
+        return jax.jit(
+            self.step_fn,
+            donate_argnums=donate_argnums,
+            in_shardings=(shardings, batch_specs),
+            out_shardings=(shardings, replicated(self.mesh)),
+        )
 
 
 def setup(cfg: Config, *, mesh: bool = True) -> Setup:

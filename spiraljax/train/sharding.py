@@ -14,6 +14,7 @@ code names an axis, and the optimizer state (whose AdamW moments mirror the para
 same specs. Sharding never changes the math: a sharded step equals the one-device step up to
 floating-point reassociation (tested on 4 CPU devices).
 """
+
 from __future__ import annotations
 
 import re
@@ -45,8 +46,9 @@ def make_mesh(cfg: MeshConfig, batch_size: int) -> Mesh:
     if data < 1 or total > n or (total < n and (cfg.data <= 0 or jax.process_count() > 1)):
         raise ConfigError(f"mesh: data={data} x fsdp={cfg.fsdp} x model={cfg.model} does not match {n} devices")
     if batch_size % (data * cfg.fsdp):
-        raise ConfigError(f"train.batch_size={batch_size} is not divisible by mesh.data x mesh.fsdp = "
-                          f"{data * cfg.fsdp}")
+        raise ConfigError(
+            f"train.batch_size={batch_size} is not divisible by mesh.data x mesh.fsdp = {data * cfg.fsdp}"
+        )
     auto = (jax.sharding.AxisType.Auto,) * 3  # let XLA propagate shardings between the declared ones
     return jax.make_mesh((data, cfg.fsdp, cfg.model), AXES, axis_types=auto, devices=jax.devices()[:total])
 
@@ -71,16 +73,16 @@ def leaf_spec(path: str, shape: tuple[int, ...], fsdp: int, model: int) -> P:
     if model > 1 and len(shape) >= 2:
         axis = None
         if COLUMN_PARALLEL.search(path):
-            axis = len(shape) - 2 if len(shape) >= 3 else len(shape) - 1   # heads of [d, (3,) H, hd]; units of [d, h]
+            axis = len(shape) - 2 if len(shape) >= 3 else len(shape) - 1  # heads of [d, (3,) H, hd]; units of [d, h]
         elif ROW_PARALLEL.search(path):
-            axis = 0                                                        # heads of [H, hd, d]; units of [h, d]
+            axis = 0  # heads of [H, hd, d]; units of [h, d]
         if axis is not None and shape[axis] % model == 0:
             spec[axis] = "model"
     if fsdp > 1:
         free = [a for a in range(len(shape)) if spec[a] is None and shape[a] % fsdp == 0]
         if free:
             spec[max(free, key=lambda a: (shape[a], -a))] = "fsdp"
-    while spec and spec[-1] is None:   # canonical form: P() for replicated, no trailing Nones
+    while spec and spec[-1] is None:  # canonical form: P() for replicated, no trailing Nones
         spec.pop()
     return P(*spec)
 

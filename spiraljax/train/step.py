@@ -9,6 +9,7 @@ Carried state (truncated back-propagation through time, docs/carried_state.md): 
 ``carry ← stop_gradient(reset_rows(carry, initial_state(B), batch["reset"]))``, the model reads
 ``state=carry`` and the new carry is ``aux["state"]``; no gradient flows into earlier windows.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -25,13 +26,23 @@ from spiraljax.state import reset_rows, stop_state
 TrainState = dict[str, Any]
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, sample_inputs: jax.Array, seed: int,
-               carry_batch: int | None = None) -> TrainState:
+def init_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    sample_inputs: jax.Array,
+    seed: int,
+    carry_batch: int | None = None,
+) -> TrainState:
     """The initial train state; with ``carry_batch = B`` it holds ``"carry": model.initial_state(B)``."""
     root = jax.random.key(seed)
     params = model.init(jax.random.fold_in(root, 0), sample_inputs)["params"]
-    state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-             "rng": jax.random.key_data(jax.random.fold_in(root, 1)), "skipped": jnp.zeros((), jnp.int32)}
+    state = {
+        "params": params,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.key_data(jax.random.fold_in(root, 1)),
+        "skipped": jnp.zeros((), jnp.int32),
+    }
     if carry_batch is not None:
         state["carry"] = model.initial_state(carry_batch)
     return state
@@ -44,14 +55,20 @@ def check_carry(cfg: Config, model: nn.Module, batch: dict) -> None:
     if not cfg.train.carry_state:
         return
     if cfg.train.grad_accum > 1:
-        raise ConfigError(f"train.carry_state: cannot carry state with train.grad_accum={cfg.train.grad_accum} "
-                          f"(micro-batches are not consecutive windows); use train.grad_accum=1")
+        raise ConfigError(
+            f"train.carry_state: cannot carry state with train.grad_accum={cfg.train.grad_accum} "
+            f"(micro-batches are not consecutive windows); use train.grad_accum=1"
+        )
     if not callable(getattr(model, "initial_state", None)):
-        raise ConfigError(f"train.carry_state: model.family {cfg.model.family!r} has no carried state "
-                          f"(no initial_state); set train.carry_state=false")
+        raise ConfigError(
+            f"train.carry_state: model.family {cfg.model.family!r} has no carried state "
+            f"(no initial_state); set train.carry_state=false"
+        )
     if "reset" not in batch:
-        raise ConfigError(f"train.carry_state: data.source {cfg.data.source!r} gives no per-row document "
-                          f"boundaries (batch key 'reset'); use data.source: longdocs")
+        raise ConfigError(
+            f"train.carry_state: data.source {cfg.data.source!r} gives no per-row document "
+            f"boundaries (batch key 'reset'); use data.source: longdocs"
+        )
 
 
 def carried_in(model: nn.Module, carry, reset: jax.Array):
@@ -60,9 +77,12 @@ def carried_in(model: nn.Module, carry, reset: jax.Array):
 
 
 def _scalar_metrics(aux: dict) -> dict:
-    return {k: jnp.mean(jnp.asarray(v, jnp.float32), axis=tuple(range(max(jnp.ndim(v) - 1, 0))))
-            if jnp.ndim(v) > 1 else jnp.asarray(v, jnp.float32)
-            for k, v in aux.get("metrics", {}).items()}
+    return {
+        k: jnp.mean(jnp.asarray(v, jnp.float32), axis=tuple(range(max(jnp.ndim(v) - 1, 0))))
+        if jnp.ndim(v) > 1
+        else jnp.asarray(v, jnp.float32)
+        for k, v in aux.get("metrics", {}).items()
+    }
 
 
 def loss_fn(params, model: nn.Module, batch: dict, step: jax.Array, rng: jax.Array, train: bool = True):
@@ -78,15 +98,22 @@ def loss_and_weight(params, model: nn.Module, batch: dict, step: jax.Array, rng:
     return loss, (ce, metrics, weight)
 
 
-def loss_weight_state(params, model: nn.Module, batch: dict, step: jax.Array, rng: jax.Array, train: bool = True,
-                      state=None):
+def loss_weight_state(
+    params, model: nn.Module, batch: dict, step: jax.Array, rng: jax.Array, train: bool = True, state=None
+):
     """:func:`loss_and_weight` reading a carried ``state`` (None: none). Returns
     (loss, (ce, metrics, W, the model's output state or None))."""
     k_drop, k_noise, k_sample = jax.random.split(rng, 3)
     carried = {} if state is None else {"state": state}
-    logits, aux = model.apply({"params": params}, batch["inputs"], train=train, step=step,
-                              rngs={"dropout": k_drop, "noise": k_noise, "sample": k_sample},
-                              **model_extras(batch), **carried)
+    logits, aux = model.apply(
+        {"params": params},
+        batch["inputs"],
+        train=train,
+        step=step,
+        rngs={"dropout": k_drop, "noise": k_noise, "sample": k_sample},
+        **model_extras(batch),
+        **carried,
+    )
     nll = token_nll(logits, batch["targets"])
     mask = batch["mask"].astype(jnp.float32)
     weights = mask * aux["token_weights"] if "token_weights" in aux else mask
@@ -97,8 +124,9 @@ def loss_weight_state(params, model: nn.Module, batch: dict, step: jax.Array, rn
     return loss, (ce, _scalar_metrics(aux), jax.lax.stop_gradient(jnp.sum(weights)), aux.get("state"))
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_accum: int = 1,
-                    carry_state: bool = False) -> Callable:
+def make_train_step(
+    model: nn.Module, tx: optax.GradientTransformation, grad_accum: int = 1, carry_state: bool = False
+) -> Callable:
     """Build ``train_step(state, batch) -> (state, metrics)``.
 
     With ``grad_accum > 1`` every batch entry has a leading micro-step axis (micro-batch i) and
@@ -134,10 +162,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
         if carry_state:
             carry = carried_in(model, state["carry"], batch["reset"])
             (loss, (ce, metrics, _, new_carry)), grads = jax.value_and_grad(loss_weight_state, has_aux=True)(
-                state["params"], model, batch, step, rng, True, carry)
+                state["params"], model, batch, step, rng, True, carry
+            )
         elif grad_accum == 1:
             loss, ce, metrics, grads, _ = grads_of(state["params"], batch, step, rng)
         else:
+
             def micro(total, xs):
                 i, mb = xs
                 lo, c, m, g, w = grads_of(state["params"], mb, step, jax.random.fold_in(rng, i))
@@ -155,12 +185,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
         updates, new_opt = tx.update(grads, state["opt_state"], state["params"])
         new_params = optax.apply_updates(state["params"], updates)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-        new_state = {"params": keep(new_params, state["params"]), "opt_state": keep(new_opt, state["opt_state"]),
-                     "step": step + 1, "rng": state["rng"], "skipped": state["skipped"] + (~finite).astype(jnp.int32)}
+        new_state = {
+            "params": keep(new_params, state["params"]),
+            "opt_state": keep(new_opt, state["opt_state"]),
+            "step": step + 1,
+            "rng": state["rng"],
+            "skipped": state["skipped"] + (~finite).astype(jnp.int32),
+        }
         if carry_state:
             initial = model.initial_state(batch["reset"].shape[0])
-            new_state["carry"] = jax.tree.map(lambda n, i: jnp.where(finite, n, jnp.asarray(i, n.dtype)),
-                                              new_carry, initial)
+            new_state["carry"] = jax.tree.map(
+                lambda n, i: jnp.where(finite, n, jnp.asarray(i, n.dtype)), new_carry, initial
+            )
         out = {"loss": loss, "ce": ce, "grad_norm": grad_norm, "skipped": new_state["skipped"], **metrics}
         return new_state, out
 
