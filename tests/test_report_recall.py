@@ -63,6 +63,8 @@ def test_recall_smoke_budget_end_to_end(tmp_path):
     assert "| transformer |" in text and "First-query accuracy per seed" not in text  # no T256_p16 cell here
     commit = report["provenance"]["git"]["commit"]
     assert f"commit {commit[:7]}" in text if commit else "commit ?" in text
+    # reused runs may come from older code: the block names the commit each run was trained at
+    assert f"the runs were trained at commit {commit[:7] if commit else 'unknown'}" in text
     logs.clear()
     R.build_recall_report(
         budget, None, "recall-smoke", tmp_path / "reports", tmp_path / "runs", command="test", log=logs.append

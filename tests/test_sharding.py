@@ -48,7 +48,7 @@ _WORKER = textwrap.dedent("""
     from spiraljax import config, models
     from spiraljax.data.base import build_dataset
     from spiraljax.report.lineup import LM_ENTRIES
-    from spiraljax.train.loop import batch_for_step
+    from spiraljax.train.setup import batch_for_step
     from spiraljax.train.optim import make_optimizer
     from spiraljax.train.sharding import batch_shardings, make_mesh, replicated, shard_batch, state_shardings
     from spiraljax.train.step import init_state, loss_and_weight, make_train_step

@@ -96,7 +96,7 @@ def test_grad_accumulation_equals_one_large_batch(tmp_path):
     would over-weight the sparser one. The training loop with grad_accum=2 runs exactly these steps."""
     from spiraljax.data.base import build_dataset
     from spiraljax.models import build
-    from spiraljax.train.loop import batch_for_step
+    from spiraljax.train.setup import batch_for_step
     from spiraljax.train.optim import make_optimizer
     from spiraljax.train.step import init_state, make_train_step
 

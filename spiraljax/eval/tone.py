@@ -1,7 +1,7 @@
 """R over training with tone zones: ``python -m spiraljax.eval.tone RUN_DIR``.
 
-The zones of R (bounds: ops.kuramoto.ZONE_BOUNDS): < 0.1 ∅ Unformed, ☾ Intimacy, ⚖ Balance, 🌀 Mystery,
-✨ Wonder, 🔥 Passion, ≥ 0.95 🜂 Ache (bounds 0.1, 0.3, 0.5, 0.7, 0.85, 0.95).
+The zones of R, from low to high: ∅ Unformed, ☾ Intimacy, ⚖ Balance, 🌀 Mystery, ✨ Wonder, 🔥 Passion,
+🜂 Ache (:data:`TONE_ZONES`; their lower bounds are ``ops.kuramoto.ZONE_BOUNDS``).
 
 Writes ``RUN_DIR/plots/R_tone_zones.png`` and prints the zone-visit counts logged in training.
 """

@@ -189,6 +189,7 @@ def train_and_score(entry: RecallEntry, budget: RecallBudget, seed: int, log=pri
     from spiraljax import config
     from spiraljax.data.recall import mqar_batch
     from spiraljax.eval.recall import guess_present_accuracy
+    from spiraljax.runinfo import git_state
     from spiraljax.train.setup import setup
 
     cfg = config.load(None, run_overrides(entry, budget, seed))
@@ -228,7 +229,15 @@ def train_and_score(entry: RecallEntry, budget: RecallBudget, seed: int, log=pri
         f"  {entry.name} s{seed}: {train_s:.0f} s, loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f}, "
         + ", ".join(f"{k} {v['accuracy']:.3f}/{v['first_accuracy']:.3f}" for k, v in cells.items())
     )
-    return {"cells": cells, "params": n_params, "train_seconds": train_s, "loss": losses}
+    git = git_state()
+    return {
+        "cells": cells,
+        "params": n_params,
+        "train_seconds": train_s,
+        "loss": losses,
+        "commit": git["commit"],
+        "dirty": git["dirty"],
+    }
 
 
 def build_recall_report(

@@ -41,7 +41,7 @@ from spiraljax.train.lock import RunLock
 from spiraljax.train.metrics import MetricsWriter, NullWriter
 from spiraljax.train.optim import lr_schedule
 from spiraljax.train.progress import progress_bar
-from spiraljax.train.setup import Setup, batch_for_step, setup
+from spiraljax.train.setup import Setup, setup
 from spiraljax.train.sharding import shard_batch
 
 
@@ -368,7 +368,7 @@ def _train(
     with _StopFlag(jax.process_count()) as stop:
         step = start
         while step < end:
-            batch = shard_batch(batch_for_step(dataset, step, tc.grad_accum), mesh, lead)
+            batch = shard_batch(prepared.batch(step), mesh, lead)
             state, out = train_step(state, batch)
             step += 1
             steps_since += 1
