@@ -51,7 +51,7 @@ def versions() -> dict[str, str]:
 
 
 def host_cpu() -> str:
-    """The host CPU as one string: model name, widest x86 vector extension and core count
+    """The host CPU as one string: model name, widest vector extension and core count
     (``"AMD EPYC (avx2, 2 cores)"``); absolute benchmark times are only comparable on the same one."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
@@ -59,7 +59,7 @@ def host_cpu() -> str:
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 model = value.strip()
-            elif key.strip() == "flags":
+            elif key.strip() in ("flags", "Features"):  # x86, ARM
                 flags = set(value.split())
                 break
     except OSError:
