@@ -353,6 +353,41 @@ def test_draining_loops_cancel_and_await_their_pending_tasks_before_closing():
     pending[0].get_coro().close()
 
 
+def test_a_draining_loop_drops_wake_ups_that_arrive_after_it_closed():
+    """A read still running in another thread (TensorStore's) wakes its cancelled task after the loop
+    closed: a plain loop raises "Event loop is closed" in that thread (a traceback on stderr), a
+    draining loop drops the call."""
+    import asyncio
+    import threading
+
+    from spiraljax.train.async_teardown import DrainingEventLoop
+
+    def late_wake_up(loop) -> list[BaseException]:
+        errors: list[BaseException] = []
+
+        def io_thread():
+            try:
+                loop.call_soon_threadsafe(lambda: None)
+            except RuntimeError as err:
+                errors.append(err)
+
+        thread = threading.Thread(target=io_thread)
+        thread.start()
+        thread.join()
+        return errors
+
+    plain, draining = asyncio.SelectorEventLoop(), DrainingEventLoop()
+    plain.close()
+    draining.close()
+    assert [str(e) for e in late_wake_up(plain)] == ["Event loop is closed"]
+    assert late_wake_up(draining) == []
+    open_loop = DrainingEventLoop()
+    try:
+        assert open_loop.call_soon_threadsafe(lambda: None) is not None  # an open loop schedules as usual
+    finally:
+        open_loop.close()
+
+
 def test_resume_of_a_missing_or_empty_workdir_is_refused(tmp_path):
     r = cli(ROOT / "train.py", "--workdir", tmp_path / "typo", "--resume", cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nothing to resume" in r.stderr, r.stderr

@@ -13,6 +13,12 @@ never retrieved", and thread-pool callbacks hit the closed loop ("Event loop is 
 does at its end: cancel the pending tasks, run the loop until they have finished (retrieving their
 exceptions) and shut the default executor down, then close. Orbax avoids ``asyncio.run`` because its
 teardown walks *every* loop's tasks from many threads; here only this loop's tasks are touched.
+
+Cancelling a task does not stop the I/O it was awaiting: a TensorStore read keeps running on its own
+threads and, when it finishes, wakes the (cancelled, already finished) task through
+``call_soon_threadsafe``. If the loop has closed by then, that call raised "Event loop is closed" in
+TensorStore's thread, which printed the traceback. Under load this happened now and then. A draining
+loop drops such late wake-ups, since nothing is left to receive them.
 """
 
 from __future__ import annotations
@@ -30,6 +36,18 @@ class DrainingEventLoop(asyncio.SelectorEventLoop):
         if not self.is_closed() and not self.is_running():
             self.drain()
         super().close()
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        """As the base loop, except that a wake-up arriving after ``close()`` is dropped (returns None):
+        every task of a draining loop has finished before it closes, so no one is left to wake."""
+        if self.is_closed():
+            return None
+        try:
+            return super().call_soon_threadsafe(callback, *args, context=context)
+        except RuntimeError:
+            if self.is_closed():  # closed between the check and the call
+                return None
+            raise
 
     def drain(self) -> None:
         """Cancel this loop's unfinished tasks, run until they are done, shut the default executor down."""
