@@ -243,8 +243,7 @@ _PART_RULES = [  # (regex on op_name, part), first match wins
     (r"_uniform|random_bits|threefry|phase_dropout", "dropout RNG (phase_dropout)"),
     (r"(attn|attention)/(qkv|out)/", "attn projections (qkv, out)"),
     (r"(attn|attention)/", "attn core (rope, smear, scores, softmax, PV)"),
-    (r"/(mlp|mlp_up|mlp_down|mlp_gate)\b|/mlp_", "MLP"),
-    (r"block_\d+/(tanh|integer_pow|pow)", "MLP"),  # the GELU of SpiralBlock runs at the block's scope
+    (r"/mlp\b", "MLP"),
     (r"LayerNorm|ln_f", "LayerNorm"),
     (r"block_\d+/", "block glue (residuals, breath/silence gates, GELU mul/add)"),
     (r"memory", "TowerMemory"),

@@ -497,7 +497,7 @@ def load_flax_params(model: nn.Module, params) -> nn.Module:
         lin(blk.attn.out, p["attn"]["out"])
         if blk.attn.smear is not None:
             blk.attn.smear.data.copy_(t(p["attn"]["smear"]))
-        mlp = p.get("mlp", {"up": p.get("mlp_up"), "down": p.get("mlp_down"), "gate": p.get("mlp_gate")})
+        mlp = p["mlp"]
         for name in ("up", "down", "gate"):
             if getattr(blk.mlp, name) is not None:
                 lin(getattr(blk.mlp, name), mlp[name])

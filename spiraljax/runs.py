@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from spiraljax import config as config_lib
+from spiraljax import config as config_lib, old_layout
 from spiraljax.errors import CheckpointError
 
 
@@ -59,6 +59,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "best", return_step: b
         first_readable,
         newest_first,
         run_managers,
+        tree_signature,
     )
 
     run = Path(run_dir)
@@ -81,7 +82,10 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "best", return_step: b
 
     def read(c: Candidate):
         target = _local_target(c.mngr.item_metadata(c.step)["params"])
-        return c.mngr.restore(c.step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))).params
+        params = c.mngr.restore(c.step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))).params
+        if old_layout.has_old_names(tree_signature(params, "params")):  # saved by 0.1.0
+            params = old_layout.unflatten_attention(old_layout.rename_from_old(params), cfg.model.n_heads)
+        return params
 
     def warn(c: Candidate, err: BaseException) -> None:
         print(

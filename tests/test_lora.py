@@ -68,16 +68,6 @@ def test_rank_zero_is_flax_dense(flax_layer, ours, x_shape):
     np.testing.assert_array_equal(flax_layer.apply(ref, x), ours.apply(got, x))
 
 
-def test_flat_layout_holds_the_same_values():
-    """``flat=True`` (Spiralformer's layout) stores the kernel 2-D: the same draw, reshaped."""
-    x = jax.random.normal(jax.random.key(1), (2, 5, 8))
-    general = LoRADense((3, 2, 4), rank=2).init(jax.random.key(0), x)["params"]
-    flat = LoRADense((3, 2, 4), rank=2, flat=True).init(jax.random.key(0), x)["params"]
-    assert flat["kernel"].shape == (8, 24) and general["kernel"].shape == (8, 3, 2, 4)
-    np.testing.assert_array_equal(flat["kernel"].reshape(8, 3, 2, 4), general["kernel"])
-    np.testing.assert_array_equal(flat["lora_a"], general["lora_a"])
-
-
 def _with_adapters(params, value: float = 0.05):
     """Every ``lora_b`` set to a non-zero value, as after some training."""
     return jax.tree_util.tree_map_with_path(

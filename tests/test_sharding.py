@@ -26,9 +26,9 @@ from spiraljax.train.sharding import leaf_spec
         ("block_0/attn/qkv/kernel", (128, 3, 4, 32), 1, 2, P(None, None, "model")),  # heads of the input projection
         ("block_0/attn/out/kernel", (4, 32, 128), 1, 2, P("model")),  # heads of the output projection
         ("block_0/mlp/up/kernel", (128, 341), 1, 2, P()),  # 341 units: 2 does not divide
-        ("block_0/mlp_up/kernel", (128, 512), 4, 2, P("fsdp", "model")),  # column split + fsdp on rest
-        ("block_0/mlp_down/kernel", (512, 128), 4, 2, P("model", "fsdp")),  # row split + fsdp on the rest
-        ("block_0/attn/qkv/kernel", (128, 384), 1, 2, P(None, "model")),  # a flat (LoRA) qkv kernel
+        ("block_0/mlp/up/kernel", (128, 512), 4, 2, P("fsdp", "model")),  # column split + fsdp on rest
+        ("block_0/mlp/down/kernel", (512, 128), 4, 2, P("model", "fsdp")),  # row split + fsdp on the rest
+        ("block_0/mlp_up/kernel", (128, 512), 1, 2, P()),  # 0.1's name: no longer a TP rule
         ("1/0/mu/block_0/attn/qkv/kernel", (128, 3, 4, 32), 2, 2, P("fsdp", None, "model")),  # AdamW moment: same rule
         ("embed/embedding", (256, 128), 4, 2, P("fsdp")),  # not TP; fsdp on the largest axis
         ("osc_0/omega0", (256,), 4, 1, P("fsdp")),

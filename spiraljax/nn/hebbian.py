@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spiraljax.nn.layers import DenseFactory, SelfAttention, lora_dense
+from spiraljax.nn.layers import MLP, DenseFactory, SelfAttention, lora_dense
 from spiraljax.ops.attention import apply_rope, local_attention
 from spiraljax.ops.delta import delta_rule
 from spiraljax.ops.hebbian import fast_weights
@@ -184,7 +184,7 @@ class HybridBlock(nn.Module):
         )(u, alpha, carry, train)
         h = h + dense(d, name="mix")(swa + mem)
         m = nn.LayerNorm(dtype=self.dtype, name="ln_2")(h)
-        m = dense(d, use_bias=True, name="mlp_down")(nn.gelu(dense(4 * d, use_bias=True, name="mlp_up")(m)))
+        m = MLP(4 * d, "gelu", self.dtype, dense, use_bias=True, draws_as="mlp_", name="mlp")(m)
         return h + nn.Dropout(self.dropout, deterministic=not train)(m), log_decay, state
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core.scope import LazyRng
 
 from spiraljax.nn.lora import LoRADense
 from spiraljax.ops.attention import apply_rope, causal_attention
@@ -23,10 +24,10 @@ AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 DenseFactory = Callable[..., nn.Module]
 
 
-def lora_dense(rank: int = 0, alpha: float = 16.0, dtype: Any = jnp.float32, flat: bool = False) -> DenseFactory:
+def lora_dense(rank: int = 0, alpha: float = 16.0, dtype: Any = jnp.float32) -> DenseFactory:
     """Factory of :class:`LoRADense` layers ``y = x W + (α/r) x A B``; ``rank = 0``: plain ``x W`` (the
-    parameters of ``nn.Dense`` / ``nn.DenseGeneral``); ``flat``: kernels stored 2-D (Spiralformer's layout)."""
-    return partial(LoRADense, rank=rank, alpha=alpha, dtype=dtype, flat=flat)
+    parameters of ``nn.Dense`` / ``nn.DenseGeneral``)."""
+    return partial(LoRADense, rank=rank, alpha=alpha, dtype=dtype)
 
 
 def smear_keys(k: jax.Array, mix: jax.Array, before: jax.Array | None = None) -> jax.Array:
@@ -128,33 +129,41 @@ class SelfAttention(nn.Module):
         return dense(d, axis=(-2, -1), name="out")(out), new_cache
 
 
-def mlp(x: jax.Array, hidden: int, kind: str, dense: DenseFactory, prefix: str = "") -> jax.Array:
-    """SwiGLU ``W_down (silu(W_gate x) ⊙ W_up x)`` or GELU ``W_down gelu(W_up x)``.
-
-    Call inside a compact method: the layers ``{prefix}gate``, ``{prefix}up``, ``{prefix}down`` belong
-    to the calling module (:class:`MLP` uses no prefix; :class:`~spiraljax.nn.spiral.SpiralBlock`
-    keeps its ``mlp_up`` / ``mlp_down`` this way).
-    """
-    if kind == "swiglu":
-        h = nn.silu(dense(hidden, name=f"{prefix}gate")(x)) * dense(hidden, name=f"{prefix}up")(x)
-    elif kind == "gelu":
-        h = nn.gelu(dense(hidden, name=f"{prefix}up")(x))
-    else:
-        raise ValueError(f"mlp kind {kind!r}: expected 'swiglu' or 'gelu'")
-    return dense(x.shape[-1], name=f"{prefix}down")(h)
-
-
 class MLP(nn.Module):
-    """Position-wise MLP (:func:`mlp`): SwiGLU ``W2 (silu(W1 x) * W3 x)`` or GELU ``W2 gelu(W1 x)``."""
+    """Position-wise MLP, layers ``gate``, ``up``, ``down``: SwiGLU ``W_down (silu(W_gate x) ⊙ W_up x)``
+    or GELU ``W_down gelu(W_up x)`` (each ``+ b`` with ``use_bias``).
+
+    ``draws_as``: a prefix ``p``; each layer then draws its initial values with the keys Flax gives
+    a layer named ``p + name`` beside this module. The Spiralformer and the Hebbian LM pass ``"mlp_"``:
+    in version 0.1.0 their MLP layers were the block's ``mlp_up`` / ``mlp_down``, and Flax keys a
+    layer's initial draw by its path, so this keeps their initial weights, and every number trained
+    from them, as they were (tests/test_mlp_names.py).
+    """
 
     hidden: int
     kind: str = "swiglu"
     dtype: Any = jnp.float32
     dense: DenseFactory | None = None
+    use_bias: bool = False
+    draws_as: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return mlp(x, self.hidden, self.kind, self.dense or lora_dense(dtype=self.dtype))
+        dense = self.dense or lora_dense(dtype=self.dtype)
+
+        def layer(features: int, name: str) -> nn.Module:
+            extra = {}
+            if self.draws_as is not None and self.is_initializing():
+                extra["draws_from"] = LazyRng.create(self.scope.parent.rngs["params"], self.draws_as + name)
+            return dense(features, use_bias=self.use_bias, name=name, **extra)
+
+        if self.kind == "swiglu":
+            h = nn.silu(layer(self.hidden, "gate")(x)) * layer(self.hidden, "up")(x)
+        elif self.kind == "gelu":
+            h = nn.gelu(layer(self.hidden, "up")(x))
+        else:
+            raise ValueError(f"mlp kind {self.kind!r}: expected 'swiglu' or 'gelu'")
+        return layer(x.shape[-1], "down")(h)
 
 
 class Block(nn.Module):

@@ -8,11 +8,12 @@ values, so a model gains adapters by a config field without changing its base pa
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core.scope import LazyRng
 
 
 def _tuple(x: int | Sequence[int]) -> tuple[int, ...]:
@@ -25,8 +26,8 @@ class LoRADense(nn.Module):
     Params ``kernel`` W ``[in…, out…]`` (lecun-normal drawn as the flat ``[∏in, ∏out]`` matrix and
     reshaped, exactly as ``nn.DenseGeneral`` draws it), ``bias`` b ``[out…]`` if ``use_bias``, and with
     ``rank = r > 0`` the adapter ``lora_a`` A ``[∏in, r]`` ~ N(0, 1/r²), ``lora_b`` B ``[r, ∏out]`` = 0.
-    ``flat=True`` stores W as the flat ``[∏in, ∏out]`` matrix instead (Spiralformer's checkpoint layout;
-    same initial values, same outputs up to float rounding).
+    ``draws_from``: the rng path whose keys draw the initial values instead of the layer's own (see
+    :class:`spiraljax.nn.layers.MLP`; None: the layer's own, as ``nn.Dense`` draws them).
     """
 
     features: int | Sequence[int]
@@ -34,8 +35,8 @@ class LoRADense(nn.Module):
     alpha: float = 16.0
     axis: int | Sequence[int] = -1
     use_bias: bool = False
-    flat: bool = False
     dtype: Any = jnp.float32
+    draws_from: LazyRng | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -47,19 +48,30 @@ class LoRADense(nn.Module):
         def init(key, shape, dtype=jnp.float32):
             return nn.initializers.lecun_normal()(key, (n_in, n_out), dtype).reshape(shape)
 
-        kernel = self.param("kernel", init, (n_in, n_out) if self.flat else in_shape + out_shape)
-        bias = self.param("bias", nn.initializers.zeros, out_shape) if self.use_bias else None
+        kernel = self._param("kernel", init, in_shape + out_shape)
+        bias = self._param("bias", nn.initializers.zeros, out_shape) if self.use_bias else None
         x = jnp.moveaxis(x, axes, tuple(range(x.ndim - len(axes), x.ndim))).astype(self.dtype)
         batch = x.shape[: x.ndim - len(axes)]
         y = as_matrix_product(x, kernel.astype(self.dtype), len(axes), out_shape)
         if bias is not None:
             y = y + bias.astype(self.dtype)
         if self.rank > 0:
-            a = self.param("lora_a", nn.initializers.normal(1.0 / self.rank), (n_in, self.rank))
-            b = self.param("lora_b", nn.initializers.zeros, (self.rank, n_out))
+            a = self._param("lora_a", nn.initializers.normal(1.0 / self.rank), (n_in, self.rank))
+            b = self._param("lora_b", nn.initializers.zeros, (self.rank, n_out))
             delta = (x.reshape(-1, n_in) @ a.astype(self.dtype)) @ b.astype(self.dtype)
             y = y + (self.alpha / self.rank) * delta.reshape(batch + out_shape)
         return y
+
+    def _param(self, name: str, init: Callable, shape: tuple[int, ...]) -> jax.Array:
+        """``self.param``; with ``draws_from`` the n-th parameter draws from ``fold(draws_from, n)``,
+        the key Flax gives the n-th parameter of a layer at that path."""
+        if self.draws_from is None:
+            return self.param(name, init, shape)
+
+        def init_from_path(_own_key, shape):
+            return init(LazyRng.create(self.draws_from, self.scope.rng_counters["params"]).as_jax_rng(), shape)
+
+        return self.param(name, init_from_path, shape)
 
 
 def as_matrix_product(x: jax.Array, kernel: jax.Array, n_axes: int, out_shape: tuple[int, ...]) -> jax.Array:

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spiraljax.nn.layers import SelfAttention, lora_dense, mlp
+from spiraljax.nn.layers import MLP, SelfAttention, lora_dense
 from spiraljax.ops.rhythm import phase_dropout
 from spiraljax.ops.spiral import spiral_attention
 
@@ -25,12 +25,12 @@ class SpiralBlock(nn.Module):
 
     ``Attn`` is :class:`~spiraljax.nn.layers.SelfAttention` (RoPE, optional smeared keys) with
     ``attend`` = :func:`~spiraljax.ops.spiral.spiral_attention` over ``offsets`` (PAD keys removed by
-    ``key_mask [B, T]``), MLP the shared GELU :func:`~spiraljax.nn.layers.mlp` (layers ``mlp_up``,
-    ``mlp_down``); every projection is a :class:`~spiraljax.nn.lora.LoRADense` of rank ``lora_rank``
-    with the flat 2-D kernel layout. ``w_t`` is the breath weight of position t (pause → 0: the block
-    is skipped there), ``g_t`` the silence gate times the rhythmic-attention gate; ``drop_rates`` the
-    per-position (contemplative) dropout rates, or None when every rate is 0 (no dropout and no RNG
-    draw: a zero rate keeps every unit, so skipping changes no number). ``dtype``: compute dtype of the
+    ``key_mask [B, T]``), MLP the shared GELU :class:`~spiraljax.nn.layers.MLP` (``mlp/up``,
+    ``mlp/down``); every projection is a :class:`~spiraljax.nn.lora.LoRADense` of rank ``lora_rank``.
+    ``w_t`` is the breath weight of position t (pause → 0: the block is skipped there), ``g_t`` the
+    silence gate times the rhythmic-attention gate; ``drop_rates`` the per-position (contemplative)
+    dropout rates, or None when every rate is 0 (no dropout and no RNG draw: a zero rate keeps every
+    unit, so skipping changes no number). ``dtype``: compute dtype of the
     projections and the MLP (queries/keys, scores, gates and the residual stream stay float32:
     :mod:`spiraljax.nn.precision`).
 
@@ -65,7 +65,7 @@ class SpiralBlock(nn.Module):
                 return h
             return phase_dropout(h, jnp.broadcast_to(drop_rates, h.shape[:-1]), self.make_rng("dropout"))
 
-        dense = lora_dense(self.lora_rank, self.lora_alpha, self.dtype, flat=True)
+        dense = lora_dense(self.lora_rank, self.lora_alpha, self.dtype)
         if cache is None:
             attend = partial(spiral_attention, offsets=self.offsets, key_mask=key_mask, impl=self.impl)
         else:  # the usable keys of cache + window come in as key_valid (SelfAttention)
@@ -76,6 +76,8 @@ class SpiralBlock(nn.Module):
         else:
             a, cache = attention(nn.LayerNorm(dtype=self.dtype)(x), cache, key_mask)
         x = x + breath_w[..., None] * drop(a * attn_gate[..., None])
-        h = mlp(nn.LayerNorm(dtype=self.dtype)(x), self.mlp_hidden, "gelu", dense, prefix="mlp_")
+        h = MLP(self.mlp_hidden, "gelu", self.dtype, dense, draws_as="mlp_", name="mlp")(
+            nn.LayerNorm(dtype=self.dtype)(x)
+        )
         x = x + breath_w[..., None] * drop(h)
         return x if cache is None else (x, cache)

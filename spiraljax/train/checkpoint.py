@@ -29,12 +29,14 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from spiraljax import old_layout
 from spiraljax.errors import CheckpointError
 from spiraljax.train.async_teardown import draining_event_loops
 
@@ -169,6 +171,40 @@ def saved_signature(mngr: ocp.CheckpointManager, step: int) -> dict:
     return {**tree_signature(md["params"], "params"), **tree_signature(md["opt_state"], "opt_state")}
 
 
+def _signature(state: dict) -> dict:
+    return {**tree_signature(state["params"], "params"), **tree_signature(state["opt_state"], "opt_state")}
+
+
+def _reshaped_abstract(leaf, shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
+    """An abstract leaf of another shape, replicated on the leaf's mesh (its spec has the old rank)."""
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=sharding)
+
+
+def _saved_form(saved: dict, state: dict) -> dict | None:
+    """The 0.1.0 form of ``state`` (:mod:`spiraljax.old_layout`) whose signature is ``saved``; None when
+    ``saved`` is today's form or none of them."""
+    if not old_layout.has_old_names(saved) or saved == _signature(state):
+        return None
+    for form in old_layout.old_forms({"params": state["params"], "opt_state": state["opt_state"]}, _reshaped_abstract):
+        if _signature(form) == saved:
+            return form
+    return None
+
+
+def _from_old(tree, template):
+    """A tree restored in a 0.1.0 form, in today's names, shapes and shardings of ``template``."""
+
+    def place(t, x):
+        if tuple(x.shape) == tuple(t.shape):
+            return x
+        return jax.device_put(x.reshape(t.shape), getattr(t, "sharding", None))
+
+    return jax.tree.map(place, template, old_layout.rename_from_old(tree))
+
+
 # ----------------------------------------------------------------------------- candidates and the one restore routine
 @dataclass(frozen=True)
 class Candidate:
@@ -270,14 +306,12 @@ class Checkpointer:
         """Compare the newest saved step whose metadata is readable with ``abstract_state`` (e.g.
         ``jax.eval_shape`` of ``init_state`` for a new config) without loading any array; returns the
         first differing parameter / optimizer leaf, or None when they match."""
-        wanted = {
-            **tree_signature(abstract_state["params"], "params"),
-            **tree_signature(abstract_state["opt_state"], "opt_state"),
-        }
         found = first_readable(
             newest_first(self.managers), lambda c: saved_signature(c.mngr, c.step), lambda c, err: None
         )  # unreadable metadata: restore() moves the step aside
-        return first_mismatch(found[1], wanted) if found else None
+        if found is None or _saved_form(found[1], abstract_state) is not None:
+            return None
+        return first_mismatch(found[1], _signature(abstract_state))
 
     def move_aside(self, c: Candidate, err: BaseException) -> Path:
         """Move an unreadable step to ``checkpoints/corrupt/<step>`` (never delete), warn once."""
@@ -302,14 +336,23 @@ class Checkpointer:
         carry = {"carry": ocp.args.StandardRestore(_abstract(template["carry"]))} if "carry" in template else {}
 
         def read(c: Candidate):
-            return c.mngr.restore(
+            saved = _saved_form(saved_signature(c.mngr, c.step), template) or template
+            r = c.mngr.restore(
                 c.step,
                 args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(_abstract(template["params"])),
-                    opt_state=ocp.args.StandardRestore(_abstract(template["opt_state"])),
+                    params=ocp.args.StandardRestore(_abstract(saved["params"])),
+                    opt_state=ocp.args.StandardRestore(_abstract(saved["opt_state"])),
                     meta=ocp.args.JsonRestore(),
                     **carry,
                 ),
+            )
+            if saved is template:
+                return r
+            return SimpleNamespace(
+                meta=r.meta,
+                carry=r.carry if carry else None,
+                params=_from_old(r.params, template["params"]),
+                opt_state=_from_old(r.opt_state, template["opt_state"]),
             )
 
         found = first_readable(newest_first(self.managers), read, self.move_aside)

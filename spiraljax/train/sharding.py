@@ -30,8 +30,8 @@ BATCH_AXES = ("data", "fsdp")
 
 # Tensor-parallel rules on the "/"-joined parameter path (matched at its end, so optimizer-state
 # leaves such as ".../mu/block_0/attn/qkv/kernel" match too).
-COLUMN_PARALLEL = re.compile(r"(^|/)(attn|swa|memory)/(qkv|q|k|v)/kernel$|(^|/)(mlp/(up|gate)|mlp_up)/kernel$")
-ROW_PARALLEL = re.compile(r"(^|/)(attn|swa|memory)/out/kernel$|(^|/)(mlp/down|mlp_down)/kernel$")
+COLUMN_PARALLEL = re.compile(r"(^|/)((attn|swa|memory)/(qkv|q|k|v)|mlp/(up|gate))/kernel$")
+ROW_PARALLEL = re.compile(r"(^|/)((attn|swa|memory)/out|mlp/down)/kernel$")
 
 
 def make_mesh(cfg: MeshConfig, batch_size: int) -> Mesh:
