@@ -109,13 +109,19 @@ def diagnostics_table(lm: dict[str, dict[int, dict]]) -> list[str]:
     return lines
 
 
+def trained_at(runs: list[dict], digits: int = 10) -> str:
+    """The commits ``runs`` (their ``run.json``) were trained at: the first ``digits`` hex digits,
+    " (dirty)" for a tree with changes, "unknown" for a run saved without one; "—" for no run."""
+    made = {(r.get("commit") or "unknown")[:digits] + (" (dirty)" if r.get("dirty") else "") for r in runs}
+    return ", ".join(sorted(made)) or "—"
+
+
 def header(report: dict) -> list[str]:
     b, info = report["budget"], report["provenance"]
     v = info["versions"]
     g = info["git"]
     commit = (g.get("commit") or "no git")[:10] + (" (dirty tree)" if g.get("dirty") else "")
     runs = [r for part in ("lm", "recall") for seeds in report.get(part, {}).values() for r in seeds.values()]
-    made = sorted({(r.get("commit") or "unknown")[:10] + (" (dirty)" if r.get("dirty") else "") for r in runs})
     return [
         f"Command: `{report['command']}` — budget `{b['name']}` ({b['description']}); "
         f"{b['steps']} steps per language model; seeds {', '.join(map(str, report['seeds']))}; "
@@ -123,7 +129,7 @@ def header(report: dict) -> list[str]:
         f"Made with commit {commit}, Python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
         f"optax {v['optax']}, orbax-checkpoint {v['orbax-checkpoint']}, numpy {v['numpy']} on "
         f"{info['device']['platform']} × {info['device']['device_count']} ({info['device']['machine']}); "
-        f"the runs were trained at commit {', '.join(made) or '—'} (each run's `run.json`).",
+        f"the runs were trained at commit {trained_at(runs)} (each run's `run.json`).",
     ]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from spiraljax.report.render import _num, fmt_ms, mean_sd
+from spiraljax.report.render import _num, fmt_ms, mean_sd, trained_at
 
 
 def _seeds(values: dict[Any, float | None], digits: int = 3) -> str:
@@ -23,7 +23,6 @@ def header(report: dict) -> list[str]:
     v, g = info["versions"], info["git"]
     commit = (g.get("commit") or "no git")[:10] + (" (dirty tree)" if g.get("dirty") else "")
     runs = [r for seeds in report["runs"].values() for r in seeds.values()]
-    made = sorted({(r.get("commit") or "unknown")[:10] + (" (dirty)" if r.get("dirty") else "") for r in runs})
     steps = sorted({r["steps"] for r in runs})
     return [
         f"Command: `{report['command']}` — budget `{b['name']}` ({b['description']}); "
@@ -33,7 +32,7 @@ def header(report: dict) -> list[str]:
         f"Made with commit {commit}, Python {v['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, "
         f"flax {v['flax']} on "
         f"{info['device']['platform']} × {info['device']['device_count']} ({info['device']['machine']}); "
-        f"the runs were trained at commit {', '.join(made) or '—'} (each run's `run.json`).",
+        f"the runs were trained at commit {trained_at(runs)} (each run's `run.json`).",
     ]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from spiraljax.eval import stats
+from spiraljax.report.render import trained_at
 
 
 def _cells(report: dict) -> list[str]:
@@ -80,13 +81,6 @@ def _commit(report: dict) -> str:
     return (git.get("commit") or "?")[:7] + (" (dirty)" if git.get("dirty") else "")
 
 
-def _trained_at(report: dict) -> str:
-    """The commits the (possibly reused) runs were trained at, "unknown" for runs saved without one."""
-    runs = [r for seeds in report["runs"].values() for r in seeds.values()]
-    made = {(r.get("commit") or "unknown")[:7] + (" (dirty)" if r.get("dirty") else "") for r in runs}
-    return ", ".join(sorted(made)) or "—"
-
-
 def block(report: dict, figs: dict[str, str] | None = None) -> str:
     """The generated block: budget, both tables, the per-seed line at the target cell, the figure."""
     b = report["budget"]
@@ -95,7 +89,8 @@ def block(report: dict, figs: dict[str, str] | None = None) -> str:
         f"{b['train_pairs'][0]}–{b['train_pairs'][1]} pairs, lr {b['lr']}, d {b['d_model']}, "
         f"{b['n_layers']} layers; seeds {', '.join(map(str, report['seeds']))}; {b['eval_batches']} × "
         f"{b['batch']} fresh sequences per cell. Command: `{report['command']}`; commit "
-        f"{_commit(report)}; the runs were trained at commit {_trained_at(report)}.",
+        f"{_commit(report)}; the runs were trained at commit "
+        f"{trained_at([r for seeds in report['runs'].values() for r in seeds.values()], digits=7)}.",
         "",
         "**Accuracy on first queries** (mean ± sd over seeds; the answer is only in the pairs):",
         "",
