@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 OLD_MLP = "mlp_"  # 0.1.0: mlp/up → mlp_up, mlp/down → mlp_down
 GELU_LAYERS = {"up", "down"}
+FLAT_KERNELS = {("attn", "qkv", "kernel"), ("attn", "out", "kernel")}  # 0.1.0: stored 2-D by the Spiralformer
 
 
 def _rebuild(node: Any, walk: Callable[[Any], Any]) -> Any:
@@ -47,28 +48,20 @@ def to_old(tree: Any, flat: bool, reshape: Callable[[Any, tuple[int, ...]], Any]
     ``mlp/{up,down}`` becomes ``mlp_{up,down}``, and with ``flat`` the ``attn/{qkv,out}/kernel`` leaves
     are reshaped to 2-D by ``reshape(leaf, shape)``."""
 
-    def walk(node: Any) -> Any:
+    def walk(node: Any, path: tuple[str, ...]) -> Any:
+        if flat and path[-3:] in FLAT_KERNELS:
+            return _flat_kernel(path[-2], node, reshape)
         if not isinstance(node, dict):
-            return _rebuild(node, walk)
+            return _rebuild(node, lambda c: walk(c, path))
         out = {}
         for key, child in node.items():
             if key == "mlp" and isinstance(child, dict) and set(child) == GELU_LAYERS:
-                out.update({OLD_MLP + layer: walk(sub) for layer, sub in child.items()})
-            elif flat and key == "attn" and isinstance(child, dict):
-                out[key] = {
-                    layer: {
-                        k: _flat_kernel(layer, v, reshape) if k == "kernel" and layer in ("qkv", "out") else walk(v)
-                        for k, v in sub.items()
-                    }
-                    if isinstance(sub, dict)
-                    else walk(sub)
-                    for layer, sub in child.items()
-                }
+                out.update({OLD_MLP + layer: walk(sub, (*path, key, layer)) for layer, sub in child.items()})
             else:
-                out[key] = walk(child)
+                out[key] = walk(child, (*path, key))
         return out
 
-    return walk(tree)
+    return walk(tree, ())
 
 
 def old_forms(tree: Any, reshape: Callable[[Any, tuple[int, ...]], Any]) -> list[Any]:
@@ -105,19 +98,12 @@ def unflatten_attention(params: dict, n_heads: int) -> dict:
     """0.1.0's flat Spiralformer attention kernels back to ``qkv [d, 3, H, D]`` and ``out [H, D, d]``
     (``n_heads`` = H); every other leaf unchanged."""
 
-    def walk(node: Any) -> Any:
-        if not isinstance(node, dict):
-            return node
-        out = {}
-        for key, child in node.items():
-            if key == "attn" and isinstance(child, dict):
-                child = dict(child)
-                for layer in ("qkv", "out"):
-                    kernel = child.get(layer, {}).get("kernel") if isinstance(child.get(layer), dict) else None
-                    if kernel is not None and kernel.ndim == 2:
-                        shape = (kernel.shape[0], 3, n_heads, -1) if layer == "qkv" else (n_heads, -1, kernel.shape[1])
-                        child[layer] = {**child[layer], "kernel": kernel.reshape(shape)}
-            out[key] = walk(child)
-        return out
+    def walk(node: Any, path: tuple[str, ...]) -> Any:
+        if isinstance(node, dict):
+            return {key: walk(child, (*path, key)) for key, child in node.items()}
+        if path[-3:] in FLAT_KERNELS and node.ndim == 2:
+            d_in, d_out = node.shape
+            return node.reshape((d_in, 3, n_heads, -1) if path[-2] == "qkv" else (n_heads, -1, d_out))
+        return node
 
-    return walk(params)
+    return walk(params, ())

@@ -167,11 +167,11 @@ def first_mismatch(saved: dict, wanted: dict) -> str | None:
 
 def saved_signature(mngr: ocp.CheckpointManager, step: int) -> dict:
     """Shapes/dtypes of a saved step's params and optimizer state, read from metadata only."""
-    md = mngr.item_metadata(step)
-    return {**tree_signature(md["params"], "params"), **tree_signature(md["opt_state"], "opt_state")}
+    return _signature(mngr.item_metadata(step))
 
 
-def _signature(state: dict) -> dict:
+def _signature(state: Any) -> dict:
+    """Shapes/dtypes of the ``params`` and ``opt_state`` of a state tree or a step's metadata."""
     return {**tree_signature(state["params"], "params"), **tree_signature(state["opt_state"], "opt_state")}
 
 
